@@ -1,0 +1,2 @@
+"""tensorgate: ONNX LSTMs to tensor-compressed models and PE-array hardware."""
+__version__ = "0.1.0"

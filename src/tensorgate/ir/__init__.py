@@ -1,0 +1,13 @@
+"""The tensorgate IR: typed SSA values, ops, modules, linear maps, verifier, text form."""
+
+from .core import Module, Op, Value
+from .linear_map import FORMATS, DenseMap, LinearMap, register_format
+from .ops import OP_SPECS
+from .types import F32, F64, I64, FixedType, FloatType, IntType, TensorType, element_type
+from .verifier import verify_module
+
+__all__ = [
+    "Module", "Op", "Value", "FORMATS", "DenseMap", "LinearMap", "register_format", "OP_SPECS",
+    "F32", "F64", "I64", "FixedType", "FloatType", "IntType", "TensorType", "element_type",
+    "verify_module",
+]

@@ -1,0 +1,432 @@
+"""The op set: for each op kind its operands, attributes and type inference.
+
+``OP_SPECS[kind].infer(op, consts)`` returns the result types the op must have,
+given ``consts`` (value -> ndarray for values produced by ``const`` ops, used by ops
+such as ``reshape`` whose result shape depends on an operand's contents).  A ``"?"``
+dimension means "not known statically" and is compatible with anything.  Inference
+raises ``VerifyError`` with a sentence when operands do not fit together.
+
+The NumPy runtime (``tensorgate.runtime.numpy_runtime``) is the executable
+definition of what each op computes; this module only states its typing rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import VerifyError
+from .core import Op, Value
+from .linear_map import LinearMap
+from .types import I64, UNKNOWN, Dim, TensorType, element_type
+
+REQUIRED = object()
+Consts = dict[int, np.ndarray]  # id(value) -> contents, for const-produced values
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """Static description of an op kind.
+
+    ``operands`` names the operands in order; a trailing ``?`` marks an optional one
+    (may be ``None``), a trailing ``*`` a variadic tail.  ``attrs`` maps attribute
+    names to defaults (``REQUIRED`` when there is none).
+    """
+
+    kind: str
+    doc: str
+    operands: tuple[str, ...]
+    attrs: dict[str, Any]
+    infer: Callable[[Op, Consts], list[TensorType]]
+    num_results: int | None = 1  # None: given by the op (split)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+OP_SPECS: dict[str, OpSpec] = {}
+
+LSTM_GATES = ("i", "o", "f", "c")
+LSTM_ACTIVATIONS = (
+    "Sigmoid", "Tanh", "Relu", "Affine", "LeakyRelu", "ThresholdedRelu",
+    "ScaledTanh", "HardSigmoid", "Elu", "Softsign", "Softplus",
+)
+LSTM_DIRECTIONS = ("forward", "reverse", "bidirectional")
+
+
+def _spec(kind, doc, operands, attrs=None, num_results=1):
+    def register(infer):
+        OP_SPECS[kind] = OpSpec(kind, doc, tuple(operands), dict(attrs or {}), infer, num_results)
+        return infer
+
+    return register
+
+
+def _fail(op: Op, message: str):
+    raise VerifyError(f"{op.describe()}: {message}")
+
+
+def _norm_axis(op: Op, axis: int, rank: int) -> int:
+    if not -rank <= axis < rank:
+        _fail(op, f"axis {axis} is out of range for rank {rank}")
+    return axis % rank
+
+
+def broadcast(op: Op, a: tuple[Dim, ...], b: tuple[Dim, ...]) -> tuple[Dim, ...]:
+    """NumPy broadcasting of two shapes with symbolic dims."""
+    out: list[Dim] = []
+    for x, y in zip(((1,) * (len(b) - len(a)) + tuple(a)), ((1,) * (len(a) - len(b)) + tuple(b))):
+        if x == 1:
+            out.append(y)
+        elif y == 1 or x == y:
+            out.append(x)
+        elif isinstance(x, int) and isinstance(y, int):
+            _fail(op, f"shapes {list(a)} and {list(b)} do not broadcast")
+        else:
+            out.append(x if isinstance(x, int) else y if isinstance(y, int) else UNKNOWN)
+    return tuple(out)
+
+
+def _product(dims) -> Dim:
+    total = 1
+    for d in dims:
+        if not isinstance(d, int):
+            return UNKNOWN
+        total *= d
+    return total
+
+
+def _unary(kind, doc):
+    @_spec(kind, doc, ["x"])
+    def infer(op, consts):
+        return [op.operands[0].type]
+
+
+for _kind, _doc in [
+    ("sigmoid", "Logistic sigmoid, elementwise."),
+    ("tanh", "Hyperbolic tangent, elementwise."),
+    ("relu", "max(x, 0), elementwise."),
+    ("neg", "-x, elementwise."),
+    ("exp", "e^x, elementwise."),
+]:
+    _unary(_kind, _doc)
+
+
+def _binary(kind, doc):
+    @_spec(kind, doc, ["a", "b"])
+    def infer(op, consts):
+        a, b = op.operands
+        if a.type.dtype != b.type.dtype:
+            _fail(op, f"element types differ: {a.type.dtype} and {b.type.dtype}")
+        return [TensorType(broadcast(op, a.type.shape, b.type.shape), a.type.dtype)]
+
+
+for _kind, _doc in [
+    ("add", "a + b with NumPy broadcasting."),
+    ("sub", "a - b with NumPy broadcasting."),
+    ("mul", "a * b with NumPy broadcasting."),
+    ("div", "a / b with NumPy broadcasting."),
+]:
+    _binary(_kind, _doc)
+
+
+@_spec("const", "A constant tensor.", [], {"value": REQUIRED})
+def _const(op, consts):
+    value = op.attrs["value"]
+    if not isinstance(value, np.ndarray):
+        _fail(op, "attribute 'value' must be a tensor")
+    return [TensorType.of(value)]
+
+
+@_spec("matmul", "NumPy matmul of two values.", ["a", "b"])
+def _matmul(op, consts):
+    a, b = (v.type.shape for v in op.operands)
+    if len(a) < 1 or len(b) < 1:
+        _fail(op, "operands must have rank >= 1")
+    a2 = (1,) + a if len(a) == 1 else a
+    b2 = b + (1,) if len(b) == 1 else b
+    if not (a2[-1] == b2[-2] or not isinstance(a2[-1], int) or not isinstance(b2[-2], int)):
+        _fail(op, f"contracted dims differ: {list(a)} @ {list(b)}")
+    batch = broadcast(op, a2[:-2], b2[:-2])
+    shape = batch + (a2[-2], b2[-1])
+    if len(a) == 1:
+        shape = shape[:-2] + shape[-1:]
+    if len(b) == 1:
+        shape = shape[:-1]
+    return [TensorType(shape, op.operands[0].type.dtype)]
+
+
+@_spec("linear", "y = W x + b over the last axis; W is a linear map (any format).",
+       ["x"], {"weight": REQUIRED, "bias": None})
+def _linear(op, consts):
+    x = op.operands[0].type
+    weight = op.attrs["weight"]
+    if not isinstance(weight, LinearMap):
+        _fail(op, "attribute 'weight' must be a linear map")
+    if x.rank < 1 or not isinstance(x.shape[-1], str) and x.shape[-1] != weight.in_dim:
+        _fail(op, f"input's last dim {x.shape[-1:]} does not match the map's {weight.in_dim} columns")
+    bias = op.attrs["bias"]
+    if bias is not None and bias.shape != (weight.out_dim,):
+        _fail(op, f"bias shape {list(bias.shape)} should be [{weight.out_dim}]")
+    return [x.with_shape(x.shape[:-1] + (weight.out_dim,))]
+
+
+@_spec("softmax", "Softmax along one axis.", ["x"], {"axis": -1})
+def _softmax(op, consts):
+    x = op.operands[0].type
+    _norm_axis(op, op.attrs["axis"], x.rank)
+    return [x]
+
+
+OP_SPECS["log_softmax"] = OpSpec("log_softmax", "Log of softmax along one axis.", ("x",),
+                                 {"axis": -1}, _softmax)
+
+
+@_spec("reshape", "Reshape to the contents of `shape` (ONNX semantics: 0 copies, -1 infers).",
+       ["x", "shape"], {"allowzero": 0})
+def _reshape(op, consts):
+    x, shape_value = op.operands
+    target = consts.get(id(shape_value))
+    if shape_value.type.rank != 1 or not isinstance(shape_value.type.shape[0], int):
+        _fail(op, "shape operand must be a 1-D tensor of static length")
+    if target is None:
+        return [x.type.with_shape((UNKNOWN,) * shape_value.type.shape[0])]
+    return [x.type.with_shape(reshape_dims(op, x.type.shape, [int(d) for d in target]))]
+
+
+def reshape_dims(op: Op, src: tuple[Dim, ...], target: list[int]) -> tuple[Dim, ...]:
+    """Result dims of an ONNX Reshape with constant ``target``."""
+    allowzero = op.attrs.get("allowzero", 0)
+    dims: list[Dim] = [src[i] if d == 0 and not allowzero else d for i, d in enumerate(target)]
+    if dims.count(-1) > 1:
+        _fail(op, f"shape {target} has more than one -1")
+    if -1 in dims:
+        known = _product([d for d in dims if d != -1])
+        total = _product(src)
+        index = dims.index(-1)
+        if isinstance(known, int) and isinstance(total, int):
+            if known == 0 or total % known:
+                _fail(op, f"cannot reshape {list(src)} to {target}")
+            dims[index] = total // known
+        else:
+            dims[index] = UNKNOWN
+    total, new_total = _product(src), _product(dims)
+    if isinstance(total, int) and isinstance(new_total, int) and total != new_total:
+        _fail(op, f"cannot reshape {list(src)} ({total} elements) to {target}")
+    return tuple(dims)
+
+
+@_spec("transpose", "Permute axes.", ["x"], {"perm": REQUIRED})
+def _transpose(op, consts):
+    x = op.operands[0].type
+    perm = op.attrs["perm"]
+    if sorted(perm) != list(range(x.rank)):
+        _fail(op, f"perm {perm} is not a permutation of {x.rank} axes")
+    return [x.with_shape(tuple(x.shape[p] for p in perm))]
+
+
+@_spec("slice", "ONNX Slice with constant starts/ends/axes/steps.", ["x"],
+       {"starts": REQUIRED, "ends": REQUIRED, "axes": None, "steps": None})
+def _slice(op, consts):
+    x = op.operands[0].type
+    starts, ends = op.attrs["starts"], op.attrs["ends"]
+    axes = op.attrs["axes"] or list(range(len(starts)))
+    steps = op.attrs["steps"] or [1] * len(starts)
+    if not len(starts) == len(ends) == len(axes) == len(steps):
+        _fail(op, "starts, ends, axes and steps must have the same length")
+    shape = list(x.shape)
+    for start, end, axis, step in zip(starts, ends, axes, steps):
+        axis = _norm_axis(op, axis, x.rank)
+        if step == 0:
+            _fail(op, "slice step must not be 0")
+        dim = shape[axis]
+        shape[axis] = len(range(*slice(start, end, step).indices(dim))) if isinstance(dim, int) else UNKNOWN
+    return [x.with_shape(shape)]
+
+
+@_spec("gather", "ONNX Gather: take `indices` along `axis`.", ["x", "indices"], {"axis": 0})
+def _gather(op, consts):
+    x, indices = (v.type for v in op.operands)
+    axis = _norm_axis(op, op.attrs["axis"], x.rank)
+    return [x.with_shape(x.shape[:axis] + indices.shape + x.shape[axis + 1:])]
+
+
+@_spec("concat", "Concatenate along `axis`.", ["xs*"], {"axis": REQUIRED})
+def _concat(op, consts):
+    types = [v.type for v in op.operands]
+    if not types:
+        _fail(op, "needs at least one operand")
+    axis = _norm_axis(op, op.attrs["axis"], types[0].rank)
+    shape = list(types[0].shape)
+    for t in types[1:]:
+        if t.rank != len(shape):
+            _fail(op, "operands have different ranks")
+        for i, (a, b) in enumerate(zip(shape, t.shape)):
+            if i != axis and isinstance(a, int) and isinstance(b, int) and a != b:
+                _fail(op, f"operand shapes {list(shape)} and {list(t.shape)} differ off axis {axis}")
+    shape[axis] = _sum_dims(t.shape[axis] for t in types)
+    return [types[0].with_shape(shape)]
+
+
+def _sum_dims(dims) -> Dim:
+    dims = list(dims)
+    return sum(dims) if all(isinstance(d, int) for d in dims) else UNKNOWN
+
+
+@_spec("split", "Split along `axis` into pieces of the given sizes.", ["x"],
+       {"axis": 0, "sizes": REQUIRED}, num_results=None)
+def _split(op, consts):
+    x = op.operands[0].type
+    axis = _norm_axis(op, op.attrs["axis"], x.rank)
+    sizes = op.attrs["sizes"]
+    if isinstance(x.shape[axis], int) and sum(sizes) != x.shape[axis]:
+        _fail(op, f"sizes {sizes} do not add up to dim {x.shape[axis]}")
+    return [x.with_shape(x.shape[:axis] + (s,) + x.shape[axis + 1:]) for s in sizes]
+
+
+@_spec("squeeze", "Remove the given size-1 axes.", ["x"], {"axes": REQUIRED})
+def _squeeze(op, consts):
+    x = op.operands[0].type
+    axes = {_norm_axis(op, a, x.rank) for a in op.attrs["axes"]}
+    for a in axes:
+        if isinstance(x.shape[a], int) and x.shape[a] != 1:
+            _fail(op, f"cannot squeeze axis {a} of size {x.shape[a]}")
+    return [x.with_shape(tuple(d for i, d in enumerate(x.shape) if i not in axes))]
+
+
+@_spec("unsqueeze", "Insert size-1 axes at the given positions of the result.", ["x"],
+       {"axes": REQUIRED})
+def _unsqueeze(op, consts):
+    x = op.operands[0].type
+    rank = x.rank + len(op.attrs["axes"])
+    axes = {_norm_axis(op, a, rank) for a in op.attrs["axes"]}
+    rest = iter(x.shape)
+    return [x.with_shape(tuple(1 if i in axes else next(rest) for i in range(rank)))]
+
+
+@_spec("flatten", "Flatten to 2-D: axes before `axis` and the rest.", ["x"], {"axis": 1})
+def _flatten(op, consts):
+    x = op.operands[0].type
+    axis = op.attrs["axis"]
+    if not -x.rank <= axis <= x.rank:
+        _fail(op, f"axis {axis} is out of range for rank {x.rank}")
+    axis = axis + x.rank if axis < 0 else axis
+    return [x.with_shape((_product(x.shape[:axis]), _product(x.shape[axis:])))]
+
+
+@_spec("shape", "The shape of x as an i64 vector (ONNX Shape with start/end).", ["x"],
+       {"start": 0, "end": None})
+def _shape(op, consts):
+    x = op.operands[0].type
+    dims = x.shape[slice(op.attrs["start"], op.attrs["end"])]
+    return [TensorType((len(dims),), I64)]
+
+
+@_spec("cast", "Convert to another element type.", ["x"], {"to": REQUIRED})
+def _cast(op, consts):
+    try:
+        dtype = element_type(op.attrs["to"])
+    except ValueError as exc:
+        _fail(op, str(exc))
+    return [TensorType(op.operands[0].type.shape, dtype)]
+
+
+@_spec("expand", "Broadcast x to `shape` (ONNX Expand).", ["x", "shape"])
+def _expand(op, consts):
+    x, shape_value = op.operands
+    target = consts.get(id(shape_value))
+    if target is None:
+        return [x.type.with_shape((UNKNOWN,) * max(x.type.rank, shape_value.type.shape[0]))]
+    return [x.type.with_shape(broadcast(op, x.type.shape, tuple(int(d) for d in target)))]
+
+
+@_spec("lstm", "ONNX LSTM over a sequence; W and R are linear maps (any format).",
+       ["x", "sequence_lens?", "initial_h?", "initial_c?"],
+       {
+           "hidden_size": REQUIRED, "direction": "forward", "layout": 0, "clip": None,
+           "input_forget": 0, "activations": None, "activation_alpha": None,
+           "activation_beta": None, "w": REQUIRED, "r": REQUIRED, "bias": None,
+           "peepholes": None,
+       }, num_results=3)
+def _lstm(op, consts):
+    return lstm_result_types(op)
+
+
+def lstm_num_directions(op: Op) -> int:
+    return 2 if op.attrs["direction"] == "bidirectional" else 1
+
+
+def lstm_result_types(op: Op) -> list[TensorType]:
+    """Check an ``lstm`` op's attributes and return the types of Y, Y_h, Y_c."""
+    attrs = op.attrs
+    if attrs["direction"] not in LSTM_DIRECTIONS:
+        _fail(op, f"direction '{attrs['direction']}' is not one of {', '.join(LSTM_DIRECTIONS)}")
+    if attrs["layout"] not in (0, 1):
+        _fail(op, f"layout must be 0 or 1, got {attrs['layout']}")
+    dirs, hidden = lstm_num_directions(op), attrs["hidden_size"]
+    x = op.operands[0].type
+    if x.rank != 3:
+        _fail(op, f"input must be rank 3, got {x}")
+    seq, batch, features = (x.shape[1], x.shape[0], x.shape[2]) if attrs["layout"] else x.shape
+    activations = attrs["activations"] or ["Sigmoid", "Tanh", "Tanh"] * dirs
+    if len(activations) != 3 * dirs:
+        _fail(op, f"needs {3 * dirs} activations, got {len(activations)}")
+    for name in activations:
+        if name not in LSTM_ACTIVATIONS:
+            _fail(op, f"unknown activation '{name}'")
+    _check_lstm_maps(op, "w", dirs, hidden, features)
+    _check_lstm_maps(op, "r", dirs, hidden, hidden)
+    bias, peep = attrs["bias"], attrs["peepholes"]
+    if bias is not None and bias.shape not in ((dirs, 8 * hidden), (dirs, 4 * hidden)):
+        _fail(op, f"bias shape {list(bias.shape)} should be [{dirs}, {8 * hidden}] or [{dirs}, {4 * hidden}]")
+    if peep is not None and peep.shape != (dirs, 3 * hidden):
+        _fail(op, f"peephole shape {list(peep.shape)} should be [{dirs}, {3 * hidden}]")
+    state = (batch, dirs, hidden) if attrs["layout"] else (dirs, batch, hidden)
+    for index, name in ((2, "initial_h"), (3, "initial_c")):
+        value = op.operands[index] if len(op.operands) > index else None
+        if value is not None and not all(
+            isinstance(a, str) or isinstance(b, str) or a == b for a, b in zip(value.type.shape, state)
+        ) or value is not None and value.type.rank != 3:
+            _fail(op, f"{name} has shape {list(value.type.shape)}, expected {list(state)}")
+    y = (batch, seq, dirs, hidden) if attrs["layout"] else (seq, dirs, batch, hidden)
+    return [x.with_shape(y), x.with_shape(state), x.with_shape(state)]
+
+
+def _check_lstm_maps(op: Op, key: str, dirs: int, hidden: int, in_dim: Dim) -> None:
+    """W/R: one ``4H × in`` map per direction (gates stacked) or four ``H × in`` maps
+    per direction (gates separate, in ONNX order i, o, f, c)."""
+    maps = op.attrs[key]
+    if not isinstance(maps, list) or not all(isinstance(m, LinearMap) for m in maps):
+        _fail(op, f"attribute '{key}' must be a list of linear maps")
+    if len(maps) == dirs:
+        rows = 4 * hidden
+    elif len(maps) == 4 * dirs:
+        rows = hidden
+    else:
+        _fail(op, f"'{key}' needs {dirs} (stacked) or {4 * dirs} (per gate) maps, got {len(maps)}")
+    for index, m in enumerate(maps):
+        if m.out_dim != rows or isinstance(in_dim, int) and m.in_dim != in_dim:
+            _fail(op, f"{key}[{index}] is {m.out_dim}x{m.in_dim}, expected {rows}x{in_dim}")
+
+
+def is_optional(spec: OpSpec, index: int) -> bool:
+    names = spec.operands
+    return index < len(names) and names[index].endswith("?")
+
+
+def operand_count_ok(spec: OpSpec, count: int) -> bool:
+    if spec.operands and spec.operands[-1].endswith("*"):
+        return count >= len(spec.operands) - 1
+    return count <= len(spec.operands) and count >= sum(not n.endswith("?") for n in spec.operands)
+
+
+def const_values(ops) -> Consts:
+    """Map ``id(value) -> array`` for every value produced by a ``const`` op."""
+    return {id(op.results[0]): op.attrs["value"] for op in ops if op.kind == "const"}
+
+
+def const_of(value: Value | None) -> np.ndarray | None:
+    """The contents of ``value`` if a ``const`` op produces it."""
+    if value is not None and value.producer is not None and value.producer.kind == "const":
+        return value.producer.attrs["value"]
+    return None
