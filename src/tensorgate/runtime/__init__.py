@@ -1,0 +1,1 @@
+"""Runtimes: the NumPy executor (float and, later, bit-exact fixed point) and the Verilator simulator."""

@@ -1,0 +1,374 @@
+"""The NumPy runtime: the executable definition of every IR op.
+
+``run_module(module, inputs)`` executes a module in float32 (default) or float64.
+Floating tensors (inputs, constants, weights) are computed in the requested dtype;
+integer tensors (shapes, indices, sequence lengths) stay int64.  Each kernel in
+``KERNELS`` takes the op and its operand arrays (``None`` for an absent optional
+operand) and returns the list of result arrays.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from ..errors import ExecutionError
+from ..ir.core import Module, Op
+from ..ir.linear_map import LinearMap
+from ..ir.ops import lstm_num_directions
+from ..ir.types import FloatType, TensorType, element_type
+
+Kernel = Callable[[Op, list, np.dtype], list]
+KERNELS: dict[str, Kernel] = {}
+
+
+def kernel(*kinds: str):
+    def register(fn: Kernel) -> Kernel:
+        for kind in kinds:
+            KERNELS[kind] = fn
+        return fn
+
+    return register
+
+
+def _elementwise(fn):
+    return lambda op, args, dtype: [fn(*args)]
+
+
+for _kind, _fn in {
+    "add": np.add, "sub": np.subtract, "mul": np.multiply,
+    "relu": lambda x: np.maximum(x, 0).astype(x.dtype), "tanh": np.tanh, "neg": np.negative,
+    "exp": np.exp, "matmul": np.matmul,
+}.items():
+    KERNELS[_kind] = _elementwise(_fn)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Logistic function, computed without overflow for large |x|."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+
+
+KERNELS["sigmoid"] = _elementwise(sigmoid)
+
+
+def div_kernel(op, args, dtype):
+    a, b = args
+    if a.dtype.kind in "iu":
+        return [np.trunc(a / b).astype(a.dtype)]  # ONNX integer Div truncates
+    return [a / b]
+
+
+KERNELS["div"] = div_kernel
+
+
+@kernel("const")
+def _const(op, args, dtype):
+    return [_as_float(op.attrs["value"], dtype)]
+
+
+@kernel("linear")
+def _linear(op, args, dtype):
+    y = op.attrs["weight"].apply(args[0])
+    bias = op.attrs["bias"]
+    return [y if bias is None else y + bias]
+
+
+@kernel("softmax")
+def _softmax(op, args, dtype):
+    x = args[0]
+    e = np.exp(x - x.max(axis=op.attrs["axis"], keepdims=True))
+    return [e / e.sum(axis=op.attrs["axis"], keepdims=True)]
+
+
+@kernel("log_softmax")
+def _log_softmax(op, args, dtype):
+    x = args[0]
+    shifted = x - x.max(axis=op.attrs["axis"], keepdims=True)
+    return [shifted - np.log(np.exp(shifted).sum(axis=op.attrs["axis"], keepdims=True))]
+
+
+@kernel("reshape")
+def _reshape(op, args, dtype):
+    x, target = args
+    dims = [int(d) for d in target]
+    if not op.attrs["allowzero"]:
+        dims = [x.shape[i] if d == 0 else d for i, d in enumerate(dims)]
+    return [x.reshape(dims)]
+
+
+@kernel("transpose")
+def _transpose(op, args, dtype):
+    return [np.transpose(args[0], op.attrs["perm"])]
+
+
+@kernel("slice")
+def _slice(op, args, dtype):
+    x = args[0]
+    starts, ends = op.attrs["starts"], op.attrs["ends"]
+    axes = op.attrs["axes"] or range(len(starts))
+    steps = op.attrs["steps"] or [1] * len(starts)
+    index = [slice(None)] * x.ndim
+    for start, end, axis, step in zip(starts, ends, axes, steps):
+        index[axis] = slice(start, end, step)
+    return [x[tuple(index)]]
+
+
+@kernel("gather")
+def _gather(op, args, dtype):
+    return [np.take(args[0], args[1], axis=op.attrs["axis"])]
+
+
+@kernel("concat")
+def _concat(op, args, dtype):
+    return [np.concatenate(args, axis=op.attrs["axis"])]
+
+
+@kernel("split")
+def _split(op, args, dtype):
+    cuts = np.cumsum(op.attrs["sizes"])[:-1]
+    return list(np.split(args[0], cuts, axis=op.attrs["axis"]))
+
+
+@kernel("squeeze")
+def _squeeze(op, args, dtype):
+    return [np.squeeze(args[0], axis=tuple(op.attrs["axes"]))]
+
+
+@kernel("unsqueeze")
+def _unsqueeze(op, args, dtype):
+    return [np.expand_dims(args[0], axis=tuple(op.attrs["axes"]))]
+
+
+@kernel("flatten")
+def _flatten(op, args, dtype):
+    x = args[0]
+    axis = op.attrs["axis"] % (x.ndim + 1) if op.attrs["axis"] < 0 else op.attrs["axis"]
+    return [x.reshape(int(np.prod(x.shape[:axis])), -1)]
+
+
+@kernel("shape")
+def _shape(op, args, dtype):
+    return [np.array(args[0].shape[slice(op.attrs["start"], op.attrs["end"])], dtype=np.int64)]
+
+
+@kernel("cast")
+def _cast(op, args, dtype):
+    target = element_type(op.attrs["to"])
+    return [args[0].astype(dtype if isinstance(target, FloatType) else target.numpy)]
+
+
+@kernel("expand")
+def _expand(op, args, dtype):
+    x, shape = args
+    return [np.broadcast_to(x, np.broadcast_shapes(x.shape, tuple(int(d) for d in shape))).copy()]
+
+
+def _as_float(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    return array.astype(dtype, copy=False) if array.dtype.kind == "f" else array
+
+
+# --- LSTM ---------------------------------------------------------------------------
+
+_ACTIVATION_DEFAULTS = {  # ONNX defaults for (alpha, beta) of each activation
+    "Affine": (1.0, 0.0), "LeakyRelu": (0.01, None), "ThresholdedRelu": (1.0, None),
+    "ScaledTanh": (1.0, 1.0), "HardSigmoid": (0.2, 0.5), "Elu": (1.0, None),
+}
+
+
+def _activation(name: str, alpha, beta) -> Callable[[np.ndarray], np.ndarray]:
+    """The ONNX recurrent activation ``name`` with its alpha/beta."""
+    table = {
+        "Sigmoid": sigmoid,
+        "Tanh": np.tanh,
+        "Relu": lambda x: np.maximum(x, 0),
+        "Affine": lambda x: alpha * x + beta,
+        "LeakyRelu": lambda x: np.where(x >= 0, x, alpha * x),
+        "ThresholdedRelu": lambda x: np.where(x > alpha, x, 0),
+        "ScaledTanh": lambda x: alpha * np.tanh(beta * x),
+        "HardSigmoid": lambda x: np.clip(alpha * x + beta, 0, 1),
+        "Elu": lambda x: np.where(x >= 0, x, alpha * (np.exp(x) - 1)),
+        "Softsign": lambda x: x / (1 + np.abs(x)),
+        "Softplus": lambda x: np.logaddexp(0, x),
+    }
+    fn = table[name]
+    return lambda x: fn(x).astype(x.dtype, copy=False)
+
+
+def lstm_activations(op: Op) -> list[Callable]:
+    """The 3·dirs activation functions, alpha/beta consumed in order by those that take them."""
+    names = op.attrs["activations"] or ["Sigmoid", "Tanh", "Tanh"] * lstm_num_directions(op)
+    alphas = list(op.attrs["activation_alpha"] or [])
+    betas = list(op.attrs["activation_beta"] or [])
+    functions = []
+    for name in names:
+        alpha, beta = _ACTIVATION_DEFAULTS.get(name, (None, None))
+        if alpha is not None and alphas:
+            alpha = alphas.pop(0)
+        if beta is not None and betas:
+            beta = betas.pop(0)
+        functions.append(_activation(name, alpha, beta))
+    return functions
+
+
+def _apply_gates(maps: list[LinearMap], x: np.ndarray) -> np.ndarray:
+    """Apply one direction's W or R: one stacked 4H map, or four per-gate maps."""
+    if len(maps) == 1:
+        return maps[0].apply(x)
+    return np.concatenate([m.apply(x) for m in maps], axis=-1)
+
+
+@kernel("lstm")
+def _lstm(op, args, dtype):
+    x, seq_lens, h0, c0 = (list(args) + [None] * 4)[:4]
+    attrs = op.attrs
+    layout, hidden = attrs["layout"], attrs["hidden_size"]
+    dirs = lstm_num_directions(op)
+    if layout:
+        x = np.swapaxes(x, 0, 1)
+        h0 = None if h0 is None else np.swapaxes(h0, 0, 1)
+        c0 = None if c0 is None else np.swapaxes(c0, 0, 1)
+    steps, batch = x.shape[0], x.shape[1]
+    lens = np.full(batch, steps, np.int64) if seq_lens is None else seq_lens.astype(np.int64)
+    per_dir = len(attrs["w"]) // dirs
+    activations = lstm_activations(op)
+    ys, hs, cs = [], [], []
+    for d in range(dirs):
+        reverse = attrs["direction"] == "reverse" or d == 1
+        y, h, c = _lstm_direction(
+            x, lens, reverse, hidden, dtype,
+            attrs["w"][d * per_dir:(d + 1) * per_dir], attrs["r"][d * per_dir:(d + 1) * per_dir],
+            None if attrs["bias"] is None else attrs["bias"][d].astype(dtype),
+            None if attrs["peepholes"] is None else attrs["peepholes"][d].astype(dtype),
+            None if h0 is None else h0[d], None if c0 is None else c0[d],
+            attrs["clip"], attrs["input_forget"], activations[3 * d:3 * d + 3],
+        )
+        ys.append(y)
+        hs.append(h)
+        cs.append(c)
+    y, h, c = np.stack(ys, axis=1), np.stack(hs), np.stack(cs)
+    if layout:
+        return [np.transpose(y, (2, 0, 1, 3)), np.swapaxes(h, 0, 1), np.swapaxes(c, 0, 1)]
+    return [y, h, c]
+
+
+def _lstm_direction(x, lens, reverse, hidden, dtype, w, r, bias, peep, h0, c0, clip,
+                    input_forget, activations):
+    """One direction over the whole sequence; returns Y [T,B,H], last h and c [B,H].
+
+    The input projection of all steps is one batched application of W (it does not
+    depend on h); only R and the cell update run step by step.
+    """
+    steps, batch, _ = x.shape
+    gates_x = _apply_gates(w, x.reshape(steps * batch, -1)).reshape(steps, batch, 4 * hidden)
+    if bias is not None:
+        gates_x = gates_x + (bias[:4 * hidden] + bias[4 * hidden:] if bias.size == 8 * hidden else bias)
+    p_i, p_o, p_f = np.split(peep, 3) if peep is not None else (None, None, None)
+    f_act, g_act, h_act = activations
+    h = np.zeros((batch, hidden), dtype) if h0 is None else h0.astype(dtype)
+    c = np.zeros((batch, hidden), dtype) if c0 is None else c0.astype(dtype)
+    y = np.zeros((steps, batch, hidden), dtype)
+    ragged = bool((lens < steps).any())
+    for t in (range(steps - 1, -1, -1) if reverse else range(steps)):
+        gates = gates_x[t] + _apply_gates(r, h)
+        pre_i, pre_o, pre_f, pre_c = np.split(gates, 4, axis=-1)
+        if peep is not None:
+            pre_i, pre_f = pre_i + p_i * c, pre_f + p_f * c
+        if clip is not None:
+            pre_i, pre_f, pre_c = (np.clip(g, -clip, clip) for g in (pre_i, pre_f, pre_c))
+        i = f_act(pre_i)
+        f = 1 - i if input_forget else f_act(pre_f)
+        c_new = f * c + i * g_act(pre_c)
+        if peep is not None:
+            pre_o = pre_o + p_o * c_new
+        if clip is not None:
+            pre_o = np.clip(pre_o, -clip, clip)
+        h_new = f_act(pre_o) * h_act(c_new)
+        if ragged:
+            active = (t < lens)[:, None]
+            h, c = np.where(active, h_new, h), np.where(active, c_new, c)
+            y[t] = np.where(active, h_new, 0)
+        else:
+            h, c = h_new, c_new
+            y[t] = h
+    return y, h, c
+
+
+# --- module execution -----------------------------------------------------------------
+
+
+def check_inputs(module: Module, inputs: dict[str, np.ndarray]) -> None:
+    """Raise ``ExecutionError`` unless ``inputs`` names every module input once with a
+    fitting rank, static dims, and consistent symbolic dims."""
+    expected = [v.name for v in module.inputs]
+    missing = [name for name in expected if name not in inputs]
+    extra = [name for name in inputs if name not in expected]
+    if missing or extra:
+        problems = ([f"missing input(s) {', '.join(missing)}"] if missing else []) + (
+            [f"unknown input(s) {', '.join(extra)}"] if extra else [])
+        raise ExecutionError(f"{'; '.join(problems)} (the model takes: {', '.join(expected)})")
+    bound: dict[str, int] = {}
+    for value in module.inputs:
+        _check_shape(value.name, value.type, np.shape(inputs[value.name]), bound)
+
+
+def _check_shape(name: str, type: TensorType, shape: tuple[int, ...], bound: dict[str, int]) -> None:
+    want = "[" + ",".join(str(d) for d in type.shape) + "]"
+    if len(shape) != type.rank:
+        raise ExecutionError(f"input '{name}' has shape {list(shape)}, expected {want}")
+    for dim, size in zip(type.shape, shape):
+        if isinstance(dim, int) and dim != size:
+            raise ExecutionError(f"input '{name}' has shape {list(shape)}, expected {want}")
+        if isinstance(dim, str) and dim != "?":
+            if bound.setdefault(dim, size) != size:
+                raise ExecutionError(f"input '{name}' has {dim}={size}, but another input has "
+                                     f"{dim}={bound[dim]}")
+
+
+class Executor:
+    """Runs one module repeatedly; weights are converted to the run's dtype once."""
+
+    def __init__(self, module: Module, dtype=np.float32):
+        self.module = module
+        self.dtype = np.dtype(dtype)
+        if self.dtype.kind != "f":
+            raise ExecutionError(f"the float runtime runs in float32 or float64, not {self.dtype}")
+        self._ops = [self._prepared(op) for op in module.ops]
+
+    def _prepared(self, op: Op) -> Op:
+        """The op with its float tensors and maps converted to the run's dtype."""
+        if op.kind not in KERNELS:
+            raise ExecutionError(f"{op.describe()}: the NumPy runtime has no kernel for this op")
+        attrs = {key: _convert(value, self.dtype) for key, value in op.attrs.items()}
+        return Op(op.kind, op.operands, [], attrs, op.loc)
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        check_inputs(self.module, inputs)
+        env: dict[int, np.ndarray] = {
+            id(v): _as_float(np.asarray(inputs[v.name]), self.dtype) for v in self.module.inputs
+        }
+        for op, prepared in zip(self.module.ops, self._ops):
+            args = [None if v is None else env[id(v)] for v in op.operands]
+            try:
+                results = KERNELS[op.kind](prepared, args, self.dtype)
+            except (ValueError, IndexError, TypeError) as exc:
+                raise ExecutionError(f"{op.describe()} failed: {exc}") from exc
+            for value, array in zip(op.results, results):
+                env[id(value)] = _as_float(np.asarray(array), self.dtype)
+        return {v.name: env[id(v)] for v in self.module.outputs}
+
+
+def _convert(value, dtype):
+    if isinstance(value, LinearMap):
+        return value if value.dtype == dtype else value.astype(dtype)
+    if isinstance(value, np.ndarray):
+        return _as_float(value, dtype)
+    if isinstance(value, list):
+        return [_convert(v, dtype) for v in value]
+    return value
+
+
+def run_module(module: Module, inputs: dict[str, np.ndarray], dtype=np.float32) -> dict[str, np.ndarray]:
+    """Execute ``module`` on ``inputs`` (keyed by input name); outputs keyed by name."""
+    return Executor(module, dtype).run(inputs)
