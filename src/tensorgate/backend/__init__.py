@@ -1,0 +1,1 @@
+"""Backends: turn IR into artifact directories (numpy, verilog, onnx)."""

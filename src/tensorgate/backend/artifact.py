@@ -1,0 +1,99 @@
+"""Artifact directories: the compiled model, its weights and ``manifest.json``.
+
+An artifact is written into a temporary sibling directory and renamed into place,
+so ``OUT`` is either complete or absent; an existing artifact at ``OUT`` is replaced
+only once the new one is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from .. import __version__
+from ..errors import TensorgateError
+from ..ir.core import Module, Value
+from .report import model_stats
+
+MANIFEST = "manifest.json"
+IR_FILE = "model.tgir"
+
+
+def value_signature(value: Value) -> dict:
+    return {"name": value.name, "shape": list(value.type.shape), "dtype": str(value.type.dtype)}
+
+
+def build_manifest(module: Module, target: str, pipeline: str, source: str) -> dict:
+    stats = model_stats(module)
+    return {
+        "tensorgate_version": __version__,
+        "target": target,
+        "source": source,
+        "pipeline": pipeline,
+        "ir": IR_FILE,
+        "inputs": [value_signature(v) for v in module.inputs],
+        "outputs": [value_signature(v) for v in module.outputs],
+        "params": {
+            "dense": stats.params_dense,
+            "compressed": stats.params_compressed,
+            "compression": round(stats.compression, 3),
+        },
+        "maps": [info.as_dict() for info in stats.maps],
+    }
+
+
+def write_artifact(out_dir: Path, fill: Callable[[Path], None]) -> Path:
+    """Create ``out_dir`` atomically: ``fill(tmp_dir)`` writes the files."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not (out_dir / MANIFEST).is_file():
+        if not out_dir.is_dir() or any(out_dir.iterdir()):
+            raise TensorgateError(f"output '{out_dir}' exists and is not a tensorgate artifact; "
+                                  "choose another path or remove it")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        fill(tmp)
+        if out_dir.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
+            out_dir.rename(old / "artifact")
+            tmp.rename(out_dir)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def write_numpy_artifact(module: Module, out_dir: Path, pipeline: str, source: str) -> Path:
+    """The ``numpy`` target: IR text, sidecar weights and the manifest."""
+    from ..ir.serialize import save_module
+
+    def fill(tmp: Path) -> None:
+        save_module(module, tmp / IR_FILE)
+        manifest = build_manifest(module, "numpy", pipeline, source)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+
+    return write_artifact(out_dir, fill)
+
+
+def is_artifact(path: Path) -> bool:
+    return Path(path).is_dir() and (Path(path) / MANIFEST).is_file()
+
+
+def load_artifact(path: Path) -> tuple[Module, dict]:
+    """Read an artifact directory back: its module and manifest."""
+    from ..ir.serialize import load_module
+
+    path = Path(path)
+    if not is_artifact(path):
+        raise TensorgateError(f"'{path}' is not a tensorgate artifact (no {MANIFEST})")
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except json.JSONDecodeError as exc:
+        raise TensorgateError(f"'{path / MANIFEST}' is not valid JSON: {exc}") from None
+    return load_module(path / manifest.get("ir", IR_FILE)), manifest

@@ -1,0 +1,95 @@
+"""Model statistics shared by `inspect`, the manifest and the benchmarks.
+
+Parameter counts follow the papers' convention: every stored float number counts
+(linear maps, biases, peepholes, head weights, float constants); integer tensors
+(shapes, indices) do not.  ``dense`` counts each linear map as its full matrix,
+``compressed`` as the map's own storage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..ir.core import Module, Op
+from ..ir.linear_map import LinearMap
+
+
+@dataclass
+class MapInfo:
+    """One linear map of the module, named ``<op result>.<attr>[.<dir>][.<gate>]``."""
+
+    name: str
+    op: Op
+    map: LinearMap
+
+    def as_dict(self) -> dict:
+        dense = self.map.out_dim * self.map.in_dim
+        meta = self.map.meta()
+        info = {
+            "name": self.name,
+            "format": self.map.format,
+            "shape": [self.map.out_dim, self.map.in_dim],
+            "factors": {"out": meta.get("out_factors", [self.map.out_dim]),
+                        "in": meta.get("in_factors", [self.map.in_dim])},
+            "ranks": meta.get("ranks", []),
+            "params": self.map.params(),
+            "compression": round(dense / max(self.map.params(), 1), 3),
+            "macs": self.map.macs(),
+        }
+        return info
+
+
+@dataclass
+class ModelStats:
+    maps: list[MapInfo] = field(default_factory=list)
+    params_dense: int = 0
+    params_compressed: int = 0
+
+    @property
+    def compression(self) -> float:
+        return self.params_dense / max(self.params_compressed, 1)
+
+
+def _float_size(value) -> int:
+    return int(value.size) if isinstance(value, np.ndarray) and value.dtype.kind == "f" else 0
+
+
+def module_maps(module: Module) -> list[MapInfo]:
+    """Every linear map held by an op, with a stable descriptive name."""
+    infos = []
+    for op in module.ops:
+        base = op.results[0].name if op.results else op.kind
+        for key, value in op.attrs.items():
+            if isinstance(value, LinearMap):
+                infos.append(MapInfo(f"{base}.{key}", op, value))
+            elif isinstance(value, list) and value and isinstance(value[0], LinearMap):
+                infos.extend(MapInfo(f"{base}.{key}.{suffix}", op, m)
+                             for suffix, m in zip(_map_suffixes(op, len(value)), value))
+    return infos
+
+
+def _map_suffixes(op: Op, count: int) -> list[str]:
+    if op.kind != "lstm":
+        return [str(i) for i in range(count)]
+    names = {"forward": ["fwd"], "reverse": ["rev"], "bidirectional": ["fwd", "bwd"]}[op.attrs["direction"]]
+    if count == len(names):
+        return names
+    return [f"{d}.{gate}" for d in names for gate in ("i", "o", "f", "c")]
+
+
+def model_stats(module: Module) -> ModelStats:
+    stats = ModelStats(maps=module_maps(module))
+    for info in stats.maps:
+        stats.params_dense += info.map.out_dim * info.map.in_dim
+        stats.params_compressed += info.map.params()
+    other = sum(_float_size(v) for op in module.ops for v in op.attrs.values())
+    stats.params_dense += other
+    stats.params_compressed += other
+    return stats
+
+
+def lstm_macs_per_step(op: Op) -> int:
+    """MACs of one time step of an ``lstm`` op for one batch row (all directions)."""
+    return sum(m.macs() for m in op.attrs["w"] + op.attrs["r"])

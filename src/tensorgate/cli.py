@@ -1,0 +1,200 @@
+"""The ``tensorgate`` command line: thin glue from arguments to frontend, passes,
+backends and runtimes.
+
+Exit codes: 0 success, 1 a compile/run error (one line on stderr), 2 a usage error.
+``--verbose`` adds the traceback of an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .errors import ExecutionError, TensorgateError, UsageError
+
+TARGETS = ("numpy",)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        args.handler(args)
+    except TensorgateError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if args.verbose:
+            traceback.print_exc()
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: say so, keep the message short unless --verbose
+        print(f"internal error: {type(exc).__name__}: {exc} (rerun with --verbose for the traceback "
+              "and report it)", file=sys.stderr)
+        if args.verbose:
+            traceback.print_exc()
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tensorgate",
+        description="Compile trained LSTMs from ONNX into tensor-compressed models and hardware.",
+    )
+    parser.add_argument("--version", action="version", version=f"tensorgate {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", help="show tracebacks of errors")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    inspect = sub.add_parser("inspect", parents=[common], help="summarize a model or artifact",
+                             description="Ops, LSTM shapes, parameters and MACs per time step "
+                                         "of an ONNX model or a compiled artifact.")
+    inspect.add_argument("model", type=Path, help="an .onnx file or an artifact directory")
+    inspect.add_argument("--ir", action="store_true", help="print the IR text instead of the summary")
+    inspect.add_argument("--json", action="store_true", help="print the summary as JSON")
+    inspect.set_defaults(handler=cmd_inspect)
+
+    comp = sub.add_parser("compile", parents=[common], help="run a pass pipeline and write an artifact",
+                          description="Import MODEL, run the pipeline and write an artifact directory.")
+    comp.add_argument("model", type=Path, help="the .onnx model to compile")
+    comp.add_argument("-p", "--pipeline", default="canonicalize, dce",
+                      help="pass pipeline text, e.g. 'canonicalize, dce' (see `tensorgate passes`)")
+    comp.add_argument("--target", choices=TARGETS, default="numpy", help="backend (default: numpy)")
+    comp.add_argument("-o", "--output", type=Path, required=True, help="artifact directory to write")
+    comp.add_argument("--time-passes", action="store_true", help="print a table of pass run times")
+    comp.add_argument("--print-ir-after-all", action="store_true", help="print the IR after every pass")
+    comp.add_argument("--print-ir-after", action="append", default=[], metavar="PASS",
+                      help="print the IR after the named pass (repeatable)")
+    comp.add_argument("--dump-ir", type=Path, metavar="DIR", help="write the IR after every pass to DIR")
+    comp.add_argument("--no-verify", action="store_true", help="skip verifying the IR after each pass")
+    comp.set_defaults(handler=cmd_compile)
+
+    run = sub.add_parser("run", parents=[common], help="run an artifact on inputs",
+                         description="Run a compiled artifact with the NumPy runtime.")
+    run.add_argument("artifact", type=Path, help="artifact directory from `tensorgate compile`")
+    run.add_argument("--input", type=Path, required=True,
+                     help=".npz keyed by the model's input names (or .npy for a single-input model)")
+    run.add_argument("--output", type=Path, required=True, help=".npz to write, keyed by output names")
+    run.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                     help="float precision of the run (default: float32)")
+    run.set_defaults(handler=cmd_run)
+
+    passes = sub.add_parser("passes", parents=[common], help="list every pass with its options")
+    passes.set_defaults(handler=cmd_passes)
+
+    demo = sub.add_parser("demo", parents=[common],
+                          help="compile and run the bundled LSTM classifier next to onnxruntime")
+    demo.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def load_model(path: Path):
+    """Import an ONNX file, or load an artifact directory's module."""
+    from .backend.artifact import is_artifact, load_artifact
+    from .frontend import import_onnx
+
+    if is_artifact(path):
+        return load_artifact(path)[0]
+    return import_onnx(path)
+
+
+def cmd_inspect(args) -> None:
+    from .inspect import inspect_summary, render_summary
+
+    module = load_model(args.model)
+    if args.ir:
+        print(module, end="")
+        return
+    summary = inspect_summary(module)
+    if args.json:
+        import json
+
+        print(json.dumps(summary, indent=2))
+    else:
+        render_summary(summary)
+
+
+def cmd_compile(args) -> None:
+    from .backend.artifact import write_numpy_artifact
+    from .frontend import import_onnx
+    from .passes import PassManager
+
+    pm = PassManager.parse(
+        args.pipeline,
+        verify_each=not args.no_verify,
+        time_passes=args.time_passes,
+        print_ir_after_all=args.print_ir_after_all,
+        print_ir_after=args.print_ir_after,
+        dump_ir=args.dump_ir,
+    )
+    module = import_onnx(args.model)
+    module = pm.run(module)
+    write_numpy_artifact(module, args.output, str(pm), str(args.model))
+    if args.time_passes:
+        from rich.console import Console
+
+        Console(stderr=True).print(pm.timing_table())
+    print(f"wrote {args.output}")
+
+
+def read_inputs(path: Path, input_names: list[str]) -> dict[str, np.ndarray]:
+    """Inputs from ``.npz`` (keyed by name) or ``.npy`` (single-input models)."""
+    if not path.is_file():
+        raise UsageError(f"input file '{path}' does not exist")
+    try:
+        if path.suffix == ".npy":
+            if len(input_names) != 1:
+                raise ExecutionError(f"a .npy input needs a single-input model; this one takes "
+                                     f"{', '.join(input_names)}: use an .npz keyed by these names")
+            return {input_names[0]: np.load(path, allow_pickle=False)}
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except (ValueError, OSError, EOFError) as exc:
+        raise ExecutionError(f"cannot read '{path}' as NumPy data: {exc}") from None
+
+
+def cmd_run(args) -> None:
+    from .backend.artifact import load_artifact
+    from .runtime.numpy_runtime import run_module
+
+    module, _ = load_artifact(args.artifact)
+    inputs = read_inputs(args.input, [v.name for v in module.inputs])
+    outputs = run_module(module, inputs, dtype=np.dtype(args.dtype))
+    write_npz(args.output, outputs)
+    print(f"wrote {args.output} ({', '.join(f'{k}{list(v.shape)}' for k, v in outputs.items())})")
+
+
+def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write ``arrays`` to ``path`` via a temporary file, so a failure leaves nothing."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    try:
+        np.savez(tmp, **arrays)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def cmd_passes(args) -> None:
+    from .passes import describe_passes
+
+    print(describe_passes())
+
+
+def cmd_demo(args) -> None:
+    from .demo import run_demo
+
+    run_demo()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""`tensorgate inspect`: a summary of a module as data, and its rendering as tables."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from rich.console import Console
+from rich.table import Table
+
+from .backend.artifact import value_signature
+from .backend.report import lstm_macs_per_step, model_stats
+from .ir.core import Module
+from .ir.ops import lstm_num_directions
+
+
+def inspect_summary(module: Module) -> dict:
+    """Inputs, outputs, op counts, LSTM layers, linear maps and parameter totals."""
+    stats = model_stats(module)
+    lstms = []
+    for op in module.ops_of("lstm"):
+        x = op.operands[0].type
+        lstms.append({
+            "name": op.results[0].name,
+            "node": op.loc,
+            "direction": op.attrs["direction"],
+            "layout": op.attrs["layout"],
+            "input_size": x.shape[2],
+            "hidden_size": op.attrs["hidden_size"],
+            "directions": lstm_num_directions(op),
+            "gates": "stacked" if len(op.attrs["w"]) == lstm_num_directions(op) else "separate",
+            "formats": sorted({m.format for m in op.attrs["w"] + op.attrs["r"]}),
+            "macs_per_step": lstm_macs_per_step(op),
+        })
+    return {
+        "module": module.name,
+        "inputs": [value_signature(v) for v in module.inputs],
+        "outputs": [value_signature(v) for v in module.outputs],
+        "ops": dict(sorted(Counter(op.kind for op in module.ops).items())),
+        "lstm_layers": lstms,
+        "macs_per_step": sum(layer["macs_per_step"] for layer in lstms),
+        "maps": [info.as_dict() for info in stats.maps],
+        "params": {
+            "dense": stats.params_dense,
+            "compressed": stats.params_compressed,
+            "compression": round(stats.compression, 3),
+        },
+    }
+
+
+def render_summary(summary: dict, console: Console | None = None) -> None:
+    console = console or Console()
+    console.print(f"[bold]module[/bold] {summary['module']}")
+    for key in ("inputs", "outputs"):
+        for sig in summary[key]:
+            console.print(f"  {key[:-1]:6} {sig['name']}: {sig['dtype']}[{','.join(map(str, sig['shape']))}]")
+    console.print("  ops    " + ", ".join(f"{k} x{v}" for k, v in summary["ops"].items()))
+    if summary["lstm_layers"]:
+        table = Table(title="LSTM layers")
+        for column in ("layer", "direction", "input", "hidden", "gates", "W/R formats", "MACs/step"):
+            table.add_column(column, justify="right" if column in ("input", "hidden", "MACs/step") else "left")
+        for layer in summary["lstm_layers"]:
+            table.add_row(layer["name"], layer["direction"], str(layer["input_size"]),
+                          str(layer["hidden_size"]), layer["gates"], ",".join(layer["formats"]),
+                          f"{layer['macs_per_step']:,}")
+        console.print(table)
+    table = Table(title="linear maps")
+    for column in ("map", "format", "shape", "factors (out:in)", "ranks", "params", "compression", "MACs"):
+        table.add_column(column, justify="right" if column in ("params", "compression", "MACs") else "left")
+    for info in summary["maps"]:
+        factors = info["factors"]
+        table.add_row(info["name"], info["format"], "x".join(map(str, info["shape"])),
+                      "x".join(map(str, factors["out"])) + ":" + "x".join(map(str, factors["in"])),
+                      ",".join(map(str, info["ranks"])) or "-", f"{info['params']:,}",
+                      f"{info['compression']:.1f}x", f"{info['macs']:,}")
+    console.print(table)
+    params = summary["params"]
+    console.print(f"parameters: {params['dense']:,} dense, {params['compressed']:,} stored "
+                  f"({params['compression']:.1f}x); LSTM MACs per time step: {summary['macs_per_step']:,}")
