@@ -41,7 +41,7 @@ class LinearMap:
         raise NotImplementedError
 
     def apply(self, x: np.ndarray) -> np.ndarray:
-        """``x[..., in_dim] -> y[..., out_dim]``."""
+        """``x[..., in_dim] -> y[..., out_dim]`` as a new array (callers may write into it)."""
         raise NotImplementedError
 
     def to_dense(self) -> np.ndarray:

@@ -45,9 +45,8 @@ for _kind, _fn in {
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
-    """Logistic function, computed without overflow for large |x|."""
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+    """Logistic function as 0.5·(1 + tanh(x/2)): exact, overflow-free, one transcendental."""
+    return (0.5 * np.tanh(0.5 * x) + 0.5).astype(x.dtype, copy=False)
 
 
 KERNELS["sigmoid"] = _elementwise(sigmoid)
@@ -263,28 +262,35 @@ def _lstm_direction(x, lens, reverse, hidden, dtype, w, r, bias, peep, h0, c0, c
     steps, batch, _ = x.shape
     gates_x = _apply_gates(w, x.reshape(steps * batch, -1)).reshape(steps, batch, 4 * hidden)
     if bias is not None:
-        gates_x = gates_x + (bias[:4 * hidden] + bias[4 * hidden:] if bias.size == 8 * hidden else bias)
+        gates_x += bias[:4 * hidden] + bias[4 * hidden:] if bias.size == 8 * hidden else bias
     p_i, p_o, p_f = np.split(peep, 3) if peep is not None else (None, None, None)
     f_act, g_act, h_act = activations
     h = np.zeros((batch, hidden), dtype) if h0 is None else h0.astype(dtype)
     c = np.zeros((batch, hidden), dtype) if c0 is None else c0.astype(dtype)
     y = np.zeros((steps, batch, hidden), dtype)
     ragged = bool((lens < steps).any())
+    i_, o_, f_, c_ = (slice(k * hidden, (k + 1) * hidden) for k in range(4))
     for t in (range(steps - 1, -1, -1) if reverse else range(steps)):
-        gates = gates_x[t] + _apply_gates(r, h)
-        pre_i, pre_o, pre_f, pre_c = np.split(gates, 4, axis=-1)
+        gates = _apply_gates(r, h)
+        gates += gates_x[t]
         if peep is not None:
-            pre_i, pre_f = pre_i + p_i * c, pre_f + p_f * c
-        if clip is not None:
-            pre_i, pre_f, pre_c = (np.clip(g, -clip, clip) for g in (pre_i, pre_f, pre_c))
-        i = f_act(pre_i)
-        f = 1 - i if input_forget else f_act(pre_f)
-        c_new = f * c + i * g_act(pre_c)
+            gates[:, i_] += p_i * c
+            gates[:, f_] += p_f * c
+        if clip is not None:  # with peepholes, o is clipped once c_new is known
+            for block in [gates] if peep is None else [gates[:, i_], gates[:, f_], gates[:, c_]]:
+                np.clip(block, -clip, clip, out=block)
+        if peep is None:
+            sig = f_act(gates[:, :3 * hidden])  # i, o, f in one call
+            i, o, f = sig[:, i_], sig[:, o_], sig[:, f_]
+        else:
+            i, f = f_act(gates[:, i_]), f_act(gates[:, f_])
+        if input_forget:
+            f = 1 - i
+        c_new = f * c + i * g_act(gates[:, c_])
         if peep is not None:
-            pre_o = pre_o + p_o * c_new
-        if clip is not None:
-            pre_o = np.clip(pre_o, -clip, clip)
-        h_new = f_act(pre_o) * h_act(c_new)
+            pre_o = gates[:, o_] + p_o * c_new
+            o = f_act(pre_o if clip is None else np.clip(pre_o, -clip, clip))
+        h_new = o * h_act(c_new)
         if ragged:
             active = (t < lens)[:, None]
             h, c = np.where(active, h_new, h), np.where(active, c_new, c)
