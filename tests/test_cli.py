@@ -1,0 +1,245 @@
+"""End-to-end tests of the `tensorgate` command line: success paths and every kind of
+bad input, each with a one-line error, the right exit code and no output left behind."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from tensorgate.cli import main
+from tensorgate.demo import demo_files
+
+MODEL, INPUTS = demo_files()
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_clean_error(code: int, err: str, expected_code: int, *fragments: str) -> None:
+    assert code == expected_code
+    assert err.startswith("error: ")
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in err
+
+
+@pytest.fixture
+def demo_inputs(tmp_path):
+    with np.load(INPUTS) as data:
+        images = data["image_rows"]
+    path = tmp_path / "in.npz"
+    np.savez(path, image_rows=images)
+    return path, images
+
+
+def test_compile_run_matches_onnxruntime(tmp_path, capsys, demo_inputs):
+    inputs, images = demo_inputs
+    out = tmp_path / "artifact"
+    code, _, err = run_cli(capsys, "compile", str(MODEL), "-p", "canonicalize, dce", "-o", str(out))
+    assert code == 0, err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["target"] == "numpy"
+    assert manifest["inputs"] == [{"name": "image_rows", "shape": ["batch", 8, 8], "dtype": "f32"}]
+    assert manifest["outputs"][0]["name"] == "probabilities"
+    assert manifest["params"]["dense"] == manifest["params"]["compressed"] > 0
+    result = tmp_path / "result.npz"
+    code, _, err = run_cli(capsys, "run", str(out), "--input", str(inputs), "--output", str(result))
+    assert code == 0, err
+    session = onnxruntime.InferenceSession(str(MODEL), providers=["CPUExecutionProvider"])
+    reference = session.run(None, {"image_rows": images})[0]
+    with np.load(result) as data:
+        np.testing.assert_allclose(data["probabilities"], reference, rtol=1e-5, atol=1e-6)
+
+
+def test_run_accepts_npy_for_single_input_model(tmp_path, capsys, demo_inputs):
+    _, images = demo_inputs
+    out = tmp_path / "artifact"
+    assert run_cli(capsys, "compile", str(MODEL), "-o", str(out))[0] == 0
+    np.save(tmp_path / "x.npy", images)
+    code, _, err = run_cli(capsys, "run", str(out), "--input", str(tmp_path / "x.npy"),
+                           "--output", str(tmp_path / "y.npz"))
+    assert code == 0, err
+    with np.load(tmp_path / "y.npz") as data:
+        assert data["probabilities"].shape == (len(images), 10)
+
+
+def test_inspect_reports_lstm_and_params(capsys):
+    code, out, _ = run_cli(capsys, "inspect", str(MODEL), "--json")
+    assert code == 0
+    summary = json.loads(out)
+    (layer,) = summary["lstm_layers"]
+    assert (layer["input_size"], layer["hidden_size"], layer["direction"]) == (8, 16, "forward")
+    assert layer["macs_per_step"] == 4 * 16 * (8 + 16)
+    assert summary["params"]["dense"] == 4 * 16 * (8 + 16) + 8 * 16 + 16 * 10 + 10
+
+
+def test_inspect_ir_prints_parseable_text(capsys):
+    from tensorgate.frontend import import_onnx
+    from tensorgate.ir.parser import parse_module
+    from tensorgate.ir.printer import module_tensors, print_module
+
+    code, out, _ = run_cli(capsys, "inspect", str(MODEL), "--ir")
+    assert code == 0
+    assert " lstm(" in out
+    reparsed = parse_module(out, module_tensors(import_onnx(MODEL)))
+    assert print_module(reparsed) == out
+
+
+def test_passes_lists_every_pass(capsys):
+    from tensorgate.passes import PASSES
+
+    code, out, _ = run_cli(capsys, "passes")
+    assert code == 0
+    for name in PASSES:
+        assert name in out
+
+
+def test_demo_prints_table_agreeing_with_onnxruntime(capsys):
+    from tensorgate.demo import run_demo
+
+    outputs = run_demo()
+    np.testing.assert_allclose(outputs["tensorgate"], outputs["onnxruntime"], rtol=1e-5, atol=1e-6)
+    assert "onnxruntime" in capsys.readouterr().out
+
+
+def test_entry_point_reports_usage_error_exit_2():
+    result = subprocess.run([sys.executable, "-m", "tensorgate.cli", "compile"], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "required" in result.stderr
+
+
+# --- bad input ---------------------------------------------------------------------------
+
+
+def lstm_graph_model(activations=None, extra_node=None) -> onnx.ModelProto:
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((1, 16, 3)).astype(np.float32), "W"),
+             numpy_helper.from_array(rng.standard_normal((1, 16, 4)).astype(np.float32), "R")]
+    attrs = {"hidden_size": 4}
+    if activations:
+        attrs["activations"] = activations
+    nodes = [helper.make_node("LSTM", ["x", "W", "R"], ["Y", "Y_h"], name="lstm_node", **attrs)]
+    output = "Y_h"
+    if extra_node:
+        nodes.append(extra_node)
+        output = extra_node.output[0]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [5, 2, 3])],
+                              [helper.make_tensor_value_info(output, TensorProto.FLOAT, None)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def compile_fails(capsys, tmp_path, model_path, expected_code=1, pipeline="canonicalize", *fragments):
+    out = tmp_path / "out"
+    code, _, err = run_cli(capsys, "compile", str(model_path), "-p", pipeline, "-o", str(out))
+    assert_clean_error(code, err, expected_code, *fragments)
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
+    return err
+
+
+def test_missing_file(capsys, tmp_path):
+    compile_fails(capsys, tmp_path, tmp_path / "nope.onnx", 1, "canonicalize", "nope.onnx")
+
+
+def test_non_onnx_file(capsys, tmp_path):
+    path = tmp_path / "notes.onnx"
+    path.write_text("this is not a model\n")
+    compile_fails(capsys, tmp_path, path, 1, "canonicalize", "notes.onnx")
+
+
+def test_truncated_protobuf(capsys, tmp_path):
+    data = lstm_graph_model().SerializeToString()
+    path = tmp_path / "cut.onnx"
+    path.write_bytes(data[: len(data) // 2])
+    compile_fails(capsys, tmp_path, path, 1, "canonicalize", "cut.onnx")
+
+
+def test_model_failing_checker(capsys, tmp_path):
+    model = lstm_graph_model()
+    model.graph.node[0].input[1] = "undefined_weight"
+    path = tmp_path / "bad.onnx"
+    onnx.save(model, path)
+    compile_fails(capsys, tmp_path, path, 1, "canonicalize", "bad.onnx")
+
+
+def test_unsupported_op_names_node(capsys, tmp_path):
+    node = helper.make_node("Hardmax", ["Y_h"], ["z"], name="odd_node")
+    path = tmp_path / "op.onnx"
+    onnx.save(lstm_graph_model(extra_node=node), path)
+    compile_fails(capsys, tmp_path, path, 1, "canonicalize", "odd_node", "Hardmax")
+
+
+def test_unknown_lstm_activation_names_it(capsys, tmp_path):
+    path = tmp_path / "act.onnx"
+    onnx.save(lstm_graph_model(activations=["Sigmoid", "Swish", "Tanh"]), path)
+    compile_fails(capsys, tmp_path, path, 1, "canonicalize", "lstm_node", "Swish")
+
+
+@pytest.mark.parametrize("pipeline, fragment", [
+    ("canonicalize,, dce", "column"),
+    ("canonicalize, frobnicate", "frobnicate"),
+    ("dce{nonsense=1}", "nonsense"),
+])
+def test_bad_pipeline(capsys, tmp_path, pipeline, fragment):
+    err = compile_fails(capsys, tmp_path, MODEL, 2, pipeline, fragment)
+    assert "^" in err
+
+
+def test_input_files_are_not_modified(tmp_path, capsys):
+    before = MODEL.read_bytes()
+    assert run_cli(capsys, "compile", str(MODEL), "-o", str(tmp_path / "a"))[0] == 0
+    assert MODEL.read_bytes() == before
+
+
+@pytest.fixture
+def artifact(tmp_path, capsys):
+    out = tmp_path / "artifact"
+    assert run_cli(capsys, "compile", str(MODEL), "-o", str(out))[0] == 0
+    return out
+
+
+def test_run_missing_input_name(artifact, tmp_path, capsys):
+    np.savez(tmp_path / "in.npz", wrong=np.zeros((1, 8, 8), np.float32))
+    code, _, err = run_cli(capsys, "run", str(artifact), "--input", str(tmp_path / "in.npz"),
+                           "--output", str(tmp_path / "o.npz"))
+    assert_clean_error(code, err, 1, "image_rows")
+    assert not (tmp_path / "o.npz").exists()
+
+
+def test_run_wrong_shape(artifact, tmp_path, capsys):
+    np.savez(tmp_path / "in.npz", image_rows=np.zeros((1, 7, 8), np.float32))
+    code, _, err = run_cli(capsys, "run", str(artifact), "--input", str(tmp_path / "in.npz"),
+                           "--output", str(tmp_path / "o.npz"))
+    assert_clean_error(code, err, 1, "image_rows", "[1, 7, 8]")
+    assert not (tmp_path / "o.npz").exists()
+
+
+def test_run_on_non_artifact(tmp_path, capsys):
+    np.savez(tmp_path / "in.npz", image_rows=np.zeros((1, 8, 8), np.float32))
+    code, _, err = run_cli(capsys, "run", str(tmp_path), "--input", str(tmp_path / "in.npz"),
+                           "--output", str(tmp_path / "o.npz"))
+    assert_clean_error(code, err, 1, "not a tensorgate artifact")
+
+
+def test_existing_foreign_output_directory_is_refused(tmp_path, capsys):
+    out = tmp_path / "precious"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    code, _, err = run_cli(capsys, "compile", str(MODEL), "-o", str(out))
+    assert_clean_error(code, err, 1, "precious")
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_recompile_replaces_artifact(artifact, capsys):
+    assert run_cli(capsys, "compile", str(MODEL), "-p", "dce", "-o", str(artifact))[0] == 0
+    assert json.loads((artifact / "manifest.json").read_text())["pipeline"] == "dce"
