@@ -1,0 +1,277 @@
+"""Model builders and references shared by the tests (``from models import ...``).
+
+* ``TorchLSTM`` / ``export_torch_lstm``: an ``nn.LSTM`` classifier exported by either
+  PyTorch exporter at a chosen opset, with symbolic batch/sequence and, for the dynamo
+  exporter, weights in an external-data file.
+* ``OnnxLSTM`` / ``make_onnx_lstm``: a one-node ONNX LSTM built with ``onnx.helper``
+  with any combination of the optional inputs, attributes and outputs.  Weights and
+  feeds are drawn in a fixed order from the seed, so two configs that differ only in
+  ``layout`` describe the same computation.
+* ``make_model``, ``freeze_inputs``: small graph helpers.
+* ``run_onnxruntime`` and ``assert_close_f32``: the reference and the comparison.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime
+from onnx import TensorProto, helper, numpy_helper
+
+F32_EPS = float(np.finfo(np.float32).eps)
+
+
+# --- comparison -------------------------------------------------------------------------
+
+RTOL = 1e-5
+# Absolute slack, in units of float32 eps times the largest |expected|.  Two correct
+# float32 implementations differ by the rounding of their dot products (different
+# summation orders: a few eps relative to the summands) and of their sigmoid/tanh
+# (onnxruntime uses polynomial approximations accurate to a few eps), carried through the
+# recurrence; elements close to 0 get no help from RTOL, so they need this floor.
+ATOL_EPS = 16
+
+
+def assert_close_f32(actual: np.ndarray, expected: np.ndarray, name: str = "") -> None:
+    """``actual`` equals ``expected`` up to float32 rounding: rtol 1e-5 plus an atol of
+    ``ATOL_EPS`` eps scaled by the output's magnitude."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.shape == expected.shape, f"{name}: shape {actual.shape} != {expected.shape}"
+    scale = float(np.max(np.abs(expected))) if expected.size else 0.0
+    np.testing.assert_allclose(actual, expected, rtol=RTOL, atol=ATOL_EPS * F32_EPS * max(scale, 1e-30),
+                               err_msg=name)
+
+
+def run_onnxruntime(model: onnx.ModelProto | str | Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run a model on onnxruntime's CPU provider; outputs keyed by name."""
+    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    session = onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    names = [output.name for output in session.get_outputs()]
+    return dict(zip(names, session.run(names, feeds)))
+
+
+# --- hand-built graphs ------------------------------------------------------------------
+
+
+def make_model(nodes, inputs, outputs, initializers=(), opset: int = 22, name: str = "test") -> onnx.ModelProto:
+    """A checked model; ``inputs``/``outputs`` are ``(name, elem_type, shape)`` triples
+    or ValueInfoProtos, ``initializers`` maps names to arrays."""
+    def info(spec):
+        return spec if isinstance(spec, onnx.ValueInfoProto) else helper.make_tensor_value_info(*spec)
+
+    graph = helper.make_graph(
+        list(nodes), name, [info(i) for i in inputs], [info(o) for o in outputs],
+        [numpy_helper.from_array(np.asarray(a), n) for n, a in dict(initializers).items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    onnx.checker.check_model(model)
+    return model
+
+
+def freeze_inputs(model: onnx.ModelProto, arrays: dict[str, np.ndarray]) -> onnx.ModelProto:
+    """A copy of ``model`` whose graph inputs named in ``arrays`` are initializers."""
+    frozen = onnx.ModelProto()
+    frozen.CopyFrom(model)
+    kept = [info for info in frozen.graph.input if info.name not in arrays]
+    del frozen.graph.input[:]
+    frozen.graph.input.extend(kept)
+    frozen.graph.initializer.extend(numpy_helper.from_array(np.asarray(a), n) for n, a in arrays.items())
+    return frozen
+
+
+@dataclass(frozen=True)
+class OnnxLSTM:
+    """One ONNX LSTM node; inputs it does not use are left out of the node."""
+
+    seq: int = 4
+    batch: int = 3
+    input_size: int = 5
+    hidden_size: int = 6
+    direction: str = "forward"
+    layout: int = 0
+    bias: bool = True
+    peepholes: bool = False
+    sequence_lens: bool = False
+    initial_h: bool = False
+    initial_c: bool = False
+    clip: float | None = None
+    input_forget: int = 0
+    activations: tuple[str, ...] | None = None
+    activation_alpha: tuple[float, ...] | None = None
+    activation_beta: tuple[float, ...] | None = None
+    outputs: tuple[str, ...] = ("Y", "Y_h", "Y_c")
+    hidden_size_attr: bool = True
+    weights_as_inputs: bool = False
+    opset: int = 22
+    seed: int = 0
+
+    @property
+    def dirs(self) -> int:
+        return 2 if self.direction == "bidirectional" else 1
+
+    def output_shapes(self) -> dict[str, list]:
+        d, t, b, h = self.dirs, self.seq, self.batch, self.hidden_size
+        if self.layout:
+            return {"Y": [b, t, d, h], "Y_h": [b, d, h], "Y_c": [b, d, h]}
+        return {"Y": [t, d, b, h], "Y_h": [d, b, h], "Y_c": [d, b, h]}
+
+
+def lstm_arrays(config: OnnxLSTM) -> dict[str, np.ndarray]:
+    """Every tensor of ``config``'s LSTM, drawn in a fixed order, in its layout."""
+    rng = np.random.default_rng(config.seed)
+    d, t, b, i, h = config.dirs, config.seq, config.batch, config.input_size, config.hidden_size
+
+    def normal(*shape, scale=1.0):
+        return (scale * rng.standard_normal(shape)).astype(np.float32)
+
+    arrays = {
+        "X": normal(t, b, i),
+        "W": normal(d, 4 * h, i, scale=0.5),
+        "R": normal(d, 4 * h, h, scale=0.5),
+        "B": normal(d, 8 * h, scale=0.5),
+        "P": normal(d, 3 * h, scale=0.5),
+        "initial_h": normal(d, b, h),
+        "initial_c": normal(d, b, h),
+        "sequence_lens": rng.integers(1, t + 1, b).astype(np.int32),
+    }
+    arrays["sequence_lens"][0] = max(1, t - 1)  # at least one row stops early
+    if config.layout:
+        arrays["X"] = arrays["X"].transpose(1, 0, 2).copy()
+        for name in ("initial_h", "initial_c"):
+            arrays[name] = arrays[name].transpose(1, 0, 2).copy()
+    return arrays
+
+
+def make_onnx_lstm(config: OnnxLSTM) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """The model and its feeds.  sequence_lens/initial_h/initial_c are graph inputs;
+    W/R/B/P are initializers (graph inputs with ``weights_as_inputs``)."""
+    arrays = lstm_arrays(config)
+    wanted = {
+        "X": True, "W": True, "R": True, "B": config.bias, "sequence_lens": config.sequence_lens,
+        "initial_h": config.initial_h, "initial_c": config.initial_c, "P": config.peepholes,
+    }
+    node_inputs = [name if used else "" for name, used in wanted.items()]
+    while node_inputs[-1] == "":
+        node_inputs.pop()
+    attrs = {"direction": config.direction, "layout": config.layout, "input_forget": config.input_forget}
+    if config.hidden_size_attr:
+        attrs["hidden_size"] = config.hidden_size
+    for key in ("clip", "activations", "activation_alpha", "activation_beta"):
+        if getattr(config, key) is not None:
+            attrs[key] = getattr(config, key)
+    shapes = config.output_shapes()
+    node_outputs = [name if name in config.outputs else "" for name in ("Y", "Y_h", "Y_c")]
+    while node_outputs[-1] == "":
+        node_outputs.pop()
+    node = helper.make_node("LSTM", node_inputs, node_outputs, name="lstm", **attrs)
+    weights = {"W", "R", "B", "P"}
+    fed = [n for n in node_inputs if n and (n not in weights or config.weights_as_inputs)]
+    elem = {"sequence_lens": TensorProto.INT32}
+    model = make_model(
+        [node],
+        [(n, elem.get(n, TensorProto.FLOAT), list(arrays[n].shape)) for n in fed],
+        [(n, TensorProto.FLOAT, shapes[n]) for n in node_outputs if n],
+        {n: arrays[n] for n in node_inputs if n and n not in fed},
+        opset=config.opset,
+    )
+    return model, {n: arrays[n] for n in fed}
+
+
+# --- PyTorch exports --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TorchLSTM:
+    """An ``nn.LSTM`` classifier and how to export it.
+
+    ``head``: ``"softmax"`` (Linear + Softmax on the last time step), ``"log_softmax"``,
+    ``"linear"`` (logits only) or ``"none"`` (the LSTM's output and final states).
+    """
+
+    exporter: str = "torchscript"  # or "dynamo"
+    opset: int = 17
+    input_size: int = 5
+    hidden_size: int = 7
+    num_layers: int = 1
+    bidirectional: bool = False
+    batch_first: bool = False
+    head: str = "softmax"
+    num_classes: int = 3
+    dynamic: bool = True
+    external_data: bool = True  # dynamo exporter only
+    seed: int = 0
+
+    @property
+    def file_name(self) -> str:
+        fields = [self.exporter, f"op{self.opset}", f"l{self.num_layers}", "bi" if self.bidirectional else "uni",
+                  "bf" if self.batch_first else "sf", self.head, "dyn" if self.dynamic else "static",
+                  "ext" if self.external_data and self.exporter == "dynamo" else "emb", f"s{self.seed}",
+                  f"{self.input_size}x{self.hidden_size}x{self.num_classes}"]
+        return "-".join(fields) + ".onnx"
+
+    def input_shape(self, batch: int, seq: int) -> tuple[int, int, int]:
+        return (batch, seq, self.input_size) if self.batch_first else (seq, batch, self.input_size)
+
+
+def _classifier(config: TorchLSTM):
+    import torch
+
+    class LSTMClassifier(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = torch.nn.LSTM(config.input_size, config.hidden_size, num_layers=config.num_layers,
+                                      batch_first=config.batch_first, bidirectional=config.bidirectional)
+            width = config.hidden_size * (2 if config.bidirectional else 1)
+            self.head = torch.nn.Linear(width, config.num_classes)
+
+        def forward(self, x):
+            y, (h, c) = self.lstm(x)
+            if config.head == "none":
+                return y, h, c
+            last = y[:, -1] if config.batch_first else y[-1]
+            logits = self.head(last)
+            if config.head == "softmax":
+                return torch.softmax(logits, dim=-1)
+            if config.head == "log_softmax":
+                return torch.log_softmax(logits, dim=-1)
+            return logits
+
+    torch.manual_seed(config.seed)
+    return LSTMClassifier().eval()
+
+
+def export_torch_lstm(config: TorchLSTM, directory: Path) -> Path:
+    """Export ``config``'s classifier to ``directory`` (input ``x``); returns the file.
+
+    The exporters warn about their own internals (deprecations, export-time guards);
+    those warnings are silenced here so ``-W error`` applies to tensorgate's code.
+    """
+    import torch
+
+    path = Path(directory) / config.file_name
+    model = _classifier(config)
+    example = torch.randn(*config.input_shape(batch=2, seq=4))
+    outputs = ["y", "h_n", "c_n"] if config.head == "none" else ["probs"]
+    batch_axis, seq_axis = (0, 1) if config.batch_first else (1, 0)
+    kwargs = {"input_names": ["x"], "output_names": outputs, "opset_version": config.opset}
+    if config.exporter == "dynamo":
+        if config.dynamic:
+            dims = {batch_axis: torch.export.Dim("batch"), seq_axis: torch.export.Dim("seq")}
+            kwargs["dynamic_shapes"] = {"x": dims}
+        kwargs.update(dynamo=True, external_data=config.external_data, verbose=False)
+    else:
+        if config.dynamic:
+            kwargs["dynamic_axes"] = {"x": {batch_axis: "batch", seq_axis: "seq"}}
+        kwargs.update(dynamo=False)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (example,), path, **kwargs)
+    return path

@@ -1,0 +1,60 @@
+"""The ONNX conformance cases for LSTM (stored by data/make_lstm_conformance.py) run
+through the importer and the NumPy runtime, against the expected outputs that onnx's
+own reference computed (and, where it runs them, onnxruntime)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from models import assert_close_f32, freeze_inputs, run_onnxruntime
+from tensorgate.frontend import import_onnx
+from tensorgate.runtime.numpy_runtime import run_module
+
+CASES_DIR = Path(__file__).parent / "data" / "onnx_lstm_conformance"
+CASES = sorted(p.name for p in CASES_DIR.iterdir() if p.is_dir())
+WEIGHTS = ("W", "R", "B", "P")
+
+
+def load_case(name: str):
+    """The model with W/R/B/P turned into initializers (the conformance cases feed them
+    as inputs; the importer needs them constant), its remaining feeds and expected outputs."""
+    directory = CASES_DIR / name
+    model = onnx.load(directory / "model.onnx")
+    data = directory / "test_data_set_0"
+
+    def tensors(kind, infos):
+        return {info.name: numpy_helper.to_array(onnx.load_tensor(data / f"{kind}_{i}.pb"))
+                for i, info in enumerate(infos)}
+
+    inputs = tensors("input", model.graph.input)
+    expected = tensors("output", model.graph.output)
+    weights = {k: v for k, v in inputs.items() if k in WEIGHTS}
+    feeds = {k: v for k, v in inputs.items() if k not in WEIGHTS}
+    return freeze_inputs(model, weights), feeds, expected
+
+
+def test_the_required_cases_are_stored():
+    assert {"test_lstm_defaults", "test_lstm_with_initial_bias", "test_lstm_with_peepholes",
+            "test_lstm_batchwise"} <= set(CASES)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_conformance_case(name):
+    model, feeds, expected = load_case(name)
+    module = import_onnx(model)
+    assert [v.name for v in module.outputs] == list(expected)
+    outputs = run_module(module, feeds)
+    for key, want in expected.items():
+        assert_close_f32(outputs[key], want, key)
+
+
+@pytest.mark.parametrize("name", [n for n in CASES if n != "test_lstm_batchwise"])
+def test_stored_expectations_agree_with_onnxruntime(name):
+    """Guards the stored data itself (onnxruntime refuses the layout-1 case)."""
+    model, feeds, expected = load_case(name)
+    for key, got in run_onnxruntime(model, feeds).items():
+        assert_close_f32(got, expected[key], key)
