@@ -1,8 +1,8 @@
 """Model statistics shared by `inspect`, the manifest and the benchmarks.
 
-Parameter counts follow the papers' convention: every stored float number counts
-(linear maps, biases, peepholes, head weights, float constants); integer tensors
-(shapes, indices) do not.  ``dense`` counts each linear map as its full matrix,
+Parameter counts follow the papers' convention: every stored weight counts (linear
+maps, biases, peepholes, float ``const`` tensors such as a MatMul head's weights);
+integer tensors (shapes, indices) and float scalars (fill values, scale constants) do not.  ``dense`` counts each linear map as its full matrix,
 ``compressed`` as the map's own storage.
 """
 
@@ -52,8 +52,15 @@ class ModelStats:
         return self.params_dense / max(self.params_compressed, 1)
 
 
-def _float_size(value) -> int:
-    return int(value.size) if isinstance(value, np.ndarray) and value.dtype.kind == "f" else 0
+WEIGHT_ATTRS = ("value", "bias", "peepholes")
+
+
+def _weight_count(op: Op) -> int:
+    """Float weights an op stores outside its linear maps."""
+    keys = WEIGHT_ATTRS if op.kind == "const" else WEIGHT_ATTRS[1:]
+    arrays = [op.attrs.get(key) for key in keys]
+    return sum(int(a.size) for a in arrays
+               if isinstance(a, np.ndarray) and a.dtype.kind == "f" and a.ndim > 0)
 
 
 def module_maps(module: Module) -> list[MapInfo]:
@@ -84,7 +91,7 @@ def model_stats(module: Module) -> ModelStats:
     for info in stats.maps:
         stats.params_dense += info.map.out_dim * info.map.in_dim
         stats.params_compressed += info.map.params()
-    other = sum(_float_size(v) for op in module.ops for v in op.attrs.values())
+    other = sum(_weight_count(op) for op in module.ops)
     stats.params_dense += other
     stats.params_compressed += other
     return stats
