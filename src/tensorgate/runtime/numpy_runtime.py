@@ -9,9 +9,11 @@ operand) and returns the list of result arrays.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Callable
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from ..errors import ExecutionError
 from ..ir.core import Module, Op
@@ -260,45 +262,74 @@ def _lstm_direction(x, lens, reverse, hidden, dtype, w, r, bias, peep, h0, c0, c
     depend on h); only R and the cell update run step by step.
     """
     steps, batch, _ = x.shape
-    gates_x = _apply_gates(w, x.reshape(steps * batch, -1)).reshape(steps, batch, 4 * hidden)
+    with _blas_threads_for(steps * batch * sum(m.macs() for m in w)):
+        gates_x = _apply_gates(w, x.reshape(steps * batch, -1)).reshape(steps, batch, 4 * hidden)
     if bias is not None:
         gates_x += bias[:4 * hidden] + bias[4 * hidden:] if bias.size == 8 * hidden else bias
-    p_i, p_o, p_f = np.split(peep, 3) if peep is not None else (None, None, None)
-    f_act, g_act, h_act = activations
+    cell = _Cell(hidden, peep, clip, input_forget, activations)
     h = np.zeros((batch, hidden), dtype) if h0 is None else h0.astype(dtype)
     c = np.zeros((batch, hidden), dtype) if c0 is None else c0.astype(dtype)
     y = np.zeros((steps, batch, hidden), dtype)
     ragged = bool((lens < steps).any())
-    i_, o_, f_, c_ = (slice(k * hidden, (k + 1) * hidden) for k in range(4))
-    for t in (range(steps - 1, -1, -1) if reverse else range(steps)):
-        gates = _apply_gates(r, h)
-        gates += gates_x[t]
-        if peep is not None:
-            gates[:, i_] += p_i * c
-            gates[:, f_] += p_f * c
-        if clip is not None:  # with peepholes, o is clipped once c_new is known
-            for block in [gates] if peep is None else [gates[:, i_], gates[:, f_], gates[:, c_]]:
-                np.clip(block, -clip, clip, out=block)
-        if peep is None:
-            sig = f_act(gates[:, :3 * hidden])  # i, o, f in one call
+    with _blas_threads_for(batch * sum(m.macs() for m in r)):
+        for t in (range(steps - 1, -1, -1) if reverse else range(steps)):
+            gates = _apply_gates(r, h)
+            gates += gates_x[t]
+            h_new, c_new = cell.update(gates, c)
+            if ragged:
+                active = (t < lens)[:, None]
+                h, c = np.where(active, h_new, h), np.where(active, c_new, c)
+                y[t] = np.where(active, h_new, 0)
+            else:
+                h, c = h_new, c_new
+                y[t] = h
+    return y, h, c
+
+
+SINGLE_THREAD_MACS = 1 << 22
+_THREADPOOLS = ThreadpoolController()  # inspecting the loaded BLAS once costs ~0.3 ms
+
+
+def _blas_threads_for(macs: int):
+    """Small per-step products run faster on one BLAS thread: waking the others costs
+    more than it saves, and far more when the machine is busy."""
+    if macs >= SINGLE_THREAD_MACS:
+        return contextlib.nullcontext()
+    return _THREADPOOLS.limit(limits=1, user_api="blas")
+
+
+class _Cell:
+    """The LSTM cell update from gate pre-activations (ONNX order i, o, f, c)."""
+
+    def __init__(self, hidden, peep, clip, input_forget, activations):
+        self.blocks = [slice(k * hidden, (k + 1) * hidden) for k in range(4)]
+        self.hidden = hidden
+        self.peep = None if peep is None else np.split(peep, 3)  # p_i, p_o, p_f
+        self.clip = clip
+        self.input_forget = input_forget
+        self.f_act, self.g_act, self.h_act = activations
+
+    def update(self, gates: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """New (h, c); ``gates`` is scratch and gets overwritten."""
+        i_, o_, f_, c_ = self.blocks
+        if self.peep is not None:
+            gates[:, i_] += self.peep[0] * c
+            gates[:, f_] += self.peep[2] * c
+        if self.clip is not None:  # with peepholes, o is clipped once c_new is known
+            for block in [gates] if self.peep is None else [gates[:, i_], gates[:, f_], gates[:, c_]]:
+                np.clip(block, -self.clip, self.clip, out=block)
+        if self.peep is None:
+            sig = self.f_act(gates[:, :3 * self.hidden])  # i, o, f in one call
             i, o, f = sig[:, i_], sig[:, o_], sig[:, f_]
         else:
-            i, f = f_act(gates[:, i_]), f_act(gates[:, f_])
-        if input_forget:
+            i, f = self.f_act(gates[:, i_]), self.f_act(gates[:, f_])
+        if self.input_forget:
             f = 1 - i
-        c_new = f * c + i * g_act(gates[:, c_])
-        if peep is not None:
-            pre_o = gates[:, o_] + p_o * c_new
-            o = f_act(pre_o if clip is None else np.clip(pre_o, -clip, clip))
-        h_new = o * h_act(c_new)
-        if ragged:
-            active = (t < lens)[:, None]
-            h, c = np.where(active, h_new, h), np.where(active, c_new, c)
-            y[t] = np.where(active, h_new, 0)
-        else:
-            h, c = h_new, c_new
-            y[t] = h
-    return y, h, c
+        c_new = f * c + i * self.g_act(gates[:, c_])
+        if self.peep is not None:
+            pre_o = gates[:, o_] + self.peep[1] * c_new
+            o = self.f_act(pre_o if self.clip is None else np.clip(pre_o, -self.clip, self.clip))
+        return o * self.h_act(c_new), c_new
 
 
 # --- module execution -----------------------------------------------------------------
