@@ -31,20 +31,25 @@ F32_EPS = float(np.finfo(np.float32).eps)
 
 RTOL = 1e-5
 # Absolute slack, in units of float32 eps times the largest |expected|.  Two correct
-# float32 implementations differ by the rounding of their dot products (different
-# summation orders: a few eps relative to the summands) and of their sigmoid/tanh
-# (onnxruntime uses polynomial approximations accurate to a few eps), carried through the
-# recurrence; elements close to 0 get no help from RTOL, so they need this floor.
-ATOL_EPS = 16
+# float32 implementations differ by the rounding of their dot products (summation
+# order: a few eps of the summands, which are about as large as the outputs) and of
+# their sigmoid/tanh (onnxruntime's are polynomial approximations good to a few eps).
+# Elements near 0 get no help from RTOL, so they need this floor.  Over the frontend
+# tests (inputs and hidden sizes <= 13) the largest error beyond RTOL is 0.6 eps·scale;
+# 4 leaves room for other seeds.  The error grows with the dot-product length and the
+# number of steps (measured on random LSTMs: 4 at I=H=40, T=20; 10 at I=H=128, T=10),
+# so tests of larger models pass a larger ``atol_eps`` and say why.
+ATOL_EPS = 4
 
 
-def assert_close_f32(actual: np.ndarray, expected: np.ndarray, name: str = "") -> None:
+def assert_close_f32(actual: np.ndarray, expected: np.ndarray, name: str = "",
+                     atol_eps: float = ATOL_EPS) -> None:
     """``actual`` equals ``expected`` up to float32 rounding: rtol 1e-5 plus an atol of
-    ``ATOL_EPS`` eps scaled by the output's magnitude."""
+    ``atol_eps`` float32 eps scaled by the largest ``|expected|``."""
     actual, expected = np.asarray(actual), np.asarray(expected)
     assert actual.shape == expected.shape, f"{name}: shape {actual.shape} != {expected.shape}"
     scale = float(np.max(np.abs(expected))) if expected.size else 0.0
-    np.testing.assert_allclose(actual, expected, rtol=RTOL, atol=ATOL_EPS * F32_EPS * max(scale, 1e-30),
+    np.testing.assert_allclose(actual, expected, rtol=RTOL, atol=atol_eps * F32_EPS * max(scale, 1e-30),
                                err_msg=name)
 
 
@@ -221,7 +226,8 @@ class TorchLSTM:
         return (batch, seq, self.input_size) if self.batch_first else (seq, batch, self.input_size)
 
 
-def _classifier(config: TorchLSTM):
+def torch_classifier(config: TorchLSTM):
+    """The (seeded, eval-mode) ``torch.nn.Module`` that ``export_torch_lstm`` exports."""
     import torch
 
     class LSTMClassifier(torch.nn.Module):
@@ -257,7 +263,7 @@ def export_torch_lstm(config: TorchLSTM, directory: Path) -> Path:
     import torch
 
     path = Path(directory) / config.file_name
-    model = _classifier(config)
+    model = torch_classifier(config)
     example = torch.randn(*config.input_shape(batch=2, seq=4))
     outputs = ["y", "h_n", "c_n"] if config.head == "none" else ["probs"]
     batch_axis, seq_axis = (0, 1) if config.batch_first else (1, 0)

@@ -132,9 +132,11 @@ class ImportState:
         """The IR value for an ONNX value name, creating the ``const`` op on first use."""
         if name not in self.values:
             self.check_constant_dtype(name)
-            self.values[name] = self.create(
-                "const", [], {"value": self.constants[name]}, self._constant_locs[name], [name]
-            ).result
+            try:
+                op = self.create("const", [], {"value": self.constants[name]}, self._constant_locs[name], [name])
+            except TypeMismatch as exc:
+                raise FrontendError(f"{self.origin}: constant '{name}': {exc}") from None
+            self.values[name] = op.result
         return self.values[name]
 
     def check_constant_dtype(self, name: str) -> None:
@@ -195,16 +197,14 @@ class NodeContext:
         """Input ``index`` as an IR value (``None`` if absent)."""
         return self.state.value(self.node.input[index]) if self.has_input(index) else None
 
-    def input_type(self, index: int) -> TensorType:
-        return self.input(index).type
-
     def constant(self, index: int, role: str) -> np.ndarray | None:
         """Input ``index`` as an array (``None`` if absent); an error unless it is constant."""
         if not self.has_input(index):
             return None
         name = self.node.input[index]
         if name not in self.state.constants:
-            raise self.error(f"input '{role}' ('{name}') must be an initializer or a Constant output")
+            named = "" if name == role else f" ('{name}')"
+            raise self.error(f"input '{role}'{named} must be an initializer or a Constant output")
         self.state.check_constant_dtype(name)
         return self.state.constants[name]
 

@@ -1,10 +1,8 @@
 """Read an ONNX model, check it, and lift it into a tensorgate ``Module``.
 
-Steps: load (with external data), ONNX shape inference (strict, with data
-propagation so computed shapes are known), ``onnx.checker`` on the inferred model
-(inference first, because the checker insists on graph output shapes that many
-hand-built models leave to inference), then import node by node with the handlers
-in ``onnx_ops`` and ``onnx_lstm``.
+Steps: load (with external data), ``onnx.checker``, ONNX shape inference (strict,
+with data propagation so computed shapes are known), then import node by node with
+the handlers in ``onnx_ops`` and ``onnx_lstm``.
 
 The module's inputs are the graph inputs that are not initializers and its outputs
 the graph outputs, named exactly as in ONNX; intermediate values keep their ONNX
@@ -42,12 +40,7 @@ def import_onnx(source: str | Path | onnx.ModelProto) -> Module:
     else:
         model, origin = _load(Path(source)), str(source)
     declared_dims = _dim_names(model.graph)
-    try:
-        model = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
-    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as exc:
-        raise FrontendError(f"{origin}: ONNX shape inference failed: {_first_line(exc)}") from None
-    _check(model, origin)
-    return _GraphImporter(model, origin, declared_dims).run()
+    return _GraphImporter(_checked_and_inferred(model, origin), origin, declared_dims).run()
 
 
 def _load(path: Path) -> onnx.ModelProto:
@@ -58,22 +51,42 @@ def _load(path: Path) -> onnx.ModelProto:
     except DecodeError as exc:
         raise FrontendError(f"{path}: not an ONNX model ({exc})") from None
     except (onnx.checker.ValidationError, OSError) as exc:
-        raise FrontendError(f"{path}: cannot load external data: {_first_line(exc)}") from None
+        raise FrontendError(f"{path}: cannot load external data: {_one_line(exc)}") from None
     if not model.HasField("graph") or model.ir_version == 0:
         raise FrontendError(f"{path}: not an ONNX model (no graph or IR version)")
     return model
 
 
-def _check(model: onnx.ModelProto, origin: str) -> None:
+def _checked_and_inferred(model: onnx.ModelProto, origin: str) -> onnx.ModelProto:
+    """The model after strict shape inference, once it passes the checker.
+
+    A model the checker rejects only for what inference fills in (graph output shapes,
+    which many hand-built models leave out) is accepted once inferred; otherwise the
+    checker's own message is reported, as it is clearer than inference's.
+    """
+    problem = _checker_problem(model)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, ValueError) as exc:
+        if problem:
+            raise FrontendError(f"{origin}: fails the ONNX checker: {problem}") from None
+        raise FrontendError(f"{origin}: ONNX shape inference failed: {_one_line(exc)}") from None
+    if problem and _checker_problem(inferred):
+        raise FrontendError(f"{origin}: fails the ONNX checker: {problem}")
+    return inferred
+
+
+def _checker_problem(model: onnx.ModelProto) -> str | None:
     try:
         onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as exc:
-        raise FrontendError(f"{origin}: fails the ONNX checker: {_first_line(exc)}") from None
+    except (onnx.checker.ValidationError, ValueError) as exc:  # ValueError: over 2 GB
+        return _one_line(exc)
+    return None
 
 
-def _first_line(exc: Exception) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
+def _one_line(exc: Exception) -> str:
+    """onnx's messages span lines (node dumps, context); the user gets one line."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _dim_names(graph: onnx.GraphProto) -> set[str]:

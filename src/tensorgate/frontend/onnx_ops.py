@@ -106,12 +106,26 @@ def _matmul(ctx: NodeContext) -> None:
 
 @handles("Slice", since=10)
 def _slice(ctx: NodeContext) -> None:
-    ctx.emit("slice", [ctx.input(0)], {
-        "starts": ctx.constant_ints(1, "starts"),
-        "ends": ctx.constant_ints(2, "ends"),
-        "axes": ctx.constant_ints(3, "axes"),
-        "steps": ctx.constant_ints(4, "steps"),
-    })
+    x = ctx.input(0)
+    starts, ends = ctx.constant_ints(1, "starts"), ctx.constant_ints(2, "ends")
+    axes, steps = ctx.constant_ints(3, "axes"), ctx.constant_ints(4, "steps")
+    if steps is not None:
+        for index, (start, step) in enumerate(zip(starts, steps)):
+            axis = axes[index] if axes is not None else index
+            starts[index] = _python_slice_start(ctx, start, step, x.type.shape[axis])
+    ctx.emit("slice", [x], {"starts": starts, "ends": ends, "axes": axes, "steps": steps})
+
+
+def _python_slice_start(ctx: NodeContext, start: int, step: int, dim) -> int:
+    """The IR slices like Python.  ONNX and Python agree except for a negative step
+    with ``start < -dim``: ONNX clamps it to the first element, Python to "before the
+    first" (an empty slice).  Clamping it to ``-dim`` makes Python agree."""
+    if step > 0 or start >= -1:
+        return start
+    if not isinstance(dim, int):
+        raise ctx.error(f"start {start} with step {step} on dim '{dim}' needs the dim's size "
+                        "(ONNX and NumPy clamp it differently)")
+    return max(start, -dim)
 
 
 @handles("Gather", attrs=("axis",))
