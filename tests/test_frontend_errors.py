@@ -3,14 +3,12 @@ names the file (or model) and, where there is one, the node and its op type."""
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from models import OnnxLSTM, TorchLSTM, make_model, make_onnx_lstm
+from models import OnnxLSTM, make_model, make_onnx_lstm
 from tensorgate.errors import FrontendError, TensorgateError
 from tensorgate.frontend import import_onnx
 
@@ -65,12 +63,12 @@ def test_truncated_protobuf(lstm_file, fraction):
     error_of(lstm_file, str(lstm_file))
 
 
-def test_missing_external_data(torch_export, tmp_path):
-    exported = torch_export(TorchLSTM(exporter="dynamo", opset=18, batch_first=True))
-    assert exported.with_name(exported.name + ".data").is_file()
-    lonely = tmp_path / exported.name
-    shutil.copy(exported, lonely)
-    error_of(lonely, str(lonely), "external data")
+def test_missing_external_data(tmp_path):
+    model, _ = make_onnx_lstm(OnnxLSTM())
+    path = tmp_path / "lstm.onnx"
+    onnx.save_model(model, path, save_as_external_data=True, location="lstm.weights", size_threshold=0)
+    (tmp_path / "lstm.weights").unlink()
+    error_of(path, str(path), "external data")
 
 
 # --- invalid models --------------------------------------------------------------------------

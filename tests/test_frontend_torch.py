@@ -9,6 +9,8 @@ import pytest
 
 from models import TorchLSTM, assert_close_f32, run_onnxruntime, torch_classifier
 from tensorgate.frontend import import_onnx
+from tensorgate.ir.parser import parse_module
+from tensorgate.ir.printer import module_tensors, print_module
 from tensorgate.runtime.numpy_runtime import run_module
 
 CONFIGS = {
@@ -82,3 +84,12 @@ def test_weights_read_from_external_data_are_torchs(torch_export):
     np.testing.assert_array_equal(lstm.attrs["w"][0].to_dense(), np.concatenate([i, o, f, g]))
     i, f, g, o = np.split(torch_lstm.weight_hh_l0.detach().numpy(), 4)
     np.testing.assert_array_equal(lstm.attrs["r"][0].to_dense(), np.concatenate([i, o, f, g]))
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_imported_module_prints_and_parses_back(torch_export, name):
+    """The CLI dumps and reloads imported modules as text; ONNX value names with
+    '/', ':' and '.' must survive that."""
+    module = import_onnx(torch_export(CONFIGS[name]))
+    text = print_module(module)
+    assert print_module(parse_module(text, module_tensors(module))) == text
