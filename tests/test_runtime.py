@@ -132,3 +132,13 @@ def test_symbolic_dims_bind_per_run():
     for batch in (1, 5):
         out = run_module(module, {"a": np.ones((batch, 4)), "b": np.ones((batch, 4))})
         assert out[module.outputs[0].name].shape == (batch, 4)
+
+
+def test_cast_to_bool_is_truthiness():
+    module = Module("m")
+    build = Builder(module)
+    x = build.input("x", TensorType((3,), F32))
+    module.outputs = [build.op("cast", [x], {"to": "i1"}).result]
+    verify_module(module)
+    out = run_module(module, {"x": np.array([0, 2.5, -1], np.float32)})
+    assert out[module.outputs[0].name].tolist() == [False, True, True]

@@ -40,7 +40,7 @@ class IntType:
 
     @property
     def numpy(self) -> np.dtype:
-        return np.dtype(f"int{self.bits}")
+        return np.dtype(np.bool_) if self.bits == 1 else np.dtype(f"int{self.bits}")
 
 
 @dataclass(frozen=True)

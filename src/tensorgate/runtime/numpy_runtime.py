@@ -145,7 +145,7 @@ def _unsqueeze(op, args, dtype):
 @kernel("flatten")
 def _flatten(op, args, dtype):
     x = args[0]
-    axis = op.attrs["axis"] % (x.ndim + 1) if op.attrs["axis"] < 0 else op.attrs["axis"]
+    axis = op.attrs["axis"] + x.ndim if op.attrs["axis"] < 0 else op.attrs["axis"]
     return [x.reshape(int(np.prod(x.shape[:axis])), -1)]
 
 
