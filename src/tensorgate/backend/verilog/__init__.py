@@ -1,0 +1,25 @@
+"""Verilog backend: hand-written, parameterized RTL leaf modules (package data in ``rtl/``).
+
+Leaf modules (one per file, file name = module name):
+
+* ``tg_ram_dp``   dual-port synchronous RAM, optional ``$readmemh`` image
+* ``tg_requant``  round (half-away or half-even) by a run-time shift, saturate
+* ``tg_mac_lane`` multiply-accumulate lane with a requantizing output register
+* ``tg_addr_gen`` nested-loop address generator (strides, one address per cycle)
+* ``tg_lut_act``  table-lookup activation over a ``tg_ram_dp``
+
+``rtl/tg_harness.cpp`` is the C++ side of the Verilator harness
+(:mod:`tensorgate.runtime.verilator`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+RTL_DIR = Path(__file__).parent / "rtl"
+HARNESS_CPP = RTL_DIR / "tg_harness.cpp"
+
+
+def rtl_sources() -> list[Path]:
+    """Every hand-written RTL file, sorted by name (a build or lint takes them all)."""
+    return sorted(RTL_DIR.glob("*.sv"))

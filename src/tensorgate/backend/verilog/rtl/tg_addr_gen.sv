@@ -1,0 +1,87 @@
+// Address generator for DIMS nested loops, one address per cycle.
+//
+// Walks   for i[DIMS-1] ... for i[1]  for i[0]:   addr = base + sum_d i[d] * strides[d]
+// with loop 0 innermost and i[d] counting 0 .. counts[d]-1 (a count of 0 acts as 1,
+// so unused loops need no special value).  Strides are two's complement and the
+// address arithmetic wraps modulo 2**ADDR_W, so negative strides walk backwards.
+// A reshape or transpose between contraction steps is just another set of strides.
+//
+// `start` samples base, counts and strides and makes the first address valid on the
+// next cycle; it restarts a walk in progress.  While `valid` is high, `addr` is the
+// current address and `last` marks the final one; an edge with `ready` high consumes
+// it.  No multiplier: each loop level keeps the address its current iteration
+// started at, and the innermost level is the output.
+module tg_addr_gen #(
+    parameter int DIMS    = 6,
+    parameter int ADDR_W  = 16,
+    parameter int COUNT_W = 16
+) (
+    input  logic                           clk,
+    input  logic                           rst,
+    input  logic                           start,
+    input  logic                           ready,
+    input  logic [ ADDR_W-1:0]             base,
+    input  logic [   DIMS-1:0][COUNT_W-1:0] counts,
+    input  logic [   DIMS-1:0][ ADDR_W-1:0] strides,
+    output logic [ ADDR_W-1:0]             addr,
+    output logic                           valid,
+    output logic                           last
+);
+  logic [DIMS-1:0][COUNT_W-1:0] count_q;
+  logic [DIMS-1:0][ ADDR_W-1:0] stride_q;
+  logic [DIMS-1:0][COUNT_W-1:0] index;
+  // level_addr[d]: the address at which the current iteration of loop d started.
+  logic [DIMS-1:0][ ADDR_W-1:0] level_addr;
+
+  logic [DIMS-1:0] at_end;  // loop d is in its final iteration
+  logic [DIMS-1:0] inner_done;  // every loop inside loop d is in its final iteration
+  logic all_done;
+  logic [ADDR_W-1:0] next_addr;
+
+  always_comb begin
+    for (int d = 0; d < DIMS; d++) begin
+      at_end[d] = (COUNT_W + 1)'(index[d]) + 1'b1 >= (COUNT_W + 1)'(count_q[d]);
+    end
+  end
+
+  always_comb begin
+    all_done  = 1'b1;
+    next_addr = level_addr[0];
+    for (int d = 0; d < DIMS; d++) begin
+      inner_done[d] = all_done;
+      // The loop that advances is the innermost one not in its final iteration.
+      if (all_done && !at_end[d]) next_addr = level_addr[d] + stride_q[d];
+      all_done = all_done & at_end[d];
+    end
+  end
+
+  assign addr = level_addr[0];
+  assign last = all_done;
+
+  always_ff @(posedge clk) begin
+    if (rst) begin
+      valid <= 1'b0;
+    end else if (start) begin
+      valid <= 1'b1;
+    end else if (valid && ready && last) begin
+      valid <= 1'b0;
+    end
+  end
+
+  always_ff @(posedge clk) begin
+    if (start) begin
+      count_q    <= counts;
+      stride_q   <= strides;
+      index      <= '0;
+      level_addr <= {DIMS{base}};
+    end else if (valid && ready && !last) begin
+      // The advancing loop steps; every loop inside it restarts from the new address.
+      for (int d = 0; d < DIMS; d++) begin
+        if (inner_done[d]) begin
+          index[d]      <= at_end[d] ? '0 : index[d] + 1'b1;
+          level_addr[d] <= next_addr;
+        end
+      end
+    end
+  end
+endmodule

@@ -1,0 +1,270 @@
+// tensorgate simulation harness: a C ABI over one Verilated top module.
+//
+// Built into a shared library together with the Verilated model (class Vtg) by
+// tensorgate.runtime.verilator, which generates "tg_ports.inc" next to this file
+// from the model's header.  That file defines TG_PORT_<name> (the port's index),
+// tg_port_put/tg_port_get (indexed access to every port) and includes "Vtg.h".
+//
+// Port conventions the harness knows by name (each optional):
+//   clk                  the clock; one cycle = drive clk low, eval, drive clk high, eval
+//   rst                  active-high synchronous reset
+//   start                pulsed for one edge by tg_run when asked to
+//   done                 the design has finished (tg_run stops when it is high)
+//   host_en, host_we, host_mem, host_addr, host_wdata, host_rdata
+//                        the host memory port: while host_en is high, an edge with
+//                        host_we writes host_wdata to word host_addr of memory host_mem;
+//                        without host_we it reads, and host_rdata shows the word
+//                        `latency` edges later.
+// All values cross the ABI as little-endian arrays of 64-bit words (one word for
+// ports up to 64 bits).
+
+#include <cstdint>
+#include <memory>
+
+#include "verilated.h"
+#if VM_TRACE
+#include "verilated_vcd_c.h"
+#endif
+
+namespace {
+
+constexpr uint64_t low_mask(int bits) { return bits >= 64 ? ~uint64_t{0} : (uint64_t{1} << bits) - 1; }
+
+template <typename T>
+void put_port(T& port, const uint64_t* words, int width) {
+    port = static_cast<T>(words[0] & low_mask(width));
+}
+
+template <std::size_t N>
+void put_port(VlWide<N>& port, const uint64_t* words, int width) {
+    for (std::size_t i = 0; i < N; ++i) {
+        port[i] = static_cast<EData>(words[i / 2] >> (32 * (i % 2)));
+    }
+    const int top_bits = width - 32 * static_cast<int>(N - 1);
+    if (top_bits < 32) port[N - 1] &= (EData{1} << top_bits) - 1;
+}
+
+template <typename T>
+void get_port(const T& port, uint64_t* words, int width) {
+    words[0] = static_cast<uint64_t>(port) & low_mask(width);
+}
+
+template <std::size_t N>
+void get_port(const VlWide<N>& port, uint64_t* words, int /*width*/) {
+    for (std::size_t i = 0; i < (N + 1) / 2; ++i) words[i] = 0;
+    for (std::size_t i = 0; i < N; ++i) {
+        words[i / 2] |= static_cast<uint64_t>(port[i]) << (32 * (i % 2));
+    }
+}
+
+}  // namespace
+
+#include "tg_ports.inc"
+
+namespace {
+
+struct Sim {
+    std::unique_ptr<VerilatedContext> context;
+    std::unique_ptr<Vtg> model;
+#if VM_TRACE
+    std::unique_ptr<VerilatedVcdC> trace;
+#endif
+    uint64_t cycles = 0;
+
+    void eval() {
+        model->eval();
+#if VM_TRACE
+        if (trace) trace->dump(context->time());
+#endif
+        context->timeInc(1);
+    }
+
+    // Settle the inputs set since the last edge with the clock low.
+    void settle() {
+#ifdef TG_PORT_clk
+        model->clk = 0;
+#endif
+        eval();
+    }
+
+    void rising_edge() {
+#ifdef TG_PORT_clk
+        model->clk = 1;
+#endif
+        eval();
+        ++cycles;
+    }
+
+    void cycle() {
+        settle();
+        rising_edge();
+    }
+
+    void set(int port, uint64_t value) { tg_port_put(model.get(), port, &value); }
+
+    uint64_t get(int port) {
+        uint64_t value = 0;
+        tg_port_get(model.get(), port, &value);
+        return value;
+    }
+};
+
+}  // namespace
+
+extern "C" {
+
+void* tg_create(const char* vcd_path) {
+    auto* sim = new Sim;
+    sim->context = std::make_unique<VerilatedContext>();
+    sim->context->randReset(0);
+    sim->model = std::make_unique<Vtg>(sim->context.get(), "top");
+#if VM_TRACE
+    if (vcd_path && *vcd_path) {
+        sim->context->traceEverOn(true);
+        sim->trace = std::make_unique<VerilatedVcdC>();
+        sim->model->trace(sim->trace.get(), 99);
+        sim->trace->open(vcd_path);
+    }
+#else
+    (void)vcd_path;
+#endif
+    sim->settle();
+    return sim;
+}
+
+void tg_destroy(void* handle) {
+    auto* sim = static_cast<Sim*>(handle);
+    sim->model->final();
+#if VM_TRACE
+    if (sim->trace) sim->trace->close();
+#endif
+    delete sim;
+}
+
+void tg_put(void* handle, int port, const uint64_t* words) {
+    tg_port_put(static_cast<Sim*>(handle)->model.get(), port, words);
+}
+
+void tg_get(void* handle, int port, uint64_t* words) {
+    tg_port_get(static_cast<Sim*>(handle)->model.get(), port, words);
+}
+
+void tg_eval(void* handle) { static_cast<Sim*>(handle)->settle(); }
+
+uint64_t tg_cycles(void* handle) { return static_cast<Sim*>(handle)->cycles; }
+
+void tg_step(void* handle, uint64_t n) {
+    auto* sim = static_cast<Sim*>(handle);
+    for (uint64_t i = 0; i < n; ++i) sim->cycle();
+    sim->settle();
+}
+
+// Hold rst high for `n` edges, then release it.  Without a rst port: plain cycles.
+void tg_reset(void* handle, uint64_t n) {
+    auto* sim = static_cast<Sim*>(handle);
+#ifdef TG_PORT_rst
+    sim->model->rst = 1;
+#endif
+    for (uint64_t i = 0; i < n; ++i) sim->cycle();
+#ifdef TG_PORT_rst
+    sim->model->rst = 0;
+#endif
+    sim->settle();
+}
+
+// Clock until `done` is high (checked before each edge) or `max_cycles` edges
+// have passed; returns the number of edges.  With `pulse_start`, `start` is high
+// for the first edge (that edge counts).  -1 when the design lacks a done port,
+// -2 when it lacks the start port asked for.
+int64_t tg_run(void* handle, uint64_t max_cycles, int pulse_start) {
+#ifdef TG_PORT_done
+    auto* sim = static_cast<Sim*>(handle);
+    uint64_t n = 0;
+    if (pulse_start) {
+#ifdef TG_PORT_start
+        if (max_cycles == 0) return 0;
+        sim->model->start = 1;
+        sim->cycle();
+        sim->model->start = 0;
+        ++n;
+#else
+        return -2;
+#endif
+    }
+    sim->settle();
+    while (n < max_cycles && !sim->model->done) {
+        sim->rising_edge();
+        sim->settle();
+        ++n;
+    }
+    return static_cast<int64_t>(n);
+#else
+    (void)handle;
+    (void)max_cycles;
+    (void)pulse_start;
+    return -1;
+#endif
+}
+
+// Vector mode: for each of `n` cycles set the inputs from row t of `in_values`
+// (n x n_in), settle, record the outputs into row t of `out_values` (n x n_out),
+// then clock.  Outputs therefore show the state after t edges together with
+// whatever combinational paths the inputs of cycle t drive.
+void tg_drive(void* handle, uint64_t n, int n_in, const int* in_ports, const uint64_t* in_values,
+              int n_out, const int* out_ports, uint64_t* out_values) {
+    auto* sim = static_cast<Sim*>(handle);
+    for (uint64_t t = 0; t < n; ++t) {
+        for (int i = 0; i < n_in; ++i) sim->set(in_ports[i], in_values[t * n_in + i]);
+        sim->settle();
+        for (int o = 0; o < n_out; ++o) out_values[t * n_out + o] = sim->get(out_ports[o]);
+        sim->rising_edge();
+    }
+    sim->settle();
+}
+
+#if defined(TG_PORT_host_en) && defined(TG_PORT_host_we) && defined(TG_PORT_host_mem) && \
+    defined(TG_PORT_host_addr) && defined(TG_PORT_host_wdata) && defined(TG_PORT_host_rdata)
+
+// Write n words to memory `mem` from word `addr` on: one edge per word.
+int tg_mem_write(void* handle, uint64_t mem, uint64_t addr, uint64_t n, const uint64_t* data) {
+    auto* sim = static_cast<Sim*>(handle);
+    sim->set(TG_PORT_host_en, 1);
+    sim->set(TG_PORT_host_we, 1);
+    sim->set(TG_PORT_host_mem, mem);
+    for (uint64_t i = 0; i < n; ++i) {
+        sim->set(TG_PORT_host_addr, addr + i);
+        sim->set(TG_PORT_host_wdata, data[i]);
+        sim->cycle();
+    }
+    sim->set(TG_PORT_host_en, 0);
+    sim->set(TG_PORT_host_we, 0);
+    sim->settle();
+    return 0;
+}
+
+// Read n words of memory `mem` from word `addr` on, pipelined: one edge per word
+// plus `latency` - 1 edges to drain.
+int tg_mem_read(void* handle, uint64_t mem, uint64_t addr, uint64_t n, uint64_t latency,
+                uint64_t* data) {
+    auto* sim = static_cast<Sim*>(handle);
+    sim->set(TG_PORT_host_we, 0);
+    sim->set(TG_PORT_host_mem, mem);
+    for (uint64_t edge = 0; edge < n + latency - 1; ++edge) {
+        sim->set(TG_PORT_host_en, edge < n ? 1 : 0);
+        if (edge < n) sim->set(TG_PORT_host_addr, addr + edge);
+        sim->cycle();
+        if (edge + 1 >= latency) data[edge + 1 - latency] = sim->get(TG_PORT_host_rdata);
+    }
+    sim->set(TG_PORT_host_en, 0);
+    sim->settle();
+    return 0;
+}
+
+#else
+
+int tg_mem_write(void*, uint64_t, uint64_t, uint64_t, const uint64_t*) { return -1; }
+int tg_mem_read(void*, uint64_t, uint64_t, uint64_t, uint64_t, uint64_t*) { return -1; }
+
+#endif
+
+}  // extern "C"

@@ -1,0 +1,46 @@
+// Dual-port synchronous RAM: two independent read/write ports on one clock.
+//
+// Each port reads the word at `addr` on a clock edge where `en` is high; the word
+// appears on `rdata` after that edge (one cycle latency) and holds until the next
+// enabled edge.  A port that writes also reads, and reads the old word
+// (read-first), which maps onto FPGA block RAM.  Both ports writing one address
+// on the same edge leaves the word undefined.  INIT_FILE, when not empty, names a
+// $readmemh image loaded at time zero.
+module tg_ram_dp #(
+    parameter int WIDTH = 16,
+    parameter int DEPTH = 1024,
+    parameter INIT_FILE = "",
+    localparam int ADDR_W = $clog2(DEPTH)
+) (
+    input  logic              clk,
+    input  logic              a_en,
+    input  logic              a_we,
+    input  logic [ADDR_W-1:0] a_addr,
+    input  logic [ WIDTH-1:0] a_wdata,
+    output logic [ WIDTH-1:0] a_rdata,
+    input  logic              b_en,
+    input  logic              b_we,
+    input  logic [ADDR_W-1:0] b_addr,
+    input  logic [ WIDTH-1:0] b_wdata,
+    output logic [ WIDTH-1:0] b_rdata
+);
+  logic [WIDTH-1:0] words[DEPTH];
+
+  initial begin
+    if (INIT_FILE != "") $readmemh(INIT_FILE, words);
+  end
+
+  always_ff @(posedge clk) begin
+    if (a_en) begin
+      if (a_we) words[a_addr] <= a_wdata;
+      a_rdata <= words[a_addr];
+    end
+  end
+
+  always_ff @(posedge clk) begin
+    if (b_en) begin
+      if (b_we) words[b_addr] <= b_wdata;
+      b_rdata <= words[b_addr];
+    end
+  end
+endmodule
