@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .backend.artifact import value_signature
@@ -48,27 +49,32 @@ def inspect_summary(module: Module) -> dict:
 
 
 def render_summary(summary: dict, console: Console | None = None) -> None:
+    """Print the summary as tables (160 columns wide when not on a terminal)."""
     console = console or Console()
+    if not console.is_terminal:
+        console = Console(width=160, file=console.file)
     console.print(f"[bold]module[/bold] {summary['module']}")
     for key in ("inputs", "outputs"):
         for sig in summary[key]:
-            console.print(f"  {key[:-1]:6} {sig['name']}: {sig['dtype']}[{','.join(map(str, sig['shape']))}]")
+            console.print(escape(f"  {key[:-1]:6} {sig['name']}: {sig['dtype']}[{','.join(map(str, sig['shape']))}]"))
     console.print("  ops    " + ", ".join(f"{k} x{v}" for k, v in summary["ops"].items()))
     if summary["lstm_layers"]:
         table = Table(title="LSTM layers")
         for column in ("layer", "direction", "input", "hidden", "gates", "W/R formats", "MACs/step"):
-            table.add_column(column, justify="right" if column in ("input", "hidden", "MACs/step") else "left")
+            table.add_column(column, justify="right" if column in ("input", "hidden", "MACs/step") else "left",
+                             overflow="fold")
         for layer in summary["lstm_layers"]:
-            table.add_row(layer["name"], layer["direction"], str(layer["input_size"]),
+            table.add_row(escape(layer["name"]), layer["direction"], str(layer["input_size"]),
                           str(layer["hidden_size"]), layer["gates"], ",".join(layer["formats"]),
                           f"{layer['macs_per_step']:,}")
         console.print(table)
     table = Table(title="linear maps")
     for column in ("map", "format", "shape", "factors (out:in)", "ranks", "params", "compression", "MACs"):
-        table.add_column(column, justify="right" if column in ("params", "compression", "MACs") else "left")
+        table.add_column(column, justify="right" if column in ("params", "compression", "MACs") else "left",
+                         overflow="fold", min_width=24 if column == "map" else None)
     for info in summary["maps"]:
         factors = info["factors"]
-        table.add_row(info["name"], info["format"], "x".join(map(str, info["shape"])),
+        table.add_row(escape(info["name"]), info["format"], "x".join(map(str, info["shape"])),
                       "x".join(map(str, factors["out"])) + ":" + "x".join(map(str, factors["in"])),
                       ",".join(map(str, info["ranks"])) or "-", f"{info['params']:,}",
                       f"{info['compression']:.1f}x", f"{info['macs']:,}")
