@@ -13,6 +13,7 @@ import traceback
 from pathlib import Path
 
 import numpy as np
+from rich.console import Console
 
 from . import __version__
 from .errors import ExecutionError, TensorgateError, UsageError
@@ -136,13 +137,15 @@ def cmd_compile(args) -> None:
         print_ir_after=args.print_ir_after,
         dump_ir=args.dump_ir,
     )
-    module = import_onnx(args.model)
-    module = pm.run(module)
-    write_numpy_artifact(module, args.output, str(pm), str(args.model))
+    console = Console(stderr=True)
+    with console.status(f"importing {args.model}"):
+        module = import_onnx(args.model)
+    with console.status(f"running {pm}"):
+        module = pm.run(module)
+    with console.status(f"writing {args.output}"):
+        write_numpy_artifact(module, args.output, str(pm), str(args.model))
     if args.time_passes:
-        from rich.console import Console
-
-        Console(stderr=True).print(pm.timing_table())
+        console.print(pm.timing_table())
     print(f"wrote {args.output}")
 
 
