@@ -146,7 +146,7 @@ def test_unknown_pass_lists_valid_names_and_suggests_the_closest():
     assert column == 15
     assert "unknown pass 'canonicalise'" in header
     assert "did you mean 'canonicalize'?" in header
-    assert "valid: canonicalize, dce, toy" in header
+    assert "valid: " + ", ".join(sorted(TOY_PASSES)) in header
 
 
 def test_unknown_option_lists_valid_options():

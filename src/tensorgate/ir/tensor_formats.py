@@ -131,7 +131,12 @@ def best_path(terms: Sequence[str], output: str, sizes: dict[str, int]) -> SSAPa
 
 
 class TensorizedMap(LinearMap):
-    """What the decomposed formats share: the tensorization, padding and application."""
+    """What the decomposed formats share: the tensorization, padding and application.
+
+    ``schedule`` is the contraction schedule chosen by ``order-contractions`` (a
+    ``passes.contraction.maps.MapSchedule``, kept in ``meta()["schedule"]``) or ``None``;
+    when set, ``apply`` executes exactly its steps instead of the default order.
+    """
 
     def __init__(self, out_factors: Sequence[int], in_factors: Sequence[int], out_pad: int = 0, in_pad: int = 0):
         self.out_factors = tuple(out_factors)
@@ -139,6 +144,7 @@ class TensorizedMap(LinearMap):
         self.out_pad = out_pad
         self.in_pad = in_pad
         self._paths: dict[int, SSAPath] = {}
+        self.schedule = None
 
     @property
     def d(self) -> int:
@@ -173,7 +179,10 @@ class TensorizedMap(LinearMap):
         if self.in_pad:
             rows = np.concatenate([rows, np.zeros((rows.shape[0], self.in_pad), rows.dtype)], axis=1)
         tensor = rows.reshape((rows.shape[0],) + self.in_factors)
-        y = sum(network.contract(tensor) for network in self.networks())
+        if self.schedule is not None:
+            y = self.schedule.apply(self, tensor)
+        else:
+            y = sum(network.contract(tensor) for network in self.networks())
         y = y.reshape(rows.shape[0], -1)[:, : self.out_dim]
         return y.reshape(x.shape[:-1] + (self.out_dim,))
 
@@ -182,9 +191,24 @@ class TensorizedMap(LinearMap):
         return full[: self.out_dim, : self.in_dim]
 
     def macs(self) -> int:
-        """Multiply-accumulates per input vector in the default contraction order
-        (padding included; the additions of BT blocks are not counted)."""
+        """Multiply-accumulates per input vector in the scheduled order if there is a
+        schedule, else the default order (padding included; the additions of BT blocks
+        are not counted)."""
+        if self.schedule is not None:
+            return self.schedule.macs_per_vector()
         return sum(network.macs() for network in self.networks())
+
+    def _schedule_meta(self) -> dict[str, Any]:
+        return {} if self.schedule is None else {"schedule": self.schedule.to_meta()}
+
+    def _with_schedule(self, meta: dict[str, Any]) -> "TensorizedMap":
+        """``self`` with the schedule of ``meta`` attached (checked against this map)."""
+        if "schedule" in meta:
+            from ..passes.contraction.maps import MapSchedule
+
+            self.verify()
+            self.schedule = MapSchedule.from_meta(self, meta["schedule"])
+        return self
 
     def _tensorization_meta(self) -> dict[str, Any]:
         meta: dict[str, Any] = {"out_factors": list(self.out_factors), "in_factors": list(self.in_factors)}
@@ -282,7 +306,7 @@ class TTMap(TensorizedMap):
                    ranks=[cores[0].shape[0]] + [c.shape[3] for c in cores], out_pad=out_pad, in_pad=in_pad)
 
     def meta(self) -> dict[str, Any]:
-        return {**self._tensorization_meta(), "ranks": list(self.ranks)}
+        return {**self._tensorization_meta(), "ranks": list(self.ranks), **self._schedule_meta()}
 
     def tensors(self) -> dict[str, np.ndarray]:
         return {f"g{k}": core for k, core in enumerate(self.cores)}
@@ -291,7 +315,8 @@ class TTMap(TensorizedMap):
     def from_parts(cls, meta: dict[str, Any], tensors: dict[str, np.ndarray]) -> "TTMap":
         parts = cls._tensorization_parts(meta)
         names = [f"g{k}" for k in range(len(parts["out_factors"]))]
-        return cls(_take_tensors(cls.format, tensors, names), ranks=_required(cls.format, meta, "ranks"), **parts)
+        return cls(_take_tensors(cls.format, tensors, names), ranks=_required(cls.format, meta, "ranks"),
+                   **parts)._with_schedule(meta)
 
     def verify(self) -> None:
         self._verify_tensorization()
@@ -343,7 +368,7 @@ class BTMap(TensorizedMap):
                    ranks=[np.shape(core) for core, _ in blocks], out_pad=out_pad, in_pad=in_pad)
 
     def meta(self) -> dict[str, Any]:
-        return {**self._tensorization_meta(), "ranks": [list(r) for r in self.ranks]}
+        return {**self._tensorization_meta(), "ranks": [list(r) for r in self.ranks], **self._schedule_meta()}
 
     def tensors(self) -> dict[str, np.ndarray]:
         tensors = {}
@@ -365,7 +390,7 @@ class BTMap(TensorizedMap):
             raise VerifyError(f"bt map: ranks {ranks} must list each block's Tucker ranks")
         arrays = _take_tensors(cls.format, tensors, cls._names(len(ranks), d))
         blocks = [(arrays[b * (d + 1)], arrays[b * (d + 1) + 1:(b + 1) * (d + 1)]) for b in range(len(ranks))]
-        return cls(blocks, ranks=ranks, **parts)
+        return cls(blocks, ranks=ranks, **parts)._with_schedule(meta)
 
     def verify(self) -> None:
         self._verify_tensorization()
@@ -469,7 +494,8 @@ class HTMap(TensorizedMap):
         return [path for path, node in tree_nodes(self.tree) if isinstance(node, (list, tuple))]
 
     def meta(self) -> dict[str, Any]:
-        return {**self._tensorization_meta(), "tree": _as_lists(self.tree), "ranks": list(self.ranks)}
+        return {**self._tensorization_meta(), "tree": _as_lists(self.tree), "ranks": list(self.ranks),
+                **self._schedule_meta()}
 
     def tensors(self) -> dict[str, np.ndarray]:
         tensors = {f"u{k}": u for k, u in enumerate(self.leaves)}
@@ -485,7 +511,7 @@ class HTMap(TensorizedMap):
         inner = [path for path, node in tree_nodes(tree) if isinstance(node, (list, tuple))]
         arrays = _take_tensors(cls.format, tensors, [f"u{k}" for k in range(d)] + [f"t{p}" for p in inner])
         return cls(arrays[:d], dict(zip(inner, arrays[d:])), tree=tree, ranks=_required(cls.format, meta, "ranks"),
-                   **parts)
+                   **parts)._with_schedule(meta)
 
     def verify(self) -> None:
         self._verify_tensorization()

@@ -9,12 +9,14 @@ from __future__ import annotations
 from .base import Pass
 from .canonicalize import Canonicalize
 from .dce import DeadCodeElimination
+from .order_contractions import OrderContractions
 
 PASSES: dict[str, type[Pass]] = {
     cls.name: cls
     for cls in (
         Canonicalize,
         DeadCodeElimination,
+        OrderContractions,
     )
 }
 
