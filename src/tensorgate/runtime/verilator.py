@@ -656,8 +656,8 @@ class RtlSim:
 @contextlib.contextmanager
 def _run_progress(progress: bool | None, top: str, max_cycles: int) -> Iterator:
     """A transient cycles counter for long runs; a no-op callback otherwise."""
-    console = _console(progress)
-    if console.quiet or max_cycles <= RUN_CHUNK_CYCLES:
+    console = _console(progress) if max_cycles > RUN_CHUNK_CYCLES else None
+    if console is None or console.quiet:
         yield lambda done: None
         return
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
