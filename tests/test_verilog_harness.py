@@ -176,6 +176,48 @@ def test_design_without_host_port_says_so(tmp_path):
             sim.run(10)
 
 
+FAILING_COUNTER = """\
+module failing (input logic clk, input logic rst, output logic done);
+  logic [3:0] q;
+  always_ff @(posedge clk) begin
+    if (rst) q <= '0;
+    else q <= q + 1'b1;
+    if (q == 4'd5) begin
+      if (FINISH) $finish;
+      else $fatal(1, "counter reached five");
+    end
+  end
+  assign done = 1'b0;
+endmodule
+"""
+
+
+@pytest.mark.parametrize("finish", [0, 1])
+def test_fatal_and_finish_become_errors_not_exits(tmp_path, finish):
+    source = tmp_path / "failing.sv"
+    source.write_text(FAILING_COUNTER.replace("module failing (", "module failing #(parameter FINISH = 0) ("))
+    build = vl.build(vl.RtlDesign.of("failing", [source], {"FINISH": finish}))
+    with build.open() as sim:
+        sim.reset()
+        if finish:
+            with pytest.raises(vl.VerilatorError, match=r"called \$finish before raising done"):
+                sim.run(100)
+        else:
+            with pytest.raises(vl.VerilatorError, match=r"simulation of failing stopped: failing.sv:8: Verilog \$stop"):
+                sim.run(100)
+            with pytest.raises(vl.VerilatorError, match="stopped"):  # the instance stays failed
+                sim.step()
+    with build.open() as fresh:  # other instances are unaffected
+        fresh.reset()
+        fresh.step(3)
+
+
+def test_unwritable_vcd_path_is_an_error(tmp_path):
+    traced = vl.build(host_copy_design(trace=True))
+    with pytest.raises(vl.VerilatorError, match="stopped: cannot write .*missing/wave.vcd"):
+        traced.open(vcd=tmp_path / "missing" / "wave.vcd")
+
+
 def test_verilog_error_shows_the_first_error(tmp_path, monkeypatch):
     monkeypatch.setenv("TENSORGATE_CACHE", str(tmp_path))
     broken = tmp_path / "broken.sv"
@@ -183,8 +225,7 @@ def test_verilog_error_shows_the_first_error(tmp_path, monkeypatch):
     with pytest.raises(vl.VerilatorError) as failure:
         vl.build(vl.RtlDesign.of("broken", [broken]))
     message = str(failure.value)
-    assert message.startswith("Verilator build of broken failed: %Error: ")
-    assert "broken.sv:3" in message or "broken.sv:2" in message
+    assert message.startswith(f"Verilator build of broken failed: %Error: {broken}:3:1: syntax error")
     log = Path(message.rsplit("full log: ", 1)[1].rstrip(")"))
     assert log.is_file() and "%Error" in log.read_text()
     assert not [p for p in (tmp_path / "verilator").iterdir() if p.name.startswith(".broken")]

@@ -52,6 +52,10 @@ PORTS_INCLUDE = "tg_ports.inc"
 CLOCK_PORT = "clk"
 HOST_PORTS = ("host_en", "host_we", "host_mem", "host_addr", "host_wdata", "host_rdata")
 MAKE_VARIABLES = ("OPT_FAST=-O2",)
+# Position-independent code for the shared library; VL_USER_FATAL lets the harness
+# turn Verilator's fatal errors into error returns instead of exiting the process.
+USER_CFLAGS = ("-fPIC", "-DVL_USER_FATAL")
+TG_FAILED = -3
 RUN_CHUNK_CYCLES = 1 << 20
 
 
@@ -294,12 +298,15 @@ def _build_into(design: RtlDesign, root: Path, work: Path, say) -> None:
     say(f"Verilating [bold]{design.top}[/]")
     args = [str(verilator_executable()), "--cc", "--exe", "--prefix", MODEL_PREFIX,
             "--top-module", design.top, "--no-timing", "-Wno-fatal", "--Mdir", str(obj),
-            "-o", LIBRARY_NAME, "-CFLAGS", "-fPIC", "-LDFLAGS", "-shared", f"-I{sources}"]
+            "-o", LIBRARY_NAME, "-LDFLAGS", "-shared", f"-I{sources}"]
+    for flag in USER_CFLAGS:
+        args += ["-CFLAGS", flag]
     if design.trace:
         args.append("--trace")
     args += [_parameter_flag(name, value) for name, value in design.parameters]
     args += [str(p) for p in copied] + [str(harness)]
-    _checked(args, None, log, design.top)
+    originals = {str(copy): str(source) for copy, source in zip(copied, design.sources)}
+    _checked(args, None, log, design.top, originals)
 
     ports = parse_ports((obj / f"{MODEL_PREFIX}.h").read_text())
     (sources / PORTS_INCLUDE).write_text(ports_include(ports))
@@ -332,7 +339,7 @@ def _runtime_objects(root: Path, obj: Path, log: Path, top: str, say) -> list[Pa
     classes = (obj / f"{MODEL_PREFIX}_classes.mk").read_text()
     names = _make_list(classes, "VM_GLOBAL_FAST") + _make_list(classes, "VM_GLOBAL_SLOW")
     flags = sorted(re.findall(r"^(VM_\w+ = \S+)$", classes, re.MULTILINE))
-    key = hashlib.sha256(repr((BUILD_RECIPE, verilator_version(), names, flags, MAKE_VARIABLES))
+    key = hashlib.sha256(repr((BUILD_RECIPE, verilator_version(), names, flags, MAKE_VARIABLES, USER_CFLAGS))
                          .encode()).hexdigest()[:20]
     directory = root / f"runtime-{key}"
     objects = [directory / f"{name}.o" for name in names]
@@ -356,14 +363,21 @@ def _make_list(makefile: str, variable: str) -> list[str]:
     return [word for word in match.group(1).split() if word != "\\"] if match else []
 
 
-def _checked(args: list[str], cwd: Path | None, log: Path, top: str) -> None:
+def _checked(args: list[str], cwd: Path | None, log: Path, top: str,
+             originals: Mapping[str, str] | None = None) -> None:
+    """Run a build step, append its output to the log, raise its first error on failure.
+
+    ``originals`` maps the scratch copies of sources back to the user's paths in messages.
+    """
     result = _run_tool(args, cwd)
+    output = result.stdout
+    for copy, original in (originals or {}).items():
+        output = output.replace(copy, original)
     with log.open("a") as stream:
-        stream.write("$ " + " ".join(args) + "\n" + result.stdout + "\n")
+        stream.write("$ " + " ".join(args) + "\n" + output + "\n")
     if result.returncode != 0:
         kept = _keep_log(log, top)
-        raise VerilatorError(f"Verilator build of {top} failed: {_first_error(result.stdout)} "
-                             f"(full log: {kept})")
+        raise VerilatorError(f"Verilator build of {top} failed: {_first_error(output)} (full log: {kept})")
 
 
 def _keep_log(log: Path, top: str) -> Path:
@@ -425,15 +439,16 @@ def _load_library(path: Path) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(path))
     signatures = {
         "tg_create": (ctypes.c_void_p, [ctypes.c_char_p]),
+        "tg_error": (ctypes.c_char_p, [ctypes.c_void_p]),
         "tg_destroy": (None, [ctypes.c_void_p]),
         "tg_put": (None, [ctypes.c_void_p, ctypes.c_int, _u64_p]),
         "tg_get": (None, [ctypes.c_void_p, ctypes.c_int, _u64_p]),
-        "tg_eval": (None, [ctypes.c_void_p]),
+        "tg_eval": (ctypes.c_int, [ctypes.c_void_p]),
         "tg_cycles": (ctypes.c_uint64, [ctypes.c_void_p]),
-        "tg_step": (None, [ctypes.c_void_p, ctypes.c_uint64]),
-        "tg_reset": (None, [ctypes.c_void_p, ctypes.c_uint64]),
+        "tg_step": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_uint64]),
+        "tg_reset": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_uint64]),
         "tg_run": (ctypes.c_int64, [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int]),
-        "tg_drive": (None, [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int, _int_p, _u64_p,
+        "tg_drive": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int, _int_p, _u64_p,
                             ctypes.c_int, _int_p, _u64_p]),
         "tg_mem_write": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64,
                                         ctypes.c_uint64, _u64_p]),
@@ -503,6 +518,8 @@ class RtlSim:
         self._handle.pointer = self._handle.lib.tg_create(str(vcd).encode() if vcd is not None else None)
         self._lib = self._handle.lib
         self._finalizer = weakref.finalize(self, _destroy, self._handle)
+        if self._lib.tg_error(self._handle.pointer):
+            self._check(TG_FAILED)
 
     # -- lifetime
 
@@ -521,6 +538,13 @@ class RtlSim:
         if not self._handle.pointer:
             raise VerilatorError(f"simulation of {self.build.design.top} is closed")
         return self._handle.pointer
+
+    def _check(self, status: int) -> int:
+        """Raise the fatal error the model reported (a $fatal, $stop or runtime error)."""
+        if status == TG_FAILED:
+            reason = self._lib.tg_error(self._ptr).decode(errors="replace")
+            raise VerilatorError(f"simulation of {self.build.design.top} stopped: {reason}")
+        return status
 
     # -- ports
 
@@ -551,7 +575,7 @@ class RtlSim:
 
     def eval(self) -> None:
         """Settle combinational logic after ``set`` without a clock edge."""
-        self._lib.tg_eval(self._ptr)
+        self._check(self._lib.tg_eval(self._ptr))
 
     # -- time
 
@@ -561,11 +585,11 @@ class RtlSim:
         return int(self._lib.tg_cycles(self._ptr))
 
     def step(self, cycles: int = 1) -> None:
-        self._lib.tg_step(self._ptr, int(cycles))
+        self._check(self._lib.tg_step(self._ptr, int(cycles)))
 
     def reset(self, cycles: int = 2) -> None:
         """Hold ``rst`` high for ``cycles`` edges, then release it."""
-        self._lib.tg_reset(self._ptr, int(cycles))
+        self._check(self._lib.tg_reset(self._ptr, int(cycles)))
 
     def run(self, max_cycles: int, *, start: bool = False, progress: bool | None = None) -> int:
         """Clock until ``done`` is high; return the number of edges it took.
@@ -580,13 +604,15 @@ class RtlSim:
         with _run_progress(progress, self.build.design.top, max_cycles) as advance:
             while total < max_cycles:
                 chunk = min(RUN_CHUNK_CYCLES, max_cycles - total)
-                ran = int(self._lib.tg_run(self._ptr, chunk, int(start and total == 0)))
+                ran = self._check(self._lib.tg_run(self._ptr, chunk, int(start and total == 0)))
                 total += ran
                 advance(total)
                 if ran < chunk:
-                    return total
+                    break
         if self.get("done"):
             return total
+        if total < max_cycles:
+            raise VerilatorError(f"design {self.build.design.top} called $finish before raising done")
         raise SimulationTimeout(f"design {self.build.design.top} did not raise done "
                                 f"within {max_cycles} cycles")
 
@@ -619,8 +645,9 @@ class RtlSim:
         out_values = np.zeros((cycles, len(out_ports)), np.uint64)
         in_index = (ctypes.c_int * len(in_ports))(*[p.index for p in in_ports])
         out_index = (ctypes.c_int * len(out_ports))(*[p.index for p in out_ports])
-        self._lib.tg_drive(self._ptr, cycles, len(in_ports), in_index, in_values.ctypes.data_as(_u64_p),
-                           len(out_ports), out_index, out_values.ctypes.data_as(_u64_p))
+        self._check(self._lib.tg_drive(self._ptr, cycles, len(in_ports), in_index,
+                                       in_values.ctypes.data_as(_u64_p), len(out_ports), out_index,
+                                       out_values.ctypes.data_as(_u64_p)))
         signed = set(signed)
         return {p.name: (as_signed(out_values[:, i], p.width) if p.name in signed else out_values[:, i].copy())
                 for i, p in enumerate(out_ports)}
@@ -637,15 +664,15 @@ class RtlSim:
         """Write words (integers, negatives as two's complement) to a memory from word ``start`` on."""
         self._require_host_port()
         words = _as_words(np.ravel(data), np.size(data))
-        self._lib.tg_mem_write(self._ptr, memory, start, words.size, words.ctypes.data_as(_u64_p))
+        self._check(self._lib.tg_mem_write(self._ptr, memory, start, words.size, words.ctypes.data_as(_u64_p)))
 
     def read_memory(self, memory: int, count: int, start: int = 0, *, width: int | None = None,
                     signed: bool = False) -> np.ndarray:
         """Read ``count`` words; ``width`` masks them (and with ``signed``, sign-extends)."""
         self._require_host_port()
         words = np.zeros(count, np.uint64)
-        self._lib.tg_mem_read(self._ptr, memory, start, count, self.build.design.host_read_latency,
-                              words.ctypes.data_as(_u64_p))
+        self._check(self._lib.tg_mem_read(self._ptr, memory, start, count, self.build.design.host_read_latency,
+                                          words.ctypes.data_as(_u64_p)))
         if width is None:
             return words.view(np.int64) if signed else words
         if signed:

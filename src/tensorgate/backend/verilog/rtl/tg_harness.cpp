@@ -16,10 +16,16 @@
 //                        without host_we it reads, and host_rdata shows the word
 //                        `latency` edges later.
 // All values cross the ABI as little-endian arrays of 64-bit words (one word for
-// ports up to 64 bits).
+// ports up to 64 bits).  Functions that simulate return a status: 0, or
+// TG_FAILED once Verilator reported a fatal error ($fatal, $stop, a runtime
+// error), after which tg_error tells what happened and the instance refuses
+// further work.  The library is compiled with VL_USER_FATAL so that such an
+// error reaches the caller instead of exiting the process.
 
 #include <cstdint>
 #include <memory>
+#include <stdexcept>
+#include <string>
 
 #include "verilated.h"
 #if VM_TRACE
@@ -27,6 +33,8 @@
 #endif
 
 namespace {
+
+constexpr int TG_FAILED = -3;
 
 constexpr uint64_t low_mask(int bits) { return bits >= 64 ? ~uint64_t{0} : (uint64_t{1} << bits) - 1; }
 
@@ -57,7 +65,20 @@ void get_port(const VlWide<N>& port, uint64_t* words, int /*width*/) {
     }
 }
 
+struct SimulationFatal : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
 }  // namespace
+
+// Replaces Verilator's vl_fatal (which exits the process): unwind to the entry point.
+void vl_fatal(const char* filename, int linenum, const char* /*hier*/, const char* msg) {
+    Verilated::threadContextp()->gotError(true);
+    Verilated::threadContextp()->gotFinish(true);
+    const std::string path = filename;  // sources are built from a scratch copy: keep the name only
+    const std::string where = path.substr(path.find_last_of('/') + 1) + ":" + std::to_string(linenum);
+    throw SimulationFatal(path.empty() ? std::string(msg) : where + ": " + msg);
+}
 
 #include "tg_ports.inc"
 
@@ -70,6 +91,7 @@ struct Sim {
     std::unique_ptr<VerilatedVcdC> trace;
 #endif
     uint64_t cycles = 0;
+    std::string error;
 
     void eval() {
         model->eval();
@@ -109,32 +131,52 @@ struct Sim {
     }
 };
 
+// Run `body` unless the instance has failed before; turn a fatal error into TG_FAILED.
+template <typename Body>
+int guarded(void* handle, Body body) {
+    auto* sim = static_cast<Sim*>(handle);
+    if (!sim->error.empty()) return TG_FAILED;
+    try {
+        body(sim);
+        return 0;
+    } catch (const std::exception& failure) {
+        sim->error = failure.what();
+        return TG_FAILED;
+    }
+}
+
 }  // namespace
 
 extern "C" {
 
+// A new instance; check tg_error: its initial blocks may already have failed.
 void* tg_create(const char* vcd_path) {
     auto* sim = new Sim;
     sim->context = std::make_unique<VerilatedContext>();
     sim->context->randReset(0);
     sim->model = std::make_unique<Vtg>(sim->context.get(), "top");
+    guarded(sim, [vcd_path](Sim* s) {
 #if VM_TRACE
-    if (vcd_path && *vcd_path) {
-        sim->context->traceEverOn(true);
-        sim->trace = std::make_unique<VerilatedVcdC>();
-        sim->model->trace(sim->trace.get(), 99);
-        sim->trace->open(vcd_path);
-    }
+        if (vcd_path && *vcd_path) {
+            s->context->traceEverOn(true);
+            s->trace = std::make_unique<VerilatedVcdC>();
+            s->model->trace(s->trace.get(), 99);
+            s->trace->open(vcd_path);
+            if (!s->trace->isOpen()) throw SimulationFatal(std::string("cannot write ") + vcd_path);
+        }
 #else
-    (void)vcd_path;
+        (void)vcd_path;
 #endif
-    sim->settle();
+        s->settle();
+    });
     return sim;
 }
 
+const char* tg_error(void* handle) { return static_cast<Sim*>(handle)->error.c_str(); }
+
 void tg_destroy(void* handle) {
     auto* sim = static_cast<Sim*>(handle);
-    sim->model->final();
+    guarded(sim, [](Sim* s) { s->model->final(); });
 #if VM_TRACE
     if (sim->trace) sim->trace->close();
 #endif
@@ -149,55 +191,60 @@ void tg_get(void* handle, int port, uint64_t* words) {
     tg_port_get(static_cast<Sim*>(handle)->model.get(), port, words);
 }
 
-void tg_eval(void* handle) { static_cast<Sim*>(handle)->settle(); }
-
 uint64_t tg_cycles(void* handle) { return static_cast<Sim*>(handle)->cycles; }
 
-void tg_step(void* handle, uint64_t n) {
-    auto* sim = static_cast<Sim*>(handle);
-    for (uint64_t i = 0; i < n; ++i) sim->cycle();
-    sim->settle();
+int tg_eval(void* handle) {
+    return guarded(handle, [](Sim* s) { s->settle(); });
+}
+
+int tg_step(void* handle, uint64_t n) {
+    return guarded(handle, [n](Sim* s) {
+        for (uint64_t i = 0; i < n; ++i) s->cycle();
+        s->settle();
+    });
 }
 
 // Hold rst high for `n` edges, then release it.  Without a rst port: plain cycles.
-void tg_reset(void* handle, uint64_t n) {
-    auto* sim = static_cast<Sim*>(handle);
+int tg_reset(void* handle, uint64_t n) {
+    return guarded(handle, [n](Sim* s) {
 #ifdef TG_PORT_rst
-    sim->model->rst = 1;
+        s->model->rst = 1;
 #endif
-    for (uint64_t i = 0; i < n; ++i) sim->cycle();
+        for (uint64_t i = 0; i < n; ++i) s->cycle();
 #ifdef TG_PORT_rst
-    sim->model->rst = 0;
+        s->model->rst = 0;
 #endif
-    sim->settle();
+        s->settle();
+    });
 }
 
-// Clock until `done` is high (checked before each edge) or `max_cycles` edges
-// have passed; returns the number of edges.  With `pulse_start`, `start` is high
-// for the first edge (that edge counts).  -1 when the design lacks a done port,
-// -2 when it lacks the start port asked for.
+// Clock until `done` is high (checked before each edge), the design calls
+// $finish, or `max_cycles` edges have passed; returns the number of edges.  With
+// `pulse_start`, `start` is high for the first edge (that edge counts).  -1 when
+// the design lacks a done port, -2 when it lacks the start port asked for.
 int64_t tg_run(void* handle, uint64_t max_cycles, int pulse_start) {
 #ifdef TG_PORT_done
-    auto* sim = static_cast<Sim*>(handle);
-    uint64_t n = 0;
-    if (pulse_start) {
-#ifdef TG_PORT_start
-        if (max_cycles == 0) return 0;
-        sim->model->start = 1;
-        sim->cycle();
-        sim->model->start = 0;
-        ++n;
-#else
-        return -2;
+#ifndef TG_PORT_start
+    if (pulse_start) return -2;
 #endif
-    }
-    sim->settle();
-    while (n < max_cycles && !sim->model->done) {
-        sim->rising_edge();
-        sim->settle();
-        ++n;
-    }
-    return static_cast<int64_t>(n);
+    uint64_t n = 0;
+    const int status = guarded(handle, [&n, max_cycles, pulse_start](Sim* s) {
+#ifdef TG_PORT_start
+        if (pulse_start && max_cycles > 0) {
+            s->model->start = 1;
+            s->cycle();
+            s->model->start = 0;
+            ++n;
+        }
+#endif
+        s->settle();
+        while (n < max_cycles && !s->model->done && !s->context->gotFinish()) {
+            s->rising_edge();
+            s->settle();
+            ++n;
+        }
+    });
+    return status == 0 ? static_cast<int64_t>(n) : status;
 #else
     (void)handle;
     (void)max_cycles;
@@ -210,16 +257,17 @@ int64_t tg_run(void* handle, uint64_t max_cycles, int pulse_start) {
 // (n x n_in), settle, record the outputs into row t of `out_values` (n x n_out),
 // then clock.  Outputs therefore show the state after t edges together with
 // whatever combinational paths the inputs of cycle t drive.
-void tg_drive(void* handle, uint64_t n, int n_in, const int* in_ports, const uint64_t* in_values,
-              int n_out, const int* out_ports, uint64_t* out_values) {
-    auto* sim = static_cast<Sim*>(handle);
-    for (uint64_t t = 0; t < n; ++t) {
-        for (int i = 0; i < n_in; ++i) sim->set(in_ports[i], in_values[t * n_in + i]);
-        sim->settle();
-        for (int o = 0; o < n_out; ++o) out_values[t * n_out + o] = sim->get(out_ports[o]);
-        sim->rising_edge();
-    }
-    sim->settle();
+int tg_drive(void* handle, uint64_t n, int n_in, const int* in_ports, const uint64_t* in_values,
+             int n_out, const int* out_ports, uint64_t* out_values) {
+    return guarded(handle, [=](Sim* s) {
+        for (uint64_t t = 0; t < n; ++t) {
+            for (int i = 0; i < n_in; ++i) s->set(in_ports[i], in_values[t * n_in + i]);
+            s->settle();
+            for (int o = 0; o < n_out; ++o) out_values[t * n_out + o] = s->get(out_ports[o]);
+            s->rising_edge();
+        }
+        s->settle();
+    });
 }
 
 #if defined(TG_PORT_host_en) && defined(TG_PORT_host_we) && defined(TG_PORT_host_mem) && \
@@ -227,37 +275,37 @@ void tg_drive(void* handle, uint64_t n, int n_in, const int* in_ports, const uin
 
 // Write n words to memory `mem` from word `addr` on: one edge per word.
 int tg_mem_write(void* handle, uint64_t mem, uint64_t addr, uint64_t n, const uint64_t* data) {
-    auto* sim = static_cast<Sim*>(handle);
-    sim->set(TG_PORT_host_en, 1);
-    sim->set(TG_PORT_host_we, 1);
-    sim->set(TG_PORT_host_mem, mem);
-    for (uint64_t i = 0; i < n; ++i) {
-        sim->set(TG_PORT_host_addr, addr + i);
-        sim->set(TG_PORT_host_wdata, data[i]);
-        sim->cycle();
-    }
-    sim->set(TG_PORT_host_en, 0);
-    sim->set(TG_PORT_host_we, 0);
-    sim->settle();
-    return 0;
+    return guarded(handle, [=](Sim* s) {
+        s->set(TG_PORT_host_en, 1);
+        s->set(TG_PORT_host_we, 1);
+        s->set(TG_PORT_host_mem, mem);
+        for (uint64_t i = 0; i < n; ++i) {
+            s->set(TG_PORT_host_addr, addr + i);
+            s->set(TG_PORT_host_wdata, data[i]);
+            s->cycle();
+        }
+        s->set(TG_PORT_host_en, 0);
+        s->set(TG_PORT_host_we, 0);
+        s->settle();
+    });
 }
 
 // Read n words of memory `mem` from word `addr` on, pipelined: one edge per word
 // plus `latency` - 1 edges to drain.
 int tg_mem_read(void* handle, uint64_t mem, uint64_t addr, uint64_t n, uint64_t latency,
                 uint64_t* data) {
-    auto* sim = static_cast<Sim*>(handle);
-    sim->set(TG_PORT_host_we, 0);
-    sim->set(TG_PORT_host_mem, mem);
-    for (uint64_t edge = 0; edge < n + latency - 1; ++edge) {
-        sim->set(TG_PORT_host_en, edge < n ? 1 : 0);
-        if (edge < n) sim->set(TG_PORT_host_addr, addr + edge);
-        sim->cycle();
-        if (edge + 1 >= latency) data[edge + 1 - latency] = sim->get(TG_PORT_host_rdata);
-    }
-    sim->set(TG_PORT_host_en, 0);
-    sim->settle();
-    return 0;
+    return guarded(handle, [=](Sim* s) {
+        s->set(TG_PORT_host_we, 0);
+        s->set(TG_PORT_host_mem, mem);
+        for (uint64_t edge = 0; edge < n + latency - 1; ++edge) {
+            s->set(TG_PORT_host_en, edge < n ? 1 : 0);
+            if (edge < n) s->set(TG_PORT_host_addr, addr + edge);
+            s->cycle();
+            if (edge + 1 >= latency) data[edge + 1 - latency] = s->get(TG_PORT_host_rdata);
+        }
+        s->set(TG_PORT_host_en, 0);
+        s->settle();
+    });
 }
 
 #else
