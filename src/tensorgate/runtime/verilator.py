@@ -49,7 +49,6 @@ LIBRARY_NAME = "libtg_sim.so"
 MANIFEST_NAME = "build.json"
 LOG_NAME = "build.log"
 PORTS_INCLUDE = "tg_ports.inc"
-CLOCK_PORT = "clk"
 HOST_PORTS = ("host_en", "host_we", "host_mem", "host_addr", "host_wdata", "host_rdata")
 MAKE_VARIABLES = ("OPT_FAST=-O2",)
 # Position-independent code for the shared library; VL_USER_FATAL lets the harness
@@ -109,7 +108,8 @@ def _run_tool(args: Sequence[str], cwd: Path | None = None) -> subprocess.Comple
         return subprocess.run(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, errors="replace")
     except OSError as exc:
-        raise VerilatorError(f"cannot run {args[0]}: {exc.strerror}") from None
+        raise VerilatorError(f"cannot run {args[0]}: {exc.strerror} (building with Verilator needs "
+                             "perl, make and a C++ compiler such as g++)") from None
 
 
 # ----------------------------------------------------------------------------- designs
@@ -142,6 +142,8 @@ class RtlDesign:
         if len(set(names)) != len(names):
             clash = sorted({n for n in names if names.count(n) > 1})
             raise VerilatorError(f"sources of {top} share file names ({', '.join(clash)}); rename one")
+        if host_read_latency < 1:
+            raise VerilatorError(f"host_read_latency of {top} must be at least 1, got {host_read_latency}")
         params = tuple(sorted((parameters or {}).items()))
         for name, value in params:
             if not isinstance(value, (int, str)):
