@@ -130,12 +130,30 @@ for _kind, _doc in [
     _binary(_kind, _doc)
 
 
-@_spec("const", "A constant tensor.", [], {"value": REQUIRED})
+def quantized_types(op: Op, types: list[TensorType]) -> list[TensorType]:
+    """Result types of an op that ``quantize`` rewrote: the shapes as inferred, the
+    element types ``fix<w,f>`` listed in ``op.attrs["quant"]["results"]`` (the quantized
+    op holds integer codes; its ``quant`` attribute says what they mean, see
+    ``tensorgate.passes.quantize``).  Ops without ``quant`` keep ``types``."""
+    quant = op.attrs.get("quant")
+    if quant is None:
+        return types
+    names = quant.get("results") if isinstance(quant, dict) else None
+    if not isinstance(names, list) or len(names) != len(types):
+        _fail(op, f"attribute 'quant' must list {len(types)} result formats under 'results'")
+    try:
+        dtypes = [element_type(name) for name in names]
+    except (ValueError, TypeError, AttributeError) as exc:
+        _fail(op, f"attribute 'quant': {exc}")
+    return [TensorType(t.shape, dtype) for t, dtype in zip(types, dtypes)]
+
+
+@_spec("const", "A constant tensor.", [], {"value": REQUIRED, "quant": None})
 def _const(op, consts):
     value = op.attrs["value"]
     if not isinstance(value, np.ndarray):
         _fail(op, "attribute 'value' must be a tensor")
-    return [TensorType.of(value)]
+    return quantized_types(op, [TensorType.of(value)])
 
 
 @_spec("matmul", "NumPy matmul of two values.", ["a", "b"])
@@ -157,7 +175,7 @@ def _matmul(op, consts):
 
 
 @_spec("linear", "y = W x + b over the last axis; W is a linear map (any format).",
-       ["x"], {"weight": REQUIRED, "bias": None})
+       ["x"], {"weight": REQUIRED, "bias": None, "quant": None})
 def _linear(op, consts):
     x = op.operands[0].type
     weight = op.attrs["weight"]
@@ -168,7 +186,7 @@ def _linear(op, consts):
     bias = op.attrs["bias"]
     if bias is not None and bias.shape != (weight.out_dim,):
         _fail(op, f"bias shape {list(bias.shape)} should be [{weight.out_dim}]")
-    return [x.with_shape(x.shape[:-1] + (weight.out_dim,))]
+    return quantized_types(op, [x.with_shape(x.shape[:-1] + (weight.out_dim,))])
 
 
 @_spec("softmax", "Softmax along one axis.", ["x"], {"axis": -1})
@@ -346,10 +364,10 @@ def _expand(op, consts):
            "hidden_size": REQUIRED, "direction": "forward", "layout": 0, "clip": None,
            "input_forget": 0, "activations": None, "activation_alpha": None,
            "activation_beta": None, "w": REQUIRED, "r": REQUIRED, "bias": None,
-           "peepholes": None,
+           "peepholes": None, "quant": None,
        }, num_results=3)
 def _lstm(op, consts):
-    return lstm_result_types(op)
+    return quantized_types(op, lstm_result_types(op))
 
 
 def lstm_num_directions(op: Op) -> int:

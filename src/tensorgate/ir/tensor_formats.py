@@ -44,6 +44,8 @@ from ..errors import ExecutionError, VerifyError
 from .linear_map import LinearMap, register_format
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+TENSOR_DTYPES = FLOAT_DTYPES + (np.dtype(np.int64),)
+"""Dtypes a map's tensors may have: float, or int64 fixed-point codes after ``quantize``."""
 
 SSAPath = tuple[tuple[int, int], ...]
 """A pairwise contraction order: operand ids ``0..n-1`` (``0`` is the input), and each
@@ -243,9 +245,10 @@ class TensorizedMap(LinearMap):
         tensors = self.tensors()
         for name, shape in expected.items():
             array = tensors[name]
-            if not isinstance(array, np.ndarray) or array.dtype not in FLOAT_DTYPES:
+            if not isinstance(array, np.ndarray) or array.dtype not in TENSOR_DTYPES:
                 kind = array.dtype if isinstance(array, np.ndarray) else type(array).__name__
-                raise VerifyError(f"{self.format} map: tensor '{name}' has type {kind}, expected float32 or float64")
+                raise VerifyError(f"{self.format} map: tensor '{name}' has type {kind}, expected float32 or "
+                                  "float64 (or int64 fixed-point codes)")
             if array.shape != shape:
                 raise VerifyError(f"{self.format} map: tensor '{name}' has shape {array.shape}, "
                                   f"expected {shape} from {source}")
