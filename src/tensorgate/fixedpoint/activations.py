@@ -72,6 +72,15 @@ def _tail_gap(function: str, radius: float) -> float:
     return 2.0 / (math.exp(2.0 * radius) + 1.0)
 
 
+def saturation_input(function: str, output_fmt: FixedType) -> float:
+    """The smallest ``R`` with ``|f(±R) - f(±∞)| <= step(out)/4``: beyond it the unit's
+    output is the limit to within a quarter LSB, so inputs need no range past ``±R``."""
+    quarter = step(output_fmt) / 4
+    if function == "sigmoid":
+        return math.log(max(1.0 / quarter - 1.0, 1.0))
+    return math.log(max(2.0 / quarter - 1.0, 1.0)) / 2
+
+
 def default_clamp_log2(function: str, input_fmt: FixedType, output_fmt: FixedType) -> int:
     """The smallest ``R = 2^e`` with ``|f(±R) - f(±∞)| <= step(out)/4``, no larger than the
     input format reaches, and at least one input step (so ``lo`` is an integer)."""

@@ -10,6 +10,7 @@ from .base import Pass
 from .canonicalize import Canonicalize
 from .dce import DeadCodeElimination
 from .order_contractions import OrderContractions
+from .quantize import Quantize
 
 PASSES: dict[str, type[Pass]] = {
     cls.name: cls
@@ -17,6 +18,7 @@ PASSES: dict[str, type[Pass]] = {
         Canonicalize,
         DeadCodeElimination,
         OrderContractions,
+        Quantize,
     )
 }
 

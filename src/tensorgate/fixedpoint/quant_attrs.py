@@ -1,0 +1,155 @@
+"""The ``quant`` attribute of quantized ops: what their integer codes mean.
+
+``quantize`` rewrites a float module into one whose real-valued values have element
+type ``fix<w,f>`` and hold integer codes.  An op that computes (``linear``, ``lstm``)
+or holds numbers (``const``) carries ``attrs["quant"]``, a dictionary of plain strings,
+ints, lists and int64 arrays (so it prints and parses with the IR).  Its ``results``
+entry lists the result formats (``ir.ops.quantized_types`` types the results from it).
+Weights (map tensors, biases, peepholes) are stored as int64 codes in the op's usual
+attributes; ``quant`` gives their formats.
+
+``linear``::
+
+    {rounding, results: [out], weight: {tensors: {name: fmt}, steps: [[fmt, ...], ...]}, bias: fmt | none}
+
+``lstm`` (formats shared by all directions, except the weights')::
+
+    {rounding, results: [hidden, hidden, cell],
+     w: [map formats, one per map of attribute w], r: [... of attribute r],
+     bias: [fmt per map of w] | none, peepholes: fmt | none,
+     gates_x, pre_sigmoid, pre_tanh, gate, cell, hidden: fmt,
+     sigmoid, tanh, tanh_cell: activation units (``ActivationUnit.to_attr``)}
+
+``const``: ``{results: [fmt]}``.  See ``runtime/fixed_runtime.py`` for the arithmetic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ..errors import PassError, VerifyError
+from ..ir.core import Module, Op
+from ..ir.types import FixedType
+from .activations import ActivationUnit
+from .formats import check_rounding
+from .maps import MapQuant, _fixed
+
+QUANTIZED_KINDS = ("const", "linear", "lstm")
+
+
+def is_quantized(module: Module) -> bool:
+    """Whether any value of ``module`` holds fixed-point codes."""
+    return any(isinstance(value.type.dtype, FixedType) for value in module.values())
+
+
+def require_float(module: Module, user: str) -> None:
+    """Raise ``PassError`` if ``module`` is quantized: ``user`` (e.g. ``pass 'decompose'``)
+    works on float modules only."""
+    for value in module.values():
+        if isinstance(value.type.dtype, FixedType):
+            raise PassError(f"{user} needs a float module, but this one is quantized (%{value.name} is "
+                            f"{value.type.dtype}); run it before 'quantize'")
+
+
+def _format(quant: dict, key: str, op: Op) -> FixedType:
+    try:
+        return _fixed(quant[key])
+    except KeyError:
+        raise VerifyError(f"{op.describe()}: attribute 'quant' lacks '{key}'") from None
+    except VerifyError as exc:
+        raise VerifyError(f"{op.describe()}: quant '{key}': {exc}") from None
+
+
+def _optional_format(quant: dict, key: str, op: Op) -> FixedType | None:
+    return None if quant.get(key) is None else _format(quant, key, op)
+
+
+def _rounding(quant: dict, op: Op) -> str:
+    try:
+        return check_rounding(quant.get("rounding"))
+    except ValueError as exc:
+        raise VerifyError(f"{op.describe()}: quant: {exc}") from None
+
+
+def _maps(quant: dict, key: str, op: Op) -> list[MapQuant]:
+    entries, maps = quant.get(key), op.attrs[key]
+    if not isinstance(entries, list) or len(entries) != len(maps):
+        raise VerifyError(f"{op.describe()}: quant '{key}' must give the formats of its {len(maps)} maps")
+    try:
+        return [MapQuant.from_attr(entry, m) for entry, m in zip(entries, maps)]
+    except VerifyError as exc:
+        raise VerifyError(f"{op.describe()}: quant '{key}': {exc}") from None
+
+
+def _unit(quant: dict, key: str, op: Op) -> ActivationUnit:
+    try:
+        return ActivationUnit.from_attr(quant[key])
+    except KeyError:
+        raise VerifyError(f"{op.describe()}: attribute 'quant' lacks '{key}'") from None
+    except (ValueError, TypeError) as exc:
+        raise VerifyError(f"{op.describe()}: quant '{key}': {exc}") from None
+
+
+@dataclass(frozen=True)
+class LinearQuant:
+    rounding: str
+    output: FixedType
+    weight: MapQuant
+    bias: FixedType | None
+
+    @classmethod
+    def of(cls, op: Op) -> "LinearQuant":
+        quant = op.attrs["quant"]
+        try:
+            weight = MapQuant.from_attr(quant.get("weight"), op.attrs["weight"])
+        except VerifyError as exc:
+            raise VerifyError(f"{op.describe()}: quant 'weight': {exc}") from None
+        return cls(_rounding(quant, op), op.result.type.dtype, weight, _optional_format(quant, "bias", op))
+
+
+@dataclass(frozen=True)
+class LSTMQuant:
+    rounding: str
+    w: list[MapQuant]
+    r: list[MapQuant]
+    bias: list[FixedType] | None
+    peepholes: FixedType | None
+    gates_x: FixedType
+    pre_sigmoid: FixedType
+    pre_tanh: FixedType
+    gate: FixedType
+    cell: FixedType
+    hidden: FixedType
+    sigmoid: ActivationUnit
+    tanh: ActivationUnit
+    tanh_cell: ActivationUnit
+
+    @classmethod
+    def of(cls, op: Op) -> "LSTMQuant":
+        quant = op.attrs["quant"]
+        bias = quant.get("bias")
+        if bias is not None:
+            if not isinstance(bias, list) or len(bias) != len(op.attrs["w"]):
+                raise VerifyError(f"{op.describe()}: quant 'bias' must give one format per map of 'w'")
+            bias = [_format({"bias": b}, "bias", op) for b in bias]
+        units = {key: _unit(quant, key, op) for key in ("sigmoid", "tanh", "tanh_cell")}
+        formats = {key: _format(quant, key, op)
+                   for key in ("gates_x", "pre_sigmoid", "pre_tanh", "gate", "cell", "hidden")}
+        for key, source, target in (("sigmoid", "pre_sigmoid", "gate"), ("tanh", "pre_tanh", "gate"),
+                                    ("tanh_cell", "cell", "gate")):
+            unit = units[key]
+            if unit.input != formats[source] or unit.output != formats[target]:
+                raise VerifyError(f"{op.describe()}: quant '{key}' maps {unit.input} -> {unit.output}, "
+                                  f"expected {formats[source]} -> {formats[target]}")
+        return cls(_rounding(quant, op), _maps(quant, "w", op), _maps(quant, "r", op), bias,
+                   _optional_format(quant, "peepholes", op), **formats, **units)
+
+
+def module_rounding(module: Module) -> str:
+    """The rounding mode of a quantized module's ops (module inputs are quantized with it).
+    ``VerifyError`` if its ops disagree."""
+    modes = {op.attrs["quant"].get("rounding") for op in module.ops
+             if isinstance(op.attrs.get("quant"), dict) and op.kind != "const"}
+    if len(modes) > 1:
+        raise VerifyError(f"the module's quantized ops use different rounding modes: {sorted(map(str, modes))}")
+    return modes.pop() if modes else "nearest-even"
+

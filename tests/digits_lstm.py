@@ -1,0 +1,105 @@
+"""A trained LSTM classifier for the quantization tests and benchmark.
+
+scikit-learn's 8x8 digits (1797 images, bundled with the library), read row by row:
+a sequence of 8 steps of 8 features, 10 classes.  ``train_digits_lstm`` trains a
+one-layer ``nn.LSTM`` with a linear head on the last step (seeded, one thread, a few
+seconds) and exports it with PyTorch's TorchScript exporter (input ``x`` of shape
+``[seq, batch, 8]``, output ``logits``).  ``decomposed`` replaces the LSTM's W and R by
+TT, BT or HT maps fitted to the trained weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from tensorgate.frontend import import_onnx
+from tensorgate.ir import Module
+from tensorgate.passes import PassManager
+from tensorgate.passes.decomposition import auto_tensorization, bt_als, ht_svd, tt_svd
+
+TRAIN = 1200
+CALIBRATION = 256
+
+
+def digits() -> tuple[np.ndarray, np.ndarray]:
+    """All 1797 digits as standardized sequences ``[8 steps, 1797, 8]`` and their labels."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    images = data.images.astype(np.float32) / 16.0
+    images = (images - images.mean()) / images.std()
+    return np.ascontiguousarray(images.transpose(1, 0, 2)), data.target.astype(np.int64)
+
+
+def train_digits_lstm(path: Path, hidden: int = 32, epochs: int = 30, seed: int = 0) -> Path:
+    """Train the classifier on the first ``TRAIN`` digits and export it to ``path``."""
+    import torch
+
+    torch.manual_seed(seed)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        sequences, labels = digits()
+
+        class Classifier(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.lstm = torch.nn.LSTM(8, hidden)
+                self.head = torch.nn.Linear(hidden, 10)
+
+            def forward(self, x):
+                y, _ = self.lstm(x)
+                return self.head(y[-1])
+
+        model = Classifier()
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
+        x, y = torch.from_numpy(sequences[:, :TRAIN]), torch.from_numpy(labels[:TRAIN])
+        order = np.random.default_rng(seed)
+        for _ in range(epochs):
+            for batch in np.array_split(order.permutation(TRAIN), TRAIN // 64):
+                optimizer.zero_grad()
+                loss = torch.nn.functional.cross_entropy(model(x[:, batch]), y[batch])
+                loss.backward()
+                optimizer.step()
+        model.eval()
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (x[:, :2],), path, input_names=["x"], output_names=["logits"],
+                              dynamic_axes={"x": {0: "seq", 1: "batch"}}, opset_version=17, dynamo=False)
+    finally:
+        torch.set_num_threads(threads)
+    return path
+
+
+def float_module(path: Path) -> Module:
+    """The exported classifier imported and canonicalized."""
+    return PassManager.parse("canonicalize, dce").run(import_onnx(path))
+
+
+def decomposed(module: Module, method: str) -> Module:
+    """A copy whose LSTM maps are ``tt`` / ``bt`` / ``ht`` decompositions (3 modes) of the
+    trained ones, truncated where the classifier stays accurate (95-96% against 97% dense;
+    the trained matrices are small and nearly full rank, so lower ranks break it)."""
+    result = module.copy()
+    for op in result.ops_of("lstm"):
+        for key in ("w", "r"):
+            op.attrs[key] = [_decompose(m.to_dense(), method) for m in op.attrs[key]]
+    return result
+
+
+def _decompose(matrix: np.ndarray, method: str):
+    shape = auto_tensorization(matrix.shape[0], matrix.shape[1], 3)
+    if method == "tt":
+        return tt_svd(matrix, shape, eps=0.3).map
+    if method == "bt":
+        return bt_als(matrix, shape, blocks=4, tucker_rank=8).map
+    return ht_svd(matrix, shape, eps=0.3).map
+
+
+def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean(logits.argmax(axis=-1) == labels))
