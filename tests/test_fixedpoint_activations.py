@@ -90,3 +90,11 @@ def test_inconsistent_attributes_are_refused():
         ActivationUnit.from_attr({k: v for k, v in attr.items() if k != "rounding"})
     with pytest.raises(ValueError, match="power of two"):
         build_unit("tanh", "lut", FixedType(8, 4), FixedType(8, 6), "half-away", size=24)
+
+
+@pytest.mark.parametrize("size", [1, 2, 16, 256])
+def test_table_index_is_a_shift_plus_offset_clamped_to_the_table(size):
+    unit = build_unit("tanh", "lut", FixedType(10, 6), FixedType(8, 6), "nearest-even", size=size)
+    codes = np.arange(code_min(unit.input), code_max(unit.input) + 1)
+    index = np.clip((codes >> unit.index_shift) + (-unit.lo >> unit.index_shift), 0, unit.size - 1)
+    assert np.array_equal(unit.evaluate(codes), unit.values[index])

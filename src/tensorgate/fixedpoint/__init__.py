@@ -1,5 +1,19 @@
-"""Fixed-point arithmetic of the hardware contract: formats, rounding, saturation,
-accumulator widths (``formats``) and integer σ/tanh units (``activations``)."""
+"""Fixed-point arithmetic: the contract the accelerator's RTL must meet bit for bit.
+
+Where each part is defined:
+
+* ``formats``: ``fix<w,f>`` codes, rounding (nearest-even, half-away) as one add and one
+  arithmetic shift, saturation, ``requantize`` (the single round-and-saturate of every
+  narrowing), the accumulator-width rule and its proof;
+* ``activations``: σ and tanh as integer PWL or table units, and their exact error bounds;
+* ``maps``: linear maps as integer GEMMs / contraction steps, in the map's schedule;
+* ``quant_attrs``: the ``quant`` attribute quantized ops carry in the IR;
+* ``calibrate``: the float ranges formats are fitted to; ``report``: SQNR, top-1 agreement
+  and saturations of a quantized module against its float original.
+
+``passes/quantize.py`` chooses the formats; ``runtime/fixed_runtime.py`` is the golden
+model that executes them (its docstring gives the LSTM and ``linear`` arithmetic).
+"""
 
 from .activations import ActivationUnit, build_unit
 from .formats import (

@@ -7,7 +7,9 @@ inputs are clamped to ``[-R, R)`` with ``R = 2^clamp_log2``, i.e. to the codes
     u = clip(q, lo, lo + span - 1) - lo          # 0 <= u < span
     j = u >> index_shift                         # segment (pwl) or entry (lut) number
 
-``lut``: ``y = table[j]``.
+``lut``: ``y = table[j]``.  Equivalently, as ``backend/verilog/rtl/tg_lut_act.sv`` indexes,
+``j = clamp((q >>> index_shift) + (-lo >> index_shift), 0, size - 1)`` (``lo`` is a
+multiple of ``2^index_shift`` whenever ``size > 1``).
 
 ``pwl``: with ``r = u & (2^index_shift - 1)``, the offset inside segment ``j``::
 

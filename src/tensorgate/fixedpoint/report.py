@@ -20,6 +20,7 @@ import numpy as np
 
 from ..ir.core import Module
 from ..ir.linear_map import LinearMap
+from ..ir.types import element_type
 from .activations import ActivationUnit
 from .calibrate import Calibration
 from .formats import count_saturated
@@ -122,7 +123,8 @@ def build_report(float_module: Module, quant_module: Module, inputs: dict[str, n
     from ..runtime.numpy_runtime import run_module
 
     stats: dict = {}
-    approximation = FixedExecutor(quant_module).run(inputs, stats=stats)
+    executor = FixedExecutor(quant_module)
+    approximation = executor.run(inputs, stats=stats)
     reference = run_module(float_module, inputs, dtype=np.float64)
     report = QuantReport(accumulators=list(accumulators))
     for value in quant_module.inputs:
@@ -131,7 +133,7 @@ def build_report(float_module: Module, quant_module: Module, inputs: dict[str, n
             fmt = value.type.dtype
             array = inputs[value.name]
             report.tensors.append(TensorRow(value.name, "input", str(fmt), rng.low, rng.high,
-                                            count_saturated(array, fmt, "nearest-even"), int(np.size(array))))
+                                            count_saturated(array, fmt, executor.rounding), int(np.size(array))))
     float_ops = {op.results[0].name: op for op in float_module.ops if op.results}
     for op in quant_module.ops:
         quant = op.attrs.get("quant")
@@ -152,28 +154,25 @@ def build_report(float_module: Module, quant_module: Module, inputs: dict[str, n
 
 def _weight_rows(float_op, op, quant: dict) -> list[TensorRow]:
     """One row per weight tensor of a quantized op, with the saturations of quantizing it."""
-    from .formats import check_format
-    from .maps import _fixed
-
     name = op.results[0].name
-    rows = []
     maps: list[tuple[str, LinearMap, dict]] = []
     if op.kind == "linear":
         maps.append((f"{name}.weight", float_op.attrs["weight"], quant["weight"]))
     else:
         for key in ("w", "r"):
             maps += [(f"{name}.{key}{k}", m, q) for k, (m, q) in enumerate(zip(float_op.attrs[key], quant[key]))]
-    for prefix, linear_map, map_quant in maps:
-        for tensor_name, array in linear_map.tensors().items():
-            fmt = check_format(_fixed(map_quant["tensors"][tensor_name]))
-            rows.append(_array_row(f"{prefix}.{tensor_name}", "weight", fmt, array))
+    rounding = quant["rounding"]
+    rows = [_array_row(f"{prefix}.{tensor_name}", element_type(map_quant["tensors"][tensor_name]), array, rounding)
+            for prefix, linear_map, map_quant in maps for tensor_name, array in linear_map.tensors().items()]
     if quant.get("peepholes") is not None:
-        rows.append(_array_row(f"{name}.peepholes", "weight", _fixed(quant["peepholes"]),
-                               float_op.attrs["peepholes"]))
+        rows.append(_array_row(f"{name}.peepholes", element_type(quant["peepholes"]), float_op.attrs["peepholes"],
+                               rounding))
     return rows
 
 
-def _array_row(name: str, role: str, fmt, array) -> TensorRow:
+def _array_row(name: str, fmt, array, rounding: str) -> TensorRow:
+    """A weight's row; weights get the most fraction bits that keep them unsaturated, so
+    their saturation count is 0 unless a format was forced."""
     array = np.asarray(array, np.float64)
-    return TensorRow(name, role, str(fmt), float(array.min(initial=np.inf)), float(array.max(initial=-np.inf)),
-                     count_saturated(array, fmt, "nearest-even"), int(array.size))
+    return TensorRow(name, "weight", str(fmt), float(array.min(initial=np.inf)), float(array.max(initial=-np.inf)),
+                     count_saturated(array, fmt, rounding), int(array.size))

@@ -10,11 +10,17 @@ Formats (``fixedpoint.formats.fit_format``: the most fraction bits that keep the
 calibrated ``max |value|`` unsaturated):
 
 * weights: from the weights themselves, per map tensor (``per=core``) or one per map
-  (``per=tensor``); peepholes one per op;
+  (``per=tensor``); peepholes one per op.  A tensor of a map below ``2^-weight-bits`` of
+  the map's largest is negligible and fitted to that floor (a BT block fitted to a zero
+  residual would otherwise get fraction bits that misalign the map's sums);
+* contraction step results: from calibration, floored the same way within the map;
+  steps that only read weights (precontraction) have ``weight-bits``, others ``act-bits``;
 * biases: at the fraction bits of the accumulator they are added to, as wide as their
   largest code needs (no precision is lost before the single rounding);
-* activations: from calibration ranges (``fixedpoint.calibrate``); the gate outputs
-  ``G = fix<A, A-2>`` (so 1.0 is exact) and ``h`` ``H = fix<A, A-1>`` (|h| <= 1) are fixed.
+* activations: from calibration ranges (``fixedpoint.calibrate``).  A gate's
+  pre-activation range stops at ``clip`` and where σ (resp. tanh) is within a quarter
+  output LSB of its limit: saturating beyond changes nothing.  The gate outputs
+  ``G = fix<A, A-2>`` (1.0 is exact) and ``h`` ``H = fix<A, A-1>`` (|h| <= 1) are fixed.
 
 Calibration: ``calibration=FILE.npz`` holds inputs keyed by the module's input names
 (any batch and sequence length).  Without it, the documented default is one seeded

@@ -15,22 +15,29 @@ is computed in floating point.  Operations (``fixedpoint.formats``):
     acc, F = W·x                      # fixedpoint.maps.IntegerMap: GEMM / contraction steps
     y = requantize(acc + align(b), F, out)
 
-``lstm``, per direction, formats from ``quant``: X (input), GX, PRE, G (=gate), C, H.
-The input projection of all time steps runs first, one map application per map of ``w``::
+``lstm``, per direction, with the formats of its ``quant``: X (the input's type), GX
+(``gates_x``), PS / PT (pre-activations of the σ gates i, o, f / of the tanh gate c),
+G (``gate``, σ and tanh outputs), C (``cell``) and H (``hidden``).  The input projection
+of all time steps runs first, one map application per map of ``w``::
 
     gx = requantize(W·x + align(b), GX)                      # [T, B, 4H], gates i, o, f, c
 
-then each time step (``·`` a product of codes, ``⊙`` elementwise)::
+then each time step (``·`` a product of codes, ``⊙`` elementwise, all sums exact)::
 
     r = R·h                                                    # accumulators, per gate block
-    pre_k = clip(requantize(r_k + gx_k [+ p_k ⊙ c], PRE))     # k = i, f, c; peephole terms only with P
-    i = σ(pre_i)   f = σ(pre_f) (or ONE - i with input_forget)   g = tanh(pre_c)     # codes of G
+    pre_i = clip(requantize(r_i + gx_i [+ p_i ⊙ c], PS))       # peephole terms only with P
+    pre_f = clip(requantize(r_f + gx_f [+ p_f ⊙ c], PS))
+    pre_c = clip(requantize(r_c + gx_c, PT))
+    i = σ(pre_i)   f = σ(pre_f) (ONE - i with input_forget)   g = tanh(pre_c)   # codes of G
     c' = requantize(f ⊙ c + i ⊙ g, C)                          # fractions G+C and 2G, aligned
-    pre_o = clip(requantize(r_o + gx_o [+ p_o ⊙ c'], PRE));  o = σ(pre_o)
+    pre_o = clip(requantize(r_o + gx_o [+ p_o ⊙ c'], PS));  o = σ(pre_o)
     h' = requantize(o ⊙ tanh_cell(c'), 2·G.frac, H)
 
-``clip`` clamps codes to ``±floor(clip · 2^PRE.frac)``; ``ONE = 2^G.frac``.  Rows past
-their ``sequence_lens`` keep their state and output 0, as in float.
+``clip`` (the ONNX attribute) clamps codes to ``±floor(clip · 2^frac)`` of PS / PT;
+``ONE = 2^G.frac``.  σ, tanh and tanh_cell are the op's units (PS -> G, PT -> G, C -> G).
+Rows past their ``sequence_lens`` keep their state and output 0, as in float.  A
+bidirectional LSTM runs its reverse direction from the last step down, with its own
+weights and the same formats.
 
 Module inputs of a fixed-point type take float arrays (quantized with the module's
 rounding mode, saturating) or integer arrays (taken as codes, which must fit).  Outputs
