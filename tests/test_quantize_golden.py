@@ -152,7 +152,7 @@ def exact_quant(linear_map: TTMap, x_fmt: FixedType, tensor_fracs: dict[str, int
             fracs[len(plan.names) + index] = fracs[step.lhs] + fracs[step.rhs]
             formats.append(FixedType(62, fracs[len(plan.names) + index]))
         steps.append(tuple(formats[:-1]))
-    return MapQuant(tensors, tuple(steps))
+    return MapQuant.for_map(linear_map, tensors, tuple(steps))
 
 
 def test_integer_contraction_without_narrowing_equals_the_exact_dense_product():

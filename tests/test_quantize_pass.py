@@ -191,3 +191,11 @@ def test_the_contraction_schedule_decides_the_integer_steps():
     x = np.random.default_rng(1).standard_normal((5, 16, I))
     expected = run_module(float_module, {"x": x}, dtype=np.float64)["linear"]
     assert np.abs(run_fixed(module, {"x": x})["linear"] - expected).max() < 0.1
+
+
+def test_a_schedule_changed_after_quantize_is_caught_before_running():
+    module = quantized(classifier(decomposed=True), "quantize{bits=12}")
+    PassManager.parse("order-contractions{precontract=always}").run(module)
+    with pytest.raises(ExecutionError, match="are not the steps .* its formats were chosen for; quantize after "
+                                             "order-contractions"):
+        run_fixed(module, {"x": np.zeros((2, 1, I))})

@@ -134,15 +134,25 @@ def plan_weights(linear_map: LinearMap) -> list[dict[str, np.ndarray]]:
 @dataclass(frozen=True)
 class MapQuant:
     """The formats of one quantized map: one per stored tensor, and per network one per
-    step result except the last (which stays a wide accumulator)."""
+    step result except the last (which stays a wide accumulator).  ``order`` records the
+    steps (``[lhs, rhs]`` operand pairs per network) the formats were chosen for: the
+    formats mean nothing for another order, so reading them back checks the map's
+    schedule still has exactly these steps."""
 
     tensors: dict[str, FixedType]
     steps: tuple[tuple[FixedType, ...], ...] = ()
+    order: tuple[tuple[tuple[int, int], ...], ...] = ()
+
+    @classmethod
+    def for_map(cls, linear_map: LinearMap, tensors: dict[str, FixedType],
+                steps: tuple[tuple[FixedType, ...], ...] = ()) -> "MapQuant":
+        return cls(tensors, steps, _order(linear_map))
 
     def to_attr(self) -> dict[str, Any]:
         attr: dict[str, Any] = {"tensors": {name: str(fmt) for name, fmt in self.tensors.items()}}
-        if self.steps:
+        if self.order:
             attr["steps"] = [[str(fmt) for fmt in network] for network in self.steps]
+            attr["order"] = [[list(pair) for pair in network] for network in self.order]
         return attr
 
     @classmethod
@@ -155,12 +165,26 @@ class MapQuant:
                               f"has {sorted(linear_map.tensors())}")
         tensors = {name: _fixed(text) for name, text in attr["tensors"].items()}
         steps = tuple(tuple(_fixed(text) for text in network) for network in attr.get("steps", []))
-        if not isinstance(linear_map, DenseMap):
-            wanted = [len(plan.steps) - 1 for plan in network_plans(linear_map)]
-            if [len(network) for network in steps] != wanted:
-                raise VerifyError(f"map formats list {[len(n) for n in steps]} step formats per network, "
-                                  f"the {linear_map.format} map's schedule needs {wanted}")
-        return cls(tensors, steps)
+        order = _order(linear_map)
+        recorded = tuple(tuple(tuple(pair) for pair in network) for network in attr.get("order", []))
+        if recorded != order:
+            raise VerifyError(f"the {linear_map.format} map's contraction steps {_text(order)} are not the steps "
+                              f"{_text(recorded)} its formats were chosen for; quantize after order-contractions")
+        if [len(network) for network in steps] != [len(network) - 1 for network in order]:
+            raise VerifyError(f"map formats list {[len(n) for n in steps]} step formats per network, "
+                              f"the {linear_map.format} map's steps need {[len(n) - 1 for n in order]}")
+        return cls(tensors, steps, order)
+
+
+def _order(linear_map: LinearMap) -> tuple[tuple[tuple[int, int], ...], ...]:
+    """The ``(lhs, rhs)`` operand pairs of every step of every network (none for dense)."""
+    if isinstance(linear_map, DenseMap):
+        return ()
+    return tuple(tuple((step.lhs, step.rhs) for step in plan.steps) for plan in network_plans(linear_map))
+
+
+def _text(order) -> str:
+    return str([[list(pair) for pair in network] for network in order])
 
 
 def _fixed(text: Any) -> FixedType:

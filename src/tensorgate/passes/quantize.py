@@ -352,7 +352,7 @@ class _Planner:
                                        self.weight_bits if step.weights_only else self.act_bits)
                       for i, step in enumerate(plan.steps[:-1]))
                 for k, plan in enumerate(network_plans(linear_map)))
-        integer = IntegerMap(codes, MapQuant(formats, steps), self.rounding)
+        integer = IntegerMap(codes, MapQuant.for_map(codes, formats, steps), self.rounding)
         try:
             _, _, step_bounds = integer.bound(x_fmt)
         except OverflowError as exc:
