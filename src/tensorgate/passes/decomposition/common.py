@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import scipy.linalg
 
 from ...errors import PassError
 from ...ir.tensor_formats import TensorizedMap
@@ -71,22 +72,64 @@ def truncated_basis(matrix: np.ndarray, cap: int, threshold_sq: float | None = N
 
     The rank is the smallest that discards at most ``threshold_sq`` (all of them when
     ``threshold_sq`` is ``None``), and never more than ``cap`` or the matrix's smaller
-    side.  A wide matrix goes through its Gram matrix, a tall one (whose small side is its
-    width) through a thin SVD; see ``GRAM_MIN_THRESHOLD`` for when the Gram matrix is not
-    trusted.
+    side.  The spectrum comes from the Gram matrix of the smaller side: for a wide
+    matrix its eigenvectors are ``U``; for a tall one ``U = A V Σ⁻¹``, re-orthonormalized.
+    Without a threshold only the kept eigenpairs are computed, and the discarded energy is
+    the trace minus theirs.  An SVD of ``A`` replaces the Gram matrix when the threshold is
+    below its precision (see ``GRAM_MIN_THRESHOLD``) or, for a tall matrix, when a kept
+    singular value is.
     """
     rows, cols = matrix.shape
-    squares = left = None
-    if rows <= cols:
-        values, vectors = np.linalg.eigh(matrix @ matrix.T)
-        squares, left = np.clip(values[::-1], 0.0, None), vectors[:, ::-1]
-        if threshold_sq is not None and threshold_sq < GRAM_MIN_THRESHOLD * squares.sum():
-            squares = None
-    if squares is None:
-        left, singular, _ = np.linalg.svd(matrix, full_matrices=False)
-        squares = singular**2
+    wide = rows <= cols
+    gram = matrix @ matrix.T if wide else matrix.T @ matrix
+    total = float(np.trace(gram))
+    floor = GRAM_MIN_THRESHOLD * total
+    if threshold_sq is not None and threshold_sq < floor:
+        return _svd_basis(matrix, cap, threshold_sq)
+    if threshold_sq is None:
+        squares, vectors = _leading_eigenpairs(gram, min(cap, len(gram)))
+        discarded = max(total - float(squares.sum()), 0.0)
+    else:
+        squares, vectors = _leading_eigenpairs(gram, len(gram))
+        rank, discarded = _truncation(squares, cap, threshold_sq)
+        squares, vectors = squares[:rank], vectors[:, :rank]
+    if wide:
+        return np.ascontiguousarray(vectors), discarded
+    if squares[-1] <= floor:
+        return _svd_basis(matrix, cap, threshold_sq)
+    return _orthonormalized(matrix @ (vectors / np.sqrt(squares))), discarded
+
+
+def _leading_eigenpairs(gram: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``count`` largest eigenvalues (clipped at 0, descending) of a symmetric PSD
+    matrix and their eigenvectors.  A few of many come from LAPACK's subset solver
+    (MRRR), which costs far less than computing all of them."""
+    size = len(gram)
+    if 4 * count < size:
+        values, vectors = scipy.linalg.eigh(gram, subset_by_index=[size - count, size - 1], driver="evr")
+    else:
+        values, vectors = np.linalg.eigh(gram)
+    return np.clip(values[::-1][:count], 0.0, None), vectors[:, ::-1][:, :count]
+
+
+def _svd_basis(matrix: np.ndarray, cap: int, threshold_sq: float | None) -> tuple[np.ndarray, float]:
+    left, singular, _ = np.linalg.svd(matrix, full_matrices=False)
+    rank, discarded = _truncation(singular**2, cap, threshold_sq)
+    return np.ascontiguousarray(left[:, :rank]), discarded
+
+
+def _truncation(squares: np.ndarray, cap: int, threshold_sq: float | None) -> tuple[int, float]:
+    """The rank to keep of a descending spectrum of squared singular values, and the
+    energy the rest holds."""
     tails = np.concatenate([np.cumsum(squares[::-1])[::-1], [0.0]])  # tails[r] = Σ_{l ≥ r} σ_l²
     rank = min(cap, len(squares))
     if threshold_sq is not None:
         rank = min(rank, max(1, int(np.argmax(tails <= threshold_sq))))
-    return np.ascontiguousarray(left[:, :rank]), float(tails[rank])
+    return rank, float(tails[rank])
+
+
+def _orthonormalized(basis: np.ndarray) -> np.ndarray:
+    """``basis (basisᵀ basis)^(-1/2)``: the nearest orthonormal basis of the same span, for
+    a basis that is orthonormal up to rounding."""
+    values, vectors = np.linalg.eigh(basis.T @ basis)
+    return basis @ ((vectors / np.sqrt(values)) @ vectors.T)
