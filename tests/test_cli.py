@@ -243,3 +243,52 @@ def test_existing_foreign_output_directory_is_refused(tmp_path, capsys):
 def test_recompile_replaces_artifact(artifact, capsys):
     assert run_cli(capsys, "compile", str(MODEL), "-p", "dce", "-o", str(artifact))[0] == 0
     assert json.loads((artifact / "manifest.json").read_text())["pipeline"] == "dce"
+
+
+@pytest.fixture
+def logits_model(tmp_path):
+    """The demo classifier without its softmax (which has no fixed-point form)."""
+    model = onnx.load(MODEL)
+    softmax = model.graph.node[-1]
+    assert softmax.op_type == "Softmax"
+    del model.graph.node[-1]
+    del model.graph.output[:]
+    model.graph.output.append(helper.make_tensor_value_info(softmax.input[0], TensorProto.FLOAT, ["batch", 10]))
+    path = tmp_path / "logits.onnx"
+    onnx.save(model, path)
+    return path, softmax.input[0]
+
+
+def test_quantize_refuses_softmax_with_hint(capsys, tmp_path):
+    compile_fails(capsys, tmp_path, MODEL, 1, "canonicalize, dce, quantize{bits=16}", "softmax", "quantize")
+
+
+def test_quantized_artifact_runs_golden_model_and_raw_codes(tmp_path, capsys, demo_inputs, logits_model):
+    from tensorgate.backend.artifact import load_artifact
+    from tensorgate.runtime.fixed_runtime import run_fixed
+
+    inputs, images = demo_inputs
+    model_path, logits = logits_model
+    out = tmp_path / "q"
+    code, _, err = run_cli(capsys, "compile", str(model_path), "-p", "canonicalize, dce, quantize{bits=16}",
+                           "-o", str(out))
+    assert code == 0, err
+    module, _ = load_artifact(out)
+    for raw in (False, True):
+        result = tmp_path / f"r{raw}.npz"
+        argv = ["run", str(out), "--input", str(inputs), "--output", str(result)] + (["--raw"] if raw else [])
+        assert run_cli(capsys, *argv)[0] == 0
+        expected = run_fixed(module, {"image_rows": images}, raw=raw)
+        with np.load(result) as data:
+            np.testing.assert_array_equal(data[logits], expected[logits])
+            assert data[logits].dtype == (np.int64 if raw else np.float64)
+    session = onnxruntime.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    with np.load(tmp_path / "rFalse.npz") as data:
+        assert (data[logits].argmax(-1) == session.run(None, {"image_rows": images})[0].argmax(-1)).all()
+
+
+def test_raw_needs_quantized_artifact(artifact, tmp_path, capsys, demo_inputs):
+    inputs, _ = demo_inputs
+    code, _, err = run_cli(capsys, "run", str(artifact), "--input", str(inputs), "--output",
+                           str(tmp_path / "o.npz"), "--raw")
+    assert_clean_error(code, err, 2, "--raw", "quantize")

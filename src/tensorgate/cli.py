@@ -86,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help=".npz keyed by the model's input names (or .npy for a single-input model)")
     run.add_argument("--output", type=Path, required=True, help=".npz to write, keyed by output names")
     run.add_argument("--dtype", choices=("float32", "float64"), default="float32",
-                     help="float precision of the run (default: float32)")
+                     help="float precision of the run (default: float32; float artifacts only)")
+    run.add_argument("--raw", action="store_true",
+                     help="write the integer codes of a quantized artifact's outputs, not their real values")
     run.set_defaults(handler=cmd_run)
 
     passes = sub.add_parser("passes", parents=[common], help="list every pass with its options")
@@ -166,12 +168,22 @@ def read_inputs(path: Path, input_names: list[str]) -> dict[str, np.ndarray]:
 
 
 def cmd_run(args) -> None:
+    """Run an artifact: the integer golden model for a quantized one, else the float runtime."""
     from .backend.artifact import load_artifact
-    from .runtime.numpy_runtime import run_module
+    from .fixedpoint.quant_attrs import is_quantized
 
     module, _ = load_artifact(args.artifact)
     inputs = read_inputs(args.input, [v.name for v in module.inputs])
-    outputs = run_module(module, inputs, dtype=np.dtype(args.dtype))
+    if is_quantized(module):
+        from .runtime.fixed_runtime import run_fixed
+
+        outputs = run_fixed(module, inputs, raw=args.raw)
+    else:
+        if args.raw:
+            raise UsageError("--raw needs a quantized artifact (compile with a 'quantize' pass)")
+        from .runtime.numpy_runtime import run_module
+
+        outputs = run_module(module, inputs, dtype=np.dtype(args.dtype))
     write_npz(args.output, outputs)
     print(f"wrote {args.output} ({', '.join(f'{k}{list(v.shape)}' for k, v in outputs.items())})")
 

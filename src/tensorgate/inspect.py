@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .backend.artifact import value_signature
+from .backend.artifact import contraction_totals, value_signature
 from .backend.report import lstm_macs_per_step, model_stats
 from .ir.core import Module
 from .ir.ops import lstm_num_directions
@@ -45,6 +45,7 @@ def inspect_summary(module: Module) -> dict:
             "compressed": stats.params_compressed,
             "compression": round(stats.compression, 3),
         },
+        "contraction": contraction_totals(module),
     }
 
 
@@ -79,6 +80,25 @@ def render_summary(summary: dict, console: Console | None = None) -> None:
                       ",".join(map(str, info["ranks"])) or "-", f"{info['params']:,}",
                       f"{info['compression']:.1f}x", f"{info['macs']:,}")
     console.print(table)
+    if summary["contraction"]:
+        _render_contraction(summary, console)
     params = summary["params"]
     console.print(f"parameters: {params['dense']:,} dense, {params['compressed']:,} stored "
                   f"({params['compression']:.1f}x); LSTM MACs per time step: {summary['macs_per_step']:,}")
+
+
+def _render_contraction(summary: dict, console: Console) -> None:
+    """MACs per time step of each scheduled map: naive order, chosen schedule, dense."""
+    table = Table(title="contraction schedules (MACs per time step)")
+    for column in ("map", "naive", "scheduled", "dense", "peak intermediate"):
+        table.add_column(column, justify="left" if column == "map" else "right", overflow="fold")
+    for info in summary["maps"]:
+        if "macs_per_step" in info:
+            macs = info["macs_per_step"]
+            table.add_row(escape(info["name"]), f"{macs['naive']:,}", f"{macs['scheduled']:,}",
+                          f"{macs['dense']:,}", f"{info['peak_intermediate']:,}")
+    total = summary["contraction"]
+    table.add_row("total", *(f"{total['macs_per_step'][k]:,}" for k in ("naive", "scheduled", "dense")),
+                  f"{total['peak_intermediate']:,}")
+    console.print(table)
+    console.print(f"schedule search time: {total['contraction_search_seconds'] * 1e3:.1f} ms")

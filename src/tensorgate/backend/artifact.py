@@ -42,7 +42,21 @@ def build_manifest(module: Module, target: str, pipeline: str, source: str) -> d
             "compression": round(stats.compression, 3),
         },
         "maps": [info.as_dict() for info in stats.maps],
+        **contraction_totals(module),
     }
+
+
+def contraction_totals(module: Module) -> dict:
+    """``macs_per_step`` {naive, scheduled, dense} and search time over the scheduled maps
+    (empty when no map carries a schedule)."""
+    from ..passes.contraction.report import contraction_report
+
+    report = contraction_report(module)
+    if not report["maps"]:
+        return {}
+    total = report["total"]
+    return {"macs_per_step": total["macs_per_step"], "peak_intermediate": total["peak"],
+            "contraction_search_seconds": round(total.get("search_seconds", 0.0), 6)}
 
 
 def write_artifact(out_dir: Path, fill: Callable[[Path], None]) -> Path:

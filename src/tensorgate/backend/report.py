@@ -38,6 +38,12 @@ class MapInfo:
             "compression": round(dense / max(self.map.params(), 1), 3),
             "macs": self.map.macs(),
         }
+        schedule = getattr(self.map, "schedule", None)
+        if schedule is not None:
+            scheduled = schedule.report(self.map)
+            info["macs_per_step"] = scheduled["macs_per_step"]
+            info["peak_intermediate"] = scheduled["peak"]
+            info["stored_params"] = scheduled["params"]["stored"]
         return info
 
 

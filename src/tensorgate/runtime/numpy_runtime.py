@@ -367,10 +367,15 @@ class Executor:
     """Runs one module repeatedly; weights are converted to the run's dtype once."""
 
     def __init__(self, module: Module, dtype=np.float32):
+        from ..fixedpoint.quant_attrs import is_quantized
+
         self.module = module
         self.dtype = np.dtype(dtype)
         if self.dtype.kind != "f":
             raise ExecutionError(f"the float runtime runs in float32 or float64, not {self.dtype}")
+        if is_quantized(module):
+            raise ExecutionError("this module is quantized: run it with the integer golden model "
+                                 "(tensorgate.runtime.fixed_runtime.run_fixed, or `tensorgate run`)")
         self._ops = [self._prepared(op) for op in module.ops]
 
     def _prepared(self, op: Op) -> Op:
