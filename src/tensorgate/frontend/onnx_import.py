@@ -29,6 +29,7 @@ from ..ir.types import UNKNOWN, TensorType
 from ..ir.verifier import verify_module
 from . import onnx_lstm, onnx_ops  # noqa: F401  (register the op handlers)
 from .onnx_context import ELEMENT_TYPES, HANDLERS, ImportState, NodeContext, element_type_name
+from .raise_export import ExportRaiser
 
 ONNX_DOMAINS = ("", "ai.onnx")
 
@@ -40,7 +41,9 @@ def import_onnx(source: str | Path | onnx.ModelProto) -> Module:
     else:
         model, origin = _load(Path(source)), str(source)
     declared_dims = _dim_names(model.graph)
-    return _GraphImporter(_checked_and_inferred(model, origin), origin, declared_dims).run()
+    model = _checked_and_inferred(model, origin)
+    raiser = ExportRaiser(model)  # tensorgate's own lowerings, matched as written (before folding)
+    return _GraphImporter(model, origin, declared_dims, raiser).run()
 
 
 def _load(path: Path) -> onnx.ModelProto:
@@ -102,11 +105,12 @@ def _dim_names(graph: onnx.GraphProto) -> set[str]:
 class _GraphImporter:
     """Imports the nodes of one checked, shape-inferred graph in order."""
 
-    def __init__(self, model: onnx.ModelProto, origin: str, declared_dims: set[str]):
+    def __init__(self, model: onnx.ModelProto, origin: str, declared_dims: set[str], raiser: ExportRaiser):
         self.graph = model.graph
         self.origin = origin
         self.declared_dims = declared_dims
         self.opset = next((o.version for o in model.opset_import if o.domain in ONNX_DOMAINS), None)
+        self.raiser = raiser
         infos = [*self.graph.input, *self.graph.value_info, *self.graph.output]
         names = {info.name for info in infos} | {i.name for i in self.graph.initializer}
         names |= {name for node in self.graph.node for name in [*node.input, *node.output] if name}
@@ -125,6 +129,9 @@ class _GraphImporter:
         for init in self.graph.initializer:
             self.state.add_constant(init.name, numpy_helper.to_array(init), loc="")
         for index, node in enumerate(self.graph.node):
+            if self.raiser.claims(node):
+                self.raiser.emit(node, self.state)
+                continue
             self._import_node(node, node.name or f"{node.op_type}_{index}")
         module = self.state.module
         module.outputs = [self.state.value(info.name) for info in self.graph.output]
