@@ -174,3 +174,15 @@ def test_a_cast_map_keeps_its_schedule():
     assert wide.meta() == linear_map.meta() and wide.schedule is not None
     x = np.random.default_rng(4).standard_normal((3, FEATURES))
     np.testing.assert_allclose(wide.apply(x), x @ linear_map.to_dense().astype(np.float64).T, rtol=1e-5, atol=1e-6)
+
+
+def test_refuses_a_quantized_module():
+    from tensorgate.errors import PassError
+    from tensorgate.ir import FixedType
+
+    module = Module("q")
+    build = Builder(module)
+    x = build.input("x", TensorType((2, 4), FixedType(8, 4)))
+    module.outputs = [build.op("relu", [x]).result]
+    with pytest.raises(PassError, match="quantized"):
+        PASSES["order-contractions"]().run(module)

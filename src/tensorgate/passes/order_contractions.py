@@ -50,6 +50,9 @@ class OrderContractions(Pass):
     overhead: int = option(8, min=0, doc="cycles each step costs beyond ceil(macs/pes) (cost=cycles)")
 
     def run(self, module: Module) -> bool:
+        from ..fixedpoint.quant_attrs import require_float
+
+        require_float(module, f"pass '{self.name}'")
         model = CostModel(self.cost, self.pes, self.overhead)
         changed = False
         for op in module.ops:
