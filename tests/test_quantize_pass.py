@@ -193,9 +193,17 @@ def test_the_contraction_schedule_decides_the_integer_steps():
     assert np.abs(run_fixed(module, {"x": x})["linear"] - expected).max() < 0.1
 
 
-def test_a_schedule_changed_after_quantize_is_caught_before_running():
+def test_a_schedule_changed_after_quantize_is_refused_or_caught_before_running():
+    from tensorgate.passes.contraction.maps import MapSchedule
+    from tensorgate.passes.contraction.search import CostModel
+
     module = quantized(classifier(decomposed=True), "quantize{bits=12}")
-    PassManager.parse("order-contractions{precontract=always}").run(module)
+    with pytest.raises(PassError, match="needs a float module"):
+        PassManager.parse("order-contractions{precontract=always}").run(module)
+    for op in module.ops:
+        for m in op.attrs.get("w") or []:
+            if isinstance(m, TTMap):
+                m.schedule = MapSchedule.search(m, 1, 1, CostModel("macs"), "always")[0]
     with pytest.raises(ExecutionError, match="are not the steps .* its formats were chosen for; quantize after "
                                              "order-contractions"):
         run_fixed(module, {"x": np.zeros((2, 1, I))})
