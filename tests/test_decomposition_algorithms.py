@@ -97,5 +97,5 @@ def test_explicit_ranks_are_used_exactly():
     tensorization = Tensorization((2, 3, 4), (2, 2, 5))
     matrix = np.random.default_rng(3).standard_normal((24, 20))
     assert tt_svd(matrix, tensorization, ranks=[1, 3, 7, 1]).ranks == [1, 3, 7, 1]
-    assert bt_als(matrix, tensorization, tucker_rank=[2, 3, 4]).ranks == [[2, 3, 4]]
+    assert bt_als(matrix, tensorization, ranks=[2, 3, 4]).ranks == [[2, 3, 4]]
     assert ht_svd(matrix, tensorization, ranks=[1, 6, 3, 4, 6]).ranks == [1, 6, 3, 4, 6]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from .base import Pass
 from .canonicalize import Canonicalize
 from .dce import DeadCodeElimination
+from .decompose import Decompose
 from .order_contractions import OrderContractions
 from .quantize import Quantize
 
@@ -17,6 +18,7 @@ PASSES: dict[str, type[Pass]] = {
     for cls in (
         Canonicalize,
         DeadCodeElimination,
+        Decompose,
         OrderContractions,
         Quantize,
     )

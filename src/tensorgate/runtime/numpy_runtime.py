@@ -232,14 +232,14 @@ def _lstm(op, args, dtype):
         c0 = None if c0 is None else np.swapaxes(c0, 0, 1)
     steps, batch = x.shape[0], x.shape[1]
     lens = np.full(batch, steps, np.int64) if seq_lens is None else seq_lens.astype(np.int64)
-    per_dir = len(attrs["w"]) // dirs
+    w_per_dir, r_per_dir = len(attrs["w"]) // dirs, len(attrs["r"]) // dirs  # stacked or per gate, each
     activations = lstm_activations(op)
     ys, hs, cs = [], [], []
     for d in range(dirs):
         reverse = attrs["direction"] == "reverse" or d == 1
         y, h, c = _lstm_direction(
             x, lens, reverse, hidden, dtype,
-            attrs["w"][d * per_dir:(d + 1) * per_dir], attrs["r"][d * per_dir:(d + 1) * per_dir],
+            attrs["w"][d * w_per_dir:(d + 1) * w_per_dir], attrs["r"][d * r_per_dir:(d + 1) * r_per_dir],
             None if attrs["bias"] is None else attrs["bias"][d].astype(dtype),
             None if attrs["peepholes"] is None else attrs["peepholes"][d].astype(dtype),
             None if h0 is None else h0[d], None if c0 is None else c0[d],

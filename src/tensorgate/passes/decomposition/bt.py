@@ -33,19 +33,26 @@ def bt_rank_bounds(tensorization: Tensorization) -> list[int]:
     return [min(p, total // p) for p in sizes]
 
 
-def bt_als(matrix: np.ndarray, tensorization: Tensorization, *, blocks: int = 1,
-           tucker_rank: int | Sequence[int] | None = None, iters: int = 10, eps: float | None = None) -> Decomposition:
+def bt_als(matrix: np.ndarray, tensorization: Tensorization, *, blocks: int = 1, tucker_rank: int | None = None,
+           ranks: Sequence[int] | None = None, iters: int = 10, eps: float | None = None) -> Decomposition:
     """Decompose ``matrix`` into a BT map of up to ``blocks`` Tucker blocks.
 
-    ``tucker_rank``: a cap for every mode, or one per mode, clamped to ``bt_rank_bounds``
-    (default: the bounds, so one block is exact); ``iters``: HOOI sweeps per block;
+    ``tucker_rank``: a cap on every mode's Tucker rank, clamped to ``bt_rank_bounds``;
+    ``ranks``: the exact Tucker ranks, one per mode (excludes ``tucker_rank``); with
+    neither, the bounds (one block is then exact).  ``iters``: HOOI sweeps per block;
     ``eps``: stop adding blocks once the relative error is at most ``eps``.
     """
     check_eps("bt", eps)
     check_cap("bt", "blocks", blocks)
+    check_cap("bt", "tucker-rank", tucker_rank)
     if not isinstance(iters, (int, np.integer)) or iters < 0:
         raise PassError(f"bt: iters {iters} must be a non-negative integer")
-    caps = _tucker_caps(tensorization, tucker_rank)
+    bounds = bt_rank_bounds(tensorization)
+    if ranks is not None:
+        if tucker_rank is not None:
+            raise PassError("bt: explicit ranks exclude tucker-rank")
+        check_bt_ranks(ranks, tensorization)
+    caps = list(ranks) if ranks is not None else [min(b, tucker_rank or b) for b in bounds]
     residual = tensorization.tensor(matrix)
     norm_sq = squared_norm(residual)
     fitted = []
@@ -64,20 +71,16 @@ def bt_als(matrix: np.ndarray, tensorization: Tensorization, *, blocks: int = 1,
     return Decomposition(bt, [list(r) for r in bt.ranks], relative_error(squared_norm(residual), norm_sq))
 
 
-def _tucker_caps(tensorization: Tensorization, tucker_rank: int | Sequence[int] | None) -> list[int]:
-    bounds = bt_rank_bounds(tensorization)
-    if tucker_rank is None:
-        return bounds
-    if isinstance(tucker_rank, (int, np.integer)):
-        check_cap("bt", "tucker-rank", tucker_rank)
-        return [min(int(tucker_rank), b) for b in bounds]
-    ranks = list(tucker_rank)
-    if len(ranks) != tensorization.d:
-        raise PassError(f"bt: tucker-rank {ranks} needs one rank per mode ({tensorization.d}) for shape "
-                        f"{tensorization.describe()}")
-    for rank in ranks:
-        check_cap("bt", "tucker-rank", rank)
-    return [min(r, b) for r, b in zip(ranks, bounds)]
+def check_bt_ranks(ranks: Sequence[int], tensorization: Tensorization) -> None:
+    """Explicit Tucker ranks: one positive integer per mode, each within ``bt_rank_bounds``."""
+    ranks, bounds = list(ranks), bt_rank_bounds(tensorization)
+    if len(ranks) != tensorization.d or min(ranks) < 1:
+        raise PassError(f"bt: ranks {ranks} must be {tensorization.d} positive Tucker ranks, one per mode of "
+                        f"shape {tensorization.describe()}")
+    for k, (rank, bound) in enumerate(zip(ranks, bounds)):
+        if rank > bound:
+            raise PassError(f"bt: Tucker rank R_{k + 1} = {rank} in {ranks} exceeds {bound}, the most that shape "
+                            f"{tensorization.describe()} allows there (full ranks are {bounds})")
 
 
 def _fit_tucker(tensor: np.ndarray, caps: list[int], iters: int) -> tuple[np.ndarray, list[np.ndarray]]:

@@ -80,9 +80,8 @@ class Tensorization:
         return np.array(interleaved, dtype=np.float64, order="C").reshape(self.mode_sizes)
 
 
-def parse_shape(text: str, out_dim: int, in_dim: int) -> Tensorization:
-    """The tensorization spelled ``n_1x…xn_d:m_1x…xm_d`` (input factors first); the
-    factors must multiply to the matrix's sizes exactly."""
+def shape_factors(text: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """``(in_factors, out_factors)`` of a shape text ``n_1x…xn_d:m_1x…xm_d``."""
     if not _SHAPE.fullmatch(text):
         raise PassError(f"shape '{text}' is not of the form N1xN2x…:M1xM2x… (input factors : output factors)")
     in_text, out_text = text.split(":")
@@ -92,6 +91,13 @@ def parse_shape(text: str, out_dim: int, in_dim: int) -> Tensorization:
         raise PassError(f"shape '{text}' has {len(in_factors)} input factors but {len(out_factors)} output factors")
     if min(in_factors + out_factors) < 1:
         raise PassError(f"shape '{text}' has a zero factor")
+    return in_factors, out_factors
+
+
+def parse_shape(text: str, out_dim: int, in_dim: int) -> Tensorization:
+    """The tensorization spelled ``n_1x…xn_d:m_1x…xm_d`` (input factors first); the
+    factors must multiply to the matrix's sizes exactly."""
+    in_factors, out_factors = shape_factors(text)
     for side, factors, dim in (("input", in_factors, in_dim), ("output", out_factors, out_dim)):
         if math.prod(factors) != dim:
             raise PassError(f"shape '{text}': the {side} factors multiply to {math.prod(factors)}, "

@@ -1,0 +1,139 @@
+"""The ``decompose`` pass: replace the dense weight maps of LSTMs by TT, BT or HT maps.
+
+Which maps: ``weights=input`` decomposes ``W`` only (as TT-LSTM and BT-LSTM do),
+``recurrent`` ``R`` only, ``all`` both.  ``gates=stacked`` makes one map of the four
+gates' ``4H`` rows per direction, ``separate`` one ``H``-row map per gate (ONNX order
+i, o, f, c); the pass regroups the dense rows as needed.  Maps that are already
+decomposed are left alone.
+
+Tensorization: ``shape`` (input maps) and ``recurrent-shape`` (recurrent maps) are
+``auto`` — balanced factors into ``d`` modes, padding a size that has none unless
+``pad=false`` — or explicit factors ``N1x…:M1x…`` (input factors first), e.g. the
+TT-LSTM UCF11 shape ``8x20x20x18:16x4x4x4`` for four stacked gates of a 57600-input,
+256-hidden LSTM.  Padding shows in each map's ``in_pad``/``out_pad`` (and the manifest).
+
+Ranks: ``max-rank`` (tt, ht) or ``tucker-rank`` (bt) cap them, clamped to what the
+shape allows; ``eps`` bounds each map's relative Frobenius error (bt: blocks are added
+until it holds, up to ``blocks``); ``ranks`` fixes them exactly (tt: ``1,r1,…,1``; ht:
+one per tree node in pre-order; bt: one Tucker rank per mode).  With none of these the
+decomposition is exact — no smaller than the matrix — which ``select-ranks`` then
+truncates to a budget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import numpy as np
+
+from ..errors import PassError, PipelineError
+from ..ir.core import Module, Op
+from ..ir.linear_map import DenseMap, LinearMap
+from .base import Pass, option
+from .decomposition import Decomposition, Tensorization, auto_tensorization, bt_als, ht_svd, parse_shape, tt_svd
+from .decomposition.factorize import shape_factors
+
+LSTM_MAPS = {"input": ("w",), "recurrent": ("r",), "all": ("w", "r")}
+GATES = 4
+
+
+@dataclass(frozen=True)
+class Decompose(Pass):
+    """Decompose the dense ``W``/``R`` maps of every ``lstm`` op (see the module doc)."""
+
+    name: ClassVar[str] = "decompose"
+    doc: ClassVar[str] = "Replace the dense weight maps of LSTMs by TT, BT or HT decompositions."
+
+    method: Literal["tt", "bt", "ht"] = option("tt", doc="tensor train, block term or hierarchical Tucker")
+    weights: Literal["input", "recurrent", "all"] = option(
+        "input", doc="decompose W only, R only, or both")
+    gates: Literal["stacked", "separate"] = option(
+        "stacked", doc="one map for the 4H gate rows of a direction, or one map per gate")
+    shape: str = option("auto", doc="input maps: auto, or factors N1x..:M1x.. (input factors first)")
+    recurrent_shape: str = option("auto", doc="recurrent maps: auto, or factors N1x..:M1x..")
+    d: int = option(4, min=1, doc="number of modes of an automatic shape")
+    pad: bool = option(True, doc="zero-pad a size with no balanced factorization (false: an error)")
+    max_rank: int | None = option(None, min=1, doc="tt, ht: cap on every rank")
+    eps: float | None = option(None, doc="bound on each map's relative Frobenius error, in (0, 1)")
+    ranks: tuple[int, ...] | None = option(None, min=1, doc="exact ranks (tt: 1,r1,..,1; ht: per node; bt: per mode)")
+    blocks: int = option(1, min=1, doc="bt: number of Tucker blocks (the most, with eps)")
+    tucker_rank: int | None = option(None, min=1, doc="bt: cap on every Tucker rank")
+    iters: int = option(10, min=0, doc="bt: HOOI sweeps per block")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        problems = []
+        if self.eps is not None and not 0 < self.eps < 1:
+            problems.append(f"option 'eps' must be in (0, 1), got {self.eps}")
+        if self.method == "bt" and self.max_rank is not None:
+            problems.append("option 'max-rank' caps tt and ht ranks; bt takes 'tucker-rank'")
+        if self.method != "bt" and (self.tucker_rank is not None or self.blocks != 1):
+            problems.append(f"options 'tucker-rank' and 'blocks' are for method=bt, not {self.method}")
+        if self.ranks is not None and (self.eps is not None or self.max_rank is not None
+                                       or self.tucker_rank is not None):
+            problems.append("option 'ranks' excludes 'eps', 'max-rank' and 'tucker-rank'")
+        for key in ("shape", "recurrent_shape"):
+            text = getattr(self, key)
+            if text != "auto":
+                try:
+                    shape_factors(text)
+                except PassError as exc:
+                    problems.append(f"option '{key.replace('_', '-')}': {exc}")
+        if problems:
+            raise PipelineError(f"pass '{self.name}': {problems[0]}")
+
+    def run(self, module: Module) -> bool:
+        changed = False
+        for op in module.ops_of("lstm"):
+            for key in LSTM_MAPS[self.weights]:
+                maps = op.attrs[key]
+                if all(isinstance(m, DenseMap) for m in maps):
+                    op.attrs[key] = self._decompose_maps(op, key, maps)
+                    changed = True
+        return changed
+
+    def _decompose_maps(self, op: Op, key: str, maps: list[LinearMap]) -> list[LinearMap]:
+        matrices = regroup_gates([m.to_dense() for m in maps], _directions(op), self.gates == "stacked")
+        result = []
+        for index, matrix in enumerate(matrices):
+            where = f"{op.describe()}: map '{key}' #{index} ({matrix.shape[0]}x{matrix.shape[1]})"
+            try:
+                result.append(self.decompose(matrix, self.tensorization(matrix.shape, key)).map)
+            except PassError as exc:
+                raise PassError(f"{where}: {exc}") from None
+        return result
+
+    def tensorization(self, shape: tuple[int, int], key: str) -> Tensorization:
+        """The tensorization of a ``key`` (``w`` or ``r``) map of this shape."""
+        text = self.shape if key == "w" else self.recurrent_shape
+        if text == "auto":
+            return auto_tensorization(shape[0], shape[1], self.d, self.pad)
+        return parse_shape(text, shape[0], shape[1])
+
+    def decompose(self, matrix: np.ndarray, tensorization: Tensorization, **caps) -> Decomposition:
+        """Decompose one matrix by this pass's method and options (``caps`` override the
+        rank options, as ``select-ranks`` does)."""
+        options = {"eps": self.eps, "ranks": self.ranks}
+        if self.method == "bt":
+            options.update(blocks=self.blocks, tucker_rank=self.tucker_rank, iters=self.iters)
+            return bt_als(matrix, tensorization, **{**options, **caps})
+        options["max_rank"] = self.max_rank
+        method = tt_svd if self.method == "tt" else ht_svd
+        return method(matrix, tensorization, **{**options, **caps})
+
+
+def _directions(op: Op) -> int:
+    return 2 if op.attrs["direction"] == "bidirectional" else 1
+
+
+def regroup_gates(matrices: list[np.ndarray], directions: int, stacked: bool) -> list[np.ndarray]:
+    """The per-direction (stacked, ``4H`` rows) or per-gate (``H`` rows, ONNX order
+    i, o, f, c) matrices of an LSTM weight, from either grouping."""
+    if len(matrices) == directions:
+        per_gate = [gate for m in matrices for gate in np.split(m, GATES)]
+    else:
+        per_gate = matrices
+    if not stacked:
+        return per_gate
+    return [np.concatenate(per_gate[d * GATES:(d + 1) * GATES]) for d in range(directions)]
