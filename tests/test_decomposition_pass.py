@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tensorgate.backend.artifact import build_manifest
 from tensorgate.errors import PassError, PipelineError
 from tensorgate.ir import BTMap, DenseMap, F32, HTMap, Module, TensorType, TTMap, verify_module
 from tensorgate.ir.builder import Builder
@@ -82,11 +83,13 @@ def test_gate_grouping_and_shapes():
     assert op.attrs["r"][0].meta()["ranks"] == [1, 2, 1]
 
 
-def test_a_prime_input_size_is_padded():
+def test_a_prime_input_size_is_padded_and_the_manifest_says_so():
     module = lstm_module(61, 4)
     PassManager([Decompose(d=2, max_rank=3)]).run(module)
     (tt,) = module.ops_of("lstm")[0].attrs["w"]
     assert tt.in_dim == 61 and tt.in_pad > 0 and tt.meta()["in_pad"] == tt.in_pad
+    entry = next(m for m in build_manifest(module, "numpy", "decompose", "test")["maps"] if m["name"] == "lstm.w.fwd")
+    assert entry["padding"] == {"out": 0, "in": tt.in_pad} and entry["ranks"] == tt.meta()["ranks"]
     with pytest.raises(PassError, match="61 = 61 has no balanced factorization into 2 factors"):
         PassManager([Decompose(d=2, pad=False)]).run(lstm_module(61, 4))
 

@@ -34,6 +34,7 @@ class MapInfo:
             "factors": {"out": meta.get("out_factors", [self.map.out_dim]),
                         "in": meta.get("in_factors", [self.map.in_dim])},
             "ranks": meta.get("ranks", []),
+            "padding": {"out": meta.get("out_pad", 0), "in": meta.get("in_pad", 0)},
             "params": self.map.params(),
             "compression": round(dense / max(self.map.params(), 1), 3),
             "macs": self.map.macs(),
