@@ -104,6 +104,14 @@ def _matmul(ctx: NodeContext) -> None:
         ctx.emit("matmul", [ctx.input(0), ctx.input(1)])
 
 
+@handles("Einsum", attrs=("equation",), since=12)
+def _einsum(ctx: NodeContext) -> None:
+    """A generic ``einsum``; contractions of an input with initializer cores are raised
+    to decomposed linear maps afterwards (``frontend.raising``)."""
+    ctx.emit("einsum", [ctx.input(i) for i in range(len(ctx.node.input))],
+             {"equation": ctx.attr("equation").replace(" ", "")})
+
+
 @handles("Slice", since=10)
 def _slice(ctx: NodeContext) -> None:
     x = ctx.input(0)

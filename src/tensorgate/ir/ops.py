@@ -358,6 +358,61 @@ def _expand(op, consts):
     return [x.type.with_shape(broadcast(op, x.type.shape, tuple(int(d) for d in target)))]
 
 
+EINSUM_LETTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def einsum_terms(equation: str, ranks: list[int]) -> tuple[list[str], str]:
+    """The operand terms and the output term of an ONNX/NumPy einsum ``equation`` for
+    operands of ``ranks``, with ``...`` spelled out as digits (right-aligned, so
+    broadcast dims share a digit) and an implicit output made explicit (the ellipsis
+    dims, then the letters used once, sorted).  Raises ``ValueError`` with a sentence."""
+    inputs, arrow, output = equation.replace(" ", "").partition("->")
+    terms = inputs.split(",")
+    if len(terms) != len(ranks):
+        raise ValueError(f"equation '{equation}' has {len(terms)} operand terms for {len(ranks)} operands")
+    if set(inputs + output) - EINSUM_LETTERS - set(",."):
+        raise ValueError(f"equation '{equation}' uses characters other than letters, ',', '->' and '...'")
+    spans = [rank - len(term.replace("...", "")) for term, rank in zip(terms, ranks)]
+    for term, span, rank in zip(terms, spans, ranks):
+        if ("..." not in term and span) or span < 0 or term.replace("...", "").count("."):
+            raise ValueError(f"term '{term}' of equation '{equation}' does not fit an operand of rank {rank}")
+    width = max(spans, default=0)
+    if width > 10:
+        raise ValueError(f"equation '{equation}': '...' stands for {width} dims, at most 10 are supported")
+    digits = "".join(str(k) for k in range(width))
+    terms = [term.replace("...", digits[width - span:]) for term, span in zip(terms, spans)]
+    if not arrow:
+        letters = "".join(terms)
+        output = digits + "".join(sorted(c for c in set(letters) if c.isalpha() and letters.count(c) == 1))
+    else:
+        output = output.replace("...", digits)
+    if len(set(output)) != len(output) or set(output) - set("".join(terms)):
+        raise ValueError(f"equation '{equation}': output '{output}' repeats a letter or uses one no operand has")
+    return terms, output
+
+
+@_spec("einsum", "Einstein summation (ONNX Einsum) over the operands.", ["xs*"], {"equation": REQUIRED})
+def _einsum(op, consts):
+    types = [v.type for v in op.operands]
+    try:
+        terms, output = einsum_terms(op.attrs["equation"], [t.rank for t in types])
+    except ValueError as exc:
+        _fail(op, str(exc))
+    if len({t.dtype for t in types}) > 1:
+        _fail(op, "operands have different element types")
+    sizes: dict[str, Dim] = {}
+    for term, t in zip(terms, types):
+        for label, dim in zip(term, t.shape):
+            known = sizes.setdefault(label, dim)
+            broadcast = label.isdigit()  # an ellipsis dim: 1 broadcasts
+            if broadcast and known == 1:
+                sizes[label] = dim
+            elif (dim != known and isinstance(dim, int) and isinstance(known, int)
+                  and not (broadcast and dim == 1)):
+                _fail(op, f"label '{label}' has sizes {known} and {dim}")
+    return [TensorType(tuple(sizes[label] for label in output), types[0].dtype)]
+
+
 @_spec("lstm", "ONNX LSTM over a sequence; W and R are linear maps (any format).",
        ["x", "sequence_lens?", "initial_h?", "initial_c?"],
        {

@@ -76,6 +76,11 @@ def _linear(op, args, dtype):
     return [y if bias is None else y + bias]
 
 
+@kernel("einsum")
+def _einsum(op, args, dtype):
+    return [np.einsum(op.attrs["equation"], *args, optimize=True)]
+
+
 @kernel("softmax")
 def _softmax(op, args, dtype):
     x = args[0]
