@@ -219,7 +219,12 @@ def test_every_registered_pass_is_documented_and_its_defaults_print_as_its_name(
         assert cls.name == name and re.fullmatch(r"[a-z][a-z0-9-]*", name)
         assert cls.doc and "\n" not in cls.doc
         cls.options()
-        assert str(cls()) == name
+        try:
+            default = cls()
+        except PipelineError as exc:  # a pass with a required option (a target, a data file)
+            assert "required" in str(exc)
+            continue
+        assert str(default) == name
 
 
 def test_describe_passes_lists_options_with_type_default_and_choices():

@@ -12,6 +12,7 @@ from .dce import DeadCodeElimination
 from .decompose import Decompose
 from .order_contractions import OrderContractions
 from .quantize import Quantize
+from .select_ranks import SelectRanks
 
 PASSES: dict[str, type[Pass]] = {
     cls.name: cls
@@ -21,6 +22,7 @@ PASSES: dict[str, type[Pass]] = {
         Decompose,
         OrderContractions,
         Quantize,
+        SelectRanks,
     )
 }
 
