@@ -111,16 +111,13 @@ class Decompose(Pass):
             return auto_tensorization(shape[0], shape[1], self.d, self.pad)
         return parse_shape(text, shape[0], shape[1])
 
-    def decompose(self, matrix: np.ndarray, tensorization: Tensorization, **caps) -> Decomposition:
-        """Decompose one matrix by this pass's method and options (``caps`` override the
-        rank options, as ``select-ranks`` does)."""
-        options = {"eps": self.eps, "ranks": self.ranks}
+    def decompose(self, matrix: np.ndarray, tensorization: Tensorization) -> Decomposition:
+        """Decompose one matrix by this pass's method and rank options."""
         if self.method == "bt":
-            options.update(blocks=self.blocks, tucker_rank=self.tucker_rank, iters=self.iters)
-            return bt_als(matrix, tensorization, **{**options, **caps})
-        options["max_rank"] = self.max_rank
+            return bt_als(matrix, tensorization, blocks=self.blocks, tucker_rank=self.tucker_rank, ranks=self.ranks,
+                          iters=self.iters, eps=self.eps)
         method = tt_svd if self.method == "tt" else ht_svd
-        return method(matrix, tensorization, **{**options, **caps})
+        return method(matrix, tensorization, eps=self.eps, max_rank=self.max_rank, ranks=self.ranks)
 
 
 def _directions(op: Op) -> int:

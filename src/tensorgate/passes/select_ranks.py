@@ -38,6 +38,7 @@ from ..runtime.numpy_runtime import run_module
 from .base import Pass, option
 from .decomposition import Decomposition, Tensorization, bt_als, bt_rank_bounds, ht_rank_bounds, ht_svd
 from .decomposition import tt_rank_bounds, tt_svd
+from .quantize import load_calibration
 
 
 @dataclass(frozen=True)
@@ -89,8 +90,6 @@ class SelectRanks(Pass):
     def _error_measure(self, module: Module, sites: list["_Site"]) -> Callable[[list[int]], float]:
         if self.calibration is None:
             return WeightError(sites)
-        from .quantize import load_calibration
-
         return OutputError(module, sites, load_calibration(self.calibration, module))
 
 

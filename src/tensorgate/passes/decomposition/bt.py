@@ -10,6 +10,7 @@ the error never grows with the number of blocks.  Deterministic: no random start
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -29,8 +30,7 @@ HOOI_TOLERANCE = 1e-12
 def bt_rank_bounds(tensorization: Tensorization) -> list[int]:
     """The largest useful Tucker rank per mode: ``R_k ≤ min(p_k, Π_{l≠k} p_l)``."""
     sizes = tensorization.mode_sizes
-    total = int(np.prod(sizes, dtype=np.int64))
-    return [min(p, total // p) for p in sizes]
+    return [min(p, math.prod(sizes) // p) for p in sizes]
 
 
 def bt_als(matrix: np.ndarray, tensorization: Tensorization, *, blocks: int = 1, tucker_rank: int | None = None,
