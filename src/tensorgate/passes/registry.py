@@ -10,6 +10,7 @@ from .base import Pass
 from .canonicalize import Canonicalize
 from .dce import DeadCodeElimination
 from .decompose import Decompose
+from .finetune import Finetune
 from .order_contractions import OrderContractions
 from .quantize import Quantize
 from .select_ranks import SelectRanks
@@ -20,6 +21,7 @@ PASSES: dict[str, type[Pass]] = {
         Canonicalize,
         DeadCodeElimination,
         Decompose,
+        Finetune,
         OrderContractions,
         Quantize,
         SelectRanks,
