@@ -167,7 +167,7 @@ def test_graph_input_of_unsupported_type():
 def test_slice_bounds_that_are_not_constant():
     nodes = [helper.make_node("Shape", ["x"], ["n"]),
              helper.make_node("Slice", ["x", "zero", "n"], ["y"], name="the_node")]
-    model = make_model(nodes, [("x", F, [4])], [("y", F, [4])], {"zero": np.array([0])})
+    model = make_model(nodes, [("x", F, ["n"])], [("y", F, ["n"])], {"zero": np.array([0])})
     error_of(model, "node 'the_node' (Slice)", "'ends'", "must be an initializer or a Constant")
 
 

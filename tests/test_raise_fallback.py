@@ -95,3 +95,36 @@ def test_einsum_with_a_bad_equation_is_a_frontend_error():
     model.graph.node[0].attribute[0].s = b"ij->iij"
     with pytest.raises(FrontendError, match="the_einsum|Einsum"):
         import_onnx(model)
+
+
+def chunk_model():
+    """PyTorch's ``chunk`` as the TorchScript exporter writes it: Slice ends computed
+    from ``Shape`` at run time, plus a reshape whose target holds the symbolic batch."""
+    const = {"one": [1], "three": [3], "four": [4], "zero": [0], "two": [2], "rest": [2, 4]}
+    nodes = [helper.make_node("Shape", ["x"], ["shape"], name="shape"),
+             helper.make_node("Gather", ["shape", "one"], ["width"], name="width", axis=0),
+             helper.make_node("Add", ["width", "three"], ["padded"], name="padded"),
+             helper.make_node("Div", ["padded", "four"], ["quarter"], name="quarter"),
+             helper.make_node("Mul", ["quarter", "two"], ["half"], name="half"),
+             helper.make_node("Mul", ["quarter", "four"], ["whole"], name="whole"),
+             helper.make_node("Slice", ["x", "zero", "half", "one"], ["low"], name="low"),
+             helper.make_node("Slice", ["x", "half", "whole", "one"], ["high"], name="high"),
+             helper.make_node("Gather", ["shape", "zero"], ["batch"], name="batch", axis=0),
+             helper.make_node("Concat", ["batch", "rest"], ["target"], name="target", axis=0),
+             helper.make_node("Reshape", ["x", "target"], ["grid"], name="grid")]
+    return make_model(nodes, [("x", F, ["batch", 8])],
+                      [("low", F, ["batch", 4]), ("high", F, ["batch", 4]), ("grid", F, ["batch", 2, 4])],
+                      {name: np.array(value, np.int64) for name, value in const.items()}, opset=17)
+
+
+def test_shape_arithmetic_of_static_dims_is_folded_before_the_import():
+    model = chunk_model()
+    module = import_onnx(model)
+    slices = module.ops_of("slice")
+    assert [(op.attrs["starts"], op.attrs["ends"]) for op in slices] == [([0], [4]), ([4], [8])]
+    assert len(module.ops_of("shape")) == 1, "the batch dim stays computed at run time"
+    feeds = {"x": normal(3, 8)}
+    expected = run_onnxruntime(model, feeds)
+    outputs = run_module(module, feeds)
+    for name, want in expected.items():
+        np.testing.assert_array_equal(outputs[name], want, err_msg=name)

@@ -2,7 +2,9 @@
 
 Steps: load (with external data), ``onnx.checker``, ONNX shape inference (strict,
 with data propagation so computed shapes are known), then import node by node with
-the handlers in ``onnx_ops`` and ``onnx_lstm``.
+the handlers in ``onnx_ops`` and ``onnx_lstm``.  Integer shape arithmetic whose values
+are static is folded before the import, and tensorized parts are raised after it
+(``frontend.raising``).
 
 The module's inputs are the graph inputs that are not initializers and its outputs
 the graph outputs, named exactly as in ONNX; intermediate values keep their ONNX
@@ -30,12 +32,18 @@ from ..ir.verifier import verify_module
 from . import onnx_lstm, onnx_ops  # noqa: F401  (register the op handlers)
 from .onnx_context import ELEMENT_TYPES, HANDLERS, ImportState, NodeContext, element_type_name
 from .raise_export import ExportRaiser
+from .raising import fold_static_shapes, raise_tensorized
 
 ONNX_DOMAINS = ("", "ai.onnx")
 
 
-def import_onnx(source: str | Path | onnx.ModelProto) -> Module:
-    """Import an ONNX file (or an in-memory ``ModelProto``) as a verified ``Module``."""
+def import_onnx(source: str | Path | onnx.ModelProto, raising: bool = True) -> Module:
+    """Import an ONNX file (or an in-memory ``ModelProto``) as a verified ``Module``.
+
+    With ``raising`` (the default), tensorized maps and LSTM cells written out step by
+    step are raised to ``linear`` ops with decomposed maps and ``lstm`` ops
+    (``frontend.raising``); ``module.notes`` lists the parts left as generic ops and why.
+    """
     if isinstance(source, onnx.ModelProto):
         model, origin = source, f"model '{source.graph.name or 'unnamed'}'"
     else:
@@ -43,7 +51,15 @@ def import_onnx(source: str | Path | onnx.ModelProto) -> Module:
     declared_dims = _dim_names(model.graph)
     model = _checked_and_inferred(model, origin)
     raiser = ExportRaiser(model)  # tensorgate's own lowerings, matched as written (before folding)
-    return _GraphImporter(model, origin, declared_dims, raiser).run()
+    model = fold_static_shapes(model)
+    module = _GraphImporter(model, origin, declared_dims, raiser).run()
+    if raising:
+        module.notes = raise_tensorized(module)
+        try:
+            verify_module(module)
+        except VerifyError as exc:
+            raise FrontendError(f"{origin}: raising tensorized parts made an invalid module: {exc}") from None
+    return module
 
 
 def _load(path: Path) -> onnx.ModelProto:

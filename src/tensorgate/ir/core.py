@@ -78,13 +78,19 @@ class Op:
 
 
 class Module:
-    """A function: inputs, ops in execution order, outputs."""
+    """A function: inputs, ops in execution order, outputs.
+
+    ``notes`` are one-line remarks from the stage that built the module (the frontend
+    lists there the parts of a model it left as generic ops, and why); they are not
+    part of the IR text.
+    """
 
     def __init__(self, name: str = "main", inputs=(), ops=(), outputs=()):
         self.name = name
         self.inputs: list[Value] = list(inputs)
         self.ops: list[Op] = list(ops)
         self.outputs: list[Value] = list(outputs)
+        self.notes: list[str] = []
 
     def values(self) -> Iterator[Value]:
         yield from self.inputs

@@ -1,0 +1,29 @@
+"""Raising: recognize tensorized models in an imported graph and lift them to the IR's
+own ops.
+
+* ``static_shapes.fold_static_shapes`` (on the ONNX graph, before import): folds the
+  integer shape arithmetic whose values are static, so chunked gates become plain
+  slices and reshape targets constants.
+* ``raise_maps.raise_maps``: contractions of an input with constant cores (einsum
+  chains, reshape/transpose/matmul chains) become ``linear`` ops with ``tt``/``bt``/``ht``
+  maps holding the cores unchanged.
+
+What is not recognized stays as generic ops, which the NumPy runtime runs; each such
+part gets a one-line note (``Module.notes``) saying what it is and why it was left.
+"""
+
+from __future__ import annotations
+
+from ...ir.core import Module
+from .notes import Notes
+from .raise_maps import raise_maps
+from .static_shapes import fold_static_shapes
+
+__all__ = ["fold_static_shapes", "raise_tensorized"]
+
+
+def raise_tensorized(module: Module) -> list[str]:
+    """Raise maps in place; returns the notes on what was left as it was."""
+    notes = Notes()
+    raise_maps(module, notes)
+    return notes.lines()
