@@ -166,3 +166,17 @@ def test_bad_shapes_and_ranks_name_the_op_and_numbers(text, message):
         PassManager.parse(text).run(lstm_module(96, 4))
     assert message in str(caught.value)
     assert "pass 'decompose' (position 1 of 1) failed" in str(caught.value)
+
+
+@pytest.mark.parametrize("method, options", [("tt", "max-rank=2"), ("ht", "max-rank=2"), ("bt", "blocks=1 tucker-rank=2")])
+def test_manifest_rel_error_is_the_measured_reconstruction_error(method, options):
+    module = lstm_module(12, 4)
+    original = module.ops_of("lstm")[0].attrs["w"][0].to_dense()
+    PassManager.parse(f"decompose{{method={method} shape=3x4:4x4 {options}}}").run(module)
+    decomposed = module.ops_of("lstm")[0].attrs["w"][0]
+    measured = np.linalg.norm(original - decomposed.to_dense()) / np.linalg.norm(original)
+    entry = next(m for m in build_manifest(module, "numpy", "", "")["maps"] if m["name"].endswith(".w.fwd"))
+    assert entry["rel_error"] == pytest.approx(measured, rel=1e-3, abs=1e-6)
+    assert 0 < entry["rel_error"] < 1
+    reparsed = parse_module(print_module(module), module_tensors(module))
+    assert reparsed.ops_of("lstm")[0].attrs["w"][0].rel_error == decomposed.rel_error

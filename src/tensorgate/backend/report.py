@@ -37,6 +37,7 @@ class MapInfo:
             "padding": {"out": meta.get("out_pad", 0), "in": meta.get("in_pad", 0)},
             "params": self.map.params(),
             "compression": round(dense / max(self.map.params(), 1), 3),
+            "rel_error": 0.0 if self.map.format == "dense" else getattr(self.map, "rel_error", None),
             "macs": self.map.macs(),
         }
         schedule = getattr(self.map, "schedule", None)

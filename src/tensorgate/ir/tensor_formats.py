@@ -138,6 +138,9 @@ class TensorizedMap(LinearMap):
     ``schedule`` is the contraction schedule chosen by ``order-contractions`` (a
     ``passes.contraction.maps.MapSchedule``, kept in ``meta()["schedule"]``) or ``None``;
     when set, ``apply`` executes exactly its steps instead of the default order.
+    ``rel_error`` is the relative Frobenius error ``‖W − Ŵ‖/‖W‖`` of the decomposition
+    that produced the map (set by ``decompose``, kept in ``meta()["rel_error"]``), or
+    ``None`` when unknown (e.g. cores imported as trained).
     """
 
     def __init__(self, out_factors: Sequence[int], in_factors: Sequence[int], out_pad: int = 0, in_pad: int = 0):
@@ -147,6 +150,7 @@ class TensorizedMap(LinearMap):
         self.in_pad = in_pad
         self._paths: dict[int, SSAPath] = {}
         self.schedule = None
+        self.rel_error: float | None = None
 
     @property
     def d(self) -> int:
@@ -200,11 +204,16 @@ class TensorizedMap(LinearMap):
             return self.schedule.macs_per_vector()
         return sum(network.macs() for network in self.networks())
 
-    def _schedule_meta(self) -> dict[str, Any]:
-        return {} if self.schedule is None else {"schedule": self.schedule.to_meta()}
+    def _annotation_meta(self) -> dict[str, Any]:
+        meta: dict[str, Any] = {} if self.rel_error is None else {"rel_error": self.rel_error}
+        if self.schedule is not None:
+            meta["schedule"] = self.schedule.to_meta()
+        return meta
 
-    def _with_schedule(self, meta: dict[str, Any]) -> "TensorizedMap":
-        """``self`` with the schedule of ``meta`` attached (checked against this map)."""
+    def _with_annotations(self, meta: dict[str, Any]) -> "TensorizedMap":
+        """``self`` with the error and schedule of ``meta`` attached (the schedule checked
+        against this map)."""
+        self.rel_error = meta.get("rel_error")
         if "schedule" in meta:
             from ..passes.contraction.maps import MapSchedule
 
@@ -309,7 +318,7 @@ class TTMap(TensorizedMap):
                    ranks=[cores[0].shape[0]] + [c.shape[3] for c in cores], out_pad=out_pad, in_pad=in_pad)
 
     def meta(self) -> dict[str, Any]:
-        return {**self._tensorization_meta(), "ranks": list(self.ranks), **self._schedule_meta()}
+        return {**self._tensorization_meta(), "ranks": list(self.ranks), **self._annotation_meta()}
 
     def tensors(self) -> dict[str, np.ndarray]:
         return {f"g{k}": core for k, core in enumerate(self.cores)}
@@ -319,7 +328,7 @@ class TTMap(TensorizedMap):
         parts = cls._tensorization_parts(meta)
         names = [f"g{k}" for k in range(len(parts["out_factors"]))]
         return cls(_take_tensors(cls.format, tensors, names), ranks=_required(cls.format, meta, "ranks"),
-                   **parts)._with_schedule(meta)
+                   **parts)._with_annotations(meta)
 
     def verify(self) -> None:
         self._verify_tensorization()
@@ -371,7 +380,7 @@ class BTMap(TensorizedMap):
                    ranks=[np.shape(core) for core, _ in blocks], out_pad=out_pad, in_pad=in_pad)
 
     def meta(self) -> dict[str, Any]:
-        return {**self._tensorization_meta(), "ranks": [list(r) for r in self.ranks], **self._schedule_meta()}
+        return {**self._tensorization_meta(), "ranks": [list(r) for r in self.ranks], **self._annotation_meta()}
 
     def tensors(self) -> dict[str, np.ndarray]:
         tensors = {}
@@ -393,7 +402,7 @@ class BTMap(TensorizedMap):
             raise VerifyError(f"bt map: ranks {ranks} must list each block's Tucker ranks")
         arrays = _take_tensors(cls.format, tensors, cls._names(len(ranks), d))
         blocks = [(arrays[b * (d + 1)], arrays[b * (d + 1) + 1:(b + 1) * (d + 1)]) for b in range(len(ranks))]
-        return cls(blocks, ranks=ranks, **parts)._with_schedule(meta)
+        return cls(blocks, ranks=ranks, **parts)._with_annotations(meta)
 
     def verify(self) -> None:
         self._verify_tensorization()
@@ -498,7 +507,7 @@ class HTMap(TensorizedMap):
 
     def meta(self) -> dict[str, Any]:
         return {**self._tensorization_meta(), "tree": _as_lists(self.tree), "ranks": list(self.ranks),
-                **self._schedule_meta()}
+                **self._annotation_meta()}
 
     def tensors(self) -> dict[str, np.ndarray]:
         tensors = {f"u{k}": u for k, u in enumerate(self.leaves)}
@@ -514,7 +523,7 @@ class HTMap(TensorizedMap):
         inner = [path for path, node in tree_nodes(tree) if isinstance(node, (list, tuple))]
         arrays = _take_tensors(cls.format, tensors, [f"u{k}" for k in range(d)] + [f"t{p}" for p in inner])
         return cls(arrays[:d], dict(zip(inner, arrays[d:])), tree=tree, ranks=_required(cls.format, meta, "ranks"),
-                   **parts)._with_schedule(meta)
+                   **parts)._with_annotations(meta)
 
     def verify(self) -> None:
         self._verify_tensorization()

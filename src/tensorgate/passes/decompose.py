@@ -99,7 +99,9 @@ class Decompose(Pass):
         for index, matrix in enumerate(matrices):
             where = f"{op.describe()}: map '{key}' #{index} ({matrix.shape[0]}x{matrix.shape[1]})"
             try:
-                result.append(self.decompose(matrix, self.tensorization(matrix.shape, key)).map)
+                decomposition = self.decompose(matrix, self.tensorization(matrix.shape, key))
+                decomposition.map.rel_error = round(float(decomposition.error), 9)
+                result.append(decomposition.map)
             except PassError as exc:
                 raise PassError(f"{where}: {exc}") from None
         return result
