@@ -1,0 +1,363 @@
+// tensorgate accelerator top: a controller that executes a program from its program memory,
+// P multiply-accumulate lanes, on-chip weight memory (all weights/cores), a scratchpad for
+// inputs, intermediates, states and outputs, and the LSTM cell unit with its σ/tanh tables.
+//
+// Generic over P, CODE_W and memory depths: a model is its program and memory images, loaded
+// through the host port (host_mem 0 program, 1 weights, 2 scratchpad, 3 activation tables).
+//
+// Program: instructions of NW 64-bit words (word 0 the opcode), fetched in one cycle:
+//   END   raise done.
+//   GEMM  O = narrow((A·B << acc_shift) + (I << init_shift)) over R rows and C columns.
+//         A (activation codes, scratchpad) is walked by an 8-loop address generator in the
+//         order k (inner loops), column tile, row (outer loops): reshapes and transposes
+//         between contraction steps are strides.  B (weights) is stored by the compiler as
+//         rows of P codes, tile by tile, so its stream is base + tile*K + k.  Lane l of tile
+//         t accumulates column t*P + l.  The lanes' output registers hold a finished tile
+//         while the next accumulates; the drain walks a tile's columns one per cycle through
+//         the output and init address generators (same loop structure, other strides).
+//   EW    O = narrow((X << acc_shift) + (I << init_shift)) elementwise, X walked by the A
+//         generator: epilogues (bias/gate terms, format and clip) and block sums.
+//   CELL  the LSTM cell update of one batch row (tg_lstm_cell).
+// narrow(v) = clamp(round(v / 2^shift), lo, hi): the golden requantize (shift signed, rounding
+// half-away or to even) with the output format's range, the LSTM clip, or no bound (a wide
+// 64-bit result).
+//
+// Words of GEMM/EW: 1 A base, 2-9 A counts, 10-17 A strides, 18-34 O (base, counts, strides),
+// 35-51 I, 52 B base, 53 K, 54 column tiles, 55 rows, 56 columns, 57 acc_shift,
+// 58 init_shift, 59 shift, 60 flags {init_en, round_even}, 61 lo, 62 hi, 63 results.
+module tg_accel #(
+    parameter int P          = 4,
+    parameter int CODE_W     = 16,
+    parameter int PROG_DEPTH = 256,
+    parameter int W_DEPTH    = 4096,
+    parameter int S_DEPTH    = 8192,
+    parameter int T_DEPTH    = 4096
+) (
+    input  logic        clk,
+    input  logic        rst,
+    input  logic        start,
+    output logic        done,
+    input  logic        host_en,
+    input  logic        host_we,
+    input  logic [ 1:0] host_mem,
+    input  logic [31:0] host_addr,
+    input  logic [63:0] host_wdata,
+    output logic [63:0] host_rdata
+);
+  localparam int NW = 64;
+  localparam int DIMS = 8;
+  localparam int P_AW = $clog2(PROG_DEPTH);
+  localparam int W_AW = $clog2(W_DEPTH);
+  localparam int S_AW = $clog2(S_DEPTH);
+  localparam int T_AW = $clog2(T_DEPTH);
+  localparam int NW_AW = $clog2(NW);
+  localparam int LANE_AW = (P > 1) ? $clog2(P) : 1;
+  localparam int SLACK = 3;
+
+  localparam logic [63:0] OP_GEMM = 64'd1;
+  localparam logic [63:0] OP_EW = 64'd2;
+  localparam logic [63:0] OP_CELL = 64'd3;
+
+  typedef enum logic [2:0] {IDLE, FETCH, DECODE, RUN_GEMM, RUN_EW, RUN_CELL, NEXT} state_t;
+  state_t state;
+  logic [P_AW-1:0] pc;
+  logic idle;
+  assign idle = (state == IDLE);
+
+  // ------------------------------------------------------------------ host port decoding
+  logic host_prog, host_weight, host_scratch, host_table;
+  assign host_prog = host_en && idle && host_mem == 2'd0;
+  assign host_weight = host_en && idle && host_mem == 2'd1;
+  assign host_scratch = host_en && idle && host_mem == 2'd2;
+  assign host_table = host_en && idle && host_mem == 2'd3;
+  logic [1:0] host_mem_q;
+  logic [31:0] host_addr_q;
+  always_ff @(posedge clk) begin
+    host_mem_q <= host_mem;
+    host_addr_q <= host_addr;
+  end
+
+  // ------------------------------------------------------------------ program memory
+  logic [63:0] ins[NW];
+  logic [63:0] prog_host_rdata[NW];
+  logic fetch;
+  assign fetch = (state == FETCH);
+  for (genvar w = 0; w < NW; w++) begin : g_prog
+    tg_ram_dp #(.WIDTH(64), .DEPTH(PROG_DEPTH)) bank (
+        .clk(clk),
+        .a_en(fetch), .a_we(1'b0), .a_addr(pc), .a_wdata('0), .a_rdata(ins[w]),
+        .b_en(host_prog && host_addr[NW_AW-1:0] == NW_AW'(w)), .b_we(host_we),
+        .b_addr(P_AW'(host_addr >> NW_AW)), .b_wdata(host_wdata), .b_rdata(prog_host_rdata[w]));
+  end
+
+  // ------------------------------------------------------------------ address generators
+  logic gens_start;
+  logic [DIMS-1:0][31:0] a_counts, a_strides, o_counts, o_strides, i_counts, i_strides;
+  always_comb begin
+    for (int d = 0; d < DIMS; d++) begin
+      a_counts[d] = ins[2+d][31:0];
+      a_strides[d] = ins[10+d][31:0];
+      o_counts[d] = ins[19+d][31:0];
+      o_strides[d] = ins[27+d][31:0];
+      i_counts[d] = ins[36+d][31:0];
+      i_strides[d] = ins[44+d][31:0];
+    end
+  end
+  logic a_ready, a_valid, o_ready, i_ready;
+  /* verilator lint_off UNUSEDSIGNAL */
+  logic [31:0] a_addr, o_addr, i_addr, b_addr;
+  /* verilator lint_on UNUSEDSIGNAL */
+  // The A stream paces every walk: the others run in lockstep with it or with the drain,
+  // and addresses wrap at the memory's depth.
+  /* verilator lint_off UNUSEDSIGNAL */
+  logic a_last, o_valid, o_last, i_valid, i_last, b_valid, b_last;
+  /* verilator lint_on UNUSEDSIGNAL */
+  tg_addr_gen #(.DIMS(DIMS), .ADDR_W(32), .COUNT_W(32)) gen_a (
+      .clk(clk), .rst(rst), .start(gens_start), .ready(a_ready), .base(ins[1][31:0]),
+      .counts(a_counts), .strides(a_strides), .addr(a_addr), .valid(a_valid), .last(a_last));
+  tg_addr_gen #(.DIMS(DIMS), .ADDR_W(32), .COUNT_W(32)) gen_o (
+      .clk(clk), .rst(rst), .start(gens_start), .ready(o_ready), .base(ins[18][31:0]),
+      .counts(o_counts), .strides(o_strides), .addr(o_addr), .valid(o_valid), .last(o_last));
+  tg_addr_gen #(.DIMS(DIMS), .ADDR_W(32), .COUNT_W(32)) gen_i (
+      .clk(clk), .rst(rst), .start(gens_start), .ready(i_ready), .base(ins[35][31:0]),
+      .counts(i_counts), .strides(i_strides), .addr(i_addr), .valid(i_valid), .last(i_last));
+  tg_addr_gen #(.DIMS(3), .ADDR_W(32), .COUNT_W(32)) gen_b (
+      .clk(clk), .rst(rst), .start(gens_start), .ready(a_ready), .base(ins[52][31:0]),
+      .counts({ins[55][31:0], ins[54][31:0], ins[53][31:0]}),
+      .strides({32'd0, ins[53][31:0], 32'd1}), .addr(b_addr), .valid(b_valid), .last(b_last));
+
+  // ------------------------------------------------------------------ GEMM issue
+  logic [31:0] depth_k, tiles, columns;
+  assign depth_k = ins[53][31:0];
+  assign tiles = ins[54][31:0];
+  assign columns = ins[56][31:0];
+  logic [31:0] k_index, issue_tile, hold;
+  logic tile_first, issue;
+  assign tile_first = (k_index == 32'd0);
+  assign issue = (state == RUN_GEMM) && a_valid && !(tile_first && hold != 32'd0);
+
+  function automatic logic [31:0] tile_columns(input logic [31:0] tile);
+    logic [31:0] remaining;
+    remaining = columns - tile * 32'(P);
+    tile_columns = (remaining < 32'(P)) ? remaining : 32'(P);
+  endfunction
+
+  always_ff @(posedge clk) begin
+    if (gens_start) begin
+      k_index <= '0;
+      issue_tile <= '0;
+      hold <= '0;
+    end else begin
+      if (issue && tile_first) hold <= tile_columns(issue_tile) + 32'(SLACK);
+      else if (hold != 32'd0) hold <= hold - 32'd1;
+      if (issue) begin
+        if (k_index + 32'd1 >= depth_k) begin
+          k_index <= '0;
+          issue_tile <= (issue_tile + 32'd1 >= tiles) ? 32'd0 : issue_tile + 32'd1;
+        end else begin
+          k_index <= k_index + 32'd1;
+        end
+      end
+    end
+  end
+
+  logic s1_valid, s1_first, s1_last, s2_emit;
+  always_ff @(posedge clk) begin
+    if (rst) begin
+      s1_valid <= 1'b0;
+      s2_emit <= 1'b0;
+    end else begin
+      s1_valid <= issue;
+      s2_emit <= s1_valid && s1_last;
+    end
+    s1_first <= tile_first;
+    s1_last <= k_index + 32'd1 >= depth_k;
+  end
+
+  // ------------------------------------------------------------------ weights and lanes
+  logic signed [CODE_W-1:0] weight[P];
+  logic [CODE_W-1:0] weight_host_rdata[P];
+  logic signed [63:0] lane_out[P];
+  /* verilator lint_off UNUSEDSIGNAL */
+  logic [P-1:0] lane_out_valid;  // the lanes emit together; lane 0 speaks for all
+  /* verilator lint_on UNUSEDSIGNAL */
+  logic signed [63:0] scratch_a_rdata;
+  for (genvar l = 0; l < P; l++) begin : g_lane
+    tg_ram_dp #(.WIDTH(CODE_W), .DEPTH(W_DEPTH)) bank (
+        .clk(clk),
+        .a_en(issue), .a_we(1'b0), .a_addr(W_AW'(b_addr)), .a_wdata('0), .a_rdata(weight[l]),
+        .b_en(host_weight && (host_addr % 32'(P)) == 32'(l)), .b_we(host_we),
+        .b_addr(W_AW'(host_addr / 32'(P))), .b_wdata(host_wdata[CODE_W-1:0]),
+        .b_rdata(weight_host_rdata[l]));
+    logic signed [63:0] unused_acc;
+    logic unused_saturated;
+    tg_mac_lane #(.A_W(CODE_W), .B_W(CODE_W), .ACC_W(64), .OUT_W(64), .SHIFT_W(8)) lane (
+        .clk(clk), .rst(rst), .acc_en(s1_valid), .clear(s1_valid && s1_first), .acc_init('0),
+        .a(scratch_a_rdata[CODE_W-1:0]), .b(weight[l]), .emit(s2_emit), .shift('0), .round_even(1'b0),
+        .acc(unused_acc), .out(lane_out[l]), .out_valid(lane_out_valid[l]), .out_saturated(unused_saturated));
+  end
+
+  // ------------------------------------------------------------------ drain / elementwise
+  logic drain_busy;
+  logic [LANE_AW-1:0] drain_lane;
+  logic [31:0] drain_tile, drain_columns;
+  logic drain_issue, ew_issue, e1_valid, e1_from_x;
+  logic signed [63:0] e1_value;
+  logic [S_AW-1:0] e1_addr;
+  logic [31:0] written;
+  assign drain_columns = tile_columns(drain_tile);
+  assign drain_issue = (state == RUN_GEMM) && drain_busy;
+  assign ew_issue = (state == RUN_EW) && a_valid;
+  assign a_ready = issue || ew_issue;
+  assign o_ready = drain_issue || ew_issue;
+  assign i_ready = drain_issue || ew_issue;
+
+  always_ff @(posedge clk) begin
+    if (gens_start) begin
+      drain_busy <= 1'b0;
+      drain_tile <= '0;
+      drain_lane <= '0;
+    end else if (lane_out_valid[0]) begin
+      drain_busy <= 1'b1;
+      drain_lane <= '0;
+    end else if (drain_busy) begin
+      if (32'(drain_lane) + 32'd1 >= drain_columns) begin
+        drain_busy <= 1'b0;
+        drain_tile <= (drain_tile + 32'd1 >= tiles) ? 32'd0 : drain_tile + 32'd1;
+      end else begin
+        drain_lane <= drain_lane + LANE_AW'(1);
+      end
+    end
+  end
+
+  always_ff @(posedge clk) begin
+    if (rst) e1_valid <= 1'b0;
+    else e1_valid <= drain_issue || ew_issue;
+    e1_from_x <= ew_issue;
+    e1_value <= lane_out[drain_lane];
+    e1_addr <= S_AW'(o_addr);
+  end
+
+  logic signed [63:0] scratch_i_rdata, x_value, init_value, total, rounded, narrowed;
+  logic unused_total_saturated;
+  logic init_en, round_even;
+  assign round_even = ins[60][0];
+  assign init_en = ins[60][1];
+  assign x_value = e1_from_x ? scratch_a_rdata : e1_value;
+  assign init_value = init_en ? scratch_i_rdata : '0;
+  assign total = (x_value <<< ins[57][5:0]) + (init_value <<< ins[58][5:0]);
+  tg_requant #(.IN_W(64), .OUT_W(64), .SHIFT_W(8)) narrow (
+      .value(total), .shift(ins[59][7:0]), .round_even(round_even), .result(rounded),
+      .saturated(unused_total_saturated));
+  assign narrowed = ($signed(rounded) < $signed(ins[61])) ? ins[61] :
+                    (($signed(rounded) > $signed(ins[62])) ? ins[62] : rounded);
+
+  always_ff @(posedge clk) begin
+    if (gens_start) written <= '0;
+    else if (e1_valid) written <= written + 32'd1;
+  end
+
+  // ------------------------------------------------------------------ cell unit
+  logic cell_start, cell_finished, cell_rd_en, cell_wr_en, cell_tbl_en;
+  logic [S_AW-1:0] cell_rd_addr, cell_wr_addr;
+  logic signed [63:0] cell_wr_data;
+  logic [T_AW-1:0] cell_tbl_addr;
+  logic [63:0] table_rdata, table_host_rdata;
+  tg_lstm_cell #(.NW(NW), .S_AW(S_AW), .T_AW(T_AW)) cell_unit (
+      .clk(clk), .rst(rst), .start(cell_start), .ins(ins), .finished(cell_finished),
+      .rd_en(cell_rd_en), .rd_addr(cell_rd_addr), .rd_data(scratch_a_rdata),
+      .wr_en(cell_wr_en), .wr_addr(cell_wr_addr), .wr_data(cell_wr_data),
+      .tbl_en(cell_tbl_en), .tbl_addr(cell_tbl_addr), .tbl_data(table_rdata));
+  tg_ram_dp #(.WIDTH(64), .DEPTH(T_DEPTH)) act_table (
+      .clk(clk),
+      .a_en(cell_tbl_en), .a_we(1'b0), .a_addr(cell_tbl_addr), .a_wdata('0), .a_rdata(table_rdata),
+      .b_en(host_table), .b_we(host_we), .b_addr(T_AW'(host_addr)), .b_wdata(host_wdata),
+      .b_rdata(table_host_rdata));
+
+  // ------------------------------------------------------------------ scratchpad (two replicas)
+  // Replica 0 port A: A / X operand stream, cell reads, host reads; replica 1 port A: init
+  // stream.  Both port B: every write (the engine's, the cell's or the host's).
+  logic s_read_en, s_write_en;
+  logic [S_AW-1:0] s_read_addr, s_write_addr;
+  logic [63:0] s_write_data, unused_b0, unused_b1;
+  always_comb begin
+    s_read_en = 1'b0;
+    s_read_addr = S_AW'(a_addr);
+    if (issue || ew_issue) s_read_en = 1'b1;
+    else if (state == RUN_CELL) begin
+      s_read_en = cell_rd_en;
+      s_read_addr = cell_rd_addr;
+    end else if (host_scratch && !host_we) begin
+      s_read_en = 1'b1;
+      s_read_addr = S_AW'(host_addr);
+    end
+    s_write_en = 1'b0;
+    s_write_addr = e1_addr;
+    s_write_data = narrowed;
+    if (e1_valid) s_write_en = 1'b1;
+    else if (state == RUN_CELL) begin
+      s_write_en = cell_wr_en;
+      s_write_addr = cell_wr_addr;
+      s_write_data = cell_wr_data;
+    end else if (host_scratch && host_we) begin
+      s_write_en = 1'b1;
+      s_write_addr = S_AW'(host_addr);
+      s_write_data = host_wdata;
+    end
+  end
+  tg_ram_dp #(.WIDTH(64), .DEPTH(S_DEPTH)) scratch0 (
+      .clk(clk),
+      .a_en(s_read_en), .a_we(1'b0), .a_addr(s_read_addr), .a_wdata('0), .a_rdata(scratch_a_rdata),
+      .b_en(s_write_en), .b_we(1'b1), .b_addr(s_write_addr), .b_wdata(s_write_data), .b_rdata(unused_b0));
+  tg_ram_dp #(.WIDTH(64), .DEPTH(S_DEPTH)) scratch1 (
+      .clk(clk),
+      .a_en(i_ready), .a_we(1'b0), .a_addr(S_AW'(i_addr)), .a_wdata('0), .a_rdata(scratch_i_rdata),
+      .b_en(s_write_en), .b_we(1'b1), .b_addr(s_write_addr), .b_wdata(s_write_data), .b_rdata(unused_b1));
+
+  always_comb begin
+    case (host_mem_q)
+      2'd0: host_rdata = prog_host_rdata[host_addr_q[NW_AW-1:0]];
+      2'd1: host_rdata = 64'(signed'(weight_host_rdata[host_addr_q % 32'(P)]));
+      2'd2: host_rdata = scratch_a_rdata;
+      default: host_rdata = table_host_rdata;
+    endcase
+  end
+
+  // ------------------------------------------------------------------ controller
+  assign gens_start = (state == DECODE) && (ins[0] == OP_GEMM || ins[0] == OP_EW);
+  assign cell_start = (state == DECODE) && ins[0] == OP_CELL;
+  always_ff @(posedge clk) begin
+    if (rst) begin
+      state <= IDLE;
+      done <= 1'b0;
+      pc <= '0;
+    end else begin
+      case (state)
+        IDLE: if (start) begin
+          done <= 1'b0;
+          pc <= '0;
+          state <= FETCH;
+        end
+        FETCH: state <= DECODE;
+        DECODE: begin
+          case (ins[0])
+            OP_GEMM: state <= RUN_GEMM;
+            OP_EW: state <= RUN_EW;
+            OP_CELL: state <= RUN_CELL;
+            default: begin
+              done <= 1'b1;
+              state <= IDLE;
+            end
+          endcase
+        end
+        RUN_GEMM, RUN_EW: if (written == ins[63][31:0] && !e1_valid) state <= NEXT;
+        RUN_CELL: if (cell_finished) state <= NEXT;
+        NEXT: begin
+          pc <= pc + P_AW'(1);
+          state <= FETCH;
+        end
+        default: state <= IDLE;
+      endcase
+    end
+  end
+endmodule

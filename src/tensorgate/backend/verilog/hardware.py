@@ -1,0 +1,60 @@
+"""The accelerator build: its generic parameters and the RTL design Verilator builds.
+
+One build serves every model whose images fit its memories: the parameters are only the
+lane count P, the code width and the memory depths, so tests and users share builds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from . import RTL_DIR, rtl_sources
+from .isa import WORDS
+from .lower import Image
+
+ACCEL_DIR = Path(__file__).parent / "accel"
+TOP = "tg_accel"
+DEFAULT_DEPTHS = {"prog_depth": 256, "w_depth": 4096, "s_depth": 8192, "t_depth": 4096}
+
+
+def accel_sources() -> list[Path]:
+    """Leaf modules and the accelerator's own files (the top last)."""
+    own = sorted(ACCEL_DIR.glob("*.sv"))
+    return [p for p in rtl_sources() if p.parent == RTL_DIR] + [p for p in own if p.stem != TOP] + [ACCEL_DIR / f"{TOP}.sv"]
+
+
+@dataclass(frozen=True)
+class AccelConfig:
+    pes: int
+    code_width: int = 16
+    prog_depth: int = DEFAULT_DEPTHS["prog_depth"]
+    w_depth: int = DEFAULT_DEPTHS["w_depth"]
+    s_depth: int = DEFAULT_DEPTHS["s_depth"]
+    t_depth: int = DEFAULT_DEPTHS["t_depth"]
+
+    @classmethod
+    def for_image(cls, image: Image, code_width: int) -> "AccelConfig":
+        """The default build, with memories deepened (powers of two) where the image needs it."""
+        needs = {"prog_depth": len(image.program), "w_depth": len(image.weight_rows),
+                 "s_depth": len(image.scratch), "t_depth": len(image.tables)}
+        depths = {key: max(DEFAULT_DEPTHS[key], 1 << max(0, (needs[key] - 1).bit_length())) for key in needs}
+        return cls(image.pes, 16 if max(code_width, image.code_width) <= 16 else 32, **depths)
+
+    def parameters(self) -> dict[str, int]:
+        return {"P": self.pes, "CODE_W": self.code_width, "PROG_DEPTH": self.prog_depth, "W_DEPTH": self.w_depth,
+                "S_DEPTH": self.s_depth, "T_DEPTH": self.t_depth}
+
+    def memory_bits(self) -> dict[str, int]:
+        """On-chip bits per memory (the scratchpad is two replicas: two reads per cycle)."""
+        return {"program": self.prog_depth * WORDS * 64, "weights": self.w_depth * self.pes * self.code_width,
+                "scratchpad": 2 * self.s_depth * 64, "activation_tables": self.t_depth * 64}
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def accel_design(config: AccelConfig, trace: bool = False):
+    from ...runtime.verilator import RtlDesign
+
+    return RtlDesign.of(TOP, accel_sources(), config.parameters(), trace=trace)

@@ -1,0 +1,139 @@
+"""The accelerator's instruction words (see ``accel/tg_accel.sv`` and ``accel/tg_lstm_cell.sv``).
+
+An instruction is ``WORDS`` 64-bit words; word 0 is the opcode.  Signed fields are two's
+complement.  ``Loops`` are address-generator walks: a base and up to ``DIMS`` nested loops,
+innermost first, each ``(count, stride)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...errors import TensorgateError
+
+WORDS = 64
+DIMS = 8
+END, GEMM, EW, CELL = 0, 1, 2, 3
+WIDE_LO, WIDE_HI = -(1 << 63), (1 << 63) - 1
+MASK64 = (1 << 64) - 1
+
+# GEMM / EW word positions
+A_BASE, O_BASE, I_BASE = 1, 18, 35
+B_BASE, B_K, B_TILES, B_ROWS, COLUMNS = 52, 53, 54, 55, 56
+ACC_SHIFT, INIT_SHIFT, SHIFT, FLAGS, LO, HI, RESULTS = 57, 58, 59, 60, 61, 62, 63
+ROUND_EVEN, INIT_EN = 1, 2
+
+# CELL word positions
+CELL_PRE = (1, 2, 3, 4)  # rows of pre_i, pre_o, pre_f, pre_c
+(CELL_C, CELL_H, CELL_Y, CELL_HIDDEN, CELL_LEN, CELL_T, CELL_FLAGS, CELL_ONE, CELL_FC, CELL_IG, CELL_C_SHIFT,
+ CELL_C_LO, CELL_C_HI, CELL_H_SHIFT, CELL_H_LO, CELL_H_HI, CELL_G_LO, CELL_G_HI) = range(5, 23)
+CELL_UNITS = 24  # σ, tanh, tanh_cell at 24 + 8u: pwl, lo, span-1, index_shift, offset_drop, guard, base
+HAS_LEN, INPUT_FORGET, CELL_ROUND_EVEN, WRITE_Y = 1, 2, 4, 8
+
+
+class LoweringError(TensorgateError):
+    """A module (or part of one) that the accelerator cannot execute."""
+
+
+@dataclass(frozen=True)
+class Loops:
+    base: int
+    dims: tuple[tuple[int, int], ...]  # (count, stride), innermost first
+
+    @property
+    def count(self) -> int:
+        return int(np.prod([c for c, _ in self.dims], dtype=np.int64)) if self.dims else 1
+
+
+def merge_dims(dims: list[tuple[int, tuple[int, ...]]]) -> list[tuple[int, tuple[int, ...]]]:
+    """Drop loops of count 1 and fuse a loop into the one inside it wherever every walk's
+    stride is the inner stride times the inner count (one loop then walks both)."""
+    merged: list[tuple[int, tuple[int, ...]]] = []
+    for count, strides in dims:
+        if count == 1:
+            continue
+        if merged:
+            inner_count, inner_strides = merged[-1]
+            if all(s == i * inner_count for s, i in zip(strides, inner_strides)):
+                merged[-1] = (inner_count * count, inner_strides)
+                continue
+        merged.append((count, strides))
+    return merged
+
+
+def instruction() -> np.ndarray:
+    return np.zeros(WORDS, np.uint64)
+
+
+def _put(words: np.ndarray, index: int, value: int) -> None:
+    words[index] = np.uint64(int(value) & MASK64)
+
+
+def _put_loops(words: np.ndarray, base_index: int, loops: Loops, what: str) -> None:
+    if len(loops.dims) > DIMS:
+        raise LoweringError(f"{what} needs {len(loops.dims)} nested loops; the address generators have {DIMS}")
+    _put(words, base_index, loops.base)
+    for d, (count, stride) in enumerate(loops.dims):
+        _put(words, base_index + 1 + d, count)
+        _put(words, base_index + 1 + DIMS + d, stride)
+
+
+@dataclass(frozen=True)
+class Narrowing:
+    """``clamp(round((x << acc_shift) + (init << init_shift), shift), lo, hi)``."""
+
+    acc_shift: int
+    init_shift: int
+    shift: int
+    lo: int
+    hi: int
+    round_even: bool
+
+
+def _put_narrowing(words: np.ndarray, narrowing: Narrowing, init: bool, results: int) -> None:
+    if not (0 <= narrowing.acc_shift < 64 and 0 <= narrowing.init_shift < 64 and -128 <= narrowing.shift < 128):
+        raise LoweringError(f"alignment shifts {narrowing} are beyond the datapath's range")
+    _put(words, ACC_SHIFT, narrowing.acc_shift)
+    _put(words, INIT_SHIFT, narrowing.init_shift)
+    _put(words, SHIFT, narrowing.shift)
+    _put(words, FLAGS, (ROUND_EVEN if narrowing.round_even else 0) | (INIT_EN if init else 0))
+    _put(words, LO, narrowing.lo)
+    _put(words, HI, narrowing.hi)
+    _put(words, RESULTS, results)
+
+
+def gemm(a: Loops, out: Loops, init: Loops | None, b_base: int, k: int, tiles: int, rows: int, columns: int,
+         narrowing: Narrowing) -> np.ndarray:
+    words = instruction()
+    _put(words, 0, GEMM)
+    _put_loops(words, A_BASE, a, "the A operand")
+    _put_loops(words, O_BASE, out, "the output")
+    _put_loops(words, I_BASE, init if init is not None else Loops(0, out.dims), "the init operand")
+    for index, value in ((B_BASE, b_base), (B_K, k), (B_TILES, tiles), (B_ROWS, rows), (COLUMNS, columns)):
+        _put(words, index, value)
+    _put_narrowing(words, narrowing, init is not None, rows * columns)
+    return words
+
+
+def elementwise(x: Loops, out: Loops, init: Loops | None, narrowing: Narrowing) -> np.ndarray:
+    words = instruction()
+    _put(words, 0, EW)
+    _put_loops(words, A_BASE, x, "the elementwise operand")
+    _put_loops(words, O_BASE, out, "the elementwise output")
+    _put_loops(words, I_BASE, init if init is not None else Loops(0, out.dims), "the elementwise init")
+    _put_narrowing(words, narrowing, init is not None, out.count)
+    return words
+
+
+def cell(fields: dict[int, int]) -> np.ndarray:
+    words = instruction()
+    _put(words, 0, CELL)
+    for index, value in fields.items():
+        _put(words, index, value)
+    return words
+
+
+def end() -> np.ndarray:
+    return instruction()

@@ -1,0 +1,562 @@
+"""Lowering a quantized module to the accelerator's program and memory images.
+
+Every IR value lives in the scratchpad and is known to the compiler only as an array of
+word addresses with the value's shape.  Data-movement ops (reshape, transpose, slice,
+squeeze, ...) run the NumPy runtime's own kernels on those address arrays, so they cost
+nothing at run time: a consumer reads its operand through an affine address pattern
+(base + Σ index·stride).  Only an operand that is not affine (or a map input that must be
+zero-padded) is copied, by one elementwise instruction.
+
+A map application (``fixedpoint.maps.IntegerMap``) becomes one GEMM per step of its
+contraction plan: the data operand is A (rows = its labels the step keeps, K = the labels
+it sums), the weight tensor is B (columns = its kept labels), laid out by the compiler in
+the weight memory as P-code rows.  Steps before the last narrow to their calibrated
+formats; the last step either applies the consumer's epilogue directly (the bias or gate
+term, the output format, the clip) or, for BT sums and gate-split outputs, stays a wide
+accumulator that elementwise instructions finish.  The arithmetic is exactly the golden
+model's (``runtime/fixed_runtime.py``), so the simulated outputs equal it bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ...fixedpoint.activations import ActivationUnit
+from ...fixedpoint.formats import code_max, code_min, requantize
+from ...fixedpoint.maps import IntegerMap
+from ...ir.core import Module, Op
+from ...ir.types import FixedType
+from ...runtime.fixed_runtime import DATA_MOVEMENT, LinearProgram, LSTMProgram
+from ...runtime.numpy_runtime import KERNELS
+from . import isa
+from .isa import Loops, LoweringError, Narrowing
+
+CELL_CYCLES_PER_ELEMENT = 24
+FETCH_CYCLES = 3
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A 2-D operand in the scratchpad: ``rows × cols`` words at base + r·row_stride + c·col_stride."""
+
+    base: int
+    rows: int
+    cols: int
+    row_stride: int
+    col_stride: int
+
+    def columns(self, start: int, stop: int) -> "Grid":
+        return Grid(self.base + start * self.col_stride, self.rows, stop - start, self.row_stride, self.col_stride)
+
+    def row_block(self, start: int, count: int) -> "Grid":
+        return Grid(self.base + start * self.row_stride, count, self.cols, self.row_stride, self.col_stride)
+
+    def addresses(self) -> np.ndarray:
+        return (self.base + np.arange(self.rows)[:, None] * self.row_stride
+                + np.arange(self.cols)[None, :] * self.col_stride).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class Epilogue:
+    """What the consumer of a map does with columns ``[start, stop)`` of its result:
+    add ``init`` (``init_frac`` fraction bits), narrow to ``fmt``, clip to ``±clip``."""
+
+    start: int
+    stop: int
+    init: Grid | None
+    init_frac: int
+    fmt: FixedType
+    clip: int | None = None
+
+
+def affine(addresses: np.ndarray) -> tuple[int, tuple[int, ...]] | None:
+    """``(base, strides)`` if the address array is base + Σ index·stride, else None."""
+    addresses = np.asarray(addresses, np.int64)
+    if addresses.size == 0:
+        return None
+    base = int(addresses.flat[0])
+    strides = []
+    for axis, size in enumerate(addresses.shape):
+        strides.append(int(np.take(addresses, 1, axis=axis).flat[0]) - base if size > 1 else 0)
+    grid = np.full(addresses.shape, base, np.int64)
+    for axis, stride in enumerate(strides):
+        shape = [1] * addresses.ndim
+        shape[axis] = addresses.shape[axis]
+        grid = grid + (np.arange(addresses.shape[axis]) * stride).reshape(shape)
+    return (base, tuple(strides)) if np.array_equal(grid, addresses) else None
+
+
+@dataclass
+class Image:
+    """A lowered model: program, memory images, where inputs and outputs live, and costs."""
+
+    pes: int
+    program: list[np.ndarray] = field(default_factory=list)
+    weight_rows: list[np.ndarray] = field(default_factory=list)
+    scratch: list[int] = field(default_factory=list)
+    tables: list[int] = field(default_factory=list)
+    inputs: dict[str, np.ndarray] = field(default_factory=dict)
+    outputs: dict[str, tuple[np.ndarray, FixedType | None]] = field(default_factory=dict)
+    macs: int = 0
+    steps: int = 1
+    cycles_estimate: int = 0
+    code_width: int = 2
+
+    def program_words(self) -> np.ndarray:
+        return np.concatenate(self.program) if self.program else np.zeros(0, np.uint64)
+
+    def weight_words(self) -> np.ndarray:
+        return (np.concatenate(self.weight_rows) if self.weight_rows else np.zeros(0, np.int64)).astype(np.int64)
+
+
+class Lowering:
+    """Lowers one quantized module for ``pes`` lanes and concrete input ``shapes``."""
+
+    def __init__(self, module: Module, pes: int, shapes: dict[str, tuple[int, ...]]):
+        if pes < 1 or pes & (pes - 1):
+            raise LoweringError(f"--pes must be a power of two, got {pes}")
+        self.module = module
+        self.image = Image(pes)
+        self.shapes = shapes
+        self.buffers: dict[str, tuple[int, int]] = {}
+        self.rounding = "nearest-even"
+        self.unit_bases: dict[int, int] = {}
+
+    # -------------------------------------------------------------- memories
+
+    def alloc(self, size: int, values: np.ndarray | None = None, key: str | None = None) -> int:
+        """A scratchpad region of ``size`` words (zeros, or ``values``); a ``key`` reuses the
+        region that key got before (temporaries that are dead by the next use)."""
+        if key is not None and key in self.buffers:
+            base, known = self.buffers[key]
+            if known == size:
+                return base
+        base = len(self.image.scratch)
+        self.image.scratch.extend([0] * size if values is None else [int(v) for v in np.ravel(values)])
+        if key is not None:
+            self.buffers[key] = (base, size)
+        return base
+
+    def grid(self, rows: int, cols: int, key: str | None = None) -> Grid:
+        return Grid(self.alloc(rows * cols, key=key), rows, cols, cols, 1)
+
+    def constant_grid(self, values: np.ndarray, rows: int) -> Grid:
+        """A row vector of constants read by every one of ``rows`` rows (row stride 0)."""
+        return Grid(self.alloc(values.size, values), rows, values.size, 0, 1)
+
+    def emit(self, words: np.ndarray, cycles: int) -> None:
+        self.image.program.append(words)
+        self.image.cycles_estimate += cycles + FETCH_CYCLES
+
+    def narrowing(self, acc_frac: int, init_frac: int | None, fmt: FixedType | None, target_frac: int | None = None,
+                  clip: int | None = None) -> Narrowing:
+        """Align accumulator and init to their largest fraction-bit count (exact), then
+        round to ``fmt`` and clamp to its range and the clip, or keep a wide result at
+        ``target_frac``."""
+        fracs = [acc_frac] + ([init_frac] if init_frac is not None else [])
+        frac = max(fracs + ([target_frac] if target_frac is not None else []))
+        init_shift = frac - init_frac if init_frac is not None else 0
+        even = self.rounding == "nearest-even"
+        if fmt is None:
+            return Narrowing(frac - acc_frac, init_shift, 0, isa.WIDE_LO, isa.WIDE_HI, even)
+        lo, hi = code_min(fmt), code_max(fmt)
+        if clip is not None:
+            lo, hi = max(lo, -clip), min(hi, clip)
+        return Narrowing(frac - acc_frac, init_shift, frac - fmt.frac, lo, hi, even)
+
+    # -------------------------------------------------------------- instructions
+
+    def gemm(self, a_base: int, row_dims, k_dims, col_dims, out_base: int, init_base: int | None,
+             matrix: np.ndarray, narrowing: Narrowing) -> None:
+        """``O = narrow(A·B, I)``.  ``row_dims``: ``(count, (a, out, init strides))``,
+        ``k_dims``: ``(count, a stride)``, ``col_dims``: ``(count, (out, init strides))``, all
+        innermost first; ``matrix`` is ``B[K, C]`` with K and C flattened outermost first."""
+        pes = self.image.pes
+        rows = math.prod(c for c, _ in row_dims)
+        depth, columns = matrix.shape
+        tiles = -(-columns // pes)
+        b_base = len(self.image.weight_rows)
+        padded = np.zeros((depth, tiles * pes), np.int64)
+        padded[:, :columns] = matrix
+        for tile in range(tiles):
+            self.image.weight_rows.extend(padded[:, tile * pes:(tile + 1) * pes])
+        self.image.code_width = max(self.image.code_width, _bits(matrix))
+        row_m = isa.merge_dims(list(row_dims))
+        k_m = isa.merge_dims([(c, (s,)) for c, s in k_dims])
+        col_m = isa.merge_dims(list(col_dims))
+        a_loops = [(c, s[0]) for c, s in k_m] + ([(tiles, 0)] if tiles > 1 else []) + [(c, s[0]) for c, s in row_m]
+        out_loops = [(c, s[0]) for c, s in col_m] + [(c, s[1]) for c, s in row_m]
+        init_loops = [(c, s[1]) for c, s in col_m] + [(c, s[2]) for c, s in row_m]
+        words = isa.gemm(Loops(a_base, tuple(a_loops)), Loops(out_base, tuple(out_loops)),
+                         None if init_base is None else Loops(init_base, tuple(init_loops)),
+                         b_base, depth, tiles, rows, columns, narrowing)
+        self.image.macs += rows * depth * columns
+        self.emit(words, rows * tiles * max(depth, min(pes, columns) + 4) + pes + 6)
+
+    def elementwise(self, dims, x_base: int, out_base: int, init_base: int | None, narrowing: Narrowing) -> None:
+        """``O = narrow(X, I)`` over ``dims``: ``(count, (x, out, init strides))``, innermost first."""
+        merged = isa.merge_dims(list(dims))
+        count = math.prod(c for c, _ in merged)
+        words = isa.elementwise(Loops(x_base, tuple((c, s[0]) for c, s in merged)),
+                                Loops(out_base, tuple((c, s[1]) for c, s in merged)),
+                                None if init_base is None else Loops(init_base, tuple((c, s[2]) for c, s in merged)),
+                                narrowing)
+        self.emit(words, count + 4)
+
+    def copy(self, addresses: np.ndarray) -> np.ndarray:
+        """Copy an affine operand into a fresh contiguous region; its new addresses."""
+        fit = affine(addresses)
+        if fit is None:
+            raise LoweringError("an operand's elements are not an affine address pattern (a gather or "
+                                "concatenation of separately stored values); the accelerator cannot read it")
+        base, strides = fit
+        shape = addresses.shape
+        out = self.alloc(int(np.prod(shape)))
+        out_strides = np.cumprod((1,) + shape[::-1])[:-1][::-1]
+        dims = [(shape[a], (strides[a], int(out_strides[a]), 0)) for a in reversed(range(len(shape)))]
+        self.elementwise(dims, base, out, None, self.narrowing(0, None, None))
+        return out + np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)
+
+    def rows_grid(self, addresses: np.ndarray, width: int, padded: int | None = None) -> Grid:
+        """The operand as a ``rows × width`` grid (copied when it is not affine, or zero-padded
+        to ``padded`` columns when asked)."""
+        flat = addresses.reshape(-1, width)
+        fit = affine(flat)
+        if fit is not None and (padded is None or padded == width):
+            base, (row_stride, col_stride) = fit
+            return Grid(base, flat.shape[0], width, row_stride if flat.shape[0] > 1 else 0, col_stride)
+        if fit is None:
+            flat = self.copy(flat)
+        base, (row_stride, col_stride) = affine(flat)
+        cols = padded if padded is not None else width
+        out = self.grid(flat.shape[0], cols)
+        self.elementwise([(width, (col_stride, 1, 0)), (flat.shape[0], (row_stride, cols, 0))], base, out.base, None,
+                         self.narrowing(0, None, None))
+        return out
+
+    # -------------------------------------------------------------- maps
+
+    def apply_map(self, imap: IntegerMap, x: Grid, x_frac: int, epilogues: list[Epilogue], key: str) -> list[Grid]:
+        """``W x`` with each epilogue applied to its columns; one result grid per epilogue."""
+        if not imap.plans:
+            return [self._dense(imap, x, x_frac, e, f"{key}.e{i}") for i, e in enumerate(epilogues)]
+        linear_map = imap.map
+        if linear_map.in_pad:
+            x = self.rows_grid(x.addresses(), x.cols, padded=int(np.prod(linear_map.in_factors)))
+        out_size = int(np.prod(linear_map.out_factors))
+        fused = len(imap.plans) == 1 and len(epilogues) == 1 and (epilogues[0].start, epilogues[0].stop) == (
+            0, linear_map.out_dim)
+        if fused:
+            result = self.grid(x.rows, out_size, key=f"{key}.out")
+            self._network(imap, 0, x, x_frac, result, epilogues[0], None, key)
+            return [result.columns(0, linear_map.out_dim)]
+        wide = self.grid(x.rows, out_size, key=f"{key}.wide")
+        fracs = [self._last_frac(imap, k, x_frac) for k in range(len(imap.plans))]
+        frac = max(fracs)
+        for k in range(len(imap.plans)):
+            self._network(imap, k, x, x_frac, wide, None, (frac, k > 0), key)
+        results = []
+        for index, epilogue in enumerate(epilogues):
+            out = self.grid(x.rows, epilogue.stop - epilogue.start, key=f"{key}.e{index}")
+            source = wide.columns(epilogue.start, epilogue.stop)
+            init = epilogue.init
+            dims = [(out.cols, (source.col_stride, 1, init.col_stride if init else 0)),
+                    (out.rows, (source.row_stride, out.cols, init.row_stride if init else 0))]
+            self.elementwise(dims, source.base, out.base, init.base if init else None,
+                             self.narrowing(frac, epilogue.init_frac if init else None, epilogue.fmt,
+                                            clip=epilogue.clip))
+            results.append(out)
+        return results
+
+    def _dense(self, imap: IntegerMap, x: Grid, x_frac: int, epilogue: Epilogue, key: str) -> Grid:
+        matrix = imap.matrix[epilogue.start:epilogue.stop].T
+        out = self.grid(x.rows, matrix.shape[1], key=key)
+        init = epilogue.init
+        narrowing = self.narrowing(x_frac + imap.quant.tensors["w"].frac, epilogue.init_frac if init else None,
+                                   epilogue.fmt, clip=epilogue.clip)
+        self.gemm(x.base, [(x.rows, (x.row_stride, out.row_stride, init.row_stride if init else 0))],
+                  [(x.cols, x.col_stride)], [(out.cols, (1, init.col_stride if init else 0))],
+                  out.base, init.base if init else None, matrix, narrowing)
+        return out
+
+    def _last_frac(self, imap: IntegerMap, k: int, x_frac: int) -> int:
+        plan, formats = imap.plans[k], imap.quant.steps[k]
+        fracs = {i: (x_frac if i == plan.input_index else imap.quant.tensors[name].frac)
+                 for i, name in enumerate(plan.names)}
+        fracs.update({i: f for i, (_, f) in imap.stored[k].items()})
+        for index, step in enumerate(plan.steps[:-1]):
+            fracs[len(plan.names) + index] = formats[index].frac
+        last = plan.steps[-1]
+        return fracs[last.lhs] + fracs[last.rhs]
+
+    def _network(self, imap: IntegerMap, k: int, x: Grid, x_frac: int, result: Grid, epilogue: Epilogue | None,
+                 wide: tuple[int, bool] | None, key: str) -> None:
+        """Contract network ``k`` step by step.  The last step writes ``result`` ([rows, Πm]):
+        through ``epilogue``, or wide at fraction bits ``wide[0]`` (adding what ``result``
+        holds when ``wide[1]``)."""
+        plan, formats, linear_map = imap.plans[k], imap.quant.steps[k], imap.map
+        sizes = dict(plan.sizes)
+        batch = plan.labels[plan.input_index][0]
+        sizes[batch] = x.rows
+        inputs = plan.labels[plan.input_index]
+        factor_strides = np.cumprod((1,) + tuple(linear_map.in_factors)[::-1])[:-1][::-1] * x.col_stride
+        data = {plan.input_index: (x.base, {batch: x.row_stride, **dict(zip(inputs[1:], map(int, factor_strides)))},
+                                   x_frac)}
+        weights = dict(imap.stored[k])
+        count = len(plan.names)
+        for index, step in enumerate(plan.steps):
+            if step.weights_only:
+                continue
+            result_id = count + index
+            if step.lhs not in data and step.rhs not in data:
+                (a, fa), (b, fb) = weights.pop(step.lhs), weights.pop(step.rhs)
+                acc = np.einsum(plan.equation(index), a, b)
+                weights[result_id] = (requantize(acc, fa + fb, formats[index], self.rounding), formats[index].frac)
+                continue
+            data_id, weight_id = (step.lhs, step.rhs) if step.lhs in data else (step.rhs, step.lhs)
+            a_base, a_strides, a_frac = data.pop(data_id)
+            b_array, b_frac = weights.pop(weight_id)
+            b_labels = plan.operand_labels(weight_id)
+            contracted = [label for label in a_strides if label in b_labels]
+            if any(label in step.output for label in contracted):
+                raise LoweringError(f"{key}: contraction step {index} keeps a label both operands share; "
+                                    "the accelerator's GEMM cannot run it")
+            rows = sorted((label for label in a_strides if label not in b_labels), key=lambda l: a_strides[l])
+            summed = sorted(contracted, key=lambda l: a_strides[l])
+            last = index == len(plan.steps) - 1
+            if last:
+                out_base, out_strides = result.base, self._output_strides(linear_map, batch, result.row_stride,
+                                                                          result.col_stride)
+            else:
+                out_base = self.alloc(math.prod(sizes[label] for label in step.output), key=f"{key}.n{k}.s{index}")
+                out_strides = _row_major(step.output, sizes)
+            cols = sorted((label for label in b_labels if label not in a_strides), key=lambda l: out_strides[l])
+            init_strides = {}
+            init_base = None
+            if last and epilogue is not None and epilogue.init is not None:
+                init_base = epilogue.init.base
+                init_strides = self._output_strides(linear_map, batch, epilogue.init.row_stride,
+                                                    epilogue.init.col_stride)
+            elif last and wide is not None and wide[1]:
+                init_base, init_strides = out_base, out_strides
+            acc_frac = a_frac + b_frac
+            if not last:
+                narrowing = self.narrowing(acc_frac, None, formats[index])
+            elif epilogue is not None:
+                narrowing = self.narrowing(acc_frac, epilogue.init_frac if init_base is not None else None,
+                                           epilogue.fmt, clip=epilogue.clip)
+            else:
+                narrowing = self.narrowing(acc_frac, wide[0] if init_base is not None else None, None, wide[0])
+            order = [b_labels.index(label) for label in summed[::-1] + cols[::-1]]
+            matrix = np.transpose(b_array, order).reshape(math.prod(sizes[l] for l in summed),
+                                                          math.prod(sizes[l] for l in cols))
+            self.gemm(a_base, [(sizes[l], (a_strides[l], out_strides[l], init_strides.get(l, 0))) for l in rows],
+                      [(sizes[l], a_strides[l]) for l in summed],
+                      [(sizes[l], (out_strides[l], init_strides.get(l, 0))) for l in cols],
+                      out_base, init_base, matrix, narrowing)
+            if not last:
+                data[result_id] = (out_base, out_strides, formats[index].frac)
+
+    @staticmethod
+    def _output_strides(linear_map, batch: str, row_stride: int, col_stride: int) -> dict[str, int]:
+        """Strides of the network's output labels (batch, m1 … md) in a [rows, Πm] grid."""
+        factors = tuple(linear_map.out_factors)
+        inner = np.cumprod((1,) + factors[::-1])[:-1][::-1] * col_stride
+        labels = linear_map.networks()[0].output
+        return {batch: row_stride, **{label: int(s) for label, s in zip(labels[1:], inner)}}
+
+    # -------------------------------------------------------------- ops
+
+    def lower(self) -> Image:
+        from ...fixedpoint.quant_attrs import module_rounding
+
+        self.rounding = module_rounding(self.module)
+        env: dict[int, tuple[str, np.ndarray]] = {}
+        for value in self.module.inputs:
+            shape = self.shapes[value.name]
+            size = int(np.prod(shape))
+            addresses = self.alloc(size) + np.arange(size, dtype=np.int64).reshape(shape)
+            self.image.inputs[value.name] = addresses
+            env[id(value)] = ("addr", addresses)
+        for op in self.module.ops:
+            args = [None if v is None else env[id(v)] for v in op.operands]
+            for result, item in zip(op.results, self._op(op, args)):
+                env[id(result)] = item
+        for value in self.module.outputs:
+            kind, array = env[id(value)]
+            if kind != "addr":
+                raise LoweringError(f"output '{value.name}' is a compile-time constant; nothing to compute")
+            fmt = value.type.dtype if isinstance(value.type.dtype, FixedType) else None
+            self.image.outputs[value.name] = (array, fmt)
+        self.emit(isa.end(), 0)
+        return self.image
+
+    def _op(self, op: Op, args) -> list[tuple[str, np.ndarray]]:
+        if op.kind == "const":
+            value = np.asarray(op.attrs["value"])
+            if op.attrs.get("quant") is not None:
+                codes = value.astype(np.int64)
+                return [("addr", self.alloc(codes.size, codes) + np.arange(codes.size).reshape(codes.shape))]
+            return [("value", KERNELS["const"](op, [], np.dtype(np.float64))[0])]
+        if op.kind in DATA_MOVEMENT:
+            if all(a is None or a[0] == "value" for a in args):
+                return [("value", r) for r in KERNELS[op.kind](op, [a and a[1] for a in args], np.dtype(np.float64))]
+            arrays = [None if a is None else a[1] for a in args]
+            results = KERNELS[op.kind](op, arrays, np.dtype(np.int64))
+            return [("addr", np.asarray(r).astype(np.int64)) for r in results]
+        if any(a is not None and a[0] == "value" for a in args):
+            raise LoweringError(f"{op.describe()}: constant operands of computing ops are not supported")
+        addresses = [None if a is None else a[1] for a in args]
+        if op.kind == "linear" and op.attrs.get("quant") is not None:
+            return [("addr", self._linear(op, addresses))]
+        if op.kind == "lstm" and op.attrs.get("quant") is not None:
+            return [("addr", a) for a in self._lstm(op, addresses)]
+        raise LoweringError(f"{op.describe()}: the verilog target has no hardware for this op "
+                            "(it runs quantized linear and lstm ops and data movement)")
+
+    def _linear(self, op: Op, args) -> np.ndarray:
+        program = LinearProgram(op)
+        x = args[0]
+        leading = x.shape[:-1]
+        grid = self.rows_grid(x, x.shape[-1])
+        init, init_frac = None, 0
+        if program.bias is not None:
+            init, init_frac = self.constant_grid(program.bias[0], grid.rows), program.bias[1]
+        out_dim = program.weight.map.out_dim
+        result = self.apply_map(program.weight, grid, program.x_frac,
+                                [Epilogue(0, out_dim, init, init_frac, program.quant.output)], op.results[0].name)[0]
+        return result.addresses().reshape(leading + (out_dim,))
+
+    def _unit_base(self, unit: ActivationUnit) -> int:
+        if id(unit) not in self.unit_bases:
+            self.unit_bases[id(unit)] = len(self.image.tables)
+            values = [int(v) for v in unit.values]
+            slopes = [int(v) for v in unit.slopes] if unit.slopes is not None else [0] * len(values)
+            if any(not -(1 << 31) <= v < (1 << 31) for v in values + slopes):
+                raise LoweringError(f"{unit.describe()}: coefficients wider than 32 bits")
+            self.image.tables.extend(((s & 0xFFFFFFFF) << 32) | (v & 0xFFFFFFFF) for v, s in zip(values, slopes))
+        return self.unit_bases[id(unit)]
+
+    def _cell_fields(self, program: LSTMProgram) -> dict[int, int]:
+        q = program.quant
+        gate, cell, hidden = q.gate, q.cell, q.hidden
+        frac = max(gate.frac + cell.frac, 2 * gate.frac)
+        fields = {isa.CELL_HIDDEN: program.hidden, isa.CELL_ONE: program.one,
+                  isa.CELL_FC: frac - gate.frac - cell.frac, isa.CELL_IG: frac - 2 * gate.frac,
+                  isa.CELL_C_SHIFT: frac - cell.frac, isa.CELL_C_LO: code_min(cell), isa.CELL_C_HI: code_max(cell),
+                  isa.CELL_H_SHIFT: 2 * gate.frac - hidden.frac, isa.CELL_H_LO: code_min(hidden),
+                  isa.CELL_H_HI: code_max(hidden), isa.CELL_G_LO: code_min(gate), isa.CELL_G_HI: code_max(gate)}
+        for u, unit in enumerate((q.sigmoid, q.tanh, q.tanh_cell)):
+            if unit.rounding != self.rounding:
+                raise LoweringError(f"{unit.describe()} rounds {unit.rounding}, the module {self.rounding}")
+            words = (int(unit.kind == "pwl"), unit.lo, unit.span - 1, unit.index_shift, unit.offset_drop,
+                     unit.guard_bits, self._unit_base(unit))
+            fields.update({isa.CELL_UNITS + 8 * u + i: w for i, w in enumerate(words)})
+        return fields
+
+    def _lstm(self, op: Op, args) -> list[np.ndarray]:
+        program = LSTMProgram(op)
+        if program.peepholes is not None:
+            raise LoweringError(f"{op.describe()}: peepholes are not supported by the accelerator's cell unit")
+        x, lens, h0, c0 = (list(args) + [None] * 4)[:4]
+        if program.layout:
+            x = np.swapaxes(x, 0, 1)
+            h0 = None if h0 is None else np.swapaxes(h0, 0, 1)
+            c0 = None if c0 is None else np.swapaxes(c0, 0, 1)
+        steps, batch, _ = x.shape
+        dirs, hidden, q = program.dirs, program.hidden, program.quant
+        self.image.steps = max(self.image.steps, steps)
+        state_shape = (dirs, batch, hidden)
+        states = []
+        for initial in (h0, c0):
+            region = self.alloc(dirs * batch * hidden)
+            if initial is not None:
+                fit = affine(initial)
+                source = initial if fit is not None else self.copy(initial)
+                base, strides = affine(source)
+                dims = [(state_shape[a], (strides[a], int(np.prod(state_shape[a + 1:])), 0)) for a in (2, 1, 0)]
+                self.elementwise(dims, base, region, None, self.narrowing(0, None, None))
+            states.append(region)
+        h_region, c_region = states
+        y_region = self.alloc(steps * dirs * batch * hidden)
+        x_grid = self.rows_grid(x, x.shape[-1])
+        fields = self._cell_fields(program)
+        fields[isa.CELL_FLAGS] = ((isa.HAS_LEN if lens is not None else 0)
+                                  | (isa.INPUT_FORGET if program.input_forget else 0)
+                                  | (isa.CELL_ROUND_EVEN if self.rounding == "nearest-even" else 0) | isa.WRITE_Y)
+        name = op.results[0].name
+        for d in range(dirs):
+            gx = self._projection(program, d, x_grid, f"{name}.d{d}")
+            h_grid = Grid(h_region + d * batch * hidden, batch, hidden, hidden, 1)
+            for t in (range(steps - 1, -1, -1) if program.reverse[d] else range(steps)):
+                pre = self._recurrent(program, d, h_grid, [g.row_block(t * batch, batch) for g in gx],
+                                      f"{name}.d{d}.r")
+                for b in range(batch):
+                    row = (d * batch + b) * hidden
+                    cell = dict(fields)
+                    cell.update({isa.CELL_PRE[g]: pre[g].base + b * pre[g].row_stride for g in range(4)})
+                    cell.update({isa.CELL_C: c_region + row, isa.CELL_H: h_region + row,
+                                 isa.CELL_Y: y_region + ((t * dirs + d) * batch + b) * hidden, isa.CELL_T: t,
+                                 isa.CELL_LEN: int(lens[b]) if lens is not None else 0})
+                    self.emit(isa.cell(cell), hidden * CELL_CYCLES_PER_ELEMENT + 4)
+        y = y_region + np.arange(steps * dirs * batch * hidden, dtype=np.int64).reshape(steps, dirs, batch, hidden)
+        h = h_region + np.arange(dirs * batch * hidden, dtype=np.int64).reshape(state_shape)
+        c = c_region + np.arange(dirs * batch * hidden, dtype=np.int64).reshape(state_shape)
+        if program.layout:
+            return [np.transpose(y, (2, 0, 1, 3)), np.swapaxes(h, 0, 1), np.swapaxes(c, 0, 1)]
+        return [y, h, c]
+
+    def _projection(self, program: LSTMProgram, d: int, x: Grid, key: str) -> list[Grid]:
+        """gx = narrow(W·x + b, GX) for all steps: one grid per gate (i, o, f, c)."""
+        hidden, fmt = program.hidden, program.quant.gates_x
+        maps = program.w[d]
+        grids = []
+        for index, imap in enumerate(maps):
+            init, init_frac = None, 0
+            if program.bias is not None:
+                block, init_frac = program.bias[d][index]
+                init = self.constant_grid(block, x.rows)
+            out = self.apply_map(imap, x, program.x_frac,
+                                 [Epilogue(0, imap.map.out_dim, init, init_frac, fmt)], f"{key}.w{index}")[0]
+            grids += [out.columns(g * hidden, (g + 1) * hidden) for g in range(out.cols // hidden)]
+        return grids
+
+    def _recurrent(self, program: LSTMProgram, d: int, h: Grid, gx: list[Grid], key: str) -> list[Grid]:
+        """The four pre-activations of one step: clip(narrow(R·h + gx, PS or PT))."""
+        q, hidden = program.quant, program.hidden
+        gx_frac = q.gates_x.frac
+        formats = [q.pre_sigmoid, q.pre_sigmoid, q.pre_sigmoid, q.pre_tanh]
+        epilogues = [Epilogue(g * hidden, (g + 1) * hidden, gx[g], gx_frac, formats[g], program.clip[formats[g]])
+                     for g in range(4)]
+        maps = program.r[d]
+        if len(maps) == 1:
+            return self.apply_map(maps[0], h, q.hidden.frac, epilogues, key)
+        return [self.apply_map(imap, h, q.hidden.frac, [Epilogue(0, hidden, *astuple_tail(e))], f"{key}{g}")[0]
+                for g, (imap, e) in enumerate(zip(maps, epilogues))]
+
+
+def astuple_tail(epilogue: Epilogue) -> tuple:
+    return epilogue.init, epilogue.init_frac, epilogue.fmt, epilogue.clip
+
+
+def _row_major(labels, sizes) -> dict[str, int]:
+    strides, running = {}, 1
+    for label in reversed(labels):
+        strides[label] = running
+        running *= sizes[label]
+    return strides
+
+
+def _bits(codes: np.ndarray) -> int:
+    """Two's-complement bits that hold every code."""
+    if codes.size == 0:
+        return 2
+    return max(int(codes.max()).bit_length(), int(-codes.min() - 1).bit_length()) + 1
+
+
+def lower(module: Module, pes: int, shapes: dict[str, tuple[int, ...]]) -> Image:
+    """The program and memory images of a quantized ``module`` for ``pes`` lanes."""
+    return Lowering(module, pes, shapes).lower()
