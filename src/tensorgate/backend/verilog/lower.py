@@ -207,18 +207,22 @@ class Lowering:
         self.emit(words, count + 4)
 
     def copy(self, addresses: np.ndarray) -> np.ndarray:
-        """Copy an affine operand into a fresh contiguous region; its new addresses."""
-        fit = affine(addresses)
+        """Copy an operand into a fresh contiguous region; its new addresses.  The operand
+        must be affine once every axis is split into its prime factors (a reshape of a
+        transposed value is)."""
+        shape = addresses.shape
+        refined = tuple(f for size in shape for f in _prime_factors(size))
+        fit = affine(addresses.reshape(refined))
         if fit is None:
             raise LoweringError("an operand's elements are not an affine address pattern (a gather or "
                                 "concatenation of separately stored values); the accelerator cannot read it")
         base, strides = fit
-        shape = addresses.shape
-        out = self.alloc(int(np.prod(shape)))
-        out_strides = np.cumprod((1,) + shape[::-1])[:-1][::-1]
-        dims = [(shape[a], (strides[a], int(out_strides[a]), 0)) for a in reversed(range(len(shape)))]
+        size = int(np.prod(shape))
+        out = self.alloc(size)
+        out_strides = np.cumprod((1,) + refined[::-1])[:-1][::-1]
+        dims = [(refined[a], (strides[a], int(out_strides[a]), 0)) for a in reversed(range(len(refined)))]
         self.elementwise(dims, base, out, None, self.narrowing(0, None, None))
-        return out + np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)
+        return out + np.arange(size, dtype=np.int64).reshape(shape)
 
     def rows_grid(self, addresses: np.ndarray, width: int, padded: int | None = None) -> Grid:
         """The operand as a ``rows × width`` grid (copied when it is not affine, or zero-padded
@@ -229,7 +233,7 @@ class Lowering:
             base, (row_stride, col_stride) = fit
             return Grid(base, flat.shape[0], width, row_stride if flat.shape[0] > 1 else 0, col_stride)
         if fit is None:
-            flat = self.copy(flat)
+            flat = self.copy(addresses).reshape(-1, width)
         base, (row_stride, col_stride) = affine(flat)
         cols = padded if padded is not None else width
         out = self.grid(flat.shape[0], cols)
@@ -328,7 +332,7 @@ class Lowering:
             summed = sorted(contracted, key=lambda l: a_strides[l])
             last = index == len(plan.steps) - 1
             if last:
-                out_base, out_strides = result.base, self._output_strides(linear_map, batch, result.row_stride,
+                out_base, out_strides = result.base, self._output_strides(plan, linear_map, result.row_stride,
                                                                           result.col_stride)
             else:
                 out_base = self.alloc(math.prod(sizes[label] for label in step.output), key=f"{key}.n{k}.s{index}")
@@ -338,7 +342,7 @@ class Lowering:
             init_base = None
             if last and epilogue is not None and epilogue.init is not None:
                 init_base = epilogue.init.base
-                init_strides = self._output_strides(linear_map, batch, epilogue.init.row_stride,
+                init_strides = self._output_strides(plan, linear_map, epilogue.init.row_stride,
                                                     epilogue.init.col_stride)
             elif last and wide is not None and wide[1]:
                 init_base, init_strides = out_base, out_strides
@@ -361,12 +365,12 @@ class Lowering:
                 data[result_id] = (out_base, out_strides, formats[index].frac)
 
     @staticmethod
-    def _output_strides(linear_map, batch: str, row_stride: int, col_stride: int) -> dict[str, int]:
+    def _output_strides(plan, linear_map, row_stride: int, col_stride: int) -> dict[str, int]:
         """Strides of the network's output labels (batch, m1 … md) in a [rows, Πm] grid."""
         factors = tuple(linear_map.out_factors)
         inner = np.cumprod((1,) + factors[::-1])[:-1][::-1] * col_stride
-        labels = linear_map.networks()[0].output
-        return {batch: row_stride, **{label: int(s) for label, s in zip(labels[1:], inner)}}
+        labels = plan.steps[-1].output
+        return {labels[0]: row_stride, **{label: int(s) for label, s in zip(labels[1:], inner)}}
 
     # -------------------------------------------------------------- ops
 
@@ -548,6 +552,16 @@ def _row_major(labels, sizes) -> dict[str, int]:
         strides[label] = running
         running *= sizes[label]
     return strides
+
+
+def _prime_factors(size: int) -> list[int]:
+    factors, divisor = [], 2
+    while size > 1 and divisor * divisor <= size:
+        while size % divisor == 0:
+            factors.append(divisor)
+            size //= divisor
+        divisor += 1
+    return factors + ([size] if size > 1 or not factors else [])
 
 
 def _bits(codes: np.ndarray) -> int:
