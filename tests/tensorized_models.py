@@ -13,7 +13,9 @@
   not recognize (``"relu_candidate"``) or a map that is not TT/BT/HT (``fmt="tr"``, a
   tensor ring).
 * ``export_tensorized_lstm``: either exporter, symbolic batch, the sequence length fixed
-  (the loop is unrolled for it).
+  (the loop is unrolled for it); ``export_tensorized_linear`` for a map alone.
+* ``expected_w``/``expected_r``/``expected_bias`` and ``check_*``: what the raised
+  ``lstm`` op must hold and compute.
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ import numpy as np
 import opt_einsum
 import torch
 
+from models import assert_close_f32, run_onnxruntime
 from tensorgate.ir.linear_map import LinearMap
 from tensorgate.ir.tensor_formats import BTMap, HTMap, TTMap, balanced_tree, tree_nodes
+from tensorgate.runtime.numpy_runtime import run_module
 
 PARAM_SCALE = 0.7  # every format's W then has entries of about 0.3-0.6 at the test sizes
 GATE_ORDERS = {"ifgo": ("i", "f", "g", "o"), "iofc": ("i", "o", "f", "g")}
@@ -332,3 +336,81 @@ def export_tensorized_lstm(config: TensorizedLSTM, directory: Path) -> Path:
         warnings.simplefilter("ignore")
         torch.onnx.export(model, tuple(example.values()), path, **kwargs)
     return path
+
+
+# --- what a raised LSTM must hold --------------------------------------------------------
+
+ONNX_GATE_ORDER = ("i", "o", "f", "g")
+LEADING_FACTOR_TENSORS = {"tt": ("g0", 1), "bt": ("f0", 0), "ht": ("u0", 0)}
+
+
+def gate_rows(model: TorchTensorizedLSTM, array: np.ndarray, gate: str, axis: int = 0) -> np.ndarray:
+    """Gate ``gate``'s block of a stacked ``4H`` array in the model's own gate order."""
+    k = GATE_ORDERS[model.config.gate_order].index(gate)
+    return np.split(array, 4, axis=axis)[k]
+
+
+def expected_w(model: TorchTensorizedLSTM) -> list[LinearMap]:
+    """The ``lstm`` op's W maps for ``model``: the model's own maps in ONNX gate order
+    (separate gates), or its stacked map with the slices of the tensor that holds the
+    leading output factor (TT core 0, each BT factor 0, HT leaf 0) permuted into ONNX
+    order along that factor, all other tensors untouched."""
+    if model.config.gates == "separate":
+        order = GATE_ORDERS[model.config.gate_order]
+        return [model.w[order.index(gate)].reference_map() for gate in ONNX_GATE_ORDER]
+    reference = model.w[0].reference_map()
+    suffix, axis = LEADING_FACTOR_TENSORS[model.config.fmt]
+    tensors = {
+        name: np.concatenate([gate_rows(model, t, g, axis) for g in ONNX_GATE_ORDER], axis=axis)
+        if name.split(".")[-1] == suffix else t
+        for name, t in reference.tensors().items()
+    }
+    return [type(reference).from_parts(reference.meta(), tensors)]
+
+
+def expected_r(model: TorchTensorizedLSTM) -> np.ndarray:
+    weight = model.r.weight.detach().numpy()
+    return np.concatenate([gate_rows(model, weight, g) for g in ONNX_GATE_ORDER])
+
+
+def expected_bias(model: TorchTensorizedLSTM) -> np.ndarray:
+    """``[1, 8H]``: the input maps' biases, then the recurrent layer's, in ONNX order."""
+    if model.config.gates == "separate":
+        order = GATE_ORDERS[model.config.gate_order]
+        wb = [model.w[order.index(g)].bias_array() for g in ONNX_GATE_ORDER]
+    else:
+        wb = [gate_rows(model, model.w[0].bias_array(), g) for g in ONNX_GATE_ORDER]
+    rb = [gate_rows(model, model.r.bias.detach().numpy(), g) for g in ONNX_GATE_ORDER]
+    return np.concatenate(wb + rb)[None]
+
+
+def check_raised(module, config: TensorizedLSTM):
+    """The whole cell loop is one lstm op with ``config``'s format; returns the op."""
+    (op,) = module.ops_of("lstm")
+    assert module.notes == []
+    assert not {"einsum", "linear", "matmul", "sigmoid", "tanh", "mul"} & {o.kind for o in module.ops}
+    assert {m.format for m in op.attrs["w"]} == {config.fmt}
+    assert [m.format for m in op.attrs["r"]] == ["dense"]
+    assert op.attrs["direction"] == ("reverse" if config.reverse else "forward")
+    assert op.attrs["hidden_size"] == config.hidden_size
+    return op
+
+
+def check_outputs(module, path, config: TensorizedLSTM):
+    batches = [2] if not config.dynamic_batch else [1, 4]
+    for batch in batches:
+        feeds = config.feeds(batch, np.random.default_rng(batch))
+        expected = run_onnxruntime(path, feeds)
+        outputs = run_module(module, feeds)
+        assert list(outputs) == list(expected) == ["y", "h", "c"]
+        for name, want in expected.items():
+            assert_close_f32(outputs[name], want, f"{name} at batch {batch}")
+
+
+def check_parameters(op, config: TensorizedLSTM):
+    """Cores bit-identical to torch's parameters (see ``expected_w`` for the gate
+    order), R and the biases exactly torch's in ONNX gate order."""
+    model = tensorized_lstm(config)
+    assert op.attrs["w"] == expected_w(model)
+    assert np.array_equal(op.attrs["r"][0].to_dense(), expected_r(model))
+    assert np.array_equal(op.attrs["bias"], expected_bias(model))

@@ -1,6 +1,6 @@
 """What the raising leaves as generic ops still runs: the ``einsum`` op against
-onnxruntime, shape arithmetic folded before the import, and the notes that say what
-was not raised and why."""
+onnxruntime, shape arithmetic folded before the import, and PyTorch models that are
+not quite a tensorized LSTM, with the notes that say what was not raised and why."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from models import assert_close_f32, make_model, run_onnxruntime
+from tensorized_models import TensorizedLSTM, check_outputs, export_tensorized_lstm, tensorized_lstm
 from tensorgate.errors import FrontendError, VerifyError
 from tensorgate.frontend import import_onnx
 from tensorgate.ir.builder import Builder
@@ -128,3 +129,36 @@ def test_shape_arithmetic_of_static_dims_is_folded_before_the_import():
     outputs = run_module(module, feeds)
     for name, want in expected.items():
         np.testing.assert_array_equal(outputs[name], want, err_msg=name)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("fallback")
+    return lambda config: export_tensorized_lstm(config, directory)
+
+
+def test_a_cell_that_is_not_an_lstm_runs_with_its_maps_raised(exported):
+    """A relu candidate gate: no lstm op, but each step's W is the one raised tt map."""
+    config = TensorizedLSTM(fmt="tt", style="einsum", variant="relu_candidate")
+    path = exported(config)
+    module = import_onnx(path)
+    assert not module.ops_of("lstm") and not module.ops_of("einsum")
+    maps = [op.attrs["weight"] for op in module.ops_of("linear") if op.attrs["weight"].format == "tt"]
+    assert len(maps) == config.seq and all(m is maps[0] for m in maps)
+    assert maps[0] == tensorized_lstm(config).w[0].reference_map()
+    assert module.notes == [f"LSTM cell not raised at node '/Mul_6' (and {config.seq - 1} more like it): "
+                            "the candidate gate goes through relu, an ONNX LSTM applies tanh"]
+    check_outputs(module, path, config)
+
+
+def test_a_map_that_is_no_format_runs_as_einsums(exported):
+    """A tensor ring: the einsums stay, and so does the cell that uses them."""
+    config = TensorizedLSTM(fmt="tr", style="einsum")
+    path = exported(config)
+    module = import_onnx(path)
+    assert len(module.ops_of("einsum")) == 3 * config.seq and not module.ops_of("lstm")
+    ring, cell = module.notes
+    assert ring.startswith("tensorized map not raised at nodes '/w.0/Reshape' .. '/w.0/Add' (and 2 more like it)")
+    assert ring.endswith("the first and last cores share a bond (a tensor ring)")
+    assert cell.startswith("LSTM cell not raised") and "'reshape' op, not only sums of linear maps" in cell
+    check_outputs(module, path, config)
