@@ -15,7 +15,7 @@ from tensorgate.ir.linear_map import DenseMap
 from tensorgate.ir.types import F32, I32, TensorType
 from tensorgate.passes.manager import PassManager
 
-FACTORS = {8: (2, 4), 6: (3, 2), 4: (2, 2), 16: (4, 4), 32: (4, 8)}
+FACTORS = {4: (2, 2), 6: (3, 2), 8: (2, 4), 16: (4, 4), 32: (4, 8), 128: (8, 16)}
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,11 @@ Leaf modules (one per file, file name = module name):
 * ``tg_addr_gen`` nested-loop address generator (strides, one address per cycle)
 * ``tg_lut_act``  table-lookup activation over a ``tg_ram_dp``
 
+The accelerator (``accel/``): ``tg_accel`` (top: controller, P lanes, memories, host
+port), ``tg_lstm_cell`` (cell unit), ``tg_act_unit`` (σ/tanh, PWL or LUT).  ``isa``
+encodes its instructions, ``lower`` compiles a quantized module to program and memory
+images, ``hardware`` names the build, ``artifact`` writes the ``verilog`` target.
+
 ``rtl/tg_harness.cpp`` is the C++ side of the Verilator harness
 (:mod:`tensorgate.runtime.verilator`).
 """
