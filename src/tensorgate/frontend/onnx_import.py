@@ -49,7 +49,7 @@ def import_onnx(source: str | Path | onnx.ModelProto, raising: bool = True) -> M
     else:
         model, origin = _load(Path(source)), str(source)
     declared_dims = _dim_names(model.graph)
-    model = _checked_and_inferred(model, origin)
+    model = _checked_and_inferred(model, origin, None if isinstance(source, onnx.ModelProto) else Path(source))
     raiser = ExportRaiser(model)  # tensorgate's own lowerings, matched as written (before folding)
     model = fold_static_shapes(model)
     module = _GraphImporter(model, origin, declared_dims, raiser).run()
@@ -63,39 +63,64 @@ def import_onnx(source: str | Path | onnx.ModelProto, raising: bool = True) -> M
 
 
 def _load(path: Path) -> onnx.ModelProto:
+    """The model without its external data: the checker and shape inference copy the
+    whole model several times, which for a large model's weights costs gigabytes, so
+    they run first and the weights are read afterwards (``_load_external_data``)."""
     if not path.is_file():
         raise FrontendError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
     try:
-        model = onnx.load(path, load_external_data=True)
+        model = onnx.load(path, load_external_data=False)
     except DecodeError as exc:
         raise FrontendError(f"{path}: not an ONNX model ({exc})") from None
-    except (onnx.checker.ValidationError, OSError) as exc:
-        raise FrontendError(f"{path}: cannot load external data: {_one_line(exc)}") from None
     if not model.HasField("graph") or model.ir_version == 0:
         raise FrontendError(f"{path}: not an ONNX model (no graph or IR version)")
     return model
 
 
-def _checked_and_inferred(model: onnx.ModelProto, origin: str) -> onnx.ModelProto:
-    """The model after strict shape inference, once it passes the checker.
+def _check_external_files(model: onnx.ModelProto, path: Path) -> None:
+    """Every external-data file the model names exists beside it."""
+    for tensor in onnx.external_data_helper._get_all_tensors(model):
+        if onnx.external_data_helper.uses_external_data(tensor):
+            location = onnx.external_data_helper.ExternalDataInfo(tensor).location
+            if not (path.parent / location).is_file():
+                raise FrontendError(f"{path}: cannot load external data: tensor '{tensor.name}' is stored "
+                                    f"in '{location}', which does not exist beside the model")
+
+
+def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
+    try:
+        onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
+    except (onnx.checker.ValidationError, OSError, ValueError) as exc:
+        raise FrontendError(f"{path}: cannot load external data: {_one_line(exc)}") from None
+
+
+def _checked_and_inferred(model: onnx.ModelProto, origin: str, path: Path | None) -> onnx.ModelProto:
+    """The model after strict shape inference, once it passes the checker, with its
+    external data loaded.
 
     A model the checker rejects only for what inference fills in (graph output shapes,
     which many hand-built models leave out) is accepted once inferred; otherwise the
-    checker's own message is reported, as it is clearer than inference's.
+    checker's own message is reported, as it is clearer than inference's.  A model read
+    from ``path`` is checked from the file (external data is looked up beside it, not
+    loaded) and inferred without its external data, which is read only at the end.
     """
-    problem = _checker_problem(model)
+    if path is not None:
+        _check_external_files(model, path)
+    problem = _checker_problem(model if path is None else str(path))
     try:
         inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, ValueError) as exc:
         if problem:
             raise FrontendError(f"{origin}: fails the ONNX checker: {problem}") from None
         raise FrontendError(f"{origin}: ONNX shape inference failed: {_one_line(exc)}") from None
+    if path is not None:
+        _load_external_data(inferred, path)
     if problem and _checker_problem(inferred):
         raise FrontendError(f"{origin}: fails the ONNX checker: {problem}")
     return inferred
 
 
-def _checker_problem(model: onnx.ModelProto) -> str | None:
+def _checker_problem(model: onnx.ModelProto | str) -> str | None:
     try:
         onnx.checker.check_model(model)
     except (onnx.checker.ValidationError, ValueError) as exc:  # ValueError: over 2 GB
