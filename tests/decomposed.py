@@ -19,7 +19,7 @@ from tensorgate.ir.builder import Builder
 from tensorgate.ir.core import Module
 from tensorgate.ir.linear_map import DenseMap, LinearMap
 from tensorgate.ir.tensor_formats import BTMap, HTMap, TTMap, balanced_tree, tree_nodes
-from tensorgate.ir.types import F32, I32, TensorType
+from tensorgate.ir.types import F32, I32, FixedType, TensorType
 
 
 def random_map(fmt: str, rng: np.random.Generator, out_factors, in_factors, rank: int = 2, blocks: int = 2,
@@ -92,8 +92,9 @@ def classifier_module(w, r, hidden: int, input_size: int, classes: int, head=Non
 
 
 def random_feeds(module: Module, rng: np.random.Generator, sizes: dict[str, int] | None = None) -> dict[str, np.ndarray]:
-    """Standard-normal floats, sequence lengths in ``[1, seq]`` (one row full, one short);
-    symbolic dims from ``sizes`` (default 3)."""
+    """Standard-normal floats (float32 for fixed-point inputs, which the golden model
+    quantizes), sequence lengths in ``[1, seq]`` (one row full, one short); symbolic dims
+    from ``sizes`` (default 3)."""
     sizes = {**{"batch": 3, "seq": 5}, **(sizes or {})}
     feeds = {}
     for value in module.inputs:
@@ -104,7 +105,8 @@ def random_feeds(module: Module, rng: np.random.Generator, sizes: dict[str, int]
             lengths[0], lengths[-1] = steps, max(1, steps - 2)
             feeds[value.name] = lengths
         else:
-            feeds[value.name] = rng.standard_normal(shape).astype(value.type.dtype.numpy)
+            dtype = np.float32 if isinstance(value.type.dtype, FixedType) else value.type.dtype.numpy
+            feeds[value.name] = rng.standard_normal(shape).astype(dtype)
     return feeds
 
 

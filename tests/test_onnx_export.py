@@ -16,7 +16,7 @@ from models import OnnxLSTM, TorchLSTM, assert_close_f32, make_onnx_lstm, run_on
 
 from tensorgate.backend.artifact import load_artifact
 from tensorgate.backend.onnx_export import (
-    LSTM_KEY, ONNX_FILE, OPSET, SCHEDULE_KEY, ExportError, export_onnx, lstm_strategy, write_onnx_artifact,
+    LSTM_KEY, ONNX_FILE, OPSET, SCHEDULE_KEY, export_onnx, lstm_strategy, write_onnx_artifact,
 )
 from tensorgate.frontend import import_onnx
 from tensorgate.frontend.raise_export import ExportRaiser
@@ -230,14 +230,6 @@ def test_onnx_artifact(tmp_path):
     assert_close_f32(run_onnxruntime(out / ONNX_FILE, feeds)["probs"], expected)
     assert module_differences(module, import_onnx(out / ONNX_FILE)) == []
     assert module_differences(module, load_artifact(out)[0]) == []
-
-
-def test_quantized_module_is_refused():
-    rng = np.random.default_rng(12)
-    module = lstm_module(maps("tt", rng, 1), maps("dense", rng, 1, out_factors=(16,), in_factors=(4,)), H, I)
-    module.ops[0].attrs["quant"] = {"results": ["fix<16,8>"] * 3}
-    with pytest.raises(ExportError, match="quantized"):
-        export_onnx(module)
 
 
 def test_models_from_elsewhere_and_edited_exports_are_not_raised():

@@ -42,7 +42,15 @@ their IR names and types (symbolic dims as ``dim_param``).
   (folded by ``canonicalize``) as ``B = Pad(b)``, whose recurrent half is zero, so an
   8H bias whose recurrent half happens to be zero stays distinguishable.  Layout 1
   (batch major, which onnxruntime's recurrent ops reject) is lowered as transposes
-  around the layout-0 lowering and comes back that way.
+  around the layout-0 lowering and comes back that way.  Float attributes (clip,
+  activation alpha/beta) are float32 in an ONNX node; the Scan keeps them exactly.
+
+* Quantized modules (``quantize``) are written in QDQ form, opset 21: weights as integer
+  codes behind ``DequantizeLinear``, every round-and-saturate as ``QuantizeLinear`` →
+  ``DequantizeLinear``, σ/tanh units and the LSTM cell as the golden model computes them,
+  so onnxruntime's results equal ``run_fixed``'s bit for bit (``onnx_qdq``, which also
+  says when that cannot hold and the export is refused).  Their LSTMs always take the
+  Scan; they are not raised back on import.
 """
 
 from __future__ import annotations
@@ -58,6 +66,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from .. import __version__
 from ..errors import TensorgateError
+from ..fixedpoint.quant_attrs import is_quantized, module_rounding
 from ..ir.core import Module, Op, Value
 from ..ir.linear_map import DenseMap, LinearMap
 from ..ir.ops import lstm_num_directions
@@ -67,6 +76,8 @@ from ..runtime.numpy_runtime import _ACTIVATION_DEFAULTS
 from .artifact import IR_FILE, MANIFEST, build_manifest, write_artifact
 
 OPSET = 18
+QDQ_OPSET = 21
+"""Quantized modules need QuantizeLinear/DequantizeLinear with int16 (opset 21)."""
 IR_VERSION = 10
 PRODUCER = "tensorgate"
 ONNX_FILE = "model.onnx"
@@ -116,6 +127,7 @@ class GraphBuilder:
         self.prefix = prefix
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[TensorProto] = []
+        self.aliases: dict[str, str] = {}  # IR value name -> the graph value standing for it
 
     def child(self) -> "GraphBuilder":
         """A builder for a subgraph (a Scan body) of this graph."""
@@ -147,28 +159,51 @@ class GraphBuilder:
 
 
 def tensor_value_info(name: str, type: TensorType) -> onnx.ValueInfoProto:
-    """A value's ONNX type: static dims as values, symbolic ones as ``dim_param``, ``?`` blank."""
-    if type.dtype not in ONNX_TYPES:
+    """A value's ONNX type: static dims as values, symbolic ones as ``dim_param``, ``?``
+    blank; a fixed-point value is float32 (its real values, see ``onnx_qdq``)."""
+    elem = TensorProto.FLOAT if isinstance(type.dtype, FixedType) else ONNX_TYPES.get(type.dtype)
+    if elem is None:
         raise ExportError(f"value '{name}' has type {type}, which has no ONNX counterpart")
     dims = [None if d == UNKNOWN else d for d in type.shape]
-    return helper.make_tensor_value_info(name, ONNX_TYPES[type.dtype], dims)
+    return helper.make_tensor_value_info(name, elem, dims)
 
 
 def _numpy_dtype(value: Value) -> np.dtype:
-    return value.type.dtype.numpy
+    """The dtype a value computes in: float32 for fixed-point values (their real values)."""
+    return np.dtype(np.float32) if isinstance(value.type.dtype, FixedType) else value.type.dtype.numpy
+
 
 
 # --- linear maps ------------------------------------------------------------------------
 
 
+WeightLowering = Callable[[str, np.ndarray, str], str]
+"""``weight(tensor name, array, role) -> value``: how a map's tensor enters the graph."""
+StepNarrowing = Callable[[int, int, str], str]
+"""``narrow(network, step, value) -> value``: what follows each contraction step but the
+last of a network (a quantized map rounds there)."""
+
+
 def apply_map(b: GraphBuilder, linear_map: LinearMap, x: str, rank: int, dtype: np.dtype, role: str,
-              output: str | None = None) -> str:
+              output: str | None = None, weight: WeightLowering | None = None,
+              narrow: StepNarrowing | None = None) -> str:
     """Nodes computing ``linear_map`` applied to the last axis of ``x`` (of rank ``rank``);
-    returns the result's name (``output`` if given)."""
+    returns the result's name (``output`` if given).  Map tensors become initializers of
+    ``dtype`` unless ``weight`` says otherwise; then a dense map is an ``Einsum`` rather
+    than a ``MatMul``, which onnxruntime would fuse with a ``DequantizeLinear`` of its
+    weights into an inexact kernel."""
     outputs = [output] if output else None
     if isinstance(linear_map, DenseMap):
-        weight = b.init(np.ascontiguousarray(linear_map.matrix.T).astype(dtype, copy=False), f"{role}.w")
-        return b.add("MatMul", [x, weight], role, outputs)
+        matrix = np.ascontiguousarray(linear_map.matrix.T)
+        if weight is None:
+            return b.add("MatMul", [x, b.init(matrix.astype(dtype, copy=False), f"{role}.w")], role, outputs)
+        lead = EINSUM_LETTERS[2:rank + 1]
+        return b.add("Einsum", [x, weight("w", matrix, f"{role}.w")], role, outputs,
+                     equation=f"{lead}a,ab->{lead}b")
+    if weight is None:
+        def weight(name: str, array: np.ndarray, tensor_role: str) -> str:
+            return b.init(array.astype(dtype, copy=False), tensor_role)
+
     if not isinstance(linear_map, TensorizedMap):
         raise ExportError(f"no ONNX lowering for linear maps of format '{linear_map.format}'")
     lead = [f"L{k}" for k in range(rank - 1)]
@@ -180,11 +215,11 @@ def apply_map(b: GraphBuilder, linear_map: LinearMap, x: str, rank: int, dtype: 
     tensors = linear_map.tensors()
     results = []
     for index, (names, labels, cols, rows) in enumerate(map_networks(linear_map)):
-        operands = [(split, lead + cols)] + [
-            (b.init(tensors[name].astype(dtype, copy=False), f"{role}.{name}"), term)
-            for name, term in zip(names, labels)]
+        operands = [(split, lead + cols)] + [(weight(name, tensors[name], f"{role}.{name}"), term)
+                                             for name, term in zip(names, labels)]
         order = contraction_order(linear_map, index, len(operands))
-        results.append(_contract(b, operands, lead + rows, order, f"{role}/net{index}"))
+        step_narrow = None if narrow is None else lambda step, value, index=index: narrow(index, step, value)
+        results.append(_contract(b, operands, lead + rows, order, f"{role}/net{index}", step_narrow))
     y = results[0] if len(results) == 1 else b.add("Sum", results, f"{role}/blocks")
     merged = [0] * (rank - 1) + [math.prod(linear_map.out_factors)]
     last_outputs = outputs if not linear_map.out_pad else None
@@ -234,8 +269,9 @@ def contraction_order(linear_map: TensorizedMap, index: int, count: int) -> list
 
 
 def _contract(b: GraphBuilder, operands: list[tuple[str, list[str]]], output: list[str],
-              order: list[tuple[int, int]], role: str) -> str:
-    """One Einsum node per pairwise step; an intermediate keeps the labels still needed."""
+              order: list[tuple[int, int]], role: str, narrow: Callable[[int, str], str] | None = None) -> str:
+    """One Einsum node per pairwise step; an intermediate keeps the labels still needed
+    and passes through ``narrow(step, value)`` if given."""
     letters: dict[str, str] = {}
 
     def word(labels: list[str]) -> str:
@@ -258,6 +294,8 @@ def _contract(b: GraphBuilder, operands: list[tuple[str, list[str]]], output: li
             labels = output
         equation = f"{word(a_labels)},{word(c_labels)}->{word(labels)}"
         name = b.add("Einsum", [a, c], f"{role}/step{step}", equation=equation)
+        if live and narrow is not None:
+            name = narrow(step, name)
         live[next_id] = (name, labels)
         next_id += 1
     return name
@@ -398,7 +436,7 @@ def _stacked_dense(maps: list[LinearMap], dirs: int) -> bool:
 def lstm_strategy(op: Op) -> str:
     """``native``, ``projected`` or ``scan`` (see the module docstring)."""
     dirs = lstm_num_directions(op)
-    if op.operands[0].type.dtype != F32 or not _stacked_dense(op.attrs["r"], dirs):
+    if op.operands[0].type.dtype != F32 or not _stacked_dense(op.attrs["r"], dirs) or op.attrs.get("quant"):
         return "scan"
     return "native" if _stacked_dense(op.attrs["w"], dirs) else "projected"
 
@@ -511,17 +549,27 @@ def scan_hint(op: Op, inputs: list[str], results: list[str], bias: str | None, p
 
 
 def _scan_lstm(b, op, inputs, results):
-    """Strategy ``scan``: input projections for all steps, then one Scan over time."""
+    """Strategy ``scan``: input projections for all steps, then one Scan over time.  A
+    quantized op (``onnx_qdq.QuantizedLSTM``) differs in its projections, peepholes and cell."""
+    from .onnx_qdq import QuantizedLSTM
+
     attrs = op.attrs
     x, seq_lens, h0, c0 = (list(inputs) + [""] * 4)[:4]
     dirs, hidden = lstm_num_directions(op), attrs["hidden_size"]
     dtype = _numpy_dtype(op.operands[0])
+    quantized = QuantizedLSTM(op) if attrs.get("quant") is not None else None
     per_dir = len(attrs["w"]) // dirs
     bias = b.init(attrs["bias"].astype(dtype, copy=False), "B") if attrs["bias"] is not None else None
-    peep = b.init(attrs["peepholes"].astype(dtype, copy=False), "P") if attrs["peepholes"] is not None else None
+    if quantized is not None:
+        peep = quantized.peepholes(b)
+    else:
+        peep = b.init(attrs["peepholes"].astype(dtype, copy=False), "P") if attrs["peepholes"] is not None else None
     reverse = [attrs["direction"] == "reverse" or d == 1 for d in range(dirs)]
     gates_x = []
     for d in range(dirs):
+        if quantized is not None:
+            gates_x.append(quantized.projection(b, d, x))
+            continue
         projection = apply_maps(b, attrs["w"][d * per_dir:(d + 1) * per_dir], x, 3, dtype, f"w{d}")
         if bias is not None:
             projection = b.add("Add", [projection, _direction_bias(b, bias, d, hidden, attrs["bias"].shape[1])],
@@ -538,14 +586,15 @@ def _scan_lstm(b, op, inputs, results):
                 zeros = zeros or _zero_state(b, x, hidden, dtype)
                 states.append(zeros)
     peepholes = [_direction_peepholes(b, peep, d, hidden) for d in range(dirs)] if peep else [None] * dirs
-    body = _cell_body(b.child(), op, dtype, peepholes, ragged=mask is not None)
+    body = _cell_body(b.child(), op, dtype, peepholes, mask is not None, quantized)
     scan_inputs = gates_x + ([mask] * dirs if mask else [])
     directions = [int(r) for r in reverse]
     b.add("Scan", states + scan_inputs, "scan", count=3 * dirs, body=body,
           num_scan_inputs=len(scan_inputs), scan_input_directions=directions * (2 if mask else 1),
           scan_output_directions=directions)
     scan = b.nodes[-1]
-    scan.metadata_props.add(key=LSTM_KEY, value=scan_hint(op, inputs, results, bias, peep))
+    if quantized is None:
+        scan.metadata_props.add(key=LSTM_KEY, value=scan_hint(op, inputs, results, bias, peep))
     finals, ys = list(scan.output[:2 * dirs]), list(scan.output[2 * dirs:])
     _stack(b, ys, 1, results[0], "Y")
     _stack(b, finals[0::2], 0, results[1], "Y_h")
@@ -596,7 +645,8 @@ def _zero_state(b: GraphBuilder, x: str, hidden: int, dtype: np.dtype) -> str:
     return b.add("ConstantOfShape", [shape], "zero_state", value=numpy_helper.from_array(np.zeros(1, dtype)))
 
 
-def _cell_body(b: GraphBuilder, op: Op, dtype: np.dtype, peepholes: list, ragged: bool) -> onnx.GraphProto:
+def _cell_body(b: GraphBuilder, op: Op, dtype: np.dtype, peepholes: list, ragged: bool,
+               quantized=None) -> onnx.GraphProto:
     """The Scan body: for each direction, ``(h, c, gates_x[t], [mask[t]]) -> (h', c', y[t])``."""
     dirs, hidden = lstm_num_directions(op), op.attrs["hidden_size"]
     elem = helper.np_dtype_to_tensor_dtype(dtype)
@@ -612,10 +662,13 @@ def _cell_body(b: GraphBuilder, op: Op, dtype: np.dtype, peepholes: list, ragged
     new_states, ys = [], []
     for d in range(dirs):
         h, c = states[2 * d].name, states[2 * d + 1].name
-        r_maps = op.attrs["r"][d * per_dir:(d + 1) * per_dir]
-        gates = b.add("Add", [apply_maps(b, r_maps, h, 2, dtype, f"r{d}"), gates_x[d].name], f"gates{d}")
-        cell = _Cell(b, d, dtype, op.attrs["clip"], op.attrs["input_forget"], params[3 * d:3 * d + 3])
-        h_new, c_new = cell.update(gates, c, hidden, peepholes[d])
+        if quantized is not None:
+            h_new, c_new = quantized.cell(b, d, h, c, gates_x[d].name, peepholes[d])
+        else:
+            r_maps = op.attrs["r"][d * per_dir:(d + 1) * per_dir]
+            gates = b.add("Add", [apply_maps(b, r_maps, h, 2, dtype, f"r{d}"), gates_x[d].name], f"gates{d}")
+            cell = _Cell(b, d, dtype, op.attrs["clip"], op.attrs["input_forget"], params[3 * d:3 * d + 3])
+            h_new, c_new = cell.update(gates, c, hidden, peepholes[d])
         if ragged:
             mask = masks[d].name
             new_states += [b.add("Where", [mask, h_new, h], f"h{d}_kept"), b.add("Where", [mask, c_new, c], f"c{d}_kept")]
@@ -689,12 +742,17 @@ class _Cell:
 
 def lower_op(b: GraphBuilder, op: Op) -> None:
     """Append the nodes of ``op`` to ``b``; its operands and results keep their names."""
+    from .onnx_qdq import lower_quantized
+
     if op.kind not in LOWERINGS:
         raise ExportError(f"{op.describe()}: no ONNX lowering for this op")
-    if op.attrs.get("quant") is not None or any(isinstance(v.type.dtype, FixedType) for v in op.results):
-        raise ExportError(f"{op.describe()}: quantized ops cannot be exported to ONNX yet")
     b.prefix = op.results[0].name if op.results else op.kind
-    LOWERINGS[op.kind](b, op, [v.name if v is not None else "" for v in op.operands], [v.name for v in op.results])
+    inputs = [b.aliases.get(v.name, v.name) if v is not None else "" for v in op.operands]
+    results = [v.name for v in op.results]
+    if op.attrs.get("quant") is not None and op.kind != "lstm":
+        lower_quantized(b, op, inputs, results)
+    else:
+        LOWERINGS[op.kind](b, op, inputs, results)
 
 
 def export_onnx(module: Module) -> onnx.ModelProto:
@@ -702,6 +760,12 @@ def export_onnx(module: Module) -> onnx.ModelProto:
     node_names = Names()
     locs = [node_names.fresh(op.loc) if op.loc else None for op in module.ops]
     b = GraphBuilder(Names(v.name for v in module.values()), node_names)
+    quantized = is_quantized(module)
+    if quantized:
+        from .onnx_qdq import check_exact
+
+        check_exact(module)
+        _quantize_inputs(b, module)
     for op, loc in zip(module.ops, locs):
         start = len(b.nodes)
         lower_op(b, op)
@@ -718,13 +782,26 @@ def export_onnx(module: Module) -> onnx.ModelProto:
         b.initializers,
         value_info=[tensor_value_info(v.name, v.type) for v in inner],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name=PRODUCER,
+    opset = QDQ_OPSET if quantized else OPSET
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name=PRODUCER,
                               producer_version=__version__, ir_version=IR_VERSION)
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
         raise AssertionError(f"the exported model fails the ONNX checker: {exc}") from exc
     return model
+
+
+def _quantize_inputs(b: GraphBuilder, module: Module) -> None:
+    """Fixed-point inputs take floats, quantized on entry in the module's rounding mode
+    (as the golden model does); the ops then read the quantized values."""
+    from .onnx_qdq import requantize
+
+    rounding = module_rounding(module)
+    for value in module.inputs:
+        if isinstance(value.type.dtype, FixedType):
+            b.prefix = value.name
+            b.aliases[value.name] = requantize(b, value.name, value.type.dtype, rounding, "quantized")
 
 
 def write_onnx_artifact(module: Module, out_dir: Path, pipeline: str, source: str) -> Path:
@@ -740,7 +817,7 @@ def write_onnx_artifact(module: Module, out_dir: Path, pipeline: str, source: st
                         location=f"{ONNX_FILE}.data")
         save_module(module, tmp / IR_FILE)
         manifest = build_manifest(module, "onnx", pipeline, source)
-        manifest.update(onnx=ONNX_FILE, opset=OPSET)
+        manifest.update(onnx=ONNX_FILE, opset=model.opset_import[0].version)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
     return write_artifact(out_dir, fill)
