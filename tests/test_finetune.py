@@ -152,11 +152,13 @@ def test_finetuning_a_decomposed_model_wins_back_accuracy(tmp_path, method):
     student = PassManager.parse(f"decompose{{method={method} weights=all d=2 {rank}}}").run(teacher.copy())
     formats = [m.format for key in ("w", "r") for m in student.ops[0].attrs[key]]
     assert formats == [method, method]
+    assert all("rel_error" in m.meta() for key in ("w", "r") for m in student.ops[0].attrs[key])
     before = accuracy(student, x, labels)
     history = finetune(student, Finetune(data=path, epochs=6, lr=0.02, batch=32))
     assert history[-1].train.loss < 0.8 * history[0].train.loss
     assert accuracy(student, x, labels) > before + 0.1
     assert [m.format for key in ("w", "r") for m in student.ops[0].attrs[key]] == formats
+    assert all("rel_error" not in m.meta() for key in ("w", "r") for m in student.ops[0].attrs[key])
     verify_module(student)
 
 

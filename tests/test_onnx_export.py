@@ -16,7 +16,7 @@ from models import OnnxLSTM, TorchLSTM, assert_close_f32, make_onnx_lstm, run_on
 
 from tensorgate.backend.artifact import load_artifact
 from tensorgate.backend.onnx_export import (
-    LSTM_KEY, ONNX_FILE, OPSET, SCHEDULE_KEY, export_onnx, lstm_strategy, write_onnx_artifact,
+    LSTM_KEY, ONNX_FILE, OPSET, ANNOTATIONS_KEY, export_onnx, lstm_strategy, write_onnx_artifact,
 )
 from tensorgate.frontend import import_onnx
 from tensorgate.frontend.raise_export import ExportRaiser
@@ -155,6 +155,20 @@ def test_dense_lstm_is_the_onnx_lstm_op(config):
     assert op_types(check_export(folded, feeds)) == {"LSTM", "Pad"}
 
 
+@pytest.mark.parametrize("pipeline", [
+    "decompose{method=tt weights=input d=2 max-rank=2}",
+    "decompose{method=bt weights=all gates=separate d=2 tucker-rank=2}, canonicalize",
+    "decompose{method=ht weights=recurrent d=2 max-rank=2}, order-contractions",
+])
+def test_decompose_pass_output(pipeline):
+    """Maps as the decompose pass makes them (padding included) on an imported LSTM."""
+    model, feeds = make_onnx_lstm(OnnxLSTM(direction="bidirectional", peepholes=True, sequence_lens=True,
+                                           input_size=7, hidden_size=5))
+    module = PassManager.parse(pipeline).run(import_onnx(model))
+    assert any(m.format != "dense" for key in ("w", "r") for m in module.ops_of("lstm")[0].attrs[key])
+    check_export(module, feeds)
+
+
 # --- heads, other ops, torch models ---------------------------------------------------------
 
 
@@ -213,9 +227,9 @@ def test_contraction_schedule_is_followed_and_comes_back():
     module = PassManager.parse("order-contractions{precontract=always}").run(module)
     assert all(m.schedule is not None for key in ("w", "r") for m in module.ops[0].attrs[key])
     model = check_export(module, random_feeds(module, rng))
-    hints = [p for n in model.graph.node for p in n.metadata_props if p.key == SCHEDULE_KEY]
+    hints = [p for n in model.graph.node for p in n.metadata_props if p.key == ANNOTATIONS_KEY]
     body = next(n for n in model.graph.node if n.op_type == "Scan").attribute[0].g
-    hints += [p for n in body.node for p in n.metadata_props if p.key == SCHEDULE_KEY]
+    hints += [p for n in body.node for p in n.metadata_props if p.key == ANNOTATIONS_KEY]
     assert len(hints) == 2
 
 

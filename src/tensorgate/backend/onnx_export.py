@@ -16,8 +16,8 @@ their IR names and types (symbolic dims as ``dim_param``).
   included) in the order of the map's schedule if it has one (weight-only steps too:
   onnxruntime folds them when it loads the model), else in its default order; the
   result is merged and truncated to ``out_dim``.  A BT map sums its blocks with ``Sum``.
-  The schedule's meta, which is not computation, rides on the last node as the metadata
-  entry ``tensorgate.schedule``.
+  The map's annotations, which are not computation (its schedule, its decomposition
+  error), ride on the last node as the metadata entry ``tensorgate.map``.
 * ``lstm``, by what its maps allow (``lstm_strategy``):
 
   - ``native``: W and R dense, one ``4H × ·`` map per direction, float32: the ONNX
@@ -81,7 +81,10 @@ QDQ_OPSET = 21
 IR_VERSION = 10
 PRODUCER = "tensorgate"
 ONNX_FILE = "model.onnx"
-SCHEDULE_KEY = "tensorgate.schedule"
+ANNOTATIONS_KEY = "tensorgate.map"
+STRUCTURAL_META = ("out_factors", "in_factors", "out_pad", "in_pad", "ranks", "tree")
+"""Meta entries of a decomposed map that its lowering shows; the rest (the schedule, the
+decomposition error) are annotations, carried as the metadata entry ``tensorgate.map``."""
 LSTM_KEY = "tensorgate.lstm"
 EXTERNAL_DATA_BYTES = 1 << 30
 """Models whose weights exceed this are written with the weights in ``model.onnx.data``
@@ -227,8 +230,9 @@ def apply_map(b: GraphBuilder, linear_map: LinearMap, x: str, rank: int, dtype: 
     if linear_map.out_pad:
         bounds = [b.ints([0], f"{role}/start"), b.ints([linear_map.out_dim], f"{role}/end"), b.ints([-1], f"{role}/axis")]
         y = b.add("Slice", [y, *bounds], f"{role}/truncate", outputs)
-    if linear_map.schedule is not None:
-        b.nodes[-1].metadata_props.add(key=SCHEDULE_KEY, value=json.dumps(linear_map.schedule.to_meta()))
+    annotations = {k: v for k, v in linear_map.meta().items() if k not in STRUCTURAL_META}
+    if annotations:
+        b.nodes[-1].metadata_props.add(key=ANNOTATIONS_KEY, value=json.dumps(annotations))
     return y
 
 

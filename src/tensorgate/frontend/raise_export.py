@@ -16,8 +16,9 @@ Each candidate is found from a *key* node (``LSTM``, a ``Scan`` carrying
    one tensor network whose labels say which initializer is which core; the format
    follows from the network's shape (TT: a chain of 4-d cores; BT: per summand a core
    bonded to ``d`` factors; HT: leaves and transfer tensors forming a tree).  Padding
-   comes from the Pad and Slice nodes, a schedule from the ``tensorgate.schedule``
-   metadata, a Scan cell's scalar attributes from its ``tensorgate.lstm`` metadata.
+   comes from the Pad and Slice nodes, the map's annotations (schedule, decomposition
+   error) from the ``tensorgate.map`` metadata, a Scan cell's scalar attributes from its
+   ``tensorgate.lstm`` metadata.
 2. *confirm*: lower the proposed op again with the exporter and accept it only if those
    nodes match the model's node for node: op types, attributes (Scan bodies included),
    wiring, and the bits of every initializer.  The raised op then computes exactly what
@@ -41,7 +42,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ..backend.onnx_export import (
-    LSTM_KEY, PRODUCER, SCHEDULE_KEY, GraphBuilder, Names, lower_op,
+    ANNOTATIONS_KEY, LSTM_KEY, PRODUCER, GraphBuilder, Names, lower_op,
 )
 from ..errors import FrontendError, VerifyError
 from ..ir.core import Op, Value
@@ -170,7 +171,7 @@ def propose_map(view: GraphView, name: str) -> tuple[LinearMap, str]:
         return DenseMap(np.ascontiguousarray(matrix.T)), node.input[0]
     if node is None or node.op_type not in ("Reshape", "Slice"):
         raise NotExported(f"'{name}' is not the end of a map")
-    schedule = {p.key: p.value for p in node.metadata_props}.get(SCHEDULE_KEY)
+    annotations = {p.key: p.value for p in node.metadata_props}.get(ANNOTATIONS_KEY)
     out_dim = None
     if node.op_type == "Slice":
         ends = view.array(node.input[2])
@@ -198,9 +199,12 @@ def propose_map(view: GraphView, name: str) -> tuple[LinearMap, str]:
     if out_dim is not None:
         meta = {**linear_map.meta(), "out_pad": math.prod(linear_map.out_factors) - out_dim}
         linear_map = type(linear_map).from_parts(meta, linear_map.tensors())
-    if schedule is not None:
-        linear_map = type(linear_map).from_parts({**linear_map.meta(), "schedule": json.loads(schedule)},
-                                                 linear_map.tensors())
+    if annotations is not None:
+        try:
+            linear_map = type(linear_map).from_parts({**linear_map.meta(), **json.loads(annotations)},
+                                                     linear_map.tensors())
+        except (VerifyError, ValueError, TypeError) as exc:
+            raise NotExported(f"the map's '{ANNOTATIONS_KEY}' metadata does not fit it ({exc})") from None
     return linear_map, source
 
 

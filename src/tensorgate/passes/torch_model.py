@@ -12,9 +12,9 @@ same formulas, and the LSTM's sums in the same order, so its outputs match
 * float ``const`` tensors of more than one element (a MatMul head's weight, say).
 
 ``trainable="maps"`` makes only the linear maps' tensors parameters (the rest stays
-fixed).  ``write_back(module)`` stores the trained values in the module it was built
-from: each map keeps its format, meta (a contraction schedule too) and dtype; arrays
-keep their dtype.  This module imports torch; import it only once torch is known to be
+fixed).  ``write_back()`` stores the trained values in the module it was built from:
+each map keeps its format, meta (a contraction schedule too; not the decomposition
+error, which no longer holds) and dtype; arrays keep their dtype.  This module imports torch; import it only once torch is known to be
 installed.
 """
 
@@ -37,6 +37,9 @@ from ..ir.tensor_formats import TensorizedMap
 from ..ir.types import FloatType, element_type
 
 FLOAT = torch.float32
+STALE_AFTER_TRAINING = ("rel_error",)
+"""Map meta that describes the map's values (the decomposition's error against the dense
+matrix it came from), no longer true once the tensors are trained."""
 
 
 @dataclass(frozen=True)
@@ -143,8 +146,9 @@ class TorchModel(torch.nn.Module):
             op = self.module.ops[position]
             old = op.attrs[key] if index is None else op.attrs[key][index]
             if isinstance(old, LinearMap):
-                new = type(old).from_parts(old.meta(), {name: tensors[name].astype(array.dtype)
-                                                        for name, array in old.tensors().items()})
+                meta = {key: value for key, value in old.meta().items() if key not in STALE_AFTER_TRAINING}
+                new = type(old).from_parts(meta, {name: tensors[name].astype(array.dtype)
+                                                  for name, array in old.tensors().items()})
             else:
                 new = tensors[None].astype(old.dtype)
             if index is None:
