@@ -9,9 +9,9 @@
 * ``TorchTensorizedLSTM``: an LSTM cell written out step by step (a Python loop, which
   the exporters unroll) with ``W x_t`` from tensorized maps — one map for the stacked
   gates or one per gate — and a dense recurrent ``nn.Linear``; gates in torch's order
-  ``i, f, g, o`` or ONNX's ``i, o, f, c``.  ``variant`` swaps in a cell the raising does
-  not recognize (``"relu_candidate"``) or a map that is not TT/BT/HT (``fmt="tr"``, a
-  tensor ring).
+  ``i, f, g, o`` or ONNX's ``i, o, f, c``.  ``variant`` spells the same cell otherwise
+  (``"commuted"``) or swaps in one the raising must not take for an LSTM
+  (``"relu_candidate"``); ``fmt="tr"`` (a tensor ring) is a map that is not TT/BT/HT.
 * ``export_tensorized_lstm``: either exporter, symbolic batch, the sequence length fixed
   (the loop is unrolled for it); ``export_tensorized_linear`` for a map alone.
 * ``expected_w``/``expected_r``/``expected_bias`` and ``check_*``: what the raised
@@ -239,7 +239,7 @@ class TensorizedLSTM:
     reverse: bool = False  # the loop runs from the last step to the first
     initial_state: bool = False  # h0 and c0 are inputs (else zeros)
     dynamic_batch: bool = True
-    variant: str = "lstm"  # or "relu_candidate"
+    variant: str = "lstm"  # or "commuted" (same cell, other spelling) or "relu_candidate" (not an LSTM)
     seed: int = 0
 
     @property
@@ -294,6 +294,10 @@ class TorchTensorizedLSTM(torch.nn.Module):
         outputs = []
         steps = range(x.shape[time_axis])
         for t in reversed(steps) if config.reverse else steps:
+            if config.variant == "commuted":
+                h, c = self._commuted_step(x.narrow(time_axis, t, 1).squeeze(time_axis), h, c)
+                outputs.append(h)
+                continue
             x_t = x[:, t] if config.batch_first else x[t]
             wx = torch.cat([w(x_t) for w in self.w], dim=-1) if len(self.w) > 1 else self.w[0](x_t)
             gates = dict(zip(GATE_ORDERS[config.gate_order], (wx + self.r(h)).chunk(4, dim=-1)))
@@ -302,6 +306,16 @@ class TorchTensorizedLSTM(torch.nn.Module):
             h = torch.sigmoid(gates["o"]) * torch.tanh(c)
             outputs.append(h)
         return torch.stack(outputs[::-1] if config.reverse else outputs, dim=time_axis), h, c
+
+    def _commuted_step(self, x_t, h, c):
+        """The same cell spelled otherwise: a one-step slice of x, the recurrent term
+        first, gates cut by indexing, every product and sum in the other order."""
+        hidden = self.config.hidden_size
+        wx = torch.cat([w(x_t) for w in self.w], dim=-1) if len(self.w) > 1 else self.w[0](x_t)
+        pre = self.r(h) + wx
+        gates = {g: pre[:, k * hidden:(k + 1) * hidden] for k, g in enumerate(GATE_ORDERS[self.config.gate_order])}
+        c = torch.tanh(gates["g"]) * torch.sigmoid(gates["i"]) + c * torch.sigmoid(gates["f"])
+        return torch.tanh(c) * torch.sigmoid(gates["o"]), c
 
 
 def tensorized_lstm(config: TensorizedLSTM) -> TorchTensorizedLSTM:

@@ -25,6 +25,8 @@ CONFIGS = {
                                                                    out_factors=(2, 2, 2)),
     "ht matmul, onnx gates, static batch": TensorizedLSTM(fmt="ht", style="matmul", gate_order="iofc",
                                                           dynamic_batch=False),
+    "tt einsum, the cell spelled otherwise, batch first": TensorizedLSTM(fmt="tt", variant="commuted",
+                                                                         batch_first=True),
 }
 
 

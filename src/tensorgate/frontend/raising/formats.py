@@ -133,7 +133,8 @@ def _modes(net: Network) -> _Modes:
         had_dangling.append(any(uses[label] == 1 and net.sizes[label] == 1 and label not in open_labels
                                 for label in term.labels))
     if len(rows) != len(cols):
-        raise NotRaised(f"the map has {len(cols)} input modes and {len(rows)} output modes")
+        raise NotRaised(f"the input splits into {len(cols)} modes and the output into {len(rows)}; "
+                        "a tt/bt/ht map pairs them one to one")
     return _Modes(rows, cols, terms, had_dangling, net.sizes)
 
 

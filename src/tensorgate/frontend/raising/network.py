@@ -93,6 +93,8 @@ class Network:
         dims = [net.sizes[symbolic_names[d]] if isinstance(d, str) and d in symbolic_names else d for d in target]
         unknown = [k for k, d in enumerate(dims) if not isinstance(d, int)]
         total = math.prod(math.prod(net.sizes[label] for label in group) for group in net.axes)
+        if total == 0:
+            raise NotRaised("a reshape of an empty tensor")
         if len(unknown) > 1:
             raise NotRaised(f"a reshape to {list(target)} has more than one dim of unknown size")
         if unknown:

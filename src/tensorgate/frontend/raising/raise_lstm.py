@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ...errors import VerifyError
 from ...ir.core import Module, Op, Value
 from ...ir.linear_map import DenseMap, LinearMap
 from ...ir.ops import OP_SPECS, const_values
@@ -204,9 +205,9 @@ def _expect(value: Value, kind: str, what: str) -> None:
 
 def _gate_terms(pre: Value, ops: list[Op]) -> list[_Term]:
     """The summands of one gate's pre-activation."""
-    rows = pre.type.shape[-1]
-    if not isinstance(rows, int):
-        raise NotRaised(f"gate pre-activation %{pre.name} has no static width")
+    rows = pre.type.shape[-1] if pre.type.rank else None
+    if not isinstance(rows, int) or pre.type.rank != 2:
+        raise NotRaised("a gate's pre-activation is not a [batch, width] value of static width")
     terms: list[_Term] = []
     _collect(pre, 0, rows, terms, ops)
     return terms
@@ -220,7 +221,9 @@ def _collect(value: Value, start: int, stop: int, terms: list[_Term], ops: list[
         return
     op = value.producer
     if op is None:
-        raise NotRaised(f"a gate adds module input %{value.name}, which is no map of x_t or h")
+        raise NotRaised("a gate adds a module input, which is no map of x_t or h")
+    if value.type.rank == 0 or any(v.type.rank == 0 for v in op.inputs):
+        raise NotRaised("a gate's pre-activation is computed from scalars", op)
     ops.append(op)
     width = value.type.shape[-1]
     if op.kind == "split" and _last_axis(op, op.attrs["axis"]):
@@ -415,6 +418,8 @@ def _chains(cells: list[_Cell], notes: Notes) -> list[list[_Cell]]:
 def _raise_chain(module: Module, chain: list[_Cell]) -> None:
     first = chain[0]
     hidden = first.c_new.type.shape[-1]
+    if not isinstance(hidden, int):
+        raise NotRaised("the cell state has no static width")
     for prev, cell in zip(chain, chain[1:]):
         if cell.h_prev is not prev.h_new:
             raise NotRaised("a step's hidden state does not come from the previous step")
@@ -564,20 +569,22 @@ class _Rewriter:
 
     def _op(self, kind: str, operands: list, attrs: dict, results: list[Value | None],
             roles: list[str] | None = None) -> Op:
-        """A new op (placed by ``_install``); a result given in ``results`` is taken over
-        (its name and type kept), a ``None`` one is created as ``<loc>:<role>``."""
+        """A new op, placed by ``_install``: a result given in ``results`` is taken over
+        there (its name and type kept), a ``None`` one is created as ``<loc>:<role>``.
+        Nothing in the module changes before ``_install``."""
         spec = OP_SPECS[kind]
         op = Op(kind, operands, [], {**spec.attrs, **attrs}, self.loc)
         consts = const_values(v.producer for v in op.inputs if v.producer is not None)
-        types = spec.infer(op, consts)
+        try:
+            types = spec.infer(op, consts)
+        except VerifyError as exc:
+            raise NotRaised(f"the {kind} op that would replace the cells does not fit: {exc}") from None
         values = []
         for index, (value, inferred) in enumerate(zip(results, types)):
             if value is None:
-                value = Value(self._name(f"{self.loc}:{roles[index] if roles else kind}"), inferred)
+                value = Value(self._name(f"{self.loc}:{roles[index] if roles else kind}"), inferred, op)
             values.append(value)
         op.results = values
-        for value in values:
-            value.producer = op
         self.new_ops.append(op)
         return op
 
@@ -592,6 +599,9 @@ class _Rewriter:
     def _install(self, old: list[Op]) -> None:
         """Put the new ops in, drop the ``old`` ops whose results they took over, remove
         what the old cells leave unused, and restore a valid order."""
+        for op in self.new_ops:
+            for value in op.results:
+                value.producer = op
         taken_over = {id(op) for op in old if any(r.producer is not op for r in op.results)}
         self.module.ops = [op for op in self.module.ops if id(op) not in taken_over] + self.new_ops
         producers = [v.producer for op in old for v in op.inputs if v.producer is not None]

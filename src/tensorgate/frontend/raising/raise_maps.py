@@ -34,16 +34,26 @@ CONTRACTIONS = ("einsum", "matmul", "linear")
 
 
 def raise_maps(module: Module, notes: Notes) -> None:
-    """Rewrite ``module`` in place; adds to ``notes`` the regions left as they were."""
+    """Rewrite ``module`` in place; adds to ``notes`` the regions left as they were.
+
+    The root is the earliest value on the walk back from a contraction that gives a
+    clean raise (a layout op right after the true input, as in ``x[t:t+1].squeeze(0)``,
+    is walked back over too); if none does, the earliest one's failures are noted."""
     raised: list[LinearMap] = []
     examined: set[int] = set()
     for op in list(module.ops):
         if id(op) in examined or op not in module.ops or _applied_operand(op) is None:
             continue
-        region = _Region.grow(module, _root_of(_applied_operand(op)))
-        examined.update(id(o) for o in region.ops)
+        regions = []
+        for root in _roots_of(_applied_operand(op)):
+            regions.append(_Region.grow(module, root))
+            regions[-1].plan(raised)
+            if regions[-1].maps and not regions[-1].failures:
+                break
+        region = regions[-1] if regions[-1].maps and not regions[-1].failures else regions[0]
+        examined.update(id(o) for r in regions for o in r.ops)
         examined.add(id(op))
-        region.replace(raised, notes)
+        region.apply(raised, notes)
 
 
 def _applied_operand(op: Op) -> Value | None:
@@ -56,8 +66,10 @@ def _applied_operand(op: Op) -> Value | None:
     return dynamic[0] if len(dynamic) == 1 and len(op.operands) > 1 else None
 
 
-def _root_of(value: Value) -> Value:
-    """Walk back through layout ops and contractions with constants."""
+def _roots_of(value: Value) -> list[Value]:
+    """The values met walking back through layout ops and contractions with
+    constants, earliest first."""
+    path = [value]
     while value.producer is not None:
         op = value.producer
         if op.kind in LAYOUT_OPS and constant_array(op.operands[0]) is None:
@@ -66,7 +78,8 @@ def _root_of(value: Value) -> Value:
             value = _applied_operand(op)
         else:
             break
-    return value
+        path.append(value)
+    return path[::-1]
 
 
 @dataclass
@@ -78,6 +91,8 @@ class _Region:
     traced: dict[int, Traced] = field(default_factory=dict)
     ops: list[Op] = field(default_factory=list)
     failure: NotRaised | None = None
+    maps: list[tuple[Value, LinearMap, np.ndarray | None]] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (place, reason)
 
     @classmethod
     def grow(cls, module: Module, root: Value) -> "_Region":
@@ -161,43 +176,48 @@ class _Region:
                 needed.update(id(v) for v in op.inputs)
         return ops[::-1]
 
-    def replace(self, raised: list[LinearMap], notes: Notes) -> None:
-        """Replace each value the region computes for the rest of the graph by one
-        ``linear`` op of the root; notes what looks tensorized but is not raised."""
+    def plan(self, raised: list[LinearMap]) -> None:
+        """Find the map of each value the region computes for the rest of the graph
+        (``maps``) and why the others are not maps (``failures``); nothing changes yet."""
         if self.failure is not None:
             if _looks_tensorized(self.ops + [self.failure.where]):
-                notes.add("tensorized map", place_of(self.ops + [self.failure.where]), str(self.failure))
+                self.failures.append((place_of(self.ops + [self.failure.where]), str(self.failure)))
             return
-        replaced = []
         for result in self.exits():
             ops = self.slice_of(result)
             if not _looks_tensorized(ops):
                 continue
             try:
-                old = self._replace(result, raised)
+                self.maps.append((result, *self._map_of(result, raised)))
             except NotRaised as exc:
-                notes.add("tensorized map", place_of(ops), str(exc))
-            else:
-                replaced.append(old)
-        if replaced:
-            remove_dead(self.module, self.ops + [v.producer for op in replaced for v in op.inputs
-                                                 if v.producer is not None])
+                self.failures.append((place_of(ops), str(exc)))
 
-    def _replace(self, result: Value, raised: list[LinearMap]) -> Op:
-        """Put ``linear(root)`` in the place of ``result``'s producer; returns that op."""
+    def _map_of(self, result: Value, raised: list[LinearMap]) -> tuple[LinearMap, np.ndarray | None]:
         traced = self.traced[id(result)]
         linear_map = match_map(traced)
         if linear_map.in_dim != self.root.type.shape[-1] or (linear_map.out_dim,) != result.type.shape[-1:]:
             raise NotRaised(f"the map is {linear_map.out_dim}x{linear_map.in_dim}, applied to "
                             f"{self.root.type} it gives {result.type}")
         linear_map = next((m for m in raised if m == linear_map), linear_map)
-        if all(m is not linear_map for m in raised):
-            raised.append(linear_map)
         bias = None if traced.bias is None else np.asarray(traced.bias, linear_map.dtype)
-        producer = result.producer
-        self.module.ops[self.module.ops.index(producer)] = Op(
-            "linear", [self.root], [result], {"weight": linear_map, "bias": bias}, producer.loc)
-        return producer
+        return linear_map, bias
+
+    def apply(self, raised: list[LinearMap], notes: Notes) -> None:
+        """Put ``linear(root)`` in the place of each planned value's producer (maps equal
+        to one raised before share it) and note the failures."""
+        for place, reason in self.failures:
+            notes.add("tensorized map", place, reason)
+        replaced = []
+        for result, linear_map, bias in self.maps:
+            if all(m is not linear_map for m in raised):
+                raised.append(linear_map)
+            producer = result.producer
+            self.module.ops[self.module.ops.index(producer)] = Op(
+                "linear", [self.root], [result], {"weight": linear_map, "bias": bias}, producer.loc)
+            replaced.append(producer)
+        if replaced:
+            remove_dead(self.module, self.ops + [v.producer for op in replaced for v in op.inputs
+                                                 if v.producer is not None])
 
 
 def _looks_tensorized(ops: list[Op | None]) -> bool:
