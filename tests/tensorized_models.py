@@ -36,7 +36,7 @@ from tensorgate.ir.linear_map import LinearMap
 from tensorgate.ir.tensor_formats import BTMap, HTMap, TTMap, balanced_tree, tree_nodes
 from tensorgate.runtime.numpy_runtime import run_module
 
-PARAM_SCALE = 0.7  # every format's W then has entries of about 0.3-0.6 at the test sizes
+PARAM_SCALE = 0.7  # every format's W then has entries of about 0.2-0.9 (std) at the test sizes
 GATE_ORDERS = {"ifgo": ("i", "f", "g", "o"), "iofc": ("i", "o", "f", "g")}
 
 
@@ -51,9 +51,9 @@ class Term:
 class TorchTensorizedLinear(torch.nn.Module):
     """``y[..., M] = W x[..., N] + b`` with ``W`` in a decomposed format.
 
-    ``fmt``: ``"tt"`` (ranks ``[1, r_1, .., 1]``), ``"bt"`` (``blocks`` Tucker blocks of
-    ranks ``ranks``), ``"ht"`` (balanced dimension tree, every rank below the root
-    ``rank``) or ``"tr"`` (a tensor ring: TT cores whose first and last bond close a loop,
+    ``fmt``: ``"tt"`` (ranks ``[1, rank, .., rank, 1]``), ``"bt"`` (``blocks`` Tucker blocks,
+    every Tucker rank ``rank``), ``"ht"`` (balanced dimension tree, every rank below the
+    root ``rank``) or ``"tr"`` (a tensor ring: TT cores whose first and last bond close a loop,
     which no tensorgate format holds).
     """
 
