@@ -292,3 +292,45 @@ def test_raw_needs_quantized_artifact(artifact, tmp_path, capsys, demo_inputs):
     code, _, err = run_cli(capsys, "run", str(artifact), "--input", str(inputs), "--output",
                            str(tmp_path / "o.npz"), "--raw")
     assert_clean_error(code, err, 2, "--raw", "quantize")
+
+
+def test_verilog_target_simulates_bit_exact_with_run(tmp_path, capsys, demo_inputs, logits_model):
+    model_path, logits = logits_model
+    with np.load(INPUTS) as data:
+        np.savez(tmp_path / "two.npz", image_rows=data["image_rows"][:2])
+    out = tmp_path / "hw"
+    pipeline = "canonicalize, dce, decompose{method=tt max-rank=4 d=2}, order-contractions, quantize{bits=8}"
+    code, _, err = run_cli(capsys, "compile", str(model_path), "-p", pipeline, "--target", "verilog",
+                           "--pes", "4", "-o", str(out))
+    assert code == 0, err
+    assert json.loads((out / "manifest.json").read_text())["hardware"]["pes"] == 4
+    code, printed, err = run_cli(capsys, "simulate", str(out), "--input", str(tmp_path / "two.npz"),
+                                 "--output", str(tmp_path / "sim.npz"), "--stats", str(tmp_path / "stats.json"))
+    assert code == 0, err
+    assert "cycles" in printed
+    assert run_cli(capsys, "run", str(out), "--input", str(tmp_path / "two.npz"),
+                   "--output", str(tmp_path / "gold.npz"))[0] == 0
+    with np.load(tmp_path / "sim.npz") as sim, np.load(tmp_path / "gold.npz") as gold:
+        np.testing.assert_array_equal(sim[logits], gold[logits])
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert stats["cycles"] >= stats["mac_bound_cycles"] > 0
+
+
+def test_verilog_target_needs_quantize(capsys, tmp_path, logits_model):
+    out = tmp_path / "hw"
+    code, _, err = run_cli(capsys, "compile", str(logits_model[0]), "--target", "verilog", "-o", str(out))
+    assert_clean_error(code, err, 1, "quantize")
+    assert not out.exists()
+
+
+def test_onnx_target_runs_in_onnxruntime(tmp_path, capsys, demo_inputs):
+    inputs, images = demo_inputs
+    out = tmp_path / "ox"
+    code, _, err = run_cli(capsys, "compile", str(MODEL), "-p", "canonicalize, decompose{method=tt max-rank=4 d=2}",
+                           "--target", "onnx", "-o", str(out))
+    assert code == 0, err
+    session = onnxruntime.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert run_cli(capsys, "run", str(out), "--input", str(inputs), "--output", str(tmp_path / "o.npz"))[0] == 0
+    with np.load(tmp_path / "o.npz") as data:
+        np.testing.assert_allclose(session.run(None, {"image_rows": images})[0], data["probabilities"],
+                                   rtol=1e-5, atol=1e-6)

@@ -200,7 +200,7 @@ def test_without_torch_the_pass_says_how_to_install_it(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)
     module = classifier_module(maps("tt", np.random.default_rng(0)), maps("dense", np.random.default_rng(0), 1,
                                                                           (32,), (8,)), H, I, CLASSES)
-    with pytest.raises(PassError, match=r"PyTorch, which is not installed: pip install torch"):
+    with pytest.raises(PassError, match=r"PyTorch, which is not installed: pip install .tensorgate\[train\]. \(torch==2.13.0\)"):
         Finetune(data=path).run(module)
 
 

@@ -18,7 +18,7 @@ from rich.console import Console
 from . import __version__
 from .errors import ExecutionError, TensorgateError, UsageError
 
-TARGETS = ("numpy",)
+TARGETS = ("numpy", "onnx", "verilog")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,7 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("model", type=Path, help="the .onnx model to compile")
     comp.add_argument("-p", "--pipeline", default="canonicalize, dce",
                       help="pass pipeline text, e.g. 'canonicalize, dce' (see `tensorgate passes`)")
-    comp.add_argument("--target", choices=TARGETS, default="numpy", help="backend (default: numpy)")
+    comp.add_argument("--target", choices=TARGETS, default="numpy",
+                      help="backend: numpy (IR + weights), onnx (standard ONNX), verilog (PE-array RTL, "
+                           "program and memory images; needs a quantized module) (default: numpy)")
+    comp.add_argument("--pes", type=int, default=16, metavar="P",
+                      help="multiply-accumulate lanes of the verilog accelerator, a power of two (default: 16)")
     comp.add_argument("-o", "--output", type=Path, required=True, help="artifact directory to write")
     comp.add_argument("--time-passes", action="store_true", help="print a table of pass run times")
     comp.add_argument("--print-ir-after-all", action="store_true", help="print the IR after every pass")
@@ -90,6 +94,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--raw", action="store_true",
                      help="write the integer codes of a quantized artifact's outputs, not their real values")
     run.set_defaults(handler=cmd_run)
+
+    sim = sub.add_parser("simulate", parents=[common], help="run a verilog artifact under Verilator",
+                         description="Build the artifact's accelerator with Verilator (cached) and run it "
+                                     "cycle by cycle; outputs equal `run` bit for bit.")
+    sim.add_argument("artifact", type=Path, help="artifact directory from `compile --target verilog`")
+    sim.add_argument("--input", type=Path, required=True,
+                     help=".npz keyed by the model's input names (or .npy for a single-input model)")
+    sim.add_argument("--output", type=Path, required=True, help=".npz to write, keyed by output names")
+    sim.add_argument("--stats", type=Path, metavar="STATS.json",
+                     help="write cycles, cycles per step, MAC bound, PE utilization and speed")
+    sim.add_argument("--trace", type=Path, metavar="WAVE.vcd", help="write a VCD waveform")
+    sim.add_argument("--raw", action="store_true", help="write integer output codes, not real values")
+    sim.set_defaults(handler=cmd_simulate)
 
     passes = sub.add_parser("passes", parents=[common], help="list every pass with its options")
     passes.set_defaults(handler=cmd_passes)
@@ -127,7 +144,6 @@ def cmd_inspect(args) -> None:
 
 
 def cmd_compile(args) -> None:
-    from .backend.artifact import write_numpy_artifact
     from .frontend import import_onnx
     from .passes import PassManager
 
@@ -142,13 +158,32 @@ def cmd_compile(args) -> None:
     console = Console(stderr=True)
     with console.status(f"importing {args.model}"):
         module = import_onnx(args.model)
-    with console.status(f"running {pm}"):
-        module = pm.run(module)
+    if any(p.name == "finetune" for p in pm.pipeline):
+        module = pm.run(module)  # finetune shows its own progress bars
+    else:
+        with console.status(f"running {pm}"):
+            module = pm.run(module)
     with console.status(f"writing {args.output}"):
-        write_numpy_artifact(module, args.output, str(pm), str(args.model))
+        write_target(module, args, str(pm))
     if args.time_passes:
         console.print(pm.timing_table())
     print(f"wrote {args.output}")
+
+
+def write_target(module, args, pipeline: str) -> None:
+    """Write the artifact of ``args.target``."""
+    from .backend.artifact import write_numpy_artifact
+
+    if args.target == "onnx":
+        from .backend.onnx_export import write_onnx_artifact
+
+        write_onnx_artifact(module, args.output, pipeline, str(args.model))
+    elif args.target == "verilog":
+        from .backend.verilog.artifact import write_verilog_artifact
+
+        write_verilog_artifact(module, args.output, pipeline, str(args.model), args.pes)
+    else:
+        write_numpy_artifact(module, args.output, pipeline, str(args.model))
 
 
 def read_inputs(path: Path, input_names: list[str]) -> dict[str, np.ndarray]:
@@ -197,6 +232,23 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def cmd_simulate(args) -> None:
+    """Simulate a verilog artifact; outputs like `run`, statistics to the terminal and --stats."""
+    import json
+
+    from .runtime.simulator import Simulator
+
+    simulator = Simulator(args.artifact)
+    inputs = read_inputs(args.input, [v.name for v in simulator.module.inputs])
+    outputs, stats = simulator.run(inputs, trace=args.trace, raw=args.raw)
+    write_npz(args.output, outputs)
+    if args.stats:
+        args.stats.write_text(json.dumps(stats, indent=2) + "\n")
+    print(f"wrote {args.output}: {stats['cycles']:,} cycles ({stats['cycles_per_step']:,.0f} per step, "
+          f"MAC bound {stats['mac_bound_cycles']:,.0f}, PE utilization {stats['pe_utilization']:.0%}), "
+          f"{stats['cycles_per_second'] / 1e6:.1f} M cycles/s")
 
 
 def cmd_passes(args) -> None:

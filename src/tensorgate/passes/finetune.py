@@ -46,7 +46,7 @@ from ..ir.linear_map import LinearMap
 from ..ir.types import FloatType, IntType
 from .base import Pass, option
 
-INSTALL_HINT = "pip install torch (or pip install 'tensorgate[train]')"
+INSTALL_HINT = "pip install 'tensorgate[train]' (torch==2.13.0)"
 DEFAULT_GAMMA = 2.0
 SINGLE_THREAD_MACS = 1 << 22
 """Models whose maps cost fewer multiply-accumulates than this per optimization step
