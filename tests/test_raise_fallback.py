@@ -162,3 +162,13 @@ def test_a_map_that_is_no_format_runs_as_einsums(exported):
     assert ring.endswith("the first and last cores share a bond (a tensor ring)")
     assert cell.startswith("LSTM cell not raised") and "'reshape' op, not only sums of linear maps" in cell
     check_outputs(module, path, config)
+
+
+def test_inspect_says_what_was_not_raised_and_why(exported, capsys):
+    from tensorgate.cli import main
+
+    path = exported(TensorizedLSTM(fmt="tt", style="einsum", variant="relu_candidate"))
+    assert main(["inspect", str(path)]) == 0
+    printed = capsys.readouterr().out
+    assert "not raised: LSTM cell not raised at node '/Mul_6'" in printed
+    assert "the candidate gate goes through relu" in printed

@@ -46,6 +46,7 @@ def inspect_summary(module: Module) -> dict:
             "compression": round(stats.compression, 3),
         },
         "contraction": contraction_totals(module),
+        "not_raised": list(getattr(module, "notes", [])),
     }
 
 
@@ -82,6 +83,8 @@ def render_summary(summary: dict, console: Console | None = None) -> None:
     console.print(table)
     if summary["contraction"]:
         _render_contraction(summary, console)
+    for note in summary["not_raised"]:
+        console.print(escape(f"not raised: {note}"))
     params = summary["params"]
     console.print(f"parameters: {params['dense']:,} dense, {params['compressed']:,} stored "
                   f"({params['compression']:.1f}x); LSTM MACs per time step: {summary['macs_per_step']:,}")
