@@ -109,7 +109,10 @@ def test_demo_prints_table_agreeing_with_onnxruntime(capsys):
 
     outputs = run_demo()
     np.testing.assert_allclose(outputs["tensorgate"], outputs["onnxruntime"], rtol=1e-5, atol=1e-6)
-    assert "onnxruntime" in capsys.readouterr().out
+    np.testing.assert_array_equal(outputs["verilator"], outputs["golden"])
+    assert (outputs["golden"].argmax(-1) == outputs["onnxruntime"].argmax(-1)).all()
+    printed = capsys.readouterr().out
+    assert "onnxruntime" in printed and "every output code equal" in printed
 
 
 def test_entry_point_reports_usage_error_exit_2():

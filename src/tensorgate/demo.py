@@ -1,4 +1,6 @@
-"""`tensorgate demo`: the bundled LSTM digit classifier, compiled and run next to onnxruntime."""
+"""`tensorgate demo`: the bundled LSTM digit classifier, compiled and run next to
+onnxruntime, then quantized, compiled to the PE-array accelerator and simulated under
+Verilator, bit-exact with the integer golden model."""
 
 from __future__ import annotations
 
@@ -10,7 +12,11 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from .errors import TensorgateError
+
 DEMO_PIPELINE = "canonicalize, dce"
+HARDWARE_PIPELINE = "canonicalize, dce, order-contractions, quantize{bits=16 calibration=%s}"
+HARDWARE_PES = 16
 
 
 def demo_files() -> tuple[Path, Path]:
@@ -51,4 +57,52 @@ def run_demo(console: Console | None = None) -> dict[str, np.ndarray]:
     console.print(table)
     console.print(f"parameters: {manifest['params']['dense']:,}; all outputs agree within "
                   f"{np.abs(ours - reference).max():.1e}")
-    return {"tensorgate": ours, "onnxruntime": reference}
+    hardware = run_hardware(import_onnx(model_path), images, labels, str(model_path), console)
+    return {"tensorgate": ours, "onnxruntime": reference, **hardware}
+
+
+def logits_module(module):
+    """The classifier without its trailing softmax: fixed point has no softmax, and the
+    argmax (the predicted class) is the same."""
+    from .passes import PassManager
+
+    (output,) = module.outputs
+    if output.producer is not None and output.producer.kind in ("softmax", "log_softmax"):
+        module.outputs = [output.producer.operands[0]]
+        PassManager.parse("dce").run(module)
+    return module
+
+
+def run_hardware(module, images, labels, source: str, console: Console) -> dict[str, np.ndarray]:
+    """Quantize to 16 bits, compile for the PE array, simulate under Verilator and show
+    that every output code equals the integer golden model's."""
+    from .backend.verilog.artifact import write_verilog_artifact
+    from .passes import PassManager
+    from .runtime.fixed_runtime import run_fixed
+    from .runtime.simulator import Simulator
+
+    module = logits_module(module)
+    with tempfile.TemporaryDirectory() as tmp:
+        calibration = Path(tmp) / "calibration.npz"
+        np.savez(calibration, image_rows=images)
+        pipeline = HARDWARE_PIPELINE % calibration
+        PassManager.parse(pipeline).run(module)
+        artifact = write_verilog_artifact(module, Path(tmp) / "hw", pipeline, source, HARDWARE_PES)
+        with console.status("building the accelerator with Verilator and simulating"):
+            simulated, stats = Simulator(artifact).run({"image_rows": images}, raw=True)
+    golden = run_fixed(module, {"image_rows": images}, raw=True)
+    name = module.outputs[0].name
+    table = Table(title=f"16-bit fixed point: integer golden model vs Verilator ({HARDWARE_PES} PEs)")
+    for column in ("sample", "label", "golden class", "verilator class", "bit-exact"):
+        table.add_column(column, justify="right")
+    for index, (mine, theirs) in enumerate(zip(golden[name], simulated[name])):
+        table.add_row(str(index), str(labels[index]), str(mine.argmax()), str(theirs.argmax()),
+                      "yes" if np.array_equal(mine, theirs) else "[red]NO[/red]")
+    console.print(table)
+    exact = np.array_equal(golden[name], simulated[name])
+    console.print(f"{'every output code equal' if exact else 'MISMATCH'}; {stats['cycles']:,} cycles "
+                  f"({stats['cycles_per_step']:,.0f} per time step, MAC bound {stats['mac_bound_cycles']:,.0f}), "
+                  f"simulated at {stats['cycles_per_second'] / 1e6:.1f} M cycles/s")
+    if not exact:
+        raise TensorgateError("the simulated accelerator differs from the integer golden model")
+    return {"golden": golden[name], "verilator": simulated[name]}
