@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=16, help="sequences per batch for the batched workload")
     parser.add_argument("--steps", type=int, default=6, help="time steps (UCF11 models use 6 frames)")
     args = parser.parse_args(argv)
-    console = Console()
+    console = Console(width=max(Console().width, 160))
     table = Table(title="MACs per time step (lower is better)")
     for column in ("map", "rows", "precontract", "naive", "chosen", "opt_einsum optimal", "dense",
                    "peak", "params", "search ms"):

@@ -75,7 +75,7 @@ def main() -> None:
         worst = max(worst, t_ours / t_ort)
         table.add_row(str(hidden), str(features), str(batch), f"{t_ort * 1e3:.3f}", f"{t_ours * 1e3:.3f}",
                       f"{t_ours / t_ort:.2f}x", f"{np.abs(ours - ref).max():.1e}")
-    console = Console()
+    console = Console(width=max(Console().width, 160))
     console.print(table)
     console.print(f"worst ratio {worst:.2f}x (target: within 2x of onnxruntime) -> "
                   f"{'met' if worst <= 2 else 'NOT met'}")
