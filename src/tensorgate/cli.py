@@ -108,6 +108,30 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--raw", action="store_true", help="write integer output codes, not real values")
     sim.set_defaults(handler=cmd_simulate)
 
+    explore = sub.add_parser("explore", parents=[common], help="sweep methods x ranks x bits; CSV and Pareto plot",
+                             description="Compile MODEL with every decomposition method, rank and bit width; "
+                                         "measure parameters, accuracy (or output error), MACs and accelerator "
+                                         "cycles on --data; write OUTDIR/explore.csv and OUTDIR/pareto.png.")
+    explore.add_argument("model", type=Path, help="the .onnx model to explore")
+    explore.add_argument("--data", type=Path, required=True,
+                         help=".npz with the model's inputs by name (also the quantize calibration) and "
+                              "optional integer labels")
+    explore.add_argument("--labels-key", metavar="KEY",
+                         help="name of the labels array (default: 'labels' if the data has it)")
+    explore.add_argument("--output", metavar="NAME", help="the model output to measure (needed if it has several)")
+    explore.add_argument("--methods", default="dense,tt,bt,ht",
+                         help="comma-separated: dense, tt, bt, ht (default: dense,tt,bt,ht)")
+    explore.add_argument("--ranks", default="2,4,8",
+                         help="comma-separated ranks: tt/ht max-rank, bt tucker-rank (default: 2,4,8)")
+    explore.add_argument("--bits", default="none,8,16",
+                         help="comma-separated widths: none (float) or 2..32 (default: none,8,16)")
+    explore.add_argument("--weights", choices=("input", "recurrent", "all"), default="all",
+                         help="LSTM weights to decompose (default: all)")
+    explore.add_argument("--pes", type=int, default=16, metavar="P",
+                         help="accelerator MAC lanes for the cycle estimate, a power of two (default: 16)")
+    explore.add_argument("-o", "--output-dir", type=Path, required=True, help="directory to write")
+    explore.set_defaults(handler=cmd_explore)
+
     passes = sub.add_parser("passes", parents=[common], help="list every pass with its options")
     passes.set_defaults(handler=cmd_passes)
 
@@ -249,6 +273,16 @@ def cmd_simulate(args) -> None:
     print(f"wrote {args.output}: {stats['cycles']:,} cycles ({stats['cycles_per_step']:,.0f} per step, "
           f"MAC bound {stats['mac_bound_cycles']:,.0f}, PE utilization {stats['pe_utilization']:.0%}), "
           f"{stats['cycles_per_second'] / 1e6:.1f} M cycles/s")
+
+
+def cmd_explore(args) -> None:
+    from .explore import ExploreOptions, parse_bits, parse_methods, parse_ranks, run_explore
+
+    options = ExploreOptions(methods=parse_methods(args.methods), ranks=parse_ranks(args.ranks),
+                             bits=parse_bits(args.bits), weights=args.weights, pes=args.pes,
+                             labels_key=args.labels_key, output=args.output)
+    run_explore(args.model, args.data, args.output_dir, options, progress_console=Console(stderr=True))
+    print(f"wrote {args.output_dir / 'explore.csv'} and {args.output_dir / 'pareto.png'}")
 
 
 def cmd_passes(args) -> None:

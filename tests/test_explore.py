@@ -1,0 +1,179 @@
+"""`tensorgate explore`: the CSV and plot of a sweep on the bundled classifier, the Pareto
+marking, failed configurations recorded as rows, and bad options refused before any
+output is written."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+
+from models import OnnxLSTM, make_onnx_lstm
+from tensorgate.backend.report import model_stats
+from tensorgate.cli import main
+from tensorgate.demo import demo_files
+from tensorgate.explore import COLUMNS, ExploreOptions, explore, pareto_mask
+from tensorgate.frontend import import_onnx
+from tensorgate.passes import PassManager
+
+MODEL, INPUTS = demo_files()
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def read_csv(path) -> list[dict[str, str]]:
+    with open(path, newline="") as stream:
+        return list(csv.DictReader(stream))
+
+
+def by_config(rows) -> dict[tuple[str, str, str], dict[str, str]]:
+    return {(row["method"], row["rank"], row["bits"]): row for row in rows}
+
+
+@pytest.fixture(scope="module")
+def demo_sweep(tmp_path_factory):
+    """One CLI sweep of the demo classifier: dense and TT rank 2, float and 8/16 bits."""
+    out = tmp_path_factory.mktemp("explore") / "sweep"
+    code = main(["explore", str(MODEL), "--data", str(INPUTS), "--methods", "dense,tt", "--ranks", "2",
+                 "--bits", "none,8,16", "-o", str(out)])
+    assert code == 0
+    return out
+
+
+def test_csv_has_one_row_per_configuration(demo_sweep):
+    with open(demo_sweep / "explore.csv", newline="") as stream:
+        assert tuple(next(csv.reader(stream))) == COLUMNS
+    rows = read_csv(demo_sweep / "explore.csv")
+    assert [(r["method"], r["rank"], r["bits"]) for r in rows] == [
+        ("dense", "", "none"), ("dense", "", "8"), ("dense", "", "16"),
+        ("tt", "2", "none"), ("tt", "2", "8"), ("tt", "2", "16")]
+    assert all(r["status"] == "ok" and r["message"] == "" for r in rows)
+    assert all(float(r["cycles_per_step"]) > 0 and int(r["macs_per_step"]) > 0 for r in rows)
+
+
+def test_metrics_match_references(demo_sweep):
+    rows = by_config(read_csv(demo_sweep / "explore.csv"))
+    with np.load(INPUTS) as data:
+        images, labels = data["image_rows"], data["labels"]
+    session = onnxruntime.InferenceSession(str(MODEL), providers=["CPUExecutionProvider"])
+    probabilities = session.run(None, {"image_rows": images})[0]
+    dense = rows["dense", "", "none"]
+    assert float(dense["accuracy"]) == pytest.approx(np.mean(probabilities.argmax(-1) == labels))
+    assert float(dense["rel_error"]) == 0.0 and float(dense["agreement"]) == 1.0
+    # 16-bit logits put back through softmax land near the float probabilities
+    assert float(rows["dense", "", "16"]["rel_error"]) < 1e-3
+    assert float(rows["dense", "", "16"]["agreement"]) == 1.0
+    decomposed = PassManager.parse("canonicalize, dce, decompose{method=tt weights=all max-rank=2}").run(
+        import_onnx(MODEL))
+    params = model_stats(decomposed).params_compressed
+    assert {int(rows["tt", "2", bits]["params"]) for bits in ("none", "8", "16")} == {params}
+    assert float(rows["tt", "2", "none"]["compression"]) == pytest.approx(int(dense["params"]) / params, rel=1e-5)
+
+
+def test_pareto_column_matches_the_front(demo_sweep):
+    rows = read_csv(demo_sweep / "explore.csv")
+    expected = pareto_mask([(int(r["params"]), float(r["accuracy"])) for r in rows], higher_is_better=True)
+    assert [r["pareto"] == "true" for r in rows] == expected
+
+
+def test_plot_is_a_png(demo_sweep):
+    image = (demo_sweep / "pareto.png").read_bytes()
+    assert image.startswith(PNG_SIGNATURE) and len(image) > 10_000
+    assert sorted(p.name for p in demo_sweep.iterdir()) == ["explore.csv", "pareto.png"]
+
+
+def test_pareto_mask_on_constructed_points():
+    points = [(100, 0.9), (200, 0.95), (150, 0.85), (100, 0.9), (300, 0.95), (50, 0.5)]
+    assert pareto_mask(points, higher_is_better=True) == [True, True, False, True, False, True]
+    errors = [(100, 0.1), (200, 0.05), (150, 0.2), (200, 0.01), (40, 0.3)]
+    assert pareto_mask(errors, higher_is_better=False) == [True, False, False, True, True]
+    assert pareto_mask([], higher_is_better=True) == []
+
+
+@pytest.fixture(scope="module")
+def relu_lstm(tmp_path_factory):
+    """An LSTM whose cell activation is Relu: it runs in float, quantize refuses it."""
+    directory = tmp_path_factory.mktemp("relu")
+    model, feeds = make_onnx_lstm(OnnxLSTM(activations=("Sigmoid", "Tanh", "Relu"), outputs=("Y_h",)))
+    onnx.save(model, directory / "relu.onnx")
+    np.savez(directory / "data.npz", **feeds)
+    return directory / "relu.onnx", directory / "data.npz"
+
+
+def test_failing_configuration_is_recorded(relu_lstm, tmp_path):
+    model, data = relu_lstm
+    out = tmp_path / "out"
+    assert main(["explore", str(model), "--data", str(data), "--methods", "dense,ht", "--ranks", "2",
+                 "--bits", "none,8", "-o", str(out)]) == 0
+    rows = by_config(read_csv(out / "explore.csv"))
+    for method, rank in (("dense", ""), ("ht", "2")):
+        failed = rows[method, rank, "8"]
+        assert failed["status"] == "failed" and "activations" in failed["message"]
+        assert failed["params"] == failed["pareto"] == ""
+        ok = rows[method, rank, "none"]
+        assert ok["status"] == "ok" and ok["accuracy"] == "" and float(ok["rel_error"]) >= 0
+        assert ok["cycles_per_step"] == "" and ok["message"].startswith("no cycle estimate")
+    assert rows["dense", "", "none"]["pareto"] == "true"
+    assert (out / "pareto.png").read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_sweep_is_deterministic(relu_lstm, tmp_path):
+    model, data = relu_lstm
+    options = ExploreOptions(methods=("tt", "bt"), ranks=(2,), bits=(None,))
+    first, second = (explore(model, data, options)[0] for _ in range(2))
+    assert [r.row() for r in first] == [r.row() for r in second]
+
+
+def test_rerun_replaces_an_earlier_output(relu_lstm, tmp_path):
+    model, data = relu_lstm
+    out = tmp_path / "out"
+    for methods in ("dense", "dense,tt"):
+        assert main(["explore", str(model), "--data", str(data), "--methods", methods, "--ranks", "2",
+                     "--bits", "none", "-o", str(out)]) == 0
+    assert [r["method"] for r in read_csv(out / "explore.csv")] == ["dense", "tt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+@pytest.mark.parametrize("args, code, fragment", [
+    (["--methods", "tt,svd"], 2, "unknown method(s) svd"),
+    (["--ranks", "2,zero"], 2, "'zero' is not an integer >= 1"),
+    (["--ranks", "0"], 2, "'0' is not an integer >= 1"),
+    (["--ranks", "2,2"], 2, "2 given more than once"),
+    (["--bits", "none,1"], 2, "'1' is neither 'none' nor a width"),
+    (["--pes", "12"], 2, "power of two"),
+    (["--labels-key", "classes"], 1, "no labels array 'classes'"),
+    (["--output", "logits"], 2, "--output 'logits' is not an output"),
+])
+def test_bad_options_are_refused(capsys, tmp_path, args, code, fragment):
+    out = tmp_path / "out"
+    assert main(["explore", str(MODEL), "--data", str(INPUTS), "--bits", "none", "-o", str(out), *args]) == code
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and fragment in err and "Traceback" not in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("arrays, fragment", [
+    ({"labels": np.zeros(8, np.int64)}, "lacks the model input(s) image_rows"),
+    ({"image_rows": np.zeros((8, 8, 8), np.float32), "label": np.zeros(8, np.int64)}, "has array(s) label"),
+    ({"image_rows": np.zeros((8, 8, 8), np.float32), "labels": np.zeros(7, np.int64)}, "labels 'labels' must be"),
+    ({"image_rows": np.zeros((8, 8), np.float32)}, "image_rows"),
+])
+def test_bad_data_is_refused(capsys, tmp_path, arrays, fragment):
+    data, out = tmp_path / "data.npz", tmp_path / "out"
+    np.savez(data, **arrays)
+    assert main(["explore", str(MODEL), "--data", str(data), "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and fragment in err
+    assert not out.exists()
+
+
+def test_existing_unrelated_directory_is_kept(capsys, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert main(["explore", str(MODEL), "--data", str(INPUTS), "--methods", "dense", "--bits", "none",
+                 "-o", str(out)]) == 1
+    assert "is not an explore output" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
