@@ -307,13 +307,15 @@ class Evaluator:
                         macs_per_step=sum(lstm_macs_per_step(op) for op in structure.ops_of("lstm")))
         if config.bits is None:
             output = run_module(structure, self.validation.inputs)[self.validation.output]
+            lowered = None
         else:
-            quantized, restore = self.quantize(structure, config.bits)
-            output = restore(self._run_fixed(quantized))
+            lowered, restore = self.quantize(structure, config.bits)
+            output = restore(self._run_fixed(lowered))
         self._measure(result, np.asarray(output, np.float64))
         try:
-            cycle_module = quantized if config.bits is not None else self.quantize(structure, CYCLE_ESTIMATE_BITS)[0]
-            result.cycles_per_step = cycles_per_step(cycle_module, self.options.pes)
+            if lowered is None:
+                lowered = self.quantize(structure, CYCLE_ESTIMATE_BITS)[0]
+            result.cycles_per_step = cycles_per_step(lowered, self.options.pes)
         except TensorgateError as exc:
             result.message = f"no cycle estimate: {exc}"
         return result
