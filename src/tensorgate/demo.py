@@ -61,27 +61,16 @@ def run_demo(console: Console | None = None) -> dict[str, np.ndarray]:
     return {"tensorgate": ours, "onnxruntime": reference, **hardware}
 
 
-def logits_module(module):
-    """The classifier without its trailing softmax: fixed point has no softmax, and the
-    argmax (the predicted class) is the same."""
-    from .passes import PassManager
-
-    (output,) = module.outputs
-    if output.producer is not None and output.producer.kind in ("softmax", "log_softmax"):
-        module.outputs = [output.producer.operands[0]]
-        PassManager.parse("dce").run(module)
-    return module
-
-
 def run_hardware(module, images, labels, source: str, console: Console) -> dict[str, np.ndarray]:
     """Quantize to 16 bits, compile for the PE array, simulate under Verilator and show
     that every output code equals the integer golden model's."""
     from .backend.verilog.artifact import write_verilog_artifact
+    from .explore import without_trailing_softmax
     from .passes import PassManager
     from .runtime.fixed_runtime import run_fixed
     from .runtime.simulator import Simulator
 
-    module = logits_module(module)
+    module, _ = without_trailing_softmax(module, module.outputs[0].name)  # fixed point has no softmax
     with tempfile.TemporaryDirectory() as tmp:
         calibration = Path(tmp) / "calibration.npz"
         np.savez(calibration, image_rows=images)
