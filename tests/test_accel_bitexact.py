@@ -46,6 +46,9 @@ def test_simulation_equals_the_golden_model(name, tmp_path):
     assert stats["cycles"] > 0 and stats["macs"] > 0
     assert 0 < stats["pe_utilization"] <= 1
     assert stats["mac_bound_cycles"] * stats["steps"] == -(-stats["macs"] // pes)
+    assert stats["gemm_cycles"] * pes >= stats["macs"]  # no more than P MACs a cycle
+    assert stats["cell_cycles"] > 0 and stats["overhead_cycles"] > 0
+    assert stats["gemm_cycles"] + stats["ew_cycles"] + stats["cell_cycles"] + stats["overhead_cycles"] == stats["cycles"]
 
 
 def test_dequantized_outputs_equal_the_golden_model(tmp_path):

