@@ -33,6 +33,7 @@ class AccelCase:
     lens: bool = False
     initial: bool = False
     split_gates: bool = False
+    input_forget: bool = False
     bits: int = 8
     activation: str = "pwl"
     rounding: str = "nearest-even"
@@ -69,6 +70,7 @@ def build_module(case: AccelCase) -> Module:
         w = [m for _ in range(dirs) for m in _weights(case, rng, 4 * hidden, size)]
         r = [m for _ in range(dirs) for m in _weights(case, rng, 4 * hidden, hidden)]
         attrs = {"hidden_size": hidden, "direction": case.direction, "w": w, "r": r,
+                 "input_forget": int(case.input_forget),
                  "bias": (0.3 * rng.standard_normal((dirs, 8 * hidden))).astype(np.float32)}
         lstm = b.op("lstm", [layer_input, lens, h0, c0], attrs, names=[f"Y{layer}", f"Y_h{layer}", f"Y_c{layer}"])
         outputs = list(lstm.results)

@@ -1,6 +1,7 @@
 """The Verilated accelerator equals the integer golden model, every bit, on every output:
 dense/TT/BT/HT maps; one layer, stacked, bidirectional, with a classifier head; one and
-several steps, ragged sequence lengths, initial states; 8 and 16 bits; PWL and LUT
+several steps, ragged sequence lengths, initial states, coupled input-forget gates; 8 and
+16 bits; PWL and LUT
 activations; both rounding modes; P in {1, 4, 16}.  One build per P serves every case."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ CASES = {
     "dense-states-lens-P1": (AccelCase(lens=True), 1),
     "dense-head-T1-16bit-P4": (AccelCase(steps=1, head="dense", bits=16), 4),
     "dense-split-gates-P16": (AccelCase(split_gates=True, initial=True), 16),
+    "dense-input-forget-lens-P4": (AccelCase(input_forget=True, lens=True, hidden=8), 4),
     "tt-head-P1": (AccelCase(fmt="tt", head="dense"), 1),
     "tt-scheduled-16bit-P4": (AccelCase(fmt="tt", bits=16, schedule=True), 4),
     "tt-lut-half-away-P16": (AccelCase(fmt="tt", activation="lut", rounding="half-away", lens=True), 16),

@@ -34,7 +34,7 @@ from ...runtime.numpy_runtime import KERNELS
 from . import isa
 from .isa import Loops, LoweringError, Narrowing
 
-CELL_CYCLES_PER_ELEMENT = 24
+CELL_CYCLES_PER_ELEMENT = 6
 FETCH_CYCLES = 3
 
 
@@ -505,7 +505,7 @@ class Lowering:
                     cell.update({isa.CELL_C: c_region + row, isa.CELL_H: h_region + row,
                                  isa.CELL_Y: y_region + ((t * dirs + d) * batch + b) * hidden, isa.CELL_T: t,
                                  isa.CELL_LEN: int(lens[b]) if lens is not None else 0})
-                    self.emit(isa.cell(cell), hidden * CELL_CYCLES_PER_ELEMENT + 4)
+                    self.emit(isa.cell(cell), hidden * CELL_CYCLES_PER_ELEMENT + 6)
         y = y_region + np.arange(steps * dirs * batch * hidden, dtype=np.int64).reshape(steps, dirs, batch, hidden)
         h = h_region + np.arange(dirs * batch * hidden, dtype=np.int64).reshape(state_shape)
         c = c_region + np.arange(dirs * batch * hidden, dtype=np.int64).reshape(state_shape)

@@ -8,9 +8,11 @@
 //        y = clamp(round((value << m) + slope * t, m + guard_bits), out_lo, out_hi)
 //
 // A table word holds the entry (lut) or intercept (pwl) in bits [31:0] and the pwl slope in
-// bits [63:32].  Two phases: on an edge with `lookup`, q is sampled (u registered) while the
-// table read of entry j is under way (`table_addr` is combinational from q); the cycle after,
-// `y` is valid (combinational from the registered u and the table word).
+// bits [63:32].  Two phases: on an edge with `lookup`, q is sampled (u registered, with the
+// configuration the output needs: pwl, index_shift, offset_drop, guard_bits) while the table
+// read of entry j is under way (`table_addr` is combinational from q); the cycle after, `y` is
+// valid (combinational from those registers and the table word).  A lookup of another
+// configuration may therefore be issued in the cycle `y` of the previous one is taken.
 module tg_act_unit #(
     parameter int ADDR_W = 12
 ) (
@@ -53,20 +55,30 @@ module tg_act_unit #(
     table_addr = base + unused_table_index[ADDR_W-1:0];
   end
 
+  logic       pwl_q;
+  logic [5:0] index_shift_q;
+  logic [5:0] offset_drop_q;
+  logic [5:0] guard_bits_q;
   always_ff @(posedge clk) begin
-    if (lookup) u <= u_now;
+    if (lookup) begin
+      u <= u_now;
+      pwl_q <= pwl;
+      index_shift_q <= index_shift;
+      offset_drop_q <= offset_drop;
+      guard_bits_q <= guard_bits;
+    end
   end
 
   always_comb begin
     value = 64'(signed'(table_word[31:0]));
     slope = 64'(signed'(table_word[63:32]));
-    r = u & ((64'd1 << index_shift) - 64'd1);
-    if (offset_drop != '0) begin
-      t = ((r >> offset_drop) << 1) | 64'd1;
-      m = index_shift - offset_drop + 6'd1;
+    r = u & ((64'd1 << index_shift_q) - 64'd1);
+    if (offset_drop_q != '0) begin
+      t = ((r >> offset_drop_q) << 1) | 64'd1;
+      m = index_shift_q - offset_drop_q + 6'd1;
     end else begin
       t = r;
-      m = index_shift;
+      m = index_shift_q;
     end
     line = (value <<< m) + slope * signed'(t);
   end
@@ -77,14 +89,14 @@ module tg_act_unit #(
       .SHIFT_W(8)
   ) narrow (
       .value     (line),
-      .shift     (8'(m + guard_bits)),
+      .shift     (8'(m + guard_bits_q)),
       .round_even(round_even),
       .result    (rounded),
       .saturated (unused_saturated)
   );
 
   always_comb begin
-    if (!pwl) y = value;
+    if (!pwl_q) y = value;
     else if (rounded < out_lo) y = out_lo;
     else if (rounded > out_hi) y = out_hi;
     else y = rounded;

@@ -1,5 +1,5 @@
 // LSTM cell unit: one CELL instruction updates one batch row of one direction, H elements,
-// element by element, in the golden model's integer arithmetic (runtime/fixed_runtime.py):
+// in the golden model's integer arithmetic (runtime/fixed_runtime.py):
 //
 //   i = σ(pre_i)   f = σ(pre_f) (ONE - i with input_forget)   g = tanh(pre_c)
 //   c' = clamp(round((f·c << fc_shift) + (i·g << ig_shift), c_shift), c_lo, c_hi)
@@ -9,6 +9,16 @@
 // keeps h and c and writes 0 to y.  Operands and results live in the scratchpad (one read
 // and one write port, read latency one cycle); σ, tanh and tanh_cell are tg_act_unit
 // configurations over one table memory (read latency one cycle).
+//
+// Elements are pipelined, one every six cycles (S0-S5): five scratchpad reads and five
+// table lookups per element, each resource busy at most once per stage.  Element k:
+//   S0 read pre_i                         | k-1: take o, look up tanh_cell(c'), write c'
+//   S1 read pre_f, look up σ(pre_i)       | k-1: take tanh_cell, h'
+//   S2 read pre_c, look up σ(pre_f), take i | k-1: write h'
+//   S3 read c, look up tanh(pre_c), take f  | k-1: write y
+//   S4 read pre_o, take g, take c
+//   S5 look up σ(pre_o), c'
+// and after the last element T0-T3 finish it as S0-S3 would.
 //
 // Instruction words (64 bits each): 1-4 pre_i/pre_o/pre_f/pre_c row addresses, 5 c, 6 h,
 // 7 y, 8 H, 9 len address, 10 t, 11 flags {write_y, round_even, input_forget, has_len},
@@ -35,15 +45,8 @@ module tg_lstm_cell #(
     output logic        [T_AW-1:0] tbl_addr,
     input  logic        [    63:0] tbl_data
 );
-  typedef enum logic [4:0] {
-    IDLE, LEN_READ, LEN_WAIT,
-    I_READ, I_ACT, I_TAKE,
-    F_READ, F_ACT, F_TAKE,
-    G_READ, G_ACT, G_TAKE,
-    C_READ, C_TAKE,
-    O_READ, O_ACT, O_TAKE,
-    TC_ACT, TC_TAKE,
-    WRITE_C, WRITE_H, WRITE_Y, NEXT
+  typedef enum logic [3:0] {
+    IDLE, LEN_READ, LEN_WAIT, S0, S1, S2, S3, S4, S5, T0, T1, T2, T3
   } state_t;
 
   localparam int UNIT_SIGMOID = 0;
@@ -52,7 +55,9 @@ module tg_lstm_cell #(
 
   state_t state;
   logic [31:0] k;
-  logic active;
+  logic active, prev;  // prev: an element before k is still in flight (its S0-S3 work)
+  logic finishing_prev;
+  assign finishing_prev = prev || state == T0 || state == T1 || state == T2 || state == T3;
   logic signed [63:0] gate_i, gate_f, gate_g, gate_o, c_old, c_new, h_new;
 
   logic [1:0] unit;
@@ -115,6 +120,8 @@ module tg_lstm_cell #(
   endfunction
 
   // Unit selection and lookup strobes per state; reads, table reads and writes.
+  logic [31:0] k_prev;
+  assign k_prev = (state == T0 || state == T1 || state == T2 || state == T3) ? k : k - 32'd1;
   always_comb begin
     unit = 2'(UNIT_SIGMOID);
     lookup = 1'b0;
@@ -127,68 +134,79 @@ module tg_lstm_cell #(
     wr_data = '0;
     case (state)
       LEN_READ: begin rd_en = 1'b1; rd_addr = S_AW'(ins[9]); end
-      I_READ: begin rd_en = 1'b1; rd_addr = S_AW'(ins[1] + k); end
-      O_READ: begin rd_en = 1'b1; rd_addr = S_AW'(ins[2] + k); end
-      F_READ: begin rd_en = 1'b1; rd_addr = S_AW'(ins[3] + k); end
-      G_READ: begin rd_en = 1'b1; rd_addr = S_AW'(ins[4] + k); end
-      C_READ: begin rd_en = 1'b1; rd_addr = S_AW'(ins[5] + k); end
-      I_ACT, F_ACT, O_ACT: begin lookup = 1'b1; tbl_en = 1'b1; end
-      G_ACT: begin unit = 2'(UNIT_TANH); lookup = 1'b1; tbl_en = 1'b1; end
-      TC_ACT: begin unit = 2'(UNIT_TANH_CELL); act_q = c_new; lookup = 1'b1; tbl_en = 1'b1; end
-      G_TAKE: unit = 2'(UNIT_TANH);
-      TC_TAKE: unit = 2'(UNIT_TANH_CELL);
-      WRITE_C: begin wr_en = active; wr_addr = S_AW'(ins[5] + k); wr_data = c_new; end
-      WRITE_H: begin wr_en = active; wr_addr = S_AW'(ins[6] + k); wr_data = h_new; end
-      WRITE_Y: begin wr_en = write_y; wr_addr = S_AW'(ins[7] + k); wr_data = active ? h_new : '0; end
+      S0: begin rd_en = 1'b1; rd_addr = S_AW'(ins[1] + k); end
+      S1: begin rd_en = 1'b1; rd_addr = S_AW'(ins[3] + k); lookup = 1'b1; tbl_en = 1'b1; end
+      S2: begin rd_en = 1'b1; rd_addr = S_AW'(ins[4] + k); lookup = 1'b1; tbl_en = 1'b1; end
+      S3: begin
+        rd_en = 1'b1;
+        rd_addr = S_AW'(ins[5] + k);
+        unit = 2'(UNIT_TANH);
+        lookup = 1'b1;
+        tbl_en = 1'b1;
+      end
+      S4: begin rd_en = 1'b1; rd_addr = S_AW'(ins[2] + k); end
+      S5: begin lookup = 1'b1; tbl_en = 1'b1; end
       default: ;
     endcase
+    // The previous element's tail, in the stages where this element leaves room for it.
+    if (finishing_prev) begin
+      case (state)
+        S0, T0: begin
+          unit = 2'(UNIT_TANH_CELL);
+          act_q = c_new;
+          lookup = 1'b1;
+          tbl_en = 1'b1;
+          wr_en = active;
+          wr_addr = S_AW'(ins[5] + k_prev);
+          wr_data = c_new;
+        end
+        S2, T2: begin wr_en = active; wr_addr = S_AW'(ins[6] + k_prev); wr_data = h_new; end
+        S3, T3: begin wr_en = write_y; wr_addr = S_AW'(ins[7] + k_prev); wr_data = active ? h_new : '0; end
+        default: ;
+      endcase
+    end
   end
 
   always_ff @(posedge clk) begin
     if (rst) begin
       state <= IDLE;
       finished <= 1'b0;
+      prev <= 1'b0;
     end else begin
       finished <= 1'b0;
+      if (finishing_prev && (state == S0 || state == T0)) gate_o <= act_y;
+      if (finishing_prev && (state == S1 || state == T1)) h_new <= clamp(hidden_rounded, ins[19], ins[20]);
       case (state)
         IDLE: if (start) begin
           k <= '0;
           active <= 1'b1;
-          state <= has_len ? LEN_READ : I_READ;
+          prev <= 1'b0;
+          state <= has_len ? LEN_READ : S0;
         end
         LEN_READ: state <= LEN_WAIT;
-        LEN_WAIT: begin active <= $signed(ins[10]) < rd_data; state <= I_READ; end
-        I_READ: state <= I_ACT;
-        I_ACT: state <= I_TAKE;
-        I_TAKE: begin gate_i <= act_y; state <= input_forget ? G_READ : F_READ; end
-        F_READ: state <= F_ACT;
-        F_ACT: state <= F_TAKE;
-        F_TAKE: begin gate_f <= act_y; state <= G_READ; end
-        G_READ: state <= G_ACT;
-        G_ACT: state <= G_TAKE;
-        G_TAKE: begin
-          gate_g <= act_y;
-          if (input_forget) gate_f <= $signed(ins[12]) - gate_i;
-          state <= C_READ;
-        end
-        C_READ: state <= C_TAKE;
-        C_TAKE: begin c_old <= rd_data; state <= O_READ; end
-        O_READ: begin c_new <= clamp(cell_rounded, ins[16], ins[17]); state <= O_ACT; end
-        O_ACT: state <= O_TAKE;
-        O_TAKE: begin gate_o <= act_y; state <= TC_ACT; end
-        TC_ACT: state <= TC_TAKE;
-        TC_TAKE: begin h_new <= clamp(hidden_rounded, ins[19], ins[20]); state <= WRITE_C; end
-        WRITE_C: state <= WRITE_H;
-        WRITE_H: state <= WRITE_Y;
-        WRITE_Y: state <= NEXT;
-        NEXT: begin
+        LEN_WAIT: begin active <= $signed(ins[10]) < rd_data; state <= S0; end
+        S0: state <= S1;
+        S1: state <= S2;
+        S2: begin gate_i <= act_y; state <= S3; end
+        S3: begin gate_f <= input_forget ? $signed(ins[12]) - gate_i : act_y; state <= S4; end
+        S4: begin gate_g <= act_y; c_old <= rd_data; state <= S5; end
+        S5: begin
+          c_new <= clamp(cell_rounded, ins[16], ins[17]);
+          prev <= 1'b1;
           if (64'(k) + 64'd1 >= hidden) begin
-            finished <= 1'b1;
-            state <= IDLE;
+            state <= T0;
           end else begin
             k <= k + 32'd1;
-            state <= I_READ;
+            state <= S0;
           end
+        end
+        T0: state <= T1;
+        T1: state <= T2;
+        T2: state <= T3;
+        T3: begin
+          prev <= 1'b0;
+          finished <= 1'b1;
+          state <= IDLE;
         end
         default: state <= IDLE;
       endcase
