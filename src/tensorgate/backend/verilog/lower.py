@@ -194,7 +194,7 @@ class Lowering:
                          None if init_base is None else Loops(init_base, tuple(init_loops)),
                          b_base, depth, tiles, rows, columns, narrowing)
         self.image.macs += rows * depth * columns
-        self.emit(words, rows * tiles * max(depth, min(pes, columns) + 4) + pes + 6)
+        self.emit(words, rows * tiles * max(depth, min(pes, columns) + 1) + min(pes, columns) + 6)
 
     def elementwise(self, dims, x_base: int, out_base: int, init_base: int | None, narrowing: Narrowing) -> None:
         """``O = narrow(X, I)`` over ``dims``: ``(count, (x, out, init strides))``, innermost first."""

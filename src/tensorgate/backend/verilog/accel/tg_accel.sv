@@ -57,7 +57,6 @@ module tg_accel #(
   localparam int T_AW = $clog2(T_DEPTH);
   localparam int NW_AW = $clog2(NW);
   localparam int LANE_AW = (P > 1) ? $clog2(P) : 1;
-  localparam int SLACK = 3;
 
   localparam logic [63:0] OP_GEMM = 64'd1;
   localparam logic [63:0] OP_EW = 64'd2;
@@ -147,13 +146,17 @@ module tg_accel #(
     tile_columns = (remaining < 32'(P)) ? remaining : 32'(P);
   endfunction
 
+  // A tile's first issue holds the next tile's for its column count: the drain reads the
+  // lanes' output registers one column a cycle, and the next tile's results land there
+  // one cycle after the drain has read the last of them (tiles of K < columns + 1 are
+  // drain-bound).
   always_ff @(posedge clk) begin
     if (gens_start) begin
       k_index <= '0;
       issue_tile <= '0;
       hold <= '0;
     end else begin
-      if (issue && tile_first) hold <= tile_columns(issue_tile) + 32'(SLACK);
+      if (issue && tile_first) hold <= tile_columns(issue_tile);
       else if (hold != 32'd0) hold <= hold - 32'd1;
       if (issue) begin
         if (k_index + 32'd1 >= depth_k) begin
