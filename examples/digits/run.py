@@ -29,8 +29,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+from sklearn.metrics import precision_recall_fscore_support
 
 from data import CLASSES, MINORITY, MINORITY_FRACTION, Split, imbalanced_split
+from tensorgate.backend.report import model_stats
+from tensorgate.backend.verilog.artifact import write_verilog_artifact
+from tensorgate.frontend import import_onnx
+from tensorgate.passes import PassManager
+from tensorgate.runtime.fixed_runtime import run_fixed
+from tensorgate.runtime.numpy_runtime import run_module
+from tensorgate.runtime.simulator import Simulator
 from train import HIDDEN, train_dense
 
 EXAMPLE_DIR = Path(__file__).resolve().parent
@@ -73,7 +84,7 @@ class Row:
     loss: str
     params: int
     compression: float
-    float_metrics: dict
+    float_metrics: dict = field(default_factory=dict)
     quantized: dict[int, dict] = field(default_factory=dict)
     cycles_per_step: float | None = None
     bit_exact: bool | None = None
@@ -102,93 +113,74 @@ class Study:
     def __init__(self, settings: Settings, work: Path, verbose: bool):
         self.settings, self.work, self.verbose = settings, work, verbose
         self.started = time.perf_counter()
+        self.split = imbalanced_split(settings.seed)
+        self.train_data, self.calibration = work / "train.npz", work / "calibration.npz"
 
     def log(self, message: str) -> None:
         print(f"[{time.perf_counter() - self.started:6.1f}s] {message}", flush=True)
 
     def run(self, results: Path) -> None:
-        import torch
-
         torch.set_num_threads(1)  # tiny tensors: more threads only contend on a busy machine
-        split = imbalanced_split(self.settings.seed)
+        split, s = self.split, self.settings
         train_counts, test_counts = split.class_counts()
         self.log(f"data: {split.train_x.shape[0]} steps x {split.train_x.shape[2]} features; train per class "
                  f"{train_counts.tolist()}, test per class {test_counts.tolist()}")
-        self.split = split
-        self.train_data = self.work / "train.npz"
-        self.calibration = self.work / "calibration.npz"
         np.savez(self.train_data, x=split.train_x, labels=split.train_y)
-        np.savez(self.calibration, x=split.train_x[:, :self.settings.calibration_sequences])
-
-        onnx_path = train_dense(split.train_x, split.train_y, self.work / "dense.onnx", self.settings.dense_epochs,
-                                self.settings.seed)
-        self.log(f"trained the dense LSTM ({self.settings.dense_epochs} epochs) and exported {onnx_path.name}")
+        np.savez(self.calibration, x=split.train_x[:, :s.calibration_sequences])
+        onnx_path = train_dense(split.train_x, split.train_y, self.work / "dense.onnx", s.dense_epochs, s.seed)
+        self.log(f"trained the dense LSTM ({s.dense_epochs} epochs) and exported {onnx_path.name}")
         rows = self.evaluate_all(onnx_path)
-        elapsed = time.perf_counter() - self.started
-        render(rows, split, self.settings, elapsed, results)
+        render(rows, split, s, time.perf_counter() - self.started, results)
 
-    def evaluate_all(self, onnx_path: Path) -> list:
-        from tensorgate.backend.report import model_stats
-        from tensorgate.frontend import import_onnx
-        from tensorgate.passes import PassManager
-
-        dense = PassManager.parse("canonicalize, dce").run(import_onnx(onnx_path))
+    def evaluate_all(self, onnx_path: Path) -> list[Row]:
+        """The dense model, then every compressed one fine-tuned with each loss."""
+        dense_pipeline = "canonicalize, dce"
+        dense = PassManager.parse(dense_pipeline).run(import_onnx(onnx_path))
         dense_params = model_stats(dense).params_compressed
-        rows = [self.evaluate("dense", "-", "ce", dense, dense_params)]
+        rows = [self.evaluate(Row("dense", "-", "ce", dense_params, 1.0), dense, dense_pipeline)]
         for method, ranks, options in self.settings.configs:
-            decomposed = PassManager.parse(f"decompose{{weights=all {options}}}, order-contractions").run(dense.copy())
+            compress = f"decompose{{weights=all {options}}}, order-contractions"
+            decomposed = PassManager.parse(compress).run(dense.copy())
+            params = model_stats(decomposed).params_compressed
             for loss in LOSSES:
+                finetune = self.finetune_pass(loss, self.work / f"finetune-{slug(method, ranks, loss)}.json")
                 tuned = decomposed.copy()
-                self.finetune(tuned, loss, self.work / f"finetune-{slug(method, ranks, loss)}.json")
-                rows.append(self.evaluate(method, ranks, loss, tuned, dense_params))
+                with contextlib.nullcontext() if self.verbose else contextlib.redirect_stderr(io.StringIO()):
+                    PassManager.parse(finetune).run(tuned)
+                row = Row(method, ranks, loss, params, dense_params / params)
+                rows.append(self.evaluate(row, tuned, f"{dense_pipeline}, {compress}, {finetune}"))
         return rows
 
-    def finetune(self, module, loss: str, report: Path) -> None:
-        """Train ``module`` in place; the per-epoch lines only with ``--verbose`` (the
-        metrics go to ``report``)."""
-        from tensorgate.passes import PassManager
-
+    def finetune_pass(self, loss: str, report: Path) -> str:
+        """The finetune pass text; its per-epoch metrics go to ``report`` (and to stderr
+        with ``--verbose``)."""
         s = self.settings
-        pipeline = PassManager.parse(f"finetune{{data={self.train_data} loss={loss} epochs={s.finetune_epochs} "
-                                     f"lr={s.finetune_lr} batch={s.finetune_batch} seed={s.seed} report={report}}}")
-        with contextlib.nullcontext() if self.verbose else contextlib.redirect_stderr(io.StringIO()):
-            pipeline.run(module)
+        return (f"finetune{{data={self.train_data} loss={loss} epochs={s.finetune_epochs} lr={s.finetune_lr} "
+                f"batch={s.finetune_batch} seed={s.seed} report={report}}}")
 
-    def evaluate(self, method: str, ranks: str, loss: str, module, dense_params: int) -> Row:
-        """Float metrics, 8/16-bit golden-model metrics and the 8-bit simulation of ``module``."""
-        from tensorgate.backend.report import model_stats
-        from tensorgate.runtime.fixed_runtime import run_fixed
-        from tensorgate.runtime.numpy_runtime import run_module
-
-        params = model_stats(module).params_compressed
+    def evaluate(self, row: Row, module, pipeline: str) -> Row:
+        """Fill ``row``: float metrics, 8/16-bit golden-model metrics and the simulation of
+        the 8-bit model; ``pipeline`` is what made ``module`` from the ONNX model."""
         float_logits = run_module(module, {"x": self.split.test_x})["logits"]
-        row = Row(method, ranks, loss, params, dense_params / params, classification_metrics(
-            float_logits, self.split.test_y))
+        row.float_metrics = classification_metrics(float_logits, self.split.test_y)
         for bits in BITS:
-            quantized = self.quantize(module, bits)
+            quantize = f"quantize{{bits={bits} calibration={self.calibration}}}"
+            quantized = PassManager.parse(quantize).run(module.copy())
             logits = run_fixed(quantized, {"x": self.split.test_x})["logits"]
             row.quantized[bits] = {**classification_metrics(logits, self.split.test_y),
                                    "agreement": float(np.mean(logits.argmax(-1) == float_logits.argmax(-1)))}
             if bits == 8:
-                row.cycles_per_step, row.bit_exact = self.simulate(quantized, slug(method, ranks, loss))
-        self.log(f"{method} {ranks} {loss}: {params:,} params ({row.compression:.1f}x), accuracy "
+                row.cycles_per_step, row.bit_exact = self.simulate(quantized, f"{pipeline}, {quantize}",
+                                                                   slug(row.model, row.ranks, row.loss))
+        self.log(f"{describe(row)}: {row.params:,} params ({row.compression:.1f}x), accuracy "
                  f"{row.float_metrics['accuracy']:.2%} float, {row.quantized[8]['accuracy']:.2%} 8-bit, "
                  f"{row.cycles_per_step:,.0f} cycles/step, bit-exact: {row.bit_exact}")
         return row
 
-    def quantize(self, module, bits: int):
-        from tensorgate.passes import PassManager
-
-        return PassManager.parse(f"quantize{{bits={bits} calibration={self.calibration}}}").run(module.copy())
-
-    def simulate(self, quantized, name: str) -> tuple[float, bool]:
-        """Cycles per step on the Verilated accelerator, and whether its output codes equal
-        the golden model's on the first test sequences."""
-        from tensorgate.backend.verilog.artifact import write_verilog_artifact
-        from tensorgate.runtime.fixed_runtime import run_fixed
-        from tensorgate.runtime.simulator import Simulator
-
-        artifact = write_verilog_artifact(quantized, self.work / f"verilog-{name}", "quantize{bits=8}", name,
+    def simulate(self, quantized, pipeline: str, name: str) -> tuple[float, bool]:
+        """Cycles per time step on the Verilated accelerator, and whether its output codes
+        equal the golden model's, on the first test sequences."""
+        artifact = write_verilog_artifact(quantized, self.work / f"verilog-{name}", pipeline, "dense.onnx",
                                           self.settings.pes)
         inputs = {"x": self.split.test_x[:, :self.settings.simulated_sequences]}
         outputs, stats = Simulator(artifact, progress=False).run(inputs, raw=True)
@@ -204,8 +196,6 @@ def slug(*words: str) -> str:
 
 def classification_metrics(logits: np.ndarray, labels: np.ndarray) -> dict:
     """Accuracy, macro precision/recall/F1 and the mean recall of the minority digits."""
-    from sklearn.metrics import precision_recall_fscore_support
-
     predictions = logits.argmax(axis=-1)
     precision, recall, f1, _ = precision_recall_fscore_support(labels, predictions, labels=list(range(CLASSES)),
                                                                zero_division=0)
@@ -217,7 +207,7 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray) -> dict:
 # --- the table ----------------------------------------------------------------------------
 
 COLUMNS = ("model", "ranks", "loss", "params", "compression", "accuracy", "macro P", "macro R", "macro F1",
-           "recall 7-9", "8-bit acc", "8-bit agree", "16-bit acc", "16-bit agree", "cycles/step")
+           "recall 7-9", "8-bit acc", "8-bit agree", "16-bit acc", "16-bit agree")
 
 
 def table_cells(row: Row) -> list[str]:
@@ -236,26 +226,31 @@ def targets(rows: list[Row]) -> list[str]:
     small = [r for r in compressed if r.compression >= 20]
     kept = [r for r in small if r.float_metrics["accuracy"] >= base - 0.01]
     best = max(small or compressed, key=lambda r: (r.float_metrics["accuracy"], r.compression))
-    lines = [f"- >= 20x fewer parameters with <= 1 point accuracy loss: {'met' if kept else 'NOT met'} "
-             f"({len(kept)} of {len(small)} models at >= 20x; best {describe(best)} at "
+    lines = [f"- >= 20x fewer parameters, <= 1 point accuracy loss after fine-tuning: {met(kept)} "
+             f"({len(kept)} of {len(small)} models at >= 20x; the most accurate, {describe(best)}, "
              f"{best.float_metrics['accuracy']:.1%} vs dense {base:.1%})"]
-    cost = [(r.float_metrics["accuracy"] - r.quantized[8]["accuracy"], r) for r in kept]
-    cheap = [r for c, r in cost if c <= 0.005]
-    lines.append(f"- 8-bit costs <= 0.5 point more (on those models): {'met' if cheap else 'NOT met'} "
-                 f"({len(cheap)} of {len(kept)}; costs "
-                 + ", ".join(f"{describe(r)} {100 * c:+.1f}" for c, r in cost) + " points)")
-    pairs = [(ce, focal) for ce, focal in zip(compressed[::2], compressed[1::2])]
-    wins = [focal for ce, focal in pairs
-            if focal.float_metrics["minority_recall"] > ce.float_metrics["minority_recall"]]
-    ties = [focal for ce, focal in pairs
-            if focal.float_metrics["minority_recall"] == ce.float_metrics["minority_recall"]]
-    lines.append(f"- focal beats cross-entropy on the recall of digits 7-9: in {len(wins)} of {len(pairs)} "
-                 f"settings ({len(ties)} ties); mean recall 7-9 "
-                 f"{np.mean([focal.float_metrics['minority_recall'] for _, focal in pairs]):.1%} focal vs "
-                 f"{np.mean([ce.float_metrics['minority_recall'] for ce, _ in pairs]):.1%} CE")
-    exact = all(r.bit_exact for r in rows)
-    lines.append(f"- Verilator outputs equal the golden model's bit for bit: {'yes' if exact else 'NO'} (all 8-bit models)")
+    judged = kept or small
+    costs = {describe(r): r.float_metrics["accuracy"] - r.quantized[8]["accuracy"] for r in judged}
+    cheap = [name for name, cost in costs.items() if cost <= 0.005]
+    lines.append(f"- 8-bit costs <= 0.5 point more (on the {'models above' if kept else 'models at >= 20x'}): "
+                 f"{met(cheap)} ({len(cheap)} of {len(judged)}; float minus 8-bit accuracy: "
+                 + ", ".join(f"{name} {100 * cost:+.1f}" for name, cost in costs.items()) + " points)")
+    recall = {(r.model, r.ranks, r.loss): r.float_metrics["minority_recall"] for r in compressed}
+    settings = list(dict.fromkeys((r.model, r.ranks) for r in compressed))
+    gains = [recall[(*setting, "focal")] - recall[(*setting, "ce")] for setting in settings]
+    wins = sum(gain > 0 for gain in gains)
+    lines.append(f"- focal beats cross-entropy on the recall of digits 7-9: {met(wins > len(settings) / 2)} "
+                 f"(better in {wins}, equal in {sum(gain == 0 for gain in gains)}, worse in "
+                 f"{sum(gain < 0 for gain in gains)} of {len(settings)} settings; focal minus CE: "
+                 + ", ".join(f"{model} {ranks} {100 * gain:+.1f}" for (model, ranks), gain in zip(settings, gains))
+                 + " points)")
+    lines.append(f"- Verilator outputs equal the golden model's bit for bit: {met(all(r.bit_exact for r in rows))} "
+                 "(every 8-bit model)")
     return lines
+
+
+def met(condition) -> str:
+    return "met" if condition else "NOT met"
 
 
 def describe(row: Row) -> str:
@@ -263,9 +258,7 @@ def describe(row: Row) -> str:
 
 
 def render(rows: list[Row], split: Split, settings: Settings, elapsed: float, results: Path) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
+    """Print the table and the targets; write both, with the setup, as markdown."""
     train_counts, test_counts = split.class_counts()
     setup = (f"Digits as 7 frames of 256 pixels; LSTM(256, {HIDDEN}) + linear head. Training set: every image of "
              f"digits 0-6, {MINORITY_FRACTION:.0%} of digits 7-9 ({train_counts.tolist()} per class); balanced "
@@ -274,17 +267,18 @@ def render(rows: list[Row], split: Split, settings: Settings, elapsed: float, re
              f"Quantized with {settings.calibration_sequences} calibration sequences; golden model on the "
              f"{len(split.test_y)} test sequences; Verilator on {settings.simulated_sequences} sequence(s), "
              f"P={settings.pes}. Total run time {elapsed:.0f} s.")
+    columns = COLUMNS + (f"cycles/step (batch {settings.simulated_sequences})",)
     console = Console(width=None if sys.stdout.isatty() else 200)
     table = Table(title="digits: dense vs TT/BT/HT LSTM, fine-tuned, quantized, simulated")
-    for column in COLUMNS:
+    for column in columns:
         table.add_column(column, justify="left" if column in ("model", "ranks", "loss") else "right")
     for row in rows:
         table.add_row(*table_cells(row))
     console.print(table)
     lines = targets(rows)
     console.print("\n".join(lines))
-    markdown = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" if c in ("model", "ranks", "loss") else "--:"
-                                                                     for c in COLUMNS) + "|"]
+    markdown = ["| " + " | ".join(columns) + " |",
+                "|" + "|".join("---" if c in ("model", "ranks", "loss") else "--:" for c in columns) + "|"]
     markdown += ["| " + " | ".join(table_cells(row)) + " |" for row in rows]
     results.write_text("\n".join([setup, "", *markdown, "", *lines]) + "\n")
     console.print(f"wrote {results}")
