@@ -84,6 +84,9 @@ class Decompose(Pass):
             raise PipelineError(f"pass '{self.name}': {problems[0]}")
 
     def run(self, module: Module) -> bool:
+        from ..fixedpoint.quant_attrs import require_float
+
+        require_float(module, f"pass '{self.name}'")
         changed = False
         for op in module.ops_of("lstm"):
             for key in LSTM_MAPS[self.weights]:

@@ -84,6 +84,9 @@ class Finetune(Pass):
             raise PipelineError("pass 'finetune': option 'gamma' applies to loss=focal only")
 
     def run(self, module: Module) -> bool:
+        from ..fixedpoint.quant_attrs import require_float
+
+        require_float(module, f"pass '{self.name}'")
         history = finetune(module, self)
         if self.report is not None:
             try:

@@ -69,6 +69,9 @@ class SelectRanks(Pass):
             raise PipelineError(f"pass '{self.name}': option 'eps' must be in (0, 1), got {self.eps}")
 
     def run(self, module: Module) -> bool:
+        from ..fixedpoint.quant_attrs import require_float
+
+        require_float(module, f"pass '{self.name}'")
         sites = [_Site.of(op, key, index, linear_map, self.max_rank, self.iters)
                  for op, key, index, linear_map in decomposed_maps(module)]
         if not sites:
