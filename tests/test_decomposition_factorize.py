@@ -96,3 +96,24 @@ def test_tensor_interleaves_modes_and_pads():
     with pytest.raises(PassError, match="shape 2x2:2x3 \\(out_pad 1, in_pad 1\\) tensorizes a 5x3 matrix, "
                                         "not one of shape 5x4"):
         tensorization.tensor(np.zeros((5, 4)))
+
+
+@pytest.mark.parametrize("out_dim, in_dim, d, most", [(384, 61056, 50, 8), (4, 4, 3, 2), (1024, 7, 3, 2)])
+def test_too_many_modes_is_an_error_naming_the_limit(out_dim, in_dim, d, most):
+    with pytest.raises(PassError, match=rf"d={d} modes is too many for a {out_dim}x{in_dim} map.*at most {most}"):
+        auto_tensorization(out_dim, in_dim, d)
+    assert len(auto_tensorization(out_dim, in_dim, most).out_factors) == most
+
+
+def test_decompose_with_too_many_modes_is_a_clear_pass_error():
+    from tensorgate.ir import F32, DenseMap, Module, TensorType
+    from tensorgate.ir.builder import Builder
+    from tensorgate.passes import PassManager
+
+    module = Module("m")
+    build = Builder(module)
+    x = build.input("x", TensorType((2, 1, 6), F32))
+    module.outputs = build.op("lstm", [x], {"hidden_size": 2, "w": [DenseMap(np.ones((8, 6), np.float32))],
+                                            "r": [DenseMap(np.ones((8, 2), np.float32))]}).results
+    with pytest.raises(PassError, match="d=50 modes is too many"):
+        PassManager.parse("decompose{d=50}").run(module)
