@@ -17,7 +17,7 @@ from threadpoolctl import ThreadpoolController
 
 from ..errors import ExecutionError
 from ..ir.core import Module, Op
-from ..ir.linear_map import LinearMap
+from ..ir.linear_map import DenseMap, LinearMap
 from ..ir.ops import lstm_num_directions
 from ..ir.types import FloatType, TensorType, element_type
 
@@ -267,7 +267,7 @@ def _lstm_direction(x, lens, reverse, hidden, dtype, w, r, bias, peep, h0, c0, c
     depend on h); only R and the cell update run step by step.
     """
     steps, batch, _ = x.shape
-    with _blas_threads_for(steps * batch * sum(m.macs() for m in w)):
+    with _blas_threads_for(w, steps * batch):
         gates_x = _apply_gates(w, x.reshape(steps * batch, -1)).reshape(steps, batch, 4 * hidden)
     if bias is not None:
         gates_x += bias[:4 * hidden] + bias[4 * hidden:] if bias.size == 8 * hidden else bias
@@ -276,7 +276,7 @@ def _lstm_direction(x, lens, reverse, hidden, dtype, w, r, bias, peep, h0, c0, c
     c = np.zeros((batch, hidden), dtype) if c0 is None else c0.astype(dtype)
     y = np.zeros((steps, batch, hidden), dtype)
     ragged = bool((lens < steps).any())
-    with _blas_threads_for(batch * sum(m.macs() for m in r)):
+    with _blas_threads_for(r, batch):
         for t in (range(steps - 1, -1, -1) if reverse else range(steps)):
             gates = _apply_gates(r, h)
             gates += gates_x[t]
@@ -295,10 +295,12 @@ SINGLE_THREAD_MACS = 1 << 22
 _THREADPOOLS = ThreadpoolController()  # inspecting the loaded BLAS once costs ~0.3 ms
 
 
-def _blas_threads_for(macs: int):
-    """Small per-step products run faster on one BLAS thread: waking the others costs
-    more than it saves, and far more when the machine is busy."""
-    if macs >= SINGLE_THREAD_MACS:
+def _blas_threads_for(maps: list[LinearMap], rows: int):
+    """Small products run faster on one BLAS thread: waking the others costs more than it
+    saves, and far more when the machine is busy.  A decomposed map's contraction steps
+    are all small, whatever its total."""
+    dense = all(isinstance(m, DenseMap) for m in maps)
+    if dense and rows * sum(m.macs() for m in maps) >= SINGLE_THREAD_MACS:
         return contextlib.nullcontext()
     return _THREADPOOLS.limit(limits=1, user_api="blas")
 

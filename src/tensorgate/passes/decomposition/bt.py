@@ -23,8 +23,10 @@ from .common import (
 )
 from .factorize import Tensorization
 
-HOOI_TOLERANCE = 1e-12
-"""HOOI stops early once a sweep raises the core's energy by less than this fraction."""
+HOOI_TOLERANCE = 1e-6
+"""HOOI stops early once a sweep raises the core's energy by less than this fraction: the
+captured energy is the fitted part of ‖W‖², so the error then changes by less than about
+this fraction of ‖W‖² per further sweep."""
 
 
 def bt_rank_bounds(tensorization: Tensorization) -> list[int]:
