@@ -196,3 +196,16 @@ def test_split_of_a_symbolic_dim_without_sizes():
 
 def test_identity_from_graph_input_to_graph_output():
     error_of(one_node_model("Identity"), "node 'the_node' (Identity)", "graph output 'y'")
+
+
+@pytest.mark.parametrize("clip", [0.0, -1.5])
+def test_lstm_clip_must_be_positive(clip):
+    error_of(make_onnx_lstm(OnnxLSTM(clip=clip))[0], "node 'lstm' (LSTM)", f"clip must be positive, got {clip}")
+
+
+def test_lstm_bias_must_hold_both_onnx_biases():
+    model = make_onnx_lstm(OnnxLSTM())[0]
+    bias = next(t for t in model.graph.initializer if t.name == "B")
+    halved = onnx.numpy_helper.to_array(bias)[:, : bias.dims[1] // 2]
+    bias.CopyFrom(onnx.numpy_helper.from_array(np.ascontiguousarray(halved), "B"))
+    error_of(model, "node 'lstm' (LSTM)", "B has shape", "(Wb then Rb)")

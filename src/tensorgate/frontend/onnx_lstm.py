@@ -37,18 +37,23 @@ def _lstm(ctx: NodeContext) -> None:
         raise ctx.error(f"R has shape {list(r.shape)}, expected [{dirs}, {4 * hidden}, {hidden}] "
                         f"for hidden_size {hidden}")
     alpha, beta = ctx.attr("activation_alpha"), ctx.attr("activation_beta")
+    clip, bias = ctx.attr("clip"), ctx.constant(3, "B")
+    if clip is not None and not clip > 0:
+        raise ctx.error(f"clip must be positive, got {clip}")
+    if bias is not None and bias.shape != (dirs, 8 * hidden):
+        raise ctx.error(f"B has shape {list(bias.shape)}, expected [{dirs}, {8 * hidden}] (Wb then Rb)")
     attrs = {
         "hidden_size": hidden,
         "direction": direction,
         "layout": ctx.attr("layout", 0),
-        "clip": ctx.attr("clip"),
+        "clip": clip,
         "input_forget": ctx.attr("input_forget", 0),
         "activations": _activations(ctx, dirs),
         "activation_alpha": None if alpha is None else [float(a) for a in alpha],
         "activation_beta": None if beta is None else [float(b) for b in beta],
         "w": [DenseMap(w[d]) for d in range(dirs)],
         "r": [DenseMap(r[d]) for d in range(dirs)],
-        "bias": ctx.constant(3, "B"),
+        "bias": bias,
         "peepholes": ctx.constant(7, "P"),
     }
     operands = [ctx.input(0), ctx.input(4), ctx.input(5), ctx.input(6)]
