@@ -337,3 +337,24 @@ def test_onnx_target_runs_in_onnxruntime(tmp_path, capsys, demo_inputs):
     with np.load(tmp_path / "o.npz") as data:
         np.testing.assert_allclose(session.run(None, {"image_rows": images})[0], data["probabilities"],
                                    rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("pes", ["3", "0", "four"])
+def test_pes_must_be_a_power_of_two(capsys, tmp_path, pes):
+    with pytest.raises(SystemExit) as info:
+        main(["compile", str(MODEL), "--target", "verilog", "--pes", pes, "-o", str(tmp_path / "hw")])
+    assert info.value.code == 2
+    assert "--pes" in capsys.readouterr().err
+    assert not (tmp_path / "hw").exists()
+
+
+def test_run_into_a_missing_folder_is_a_clear_error(artifact, tmp_path, capsys, demo_inputs):
+    inputs, _ = demo_inputs
+    code, _, err = run_cli(capsys, "run", str(artifact), "--input", str(inputs), "--output",
+                           str(tmp_path / "absent" / "o.npz"))
+    assert_clean_error(code, err, 2, "absent", "does not exist")
+
+
+def test_unwritable_output_is_a_clear_error(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "compile", str(MODEL), "-o", "/proc/no/such/artifact")
+    assert_clean_error(code, err, 1, "cannot create output")

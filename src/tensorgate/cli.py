@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--target", choices=TARGETS, default="numpy",
                       help="backend: numpy (IR + weights), onnx (standard ONNX), verilog (PE-array RTL, "
                            "program and memory images; needs a quantized module) (default: numpy)")
-    comp.add_argument("--pes", type=int, default=16, metavar="P",
+    comp.add_argument("--pes", type=pes_count, default=16, metavar="P",
                       help="multiply-accumulate lanes of the verilog accelerator, a power of two (default: 16)")
     comp.add_argument("-o", "--output", type=Path, required=True, help="artifact directory to write")
     comp.add_argument("--time-passes", action="store_true", help="print a table of pass run times")
@@ -167,6 +167,17 @@ def cmd_inspect(args) -> None:
         render_summary(summary)
 
 
+def pes_count(text: str) -> int:
+    """``--pes``: a power of two (the accelerator splits work across lanes by halving)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if value < 1 or value & (value - 1):
+        raise argparse.ArgumentTypeError(f"{value} is not a power of two (1, 2, 4, ..., 128)")
+    return value
+
+
 def cmd_compile(args) -> None:
     from .frontend import import_onnx
     from .passes import PassManager
@@ -250,6 +261,8 @@ def cmd_run(args) -> None:
 def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Write ``arrays`` to ``path`` via a temporary file, so a failure leaves nothing."""
     path = Path(path)
+    if not path.parent.is_dir():
+        raise UsageError(f"cannot write '{path}': folder '{path.parent}' does not exist")
     tmp = path.with_name(f".{path.name}.tmp.npz")
     try:
         np.savez(tmp, **arrays)

@@ -66,8 +66,11 @@ def write_artifact(out_dir: Path, fill: Callable[[Path], None]) -> Path:
         if not out_dir.is_dir() or any(out_dir.iterdir()):
             raise TensorgateError(f"output '{out_dir}' exists and is not a tensorgate artifact; "
                                   "choose another path or remove it")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    except OSError as exc:
+        raise TensorgateError(f"cannot create output '{out_dir}': {exc.strerror or exc}") from None
     try:
         fill(tmp)
         if out_dir.exists():
