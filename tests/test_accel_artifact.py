@@ -13,9 +13,11 @@ import pytest
 from accel_models import AccelCase, build_module, quantized
 from tensorgate.backend.verilog.artifact import write_verilog_artifact
 from tensorgate.backend.verilog.hardware import TOP, AccelConfig, accel_sources
+from tensorgate.backend.verilog import isa
 from tensorgate.backend.verilog.isa import LoweringError, merge_dims
-from tensorgate.backend.verilog.lower import affine
+from tensorgate.backend.verilog.lower import affine, lower
 from tensorgate.errors import TensorgateError
+from tensorgate.runtime.fixed_runtime import LSTMProgram
 from tensorgate.runtime.verilator import verilator_executable
 
 
@@ -76,3 +78,18 @@ def test_affine_recognizes_strided_patterns_only():
 
 def test_merge_dims_fuses_contiguous_loops_in_every_walk():
     assert merge_dims([(4, (1, 1)), (3, (4, 4)), (1, (9, 9)), (2, (12, 0))]) == [(12, (1, 1)), (2, (12, 0))]
+
+
+def test_cell_instructions_point_at_their_own_layers_tables(tmp_path):
+    module, inputs = quantized(AccelCase(layers=2, direction="bidirectional", head="dense"), tmp_path)
+    image = lower(module, 4, {name: np.shape(value) for name, value in inputs.items()})
+    cells = [words for words in image.program if int(words[0]) == isa.CELL]
+    lstms = module.ops_of("lstm")
+    per_op = len(cells) // len(lstms)
+    for index, op in enumerate(lstms):
+        quant = LSTMProgram(op).quant
+        for words in cells[index * per_op:(index + 1) * per_op]:
+            for u, unit in enumerate((quant.sigmoid, quant.tanh, quant.tanh_cell)):
+                base = int(words[isa.CELL_UNITS + 8 * u + 6])
+                stored = [t & 0xFFFFFFFF for t in image.tables[base:base + len(unit.values)]]
+                assert stored == [int(v) & 0xFFFFFFFF for v in unit.values], (op.results[0].name, u)

@@ -123,7 +123,7 @@ class Lowering:
         self.shapes = shapes
         self.buffers: dict[str, tuple[int, int]] = {}
         self.rounding = "nearest-even"
-        self.unit_bases: dict[int, int] = {}
+        self.unit_bases: dict[tuple[int, ...], int] = {}
 
     # -------------------------------------------------------------- memories
 
@@ -246,7 +246,12 @@ class Lowering:
     def apply_map(self, imap: IntegerMap, x: Grid, x_frac: int, epilogues: list[Epilogue], key: str) -> list[Grid]:
         """``W x`` with each epilogue applied to its columns; one result grid per epilogue."""
         if not imap.plans:
-            return [self._dense(imap, x, x_frac, e, f"{key}.e{i}") for i, e in enumerate(epilogues)]
+            results = []
+            for index, group in enumerate(_adjacent_groups(epilogues)):
+                merged = Epilogue(group[0].start, group[-1].stop, *astuple_tail(group[0]))
+                out = self._dense(imap, x, x_frac, merged, f"{key}.e{index}")
+                results += [out.columns(e.start - merged.start, e.stop - merged.start) for e in group]
+            return results
         linear_map = imap.map
         if linear_map.in_pad:
             x = self.rows_grid(x.addresses(), x.cols, padded=int(np.prod(linear_map.in_factors)))
@@ -435,14 +440,18 @@ class Lowering:
         return result.addresses().reshape(leading + (out_dim,))
 
     def _unit_base(self, unit: ActivationUnit) -> int:
-        if id(unit) not in self.unit_bases:
-            self.unit_bases[id(unit)] = len(self.image.tables)
-            values = [int(v) for v in unit.values]
-            slopes = [int(v) for v in unit.slopes] if unit.slopes is not None else [0] * len(values)
-            if any(not -(1 << 31) <= v < (1 << 31) for v in values + slopes):
-                raise LoweringError(f"{unit.describe()}: coefficients wider than 32 bits")
-            self.image.tables.extend(((s & 0xFFFFFFFF) << 32) | (v & 0xFFFFFFFF) for v, s in zip(values, slopes))
-        return self.unit_bases[id(unit)]
+        """Where ``unit``'s table lives; one copy per distinct table.  Keyed by the words
+        themselves: the units are built afresh per access, so an ``id`` could be reused by
+        another unit once the first is freed."""
+        values = [int(v) for v in unit.values]
+        slopes = [int(v) for v in unit.slopes] if unit.slopes is not None else [0] * len(values)
+        if any(not -(1 << 31) <= v < (1 << 31) for v in values + slopes):
+            raise LoweringError(f"{unit.describe()}: coefficients wider than 32 bits")
+        words = tuple(((s & 0xFFFFFFFF) << 32) | (v & 0xFFFFFFFF) for v, s in zip(values, slopes))
+        if words not in self.unit_bases:
+            self.unit_bases[words] = len(self.image.tables)
+            self.image.tables.extend(words)
+        return self.unit_bases[words]
 
     def _cell_fields(self, program: LSTMProgram) -> dict[int, int]:
         q = program.quant
@@ -544,6 +553,31 @@ class Lowering:
 
 def astuple_tail(epilogue: Epilogue) -> tuple:
     return epilogue.init, epilogue.init_frac, epilogue.fmt, epilogue.clip
+
+
+def _continues(before: Epilogue, after: Epilogue) -> bool:
+    """Whether ``after`` is ``before`` extended by more columns: adjacent output columns,
+    the same narrowing, and init columns that continue ``before``'s in the same grid."""
+    if after.start != before.stop or (before.fmt, before.clip, before.init_frac) != (
+            after.fmt, after.clip, after.init_frac):
+        return False
+    if before.init is None or after.init is None:
+        return before.init is None and after.init is None
+    first, second = before.init, after.init
+    return (first.rows, first.row_stride, first.col_stride) == (second.rows, second.row_stride, second.col_stride) \
+        and second.base == first.base + first.cols * first.col_stride
+
+
+def _adjacent_groups(epilogues: list[Epilogue]) -> list[list[Epilogue]]:
+    """Runs of epilogues one GEMM can finish (fewer, wider instructions: the σ gates of a
+    stacked recurrent map share one)."""
+    groups: list[list[Epilogue]] = []
+    for epilogue in epilogues:
+        if groups and _continues(groups[-1][-1], epilogue):
+            groups[-1].append(epilogue)
+        else:
+            groups.append([epilogue])
+    return groups
 
 
 def _row_major(labels, sizes) -> dict[str, int]:
