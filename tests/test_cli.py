@@ -192,6 +192,8 @@ def test_unknown_lstm_activation_names_it(capsys, tmp_path):
     ("canonicalize,, dce", "column"),
     ("canonicalize, frobnicate", "frobnicate"),
     ("dce{nonsense=1}", "nonsense"),
+    ("decompose{eps=2}", "eps"),
+    ("decompose{method=svd}", "svd"),
 ])
 def test_bad_pipeline(capsys, tmp_path, pipeline, fragment):
     err = compile_fails(capsys, tmp_path, MODEL, 2, pipeline, fragment)

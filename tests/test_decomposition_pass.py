@@ -142,6 +142,7 @@ def test_regroup_gates_round_trips():
     ("decompose{eps=1.5}", "pass 'decompose': option 'eps' must be in (0, 1), got 1.5"),
     ("decompose{eps=0}", "option 'eps' must be in (0, 1), got 0.0"),
     ("decompose{method=bt max-rank=4}", "option 'max-rank' caps tt and ht ranks; bt takes 'tucker-rank'"),
+    ("decompose{method=bt eps=0.3}", "method=bt with 'eps' needs 'tucker-rank'"),
     ("decompose{tucker-rank=4}", "options 'tucker-rank' and 'blocks' are for method=bt, not tt"),
     ("decompose{ranks=1,2,1 eps=0.1}", "option 'ranks' excludes 'eps', 'max-rank' and 'tucker-rank'"),
     ("decompose{shape=16x8:4}", "option 'shape': shape '16x8:4' has 2 input factors but 1 output factors"),

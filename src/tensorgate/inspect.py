@@ -71,13 +71,13 @@ def render_summary(summary: dict, console: Console | None = None) -> None:
                           f"{layer['macs_per_step']:,}")
         console.print(table)
     table = Table(title="linear maps")
-    for column in ("map", "format", "shape", "factors (out:in)", "ranks", "params", "compression", "MACs"):
+    for column in ("map", "format", "shape", "factors (in:out)", "ranks", "params", "compression", "MACs"):
         table.add_column(column, justify="right" if column in ("params", "compression", "MACs") else "left",
                          overflow="fold", min_width=24 if column == "map" else None)
     for info in summary["maps"]:
         factors = info["factors"]
         table.add_row(escape(info["name"]), info["format"], "x".join(map(str, info["shape"])),
-                      "x".join(map(str, factors["out"])) + ":" + "x".join(map(str, factors["in"])),
+                      "x".join(map(str, factors["in"])) + ":" + "x".join(map(str, factors["out"])),
                       ",".join(map(str, info["ranks"])) or "-", f"{info['params']:,}",
                       f"{info['compression']:.1f}x", f"{info['macs']:,}")
     console.print(table)

@@ -66,6 +66,9 @@ class Decompose(Pass):
         problems = []
         if self.eps is not None and not 0 < self.eps < 1:
             problems.append(f"option 'eps' must be in (0, 1), got {self.eps}")
+        if self.method == "bt" and self.eps is not None and self.tucker_rank is None and self.ranks is None:
+            problems.append("method=bt with 'eps' needs 'tucker-rank' (eps chooses the number of blocks; "
+                            "with full Tucker ranks one block is exact and larger than the dense matrix)")
         if self.method == "bt" and self.max_rank is not None:
             problems.append("option 'max-rank' caps tt and ht ranks; bt takes 'tucker-rank'")
         if self.method != "bt" and (self.tucker_rank is not None or self.blocks != 1):

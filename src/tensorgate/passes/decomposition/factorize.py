@@ -114,10 +114,10 @@ def auto_tensorization(out_dim: int, in_dim: int, d: int, allow_pad: bool = True
     """
     if d < 1:
         raise PassError(f"the number of modes d must be at least 1, got {d}")
-    most = min(out_dim, in_dim).bit_length() - 1
-    if d > max(most, 1):
+    most = max(max(out_dim, in_dim).bit_length() - 1, 1)
+    if d > most:
         raise PassError(f"d={d} modes is too many for a {out_dim}x{in_dim} map: every mode needs a factor of "
-                        f"at least 2 on both sides, so d can be at most {max(most, 1)}")
+                        f"at least 2 on its larger side, so d can be at most {most}")
     out_factors, out_pad = balanced_factors(out_dim, d)
     in_factors, in_pad = balanced_factors(in_dim, d)
     found = Tensorization(tuple(sorted(out_factors, reverse=True)), tuple(sorted(in_factors)), out_pad, in_pad)
