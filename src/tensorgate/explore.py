@@ -34,7 +34,6 @@ it is complete or absent.
 from __future__ import annotations
 
 import csv
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -456,27 +455,13 @@ def pareto_mask(points: list[tuple[float, float]], higher_is_better: bool) -> li
 def write_outputs(out_dir: Path, results: list[Result], accuracy: bool, title: str) -> Path:
     """``explore.csv`` and ``pareto.png`` in ``out_dir``, created atomically; an earlier
     explore output there is replaced, any other existing content refused."""
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not (out_dir / CSV_FILE).is_file():
-        if not out_dir.is_dir() or any(out_dir.iterdir()):
-            raise TensorgateError(f"output '{out_dir}' exists and is not an explore output; "
-                                  "choose another path or remove it")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    from .backend.artifact import write_artifact
+
+    def fill(tmp: Path) -> None:
         write_csv(tmp / CSV_FILE, results)
         plot_pareto(tmp / PLOT_FILE, results, accuracy, title)
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
-            out_dir.rename(old / "explore")
-            tmp.rename(out_dir)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+
+    return write_artifact(Path(out_dir), fill, marker=CSV_FILE, kind="an explore output")
 
 
 def write_csv(path: Path, results: list[Result]) -> None:

@@ -59,12 +59,15 @@ def contraction_totals(module: Module) -> dict:
             "contraction_search_seconds": round(total.get("search_seconds", 0.0), 6)}
 
 
-def write_artifact(out_dir: Path, fill: Callable[[Path], None]) -> Path:
-    """Create ``out_dir`` atomically: ``fill(tmp_dir)`` writes the files."""
+def write_artifact(out_dir: Path, fill: Callable[[Path], None], marker: str = MANIFEST,
+                   kind: str = "a tensorgate artifact") -> Path:
+    """Create ``out_dir`` atomically: ``fill(tmp_dir)`` writes the files.  An existing
+    ``out_dir`` holding ``marker`` (an earlier output of the same kind) is replaced once
+    the new one is complete; any other non-empty one is refused."""
     out_dir = Path(out_dir)
-    if out_dir.exists() and not (out_dir / MANIFEST).is_file():
+    if out_dir.exists() and not (out_dir / marker).is_file():
         if not out_dir.is_dir() or any(out_dir.iterdir()):
-            raise TensorgateError(f"output '{out_dir}' exists and is not a tensorgate artifact; "
+            raise TensorgateError(f"output '{out_dir}' exists and is not {kind}; "
                                   "choose another path or remove it")
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -75,7 +78,7 @@ def write_artifact(out_dir: Path, fill: Callable[[Path], None]) -> Path:
         fill(tmp)
         if out_dir.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
-            out_dir.rename(old / "artifact")
+            out_dir.rename(old / "previous")
             tmp.rename(out_dir)
             shutil.rmtree(old)
         else:
