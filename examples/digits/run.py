@@ -66,8 +66,8 @@ class Settings:
 FULL = Settings(
     dense_epochs=30, finetune_epochs=10, simulated_sequences=4,
     configs=(("tt", "r≤8", "method=tt max-rank=8"), ("tt", "r≤4", "method=tt max-rank=4"),
-             ("bt", "4 blocks, r≤4", "method=bt blocks=4 tucker-rank=4"),
-             ("bt", "2 blocks, r≤4", "method=bt blocks=2 tucker-rank=4"),
+             ("bt", "4 blocks r≤4", "method=bt blocks=4 tucker-rank=4"),
+             ("bt", "2 blocks r≤4", "method=bt blocks=2 tucker-rank=4"),
              ("ht", "r≤8", "method=ht max-rank=8"), ("ht", "r≤4", "method=ht max-rank=4")))
 QUICK = Settings(dense_epochs=2, finetune_epochs=1, simulated_sequences=1, calibration_sequences=64,
                  configs=(("tt", "r≤4", "method=tt max-rank=4"),))
