@@ -1,8 +1,8 @@
 """The Verilated accelerator equals the integer golden model, every bit, on every output:
 dense/TT/BT/HT maps; one layer, stacked, bidirectional, with a classifier head; one and
 several steps, ragged sequence lengths, initial states, coupled input-forget gates; 8 and
-16 bits; PWL and LUT
-activations; both rounding modes; P in {1, 4, 16}.  One build per P serves every case."""
+16 bits; PWL and LUT activations; both rounding modes; P in {1, 4, 16} and, with row
+groups, 32 and 64.  One build per P serves every case."""
 
 from __future__ import annotations
 
@@ -31,6 +31,10 @@ CASES = {
                                            inputs=16), 16),
     "bidirectional-tt-split-P4": (AccelCase(fmt="tt", direction="bidirectional", split_gates=True,
                                             hidden=8, inputs=8), 4),
+    # row groups: 2 at P = 32, 4 at P = 64
+    "stacked-bidirectional-dense-P32": (AccelCase(layers=2, direction="bidirectional", head="dense", lens=True), 32),
+    "ht-bidirectional-P64": (AccelCase(fmt="ht", direction="bidirectional", lens=True, initial=True), 64),
+    "bt-head-16bit-P64": (AccelCase(fmt="bt", head="bt", hidden=8, bits=16), 64),
 }
 
 

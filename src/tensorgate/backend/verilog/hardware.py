@@ -32,6 +32,7 @@ class AccelConfig:
     w_depth: int = DEFAULT_DEPTHS["w_depth"]
     s_depth: int = DEFAULT_DEPTHS["s_depth"]
     t_depth: int = DEFAULT_DEPTHS["t_depth"]
+    groups: int = 1
 
     @classmethod
     def for_image(cls, image: Image, code_width: int) -> "AccelConfig":
@@ -39,16 +40,17 @@ class AccelConfig:
         needs = {"prog_depth": len(image.program), "w_depth": len(image.weight_rows),
                  "s_depth": len(image.scratch), "t_depth": len(image.tables)}
         depths = {key: max(DEFAULT_DEPTHS[key], 1 << max(0, (needs[key] - 1).bit_length())) for key in needs}
-        return cls(image.pes, 16 if max(code_width, image.code_width) <= 16 else 32, **depths)
+        return cls(image.pes, 16 if max(code_width, image.code_width) <= 16 else 32, **depths, groups=image.groups)
 
     def parameters(self) -> dict[str, int]:
         return {"P": self.pes, "CODE_W": self.code_width, "PROG_DEPTH": self.prog_depth, "W_DEPTH": self.w_depth,
-                "S_DEPTH": self.s_depth, "T_DEPTH": self.t_depth}
+                "S_DEPTH": self.s_depth, "T_DEPTH": self.t_depth, "GROUPS": self.groups}
 
     def memory_bits(self) -> dict[str, int]:
-        """On-chip bits per memory (the scratchpad is two replicas: two reads per cycle)."""
+        """On-chip bits per memory (the scratchpad is one replica per row group and one for
+        the init stream: that many reads per cycle)."""
         return {"program": self.prog_depth * WORDS * 64, "weights": self.w_depth * self.pes * self.code_width,
-                "scratchpad": 2 * self.s_depth * 64, "activation_tables": self.t_depth * 64}
+                "scratchpad": (self.groups + 1) * self.s_depth * 64, "activation_tables": self.t_depth * 64}
 
     def as_dict(self) -> dict:
         return asdict(self)

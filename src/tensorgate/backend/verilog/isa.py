@@ -1,6 +1,7 @@
 """The accelerator's instruction words (see ``accel/tg_accel.sv`` and ``accel/tg_lstm_cell.sv``).
 
-An instruction is ``WORDS`` 64-bit words; word 0 is the opcode.  Signed fields are two's
+An instruction is ``WORDS`` 64-bit words; word 0 is the opcode (bits 7:0; a GEMM's log2 row
+groups in bits 15:8).  Signed fields are two's
 complement.  ``Loops`` are address-generator walks: a base and up to ``DIMS`` nested loops,
 innermost first, each ``(count, stride)``.
 """
@@ -17,6 +18,7 @@ WORDS = 64
 DIMS = 8
 END, GEMM, EW, CELL = 0, 1, 2, 3
 WIDE_LO, WIDE_HI = -(1 << 63), (1 << 63) - 1
+MAX_ROW_GROUPS, LANES_PER_ROW_GROUP = 4, 16
 MASK64 = (1 << 64) - 1
 
 # GEMM / EW word positions
@@ -104,14 +106,23 @@ def _put_narrowing(words: np.ndarray, narrowing: Narrowing, init: bool, results:
     _put(words, RESULTS, results)
 
 
+def row_groups(pes: int) -> int:
+    """The row groups (scratchpad read replicas) a build of ``pes`` lanes has: a GEMM of
+    few columns runs up to this many rows at once on lane groups of ``pes / groups``."""
+    return min(MAX_ROW_GROUPS, max(1, pes // LANES_PER_ROW_GROUP))
+
+
 def gemm(a: Loops, out: Loops, init: Loops | None, b_base: int, k: int, tiles: int, rows: int, columns: int,
-         narrowing: Narrowing) -> np.ndarray:
+         narrowing: Narrowing, groups: int = 1, a_group_stride: int = 0) -> np.ndarray:
+    """A GEMM of ``rows`` rows; with ``groups`` > 1 the A walk covers ``rows / groups`` row
+    steps and group g reads at ``a_group_stride * g`` from it."""
     words = instruction()
-    _put(words, 0, GEMM)
+    _put(words, 0, GEMM | ((groups.bit_length() - 1) << 8))
     _put_loops(words, A_BASE, a, "the A operand")
+    _put(words, A_BASE, (a.base & 0xFFFFFFFF) | ((a_group_stride & 0xFFFFFFFF) << 32))
     _put_loops(words, O_BASE, out, "the output")
     _put_loops(words, I_BASE, init if init is not None else Loops(0, out.dims), "the init operand")
-    for index, value in ((B_BASE, b_base), (B_K, k), (B_TILES, tiles), (B_ROWS, rows), (COLUMNS, columns)):
+    for index, value in ((B_BASE, b_base), (B_K, k), (B_TILES, tiles), (B_ROWS, rows // groups), (COLUMNS, columns)):
         _put(words, index, value)
     _put_narrowing(words, narrowing, init is not None, rows * columns)
     return words

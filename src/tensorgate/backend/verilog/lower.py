@@ -104,6 +104,7 @@ class Image:
     steps: int = 1
     cycles_estimate: int = 0
     code_width: int = 2
+    groups: int = 1
 
     def program_words(self) -> np.ndarray:
         return np.concatenate(self.program) if self.program else np.zeros(0, np.uint64)
@@ -119,7 +120,7 @@ class Lowering:
         if pes < 1 or pes & (pes - 1):
             raise LoweringError(f"--pes must be a power of two, got {pes}")
         self.module = module
-        self.image = Image(pes)
+        self.image = Image(pes, groups=isa.row_groups(pes))
         self.shapes = shapes
         self.buffers: dict[str, tuple[int, int]] = {}
         self.rounding = "nearest-even"
@@ -177,24 +178,44 @@ class Lowering:
         pes = self.image.pes
         rows = math.prod(c for c, _ in row_dims)
         depth, columns = matrix.shape
-        tiles = -(-columns // pes)
-        b_base = len(self.image.weight_rows)
-        padded = np.zeros((depth, tiles * pes), np.int64)
-        padded[:, :columns] = matrix
-        for tile in range(tiles):
-            self.image.weight_rows.extend(padded[:, tile * pes:(tile + 1) * pes])
-        self.image.code_width = max(self.image.code_width, _bits(matrix))
         row_m = isa.merge_dims(list(row_dims))
         k_m = isa.merge_dims([(c, (s,)) for c, s in k_dims])
         col_m = isa.merge_dims(list(col_dims))
+        groups = self._row_groups(columns, row_m, len(k_m), len(col_m))
+        lanes = pes // groups
+        tiles = -(-columns // lanes)
+        b_base = len(self.image.weight_rows)
+        padded = np.zeros((depth, tiles * lanes), np.int64)
+        padded[:, :columns] = matrix
+        for tile in range(tiles):
+            self.image.weight_rows.extend(np.tile(padded[:, tile * lanes:(tile + 1) * lanes], (1, groups)))
+        self.image.code_width = max(self.image.code_width, _bits(matrix))
+        group_strides = (0, 0, 0)
+        if groups > 1:  # the outermost row loop runs `groups` blocks of its rows at once
+            count, strides = row_m[-1]
+            group_strides = tuple(count // groups * stride for stride in strides)
+            row_m = row_m[:-1] + ([(count // groups, strides)] if count > groups else [])
+        group_out = [(groups, group_strides[1])] if groups > 1 else []
+        group_init = [(groups, group_strides[2])] if groups > 1 else []
         a_loops = [(c, s[0]) for c, s in k_m] + ([(tiles, 0)] if tiles > 1 else []) + [(c, s[0]) for c, s in row_m]
-        out_loops = [(c, s[0]) for c, s in col_m] + [(c, s[1]) for c, s in row_m]
-        init_loops = [(c, s[1]) for c, s in col_m] + [(c, s[2]) for c, s in row_m]
+        out_loops = [(c, s[0]) for c, s in col_m] + group_out + [(c, s[1]) for c, s in row_m]
+        init_loops = [(c, s[1]) for c, s in col_m] + group_init + [(c, s[2]) for c, s in row_m]
         words = isa.gemm(Loops(a_base, tuple(a_loops)), Loops(out_base, tuple(out_loops)),
                          None if init_base is None else Loops(init_base, tuple(init_loops)),
-                         b_base, depth, tiles, rows, columns, narrowing)
+                         b_base, depth, tiles, rows, columns, narrowing, groups, group_strides[0])
         self.image.macs += rows * depth * columns
-        self.emit(words, rows * tiles * max(depth, min(pes, columns) + 1) + min(pes, columns) + 6)
+        drain = groups * min(lanes, columns)
+        self.emit(words, rows // groups * tiles * max(depth, drain + 1) + drain + 6)
+
+    def _row_groups(self, columns: int, row_m, k_loops: int, col_loops: int) -> int:
+        """The most row groups (a power of two up to the build's) whose lanes each hold all
+        ``columns`` and that divide the outermost row loop, within the generators' loops."""
+        groups = self.image.groups
+        if not row_m or col_loops + 1 + len(row_m) > isa.DIMS or k_loops + len(row_m) > isa.DIMS:
+            return 1
+        while groups > 1 and (columns > self.image.pes // groups or row_m[-1][0] % groups):
+            groups //= 2
+        return groups
 
     def elementwise(self, dims, x_base: int, out_base: int, init_base: int | None, narrowing: Narrowing) -> None:
         """``O = narrow(X, I)`` over ``dims``: ``(count, (x, out, init strides))``, innermost first."""

@@ -6,7 +6,7 @@
 // through the host port (host_mem 0 program, 1 weights, 2 scratchpad, 3 activation tables).
 //
 // Program: instructions of NW 64-bit words (word 0 the opcode), fetched in one cycle:
-//   END   raise done.
+//   END   raise done.  Word 0 holds the opcode in bits [7:0].
 //   GEMM  O = narrow((A·B << acc_shift) + (I << init_shift)) over R rows and C columns.
 //         A (activation codes, scratchpad) is walked by an 8-loop address generator in the
 //         order k (inner loops), column tile, row (outer loops): reshapes and transposes
@@ -15,6 +15,11 @@
 //         t accumulates column t*P + l.  The lanes' output registers hold a finished tile
 //         while the next accumulates; the drain walks a tile's columns one per cycle through
 //         the output and init address generators (same loop structure, other strides).
+//         Row groups (word 0 bits [15:8] = log2 G, G <= GROUPS): with few columns the lanes
+//         split into G groups of P/G; group g reads its A operand from scratchpad replica g
+//         at the A address + g * (word 1 bits [63:32]), so G rows accumulate at once.  The
+//         compiler then repeats B's columns in every group, walks the rows G at a time and
+//         walks the output and init group by group; a drain covers G * columns lanes.
 //   EW    O = narrow((X << acc_shift) + (I << init_shift)) elementwise, X walked by the A
 //         generator: epilogues (bias/gate terms, format and clip) and block sums.
 //   CELL  the LSTM cell update of one batch row (tg_lstm_cell).
@@ -33,7 +38,8 @@ module tg_accel #(
     parameter int PROG_DEPTH = 256,
     parameter int W_DEPTH    = 4096,
     parameter int S_DEPTH    = 8192,
-    parameter int T_DEPTH    = 4096
+    parameter int T_DEPTH    = 4096,
+    parameter int GROUPS     = 1
 ) (
     input  logic        clk,
     input  logic        rst,
@@ -57,6 +63,7 @@ module tg_accel #(
   localparam int T_AW = $clog2(T_DEPTH);
   localparam int NW_AW = $clog2(NW);
   localparam int LANE_AW = (P > 1) ? $clog2(P) : 1;
+  localparam int LOG_P = $clog2(P);
 
   localparam logic [63:0] OP_GEMM = 64'd1;
   localparam logic [63:0] OP_EW = 64'd2;
@@ -132,6 +139,12 @@ module tg_accel #(
 
   // ------------------------------------------------------------------ GEMM issue
   logic [31:0] depth_k, tiles, columns;
+  logic [7:0] group_log;
+  /* verilator lint_off UNUSEDSIGNAL */
+  logic signed [31:0] a_group_stride;  // unused in a build without row groups
+  /* verilator lint_on UNUSEDSIGNAL */
+  assign group_log = ins[0][15:8];
+  assign a_group_stride = ins[1][63:32];
   assign depth_k = ins[53][31:0];
   assign tiles = ins[54][31:0];
   assign columns = ins[56][31:0];
@@ -156,7 +169,7 @@ module tg_accel #(
       issue_tile <= '0;
       hold <= '0;
     end else begin
-      if (issue && tile_first) hold <= tile_columns(issue_tile);
+      if (issue && tile_first) hold <= tile_columns(issue_tile) << group_log;
       else if (hold != 32'd0) hold <= hold - 32'd1;
       if (issue) begin
         if (k_index + 32'd1 >= depth_k) begin
@@ -190,6 +203,16 @@ module tg_accel #(
   logic [P-1:0] lane_out_valid;  // the lanes emit together; lane 0 speaks for all
   /* verilator lint_on UNUSEDSIGNAL */
   logic signed [63:0] scratch_a_rdata;
+  logic signed [63:0] group_a_rdata[GROUPS];
+  assign group_a_rdata[0] = scratch_a_rdata;
+
+  // The row group lane l belongs to (group_log = 0: every lane in group 0).
+  function automatic int lane_group(input int lane);
+    logic [31:0] group;
+    group = 32'(lane) >> (32'(LOG_P) - 32'(group_log));
+    lane_group = (group < 32'(GROUPS)) ? int'(group) : 0;
+  endfunction
+
   for (genvar l = 0; l < P; l++) begin : g_lane
     tg_ram_dp #(.WIDTH(CODE_W), .DEPTH(W_DEPTH)) bank (
         .clk(clk),
@@ -201,14 +224,17 @@ module tg_accel #(
     logic unused_saturated;
     tg_mac_lane #(.A_W(CODE_W), .B_W(CODE_W), .ACC_W(64), .OUT_W(64), .SHIFT_W(8)) lane (
         .clk(clk), .rst(rst), .acc_en(s1_valid), .clear(s1_valid && s1_first), .acc_init('0),
-        .a(scratch_a_rdata[CODE_W-1:0]), .b(weight[l]), .emit(s2_emit), .shift('0), .round_even(1'b0),
+        .a(group_a_rdata[lane_group(l)][CODE_W-1:0]), .b(weight[l]), .emit(s2_emit), .shift('0), .round_even(1'b0),
         .acc(unused_acc), .out(lane_out[l]), .out_valid(lane_out_valid[l]), .out_saturated(unused_saturated));
   end
 
   // ------------------------------------------------------------------ drain / elementwise
   logic drain_busy;
-  logic [LANE_AW-1:0] drain_lane;
-  logic [31:0] drain_tile, drain_columns;
+  logic [LANE_AW-1:0] drain_lane, drain_group;
+  logic [31:0] drain_tile, drain_columns, drain_groups;
+  logic [LANE_AW-1:0] drained_lane;
+  assign drain_groups = 32'd1 << group_log;
+  assign drained_lane = LANE_AW'((32'(drain_group) << (32'(LOG_P) - 32'(group_log))) + 32'(drain_lane));
   logic drain_issue, ew_issue, e1_valid, e1_from_x;
   logic signed [63:0] e1_value;
   logic [S_AW-1:0] e1_addr;
@@ -225,13 +251,21 @@ module tg_accel #(
       drain_busy <= 1'b0;
       drain_tile <= '0;
       drain_lane <= '0;
+      drain_group <= '0;
     end else if (lane_out_valid[0]) begin
       drain_busy <= 1'b1;
       drain_lane <= '0;
+      drain_group <= '0;
     end else if (drain_busy) begin
       if (32'(drain_lane) + 32'd1 >= drain_columns) begin
-        drain_busy <= 1'b0;
-        drain_tile <= (drain_tile + 32'd1 >= tiles) ? 32'd0 : drain_tile + 32'd1;
+        drain_lane <= '0;
+        if (32'(drain_group) + 32'd1 >= drain_groups) begin
+          drain_busy <= 1'b0;
+          drain_group <= '0;
+          drain_tile <= (drain_tile + 32'd1 >= tiles) ? 32'd0 : drain_tile + 32'd1;
+        end else begin
+          drain_group <= drain_group + LANE_AW'(1);
+        end
       end else begin
         drain_lane <= drain_lane + LANE_AW'(1);
       end
@@ -242,7 +276,7 @@ module tg_accel #(
     if (rst) e1_valid <= 1'b0;
     else e1_valid <= drain_issue || ew_issue;
     e1_from_x <= ew_issue;
-    e1_value <= lane_out[drain_lane];
+    e1_value <= lane_out[drained_lane];
     e1_addr <= S_AW'(o_addr);
   end
 
@@ -283,8 +317,9 @@ module tg_accel #(
       .b_rdata(table_host_rdata));
 
   // ------------------------------------------------------------------ scratchpad (two replicas)
-  // Replica 0 port A: A / X operand stream, cell reads, host reads; replica 1 port A: init
-  // stream.  Both port B: every write (the engine's, the cell's or the host's).
+  // Replica 0 port A: A / X operand stream (row group 0), cell reads, host reads; replicas
+  // 1 .. GROUPS-1 port A: the A stream of row groups 1 ..; scratch1 port A: init stream.
+  // Every port B: every write (the engine's, the cell's or the host's).
   logic s_read_en, s_write_en;
   logic [S_AW-1:0] s_read_addr, s_write_addr;
   logic [63:0] s_write_data, unused_b0, unused_b1;
@@ -317,6 +352,14 @@ module tg_accel #(
       .clk(clk),
       .a_en(s_read_en), .a_we(1'b0), .a_addr(s_read_addr), .a_wdata('0), .a_rdata(scratch_a_rdata),
       .b_en(s_write_en), .b_we(1'b1), .b_addr(s_write_addr), .b_wdata(s_write_data), .b_rdata(unused_b0));
+  for (genvar g = 1; g < GROUPS; g++) begin : g_group_replica
+    logic [63:0] unused_b;
+    tg_ram_dp #(.WIDTH(64), .DEPTH(S_DEPTH)) replica (
+        .clk(clk),
+        .a_en(issue), .a_we(1'b0), .a_addr(S_AW'(a_addr + 32'(g) * 32'(a_group_stride))), .a_wdata('0),
+        .a_rdata(group_a_rdata[g]),
+        .b_en(s_write_en), .b_we(1'b1), .b_addr(s_write_addr), .b_wdata(s_write_data), .b_rdata(unused_b));
+  end
   tg_ram_dp #(.WIDTH(64), .DEPTH(S_DEPTH)) scratch1 (
       .clk(clk),
       .a_en(i_ready), .a_we(1'b0), .a_addr(S_AW'(i_addr)), .a_wdata('0), .a_rdata(scratch_i_rdata),
@@ -345,8 +388,10 @@ module tg_accel #(
   end
 
   // ------------------------------------------------------------------ controller
-  assign gens_start = (state == DECODE) && (ins[0] == OP_GEMM || ins[0] == OP_EW);
-  assign cell_start = (state == DECODE) && ins[0] == OP_CELL;
+  logic [63:0] opcode;
+  assign opcode = {56'd0, ins[0][7:0]};
+  assign gens_start = (state == DECODE) && (opcode == OP_GEMM || opcode == OP_EW);
+  assign cell_start = (state == DECODE) && opcode == OP_CELL;
   always_ff @(posedge clk) begin
     if (rst) begin
       state <= IDLE;
@@ -361,7 +406,7 @@ module tg_accel #(
         end
         FETCH: state <= DECODE;
         DECODE: begin
-          case (ins[0])
+          case (opcode)
             OP_GEMM: state <= RUN_GEMM;
             OP_EW: state <= RUN_EW;
             OP_CELL: state <= RUN_CELL;
