@@ -202,9 +202,12 @@ def _activation(name: str, alpha, beta) -> Callable[[np.ndarray], np.ndarray]:
     return lambda x: fn(x).astype(x.dtype, copy=False)
 
 
+DEFAULT_ACTIVATIONS = ("Sigmoid", "Tanh", "Tanh")
+
+
 def lstm_activations(op: Op) -> list[Callable]:
     """The 3·dirs activation functions, alpha/beta consumed in order by those that take them."""
-    names = op.attrs["activations"] or ["Sigmoid", "Tanh", "Tanh"] * lstm_num_directions(op)
+    names = op.attrs["activations"] or list(DEFAULT_ACTIVATIONS) * lstm_num_directions(op)
     alphas = list(op.attrs["activation_alpha"] or [])
     betas = list(op.attrs["activation_beta"] or [])
     functions = []
@@ -239,6 +242,7 @@ def _lstm(op, args, dtype):
     lens = np.full(batch, steps, np.int64) if seq_lens is None else seq_lens.astype(np.int64)
     w_per_dir, r_per_dir = len(attrs["w"]) // dirs, len(attrs["r"]) // dirs  # stacked or per gate, each
     activations = lstm_activations(op)
+    names = op.attrs["activations"] or list(DEFAULT_ACTIVATIONS) * dirs
     ys, hs, cs = [], [], []
     for d in range(dirs):
         reverse = attrs["direction"] == "reverse" or d == 1
@@ -249,6 +253,7 @@ def _lstm(op, args, dtype):
             None if attrs["peepholes"] is None else attrs["peepholes"][d].astype(dtype),
             None if h0 is None else h0[d], None if c0 is None else c0[d],
             attrs["clip"], attrs["input_forget"], activations[3 * d:3 * d + 3],
+            tuple(names[3 * d:3 * d + 3]) == DEFAULT_ACTIVATIONS,
         )
         ys.append(y)
         hs.append(h)
@@ -260,7 +265,7 @@ def _lstm(op, args, dtype):
 
 
 def _lstm_direction(x, lens, reverse, hidden, dtype, w, r, bias, peep, h0, c0, clip,
-                    input_forget, activations):
+                    input_forget, activations, default_activations):
     """One direction over the whole sequence; returns Y [T,B,H], last h and c [B,H].
 
     The input projection of all steps is one batched application of W (it does not
@@ -271,7 +276,7 @@ def _lstm_direction(x, lens, reverse, hidden, dtype, w, r, bias, peep, h0, c0, c
         gates_x = _apply_gates(w, x.reshape(steps * batch, -1)).reshape(steps, batch, 4 * hidden)
     if bias is not None:
         gates_x += bias[:4 * hidden] + bias[4 * hidden:] if bias.size == 8 * hidden else bias
-    cell = _Cell(hidden, peep, clip, input_forget, activations)
+    cell = _Cell(hidden, peep, clip, input_forget, activations, default_activations and peep is None, dtype)
     h = np.zeros((batch, hidden), dtype) if h0 is None else h0.astype(dtype)
     c = np.zeros((batch, hidden), dtype) if c0 is None else c0.astype(dtype)
     y = np.zeros((steps, batch, hidden), dtype)
@@ -291,7 +296,7 @@ def _lstm_direction(x, lens, reverse, hidden, dtype, w, r, bias, peep, h0, c0, c
     return y, h, c
 
 
-SINGLE_THREAD_MACS = 1 << 22
+SINGLE_THREAD_MACS = 1 << 28
 _THREADPOOLS = ThreadpoolController()  # inspecting the loaded BLAS once costs ~0.3 ms
 
 
@@ -306,9 +311,16 @@ def _blas_threads_for(maps: list[LinearMap], rows: int):
 
 
 class _Cell:
-    """The LSTM cell update from gate pre-activations (ONNX order i, o, f, c)."""
+    """The LSTM cell update from gate pre-activations (ONNX order i, o, f, c).
 
-    def __init__(self, hidden, peep, clip, input_forget, activations):
+    ``fused``: with the default σ/tanh/tanh and no peepholes, all four gates go through
+    one tanh, as σ(x) = 0.5 + 0.5·tanh(x/2) — the same arithmetic as ``sigmoid`` in half
+    the NumPy calls, which is what a small LSTM's time step costs.
+    """
+
+    def __init__(self, hidden, peep, clip, input_forget, activations, fused, dtype):
+        self.fused = fused
+        self.halve_sigmoid_gates = np.repeat(np.array([0.5, 0.5, 0.5, 1.0], dtype), hidden)
         self.blocks = [slice(k * hidden, (k + 1) * hidden) for k in range(4)]
         self.hidden = hidden
         self.peep = None if peep is None else np.split(peep, 3)  # p_i, p_o, p_f
@@ -318,6 +330,8 @@ class _Cell:
 
     def update(self, gates: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """New (h, c); ``gates`` is scratch and gets overwritten."""
+        if self.fused:
+            return self._fused_update(gates, c)
         i_, o_, f_, c_ = self.blocks
         if self.peep is not None:
             gates[:, i_] += self.peep[0] * c
@@ -337,6 +351,20 @@ class _Cell:
             pre_o = gates[:, o_] + self.peep[1] * c_new
             o = self.f_act(pre_o if self.clip is None else np.clip(pre_o, -self.clip, self.clip))
         return o * self.h_act(c_new), c_new
+
+    def _fused_update(self, gates: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        i_, o_, f_, c_ = self.blocks
+        if self.clip is not None:
+            np.clip(gates, -self.clip, self.clip, out=gates)
+        gates *= self.halve_sigmoid_gates
+        np.tanh(gates, out=gates)
+        sig = gates[:, :3 * self.hidden]
+        sig *= 0.5
+        sig += 0.5
+        i, o, f, g = gates[:, i_], gates[:, o_], gates[:, f_], gates[:, c_]
+        c_new = (1 - i if self.input_forget else f) * c
+        c_new += i * g
+        return o * np.tanh(c_new), c_new
 
 
 # --- module execution -----------------------------------------------------------------
