@@ -1,7 +1,8 @@
 """The accelerator build: its generic parameters and the RTL design Verilator builds.
 
 One build serves every model whose images fit its memories: the parameters are only the
-lane count P, the code width and the memory depths, so tests and users share builds.
+lane count P, the code width, the memory depths and the row groups (``isa.row_groups(P)``),
+so tests and users share builds.
 """
 
 from __future__ import annotations
