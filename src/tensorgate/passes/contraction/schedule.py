@@ -17,6 +17,8 @@ operands per step.
 
 from __future__ import annotations
 
+import functools
+
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence, Union
@@ -323,4 +325,12 @@ def _run_steps(schedule: Schedule, values: dict[int, np.ndarray], stage: str) ->
             continue
         terms = [schedule.operand_labels(op) for op in (step.lhs, step.rhs, count + index)]
         equation = "{},{}->{}".format(*("".join(symbols[label] for label in term) for term in terms))
-        values[count + index] = opt_einsum.contract(equation, values.pop(step.lhs), values.pop(step.rhs))
+        lhs, rhs = values.pop(step.lhs), values.pop(step.rhs)
+        values[count + index] = _pairwise(equation, lhs.shape, rhs.shape)(lhs, rhs)
+
+
+@functools.lru_cache(maxsize=4096)
+def _pairwise(equation: str, lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...]):
+    """A compiled two-operand contraction: planning it (opt_einsum's path and BLAS choice)
+    costs far more than a small step itself, and a step recurs every time step."""
+    return opt_einsum.contract_expression(equation, lhs_shape, rhs_shape, optimize=[(0, 1)])
