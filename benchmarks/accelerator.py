@@ -21,6 +21,11 @@ dense-equivalent GOPS at an assumed 200 MHz: 2 · (MACs per step of the dense mo
 4H(I+H) + head) / (cycles per step / 200 MHz), next to the paper's 175.6 GOPS on an XCKU5P
 (1,824 DSP slices).  Every run is checked bit for bit against the integer golden model.
 
+Builds of P ≥ 32 have row groups (``isa.row_groups``): a GEMM of few columns runs several
+rows at once, each lane group reading A from its own scratchpad replica, so the memory
+column grows with them.  What stays serial is the drain: one result written per cycle, so
+a GEMM step takes at least rows × columns cycles whatever P is.
+
 Targets: cycles/step ≤ 1.25 × mac_bound + a fixed per-step cell overhead; GEMM
 utilization ≥ 80 % at P = 16 and 64; ≥ 1M simulated cycles/s; ≥ 2 × 175.6 GOPS with at
 most 128 PEs.

@@ -501,7 +501,7 @@ class Lowering:
             h0 = None if h0 is None else np.swapaxes(h0, 0, 1)
             c0 = None if c0 is None else np.swapaxes(c0, 0, 1)
         steps, batch, _ = x.shape
-        dirs, hidden, q = program.dirs, program.hidden, program.quant
+        dirs, hidden = program.dirs, program.hidden
         self.image.steps = max(self.image.steps, steps)
         state_shape = (dirs, batch, hidden)
         states = []
