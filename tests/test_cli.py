@@ -360,3 +360,21 @@ def test_run_into_a_missing_folder_is_a_clear_error(artifact, tmp_path, capsys, 
 def test_unwritable_output_is_a_clear_error(capsys, tmp_path):
     code, _, err = run_cli(capsys, "compile", str(MODEL), "-o", "/proc/no/such/artifact")
     assert_clean_error(code, err, 1, "cannot create output")
+
+
+def test_manifest_and_inspect_report_contraction_costs(tmp_path, capsys):
+    out = tmp_path / "tt"
+    pipeline = "canonicalize, decompose{method=tt max-rank=4 d=2 weights=all}, order-contractions"
+    assert run_cli(capsys, "compile", str(MODEL), "-p", pipeline, "-o", str(out))[0] == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    scheduled = [m for m in manifest["maps"] if "macs_per_step" in m]
+    assert {m["format"] for m in scheduled} == {"tt"} and len(scheduled) == 2
+    for entry in scheduled:
+        costs = entry["macs_per_step"]
+        assert costs["scheduled"] <= costs["naive"] and costs["dense"] == entry["shape"][0] * entry["shape"][1]
+        assert 0 < entry["rel_error"] < 1
+    totals = manifest["macs_per_step"]
+    assert totals["scheduled"] == sum(m["macs_per_step"]["scheduled"] for m in scheduled)
+    assert manifest["contraction_search_seconds"] < 1
+    code, printed, _ = run_cli(capsys, "inspect", str(out))
+    assert code == 0 and "contraction schedules" in printed and f"{totals['scheduled']:,}" in printed
