@@ -2,7 +2,8 @@
 
 Each model is one LSTM layer (T=16) built with onnx.helper, imported by tensorgate's
 frontend and run by both runtimes on the same inputs in the same process; the table
-shows the median of repeated runs and the ratio ours/onnxruntime.
+shows the best of repeated runs (the least disturbed by other work on the machine, as
+timeit recommends) and the ratio ours/onnxruntime.
 
     python benchmarks/runtime_dense.py [--repeats N]
 """
@@ -46,21 +47,21 @@ def lstm_model(features: int, hidden: int, seed: int = 0) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def median_seconds(fn, repeats: int) -> float:
+def best_seconds(fn, repeats: int) -> float:
     fn()
-    times = []
+    best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+        best = min(best, time.perf_counter() - start)
+    return best
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=50)
     args = parser.parse_args()
-    table = Table(title=f"dense LSTM latency, T={STEPS} (median of {args.repeats})")
+    table = Table(title=f"dense LSTM latency, T={STEPS} (best of {args.repeats})")
     for column in ("hidden", "input", "batch", "onnxruntime ms", "tensorgate ms", "ratio", "max |diff|"):
         table.add_column(column, justify="right")
     worst = 0.0
@@ -71,8 +72,8 @@ def main() -> int:
         executor = Executor(import_onnx(model))
         ref = session.run(["Y_h"], {"x": x})[0]
         ours = executor.run({"x": x})["Y_h"]
-        t_ort = median_seconds(lambda: session.run(["Y_h"], {"x": x}), args.repeats)
-        t_ours = median_seconds(lambda: executor.run({"x": x}), args.repeats)
+        t_ort = best_seconds(lambda: session.run(["Y_h"], {"x": x}), args.repeats)
+        t_ours = best_seconds(lambda: executor.run({"x": x}), args.repeats)
         worst = max(worst, t_ours / t_ort)
         table.add_row(str(hidden), str(features), str(batch), f"{t_ort * 1e3:.3f}", f"{t_ours * 1e3:.3f}",
                       f"{t_ours / t_ort:.2f}x", f"{np.abs(ours - ref).max():.1e}")
