@@ -210,3 +210,29 @@ def test_a_schedule_changed_after_quantize_is_refused_or_caught_before_running()
     with pytest.raises(ExecutionError, match="are not the steps .* its formats were chosen for; quantize after "
                                              "order-contractions"):
         run_fixed(module, {"x": np.zeros((2, 1, I))})
+
+
+def test_per_gate_w_with_stacked_dense_r_is_regrouped_exactly(tmp_path):
+    """decompose{gates=separate} leaves R stacked; quantize regroups the dense R per gate."""
+    from tensorgate.demo import demo_files
+    from tensorgate.explore import without_trailing_softmax
+    from tensorgate.frontend import import_onnx
+
+    model, inputs = demo_files()
+    with np.load(inputs) as data:
+        images = data["image_rows"]
+    module, _ = without_trailing_softmax(import_onnx(model), "probabilities")
+    PassManager.parse("canonicalize, decompose{method=tt max-rank=4 d=2 gates=separate}").run(module)
+    lstm = module.ops_of("lstm")[0]
+    assert (len(lstm.attrs["w"]), len(lstm.attrs["r"])) == (4, 1)
+    stacked_r = lstm.attrs["r"][0].to_dense()
+    float_logits = run_module(module, {"image_rows": images})
+    np.savez(tmp_path / "cal.npz", image_rows=images)
+    PassManager.parse(f"quantize{{bits=16 calibration={tmp_path / 'cal.npz'}}}").run(module)
+    regrouped = module.ops_of("lstm")[0].attrs["r"]
+    assert len(regrouped) == 4
+    name = module.outputs[0].name
+    fixed_logits = run_fixed(module, {"image_rows": images})[name]
+    np.testing.assert_array_equal(fixed_logits.argmax(-1), float_logits[name].argmax(-1))
+    assert np.abs(fixed_logits - float_logits[name]).max() < 1e-2 * np.abs(float_logits[name]).max()
+    assert stacked_r.shape == (4 * regrouped[0].out_dim, regrouped[0].in_dim)

@@ -113,6 +113,7 @@ class Quantize(Pass):
             raise PassError("the module is already quantized")
         _drop_zero_states(module)
         _check_supported(module)
+        _align_gate_grouping(module)
         inputs = load_calibration(self.calibration, module) if self.calibration else default_inputs(module)
         try:
             ranges = calibrate(module, inputs)
@@ -174,6 +175,27 @@ def load_calibration(path: Path, module: Module) -> dict[str, np.ndarray]:
 
 
 # --- preparation ---------------------------------------------------------------------
+
+
+def _align_gate_grouping(module: Module) -> None:
+    """The integer LSTM adds W·x and R·h map by map into the same gate blocks, so W and R
+    must be grouped alike (stacked, or one map per gate).  A dense W or R is regrouped to
+    match the other, which changes no number; two decomposed maps grouped differently
+    cannot be."""
+    from .decompose import regroup_gates
+
+    for op in module.ops_of("lstm"):
+        dirs = lstm_num_directions(op)
+        w, r = op.attrs["w"], op.attrs["r"]
+        if len(w) == len(r):
+            continue
+        dense = next((key for key, maps in (("r", r), ("w", w)) if all(isinstance(m, DenseMap) for m in maps)), None)
+        if dense is None:
+            raise PassError(f"{op.describe()}: W has {len(w) // dirs} and R {len(r) // dirs} decomposed maps per "
+                            "direction; decompose both with the same 'gates' option")
+        stacked = len(op.attrs["w" if dense == "r" else "r"]) == dirs
+        matrices = regroup_gates([m.to_dense() for m in op.attrs[dense]], dirs, stacked)
+        op.attrs[dense] = [DenseMap(matrix) for matrix in matrices]
 
 
 def _drop_zero_states(module: Module) -> None:
