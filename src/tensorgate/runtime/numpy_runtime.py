@@ -296,7 +296,10 @@ def _lstm_direction(x, lens, reverse, hidden, dtype, w, r, bias, peep, h0, c0, c
     return y, h, c
 
 
-SINGLE_THREAD_MACS = 1 << 28
+SINGLE_THREAD_MACS = 1 << 22
+"""Dense products at least this large use every BLAS thread: on an idle machine they gain
+(up to 2x on 2 cores); below it, waking the threads costs more than it saves.  On a
+machine busy with other work threads can cost 10x instead: then OPENBLAS_NUM_THREADS=1."""
 _THREADPOOLS = ThreadpoolController()  # inspecting the loaded BLAS once costs ~0.3 ms
 
 
