@@ -74,6 +74,7 @@ from ..ir.tensor_formats import BTMap, HTMap, TensorizedMap, TTMap, tree_nodes
 from ..ir.types import BOOL, F32, F64, I32, I64, UNKNOWN, ElementType, FixedType, TensorType
 from ..runtime.numpy_runtime import _ACTIVATION_DEFAULTS
 from .artifact import IR_FILE, MANIFEST, build_manifest, write_artifact
+from ..registry import registrar
 
 OPSET = 18
 QDQ_OPSET = 21
@@ -318,13 +319,7 @@ Lowering = Callable[[GraphBuilder, Op, list[str], list[str]], None]
 LOWERINGS: dict[str, Lowering] = {}
 
 
-def lowers(*kinds: str):
-    def register(fn: Lowering) -> Lowering:
-        for kind in kinds:
-            LOWERINGS[kind] = fn
-        return fn
-
-    return register
+lowers = registrar(LOWERINGS)
 
 
 _SAME_OP = {

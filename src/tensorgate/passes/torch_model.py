@@ -35,6 +35,7 @@ from ..ir.linear_map import DenseMap, LinearMap
 from ..ir.ops import lstm_num_directions
 from ..ir.tensor_formats import TensorizedMap
 from ..ir.types import FloatType, element_type
+from ..registry import registrar
 
 FLOAT = torch.float32
 STALE_AFTER_TRAINING = ("rel_error",)
@@ -167,13 +168,7 @@ Kernel = Callable[[TorchModel, int, Op, list], list]
 KERNELS: dict[str, Kernel] = {}
 
 
-def kernel(*kinds: str):
-    def register(fn: Kernel) -> Kernel:
-        for kind in kinds:
-            KERNELS[kind] = fn
-        return fn
-
-    return register
+kernel = registrar(KERNELS)
 
 
 def _elementwise(fn):

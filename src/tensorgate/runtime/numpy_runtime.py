@@ -20,18 +20,13 @@ from ..ir.core import Module, Op
 from ..ir.linear_map import DenseMap, LinearMap
 from ..ir.ops import lstm_num_directions
 from ..ir.types import FloatType, TensorType, element_type
+from ..registry import registrar
 
 Kernel = Callable[[Op, list, np.dtype], list]
 KERNELS: dict[str, Kernel] = {}
 
 
-def kernel(*kinds: str):
-    def register(fn: Kernel) -> Kernel:
-        for kind in kinds:
-            KERNELS[kind] = fn
-        return fn
-
-    return register
+kernel = registrar(KERNELS)
 
 
 def _elementwise(fn):
