@@ -378,3 +378,12 @@ def test_manifest_and_inspect_report_contraction_costs(tmp_path, capsys):
     assert manifest["contraction_search_seconds"] < 1
     code, printed, _ = run_cli(capsys, "inspect", str(out))
     assert code == 0 and "contraction schedules" in printed and f"{totals['scheduled']:,}" in printed
+
+
+@pytest.mark.parametrize("before", [True, False])
+def test_verbose_before_or_after_the_command_adds_the_traceback(before, tmp_path, capsys):
+    np.savez(tmp_path / "in.npz", x=np.zeros(1))
+    command = ["run", str(tmp_path), "--input", str(tmp_path / "in.npz"), "--output", str(tmp_path / "o.npz")]
+    code = main(["--verbose", *command] if before else [*command, "--verbose"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("error: ") and "Traceback" in err

@@ -53,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"tensorgate {__version__}")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-v", "--verbose", action="store_true", help="show tracebacks of errors")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks of errors")
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks of errors")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     inspect = sub.add_parser("inspect", parents=[common], help="summarize a model or artifact",
