@@ -4,15 +4,18 @@
 inputs' shapes (the same lowering ``compile --target verilog`` wrote), builds the generic
 accelerator for the artifact's P and widths (cached by content hash: one build per
 configuration serves every model that fits it), loads program and memory images through
-the bulk host port, runs until ``done`` and reads the outputs back.  Outputs are what
+the bulk host port, runs until ``done`` and reads the outputs back (``io="stream"`` moves
+inputs and outputs through the accelerator's valid/ready streams instead).  Outputs are what
 ``run`` (the integer golden model) returns for the artifact: dequantized floats, or codes
 with ``raw=True``.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -24,11 +27,14 @@ from ..errors import TensorgateError
 from ..fixedpoint.formats import dequantize
 from ..ir.types import FixedType
 from .fixed_runtime import FixedExecutor
-from .verilator import RtlSim, build
+from .verilator import RtlSim, SimulationTimeout, build
 
 PROGRAM, WEIGHTS, SCRATCH, TABLES = 0, 1, 2, 3
 COUNTERS = ("gemm_cycles", "ew_cycles", "cell_cycles")
 """The accelerator's performance counters: cycles running each instruction class."""
+IO_MODES = ("host", "stream")
+STREAM_STALL_CYCLES = 1 << 16
+"""How long a stream may go without a transfer before the transfer is declared stuck."""
 
 
 def module_code_width(module) -> int:
@@ -50,8 +56,15 @@ class Simulator:
         self.executor = FixedExecutor(self.module)
 
     def run(self, inputs: dict[str, np.ndarray], trace: str | Path | None = None, raw: bool = False,
-            max_cycles: int = 1 << 32) -> tuple[dict[str, np.ndarray], dict]:
-        """``(outputs, stats)`` for one set of inputs; ``trace`` writes a VCD waveform."""
+            max_cycles: int = 1 << 32, io: str = "host") -> tuple[dict[str, np.ndarray], dict]:
+        """``(outputs, stats)`` for one set of inputs; ``trace`` writes a VCD waveform.
+
+        ``io="host"`` writes inputs and reads outputs through the bulk host port;
+        ``io="stream"`` sends inputs through the input stream and receives outputs from the
+        output stream (one Python call per cycle: slower, meant for checking the interfaces).
+        """
+        if io not in IO_MODES:
+            raise TensorgateError(f"unknown io mode '{io}' for Simulator.run; expected one of {', '.join(IO_MODES)}")
         codes = self.executor.input_codes(inputs)
         image = lower(self.module, self.pes, {name: np.shape(array) for name, array in codes.items()})
         config = AccelConfig.for_image(image, module_code_width(self.module))
@@ -61,12 +74,17 @@ class Simulator:
             sim.reset()
             load_image(sim, image)
             for name, addresses in image.inputs.items():
-                sim.write_memory(SCRATCH, np.asarray(codes[name], np.int64).ravel(), int(addresses.flat[0]))
+                words = np.asarray(codes[name], np.int64).ravel()
+                if io == "stream":
+                    stream_in(sim, int(addresses.flat[0]), words)
+                else:
+                    sim.write_memory(SCRATCH, words, int(addresses.flat[0]))
             running = time.perf_counter()
             cycles = sim.run(max_cycles, start=True, progress=self.progress)
             run_seconds = time.perf_counter() - running
             by_class = {name: sim.get(name) for name in COUNTERS}
-            values = {name: read_codes(sim, addresses) for name, (addresses, _) in image.outputs.items()}
+            read = stream_codes if io == "stream" else read_codes
+            values = {name: read(sim, addresses) for name, (addresses, _) in image.outputs.items()}
         seconds = time.perf_counter() - started
         outputs = {name: values[name] if raw or fmt is None else dequantize(values[name], fmt)
                    for name, (_, fmt) in image.outputs.items()}
@@ -91,6 +109,74 @@ def read_codes(sim: RtlSim, addresses: np.ndarray) -> np.ndarray:
     low, high = int(addresses.min()), int(addresses.max())
     span = sim.read_memory(SCRATCH, high - low + 1, low, signed=True)
     return span[addresses - low]
+
+
+def stream_in(sim: RtlSim, base: int, words: np.ndarray, valid: Iterable[bool] | None = None) -> int:
+    """Send ``words`` through the input stream to scratchpad words ``base`` on; returns the cycles.
+
+    ``valid`` (default: always) says on which cycles the source offers a word; a word
+    offered stays on ``in_data`` until the accelerator takes it (``in_valid && in_ready``).
+    """
+    arm(sim, "in", base, len(words))
+    offers = itertools.repeat(True) if valid is None else iter(valid)
+    sent = cycles = idle = 0
+    while sent < len(words):
+        offer = next(offers, True)
+        sim.set("in_valid", int(offer))
+        sim.set("in_data", int(words[sent]))
+        sim.eval()
+        taken = offer and sim.get("in_ready")
+        sim.step()
+        cycles += 1
+        sent += int(taken)
+        idle = 0 if taken else idle + 1
+        if idle > STREAM_STALL_CYCLES:
+            raise SimulationTimeout(f"the input stream took {sent} of {len(words)} words and then stalled")
+    sim.set("in_valid", 0)
+    return cycles
+
+
+def stream_out(sim: RtlSim, base: int, count: int, ready: Iterable[bool] | None = None) -> np.ndarray:
+    """The ``count`` signed scratchpad words from ``base`` on, received from the output stream.
+
+    ``ready`` (default: always) says on which cycles the sink accepts a word.
+    """
+    arm(sim, "out", base, count)
+    accepts = itertools.repeat(True) if ready is None else iter(ready)
+    words = np.zeros(count, np.int64)
+    received = idle = 0
+    while received < count:
+        accept = next(accepts, True)
+        sim.set("out_ready", int(accept))
+        sim.eval()
+        if accept and sim.get("out_valid"):
+            words[received] = sim.get("out_data", signed=True)
+            received += 1
+            idle = 0
+        else:
+            idle += 1
+        sim.step()
+        if idle > STREAM_STALL_CYCLES:
+            raise SimulationTimeout(f"the output stream sent {received} of {count} words and then stalled")
+    sim.set("out_ready", 0)
+    return words
+
+
+def arm(sim: RtlSim, stream: str, base: int, count: int) -> None:
+    """Load a stream's region (``<stream>_base``, ``<stream>_count``) with a one-edge ``<stream>_arm``."""
+    sim.set(f"{stream}_base", base)
+    sim.set(f"{stream}_count", count)
+    sim.set(f"{stream}_arm", 1)
+    sim.step()
+    sim.set(f"{stream}_arm", 0)
+
+
+def stream_codes(sim: RtlSim, addresses: np.ndarray) -> np.ndarray:
+    """The signed words at ``addresses`` (any shape), received from the output stream as one span."""
+    if addresses.size == 0:
+        return np.zeros(addresses.shape, np.int64)
+    low, high = int(addresses.min()), int(addresses.max())
+    return stream_out(sim, low, high - low + 1)[addresses - low]
 
 
 def simulation_stats(image: Image, config: AccelConfig, cycles: int, by_class: dict[str, int], seconds: float,

@@ -23,6 +23,15 @@
 //   EW    O = narrow((X << acc_shift) + (I << init_shift)) elementwise, X walked by the A
 //         generator: epilogues (bias/gate terms, format and clip) and block sums.
 //   CELL  the LSTM cell update of one batch row (tg_lstm_cell).
+// Streams (AXI-Stream-like: a word moves on an edge where valid && ready; valid never waits
+// for ready), both served only while the accelerator is idle and yielding to the host port:
+//   input   in_arm (one edge) loads in_base and in_count; the next in_count words on
+//           in_data (64-bit two's complement codes) are written to the scratchpad at in_base,
+//           in_base + 1, ...  in_ready is high while words are still expected.
+//   output  out_arm (one edge) loads out_base and out_count; the scratchpad words at out_base,
+//           out_base + 1, ... then appear on out_data, in order, each held until taken
+//           (a two-word buffer keeps one word a cycle flowing under back-pressure).
+//   Arming again restarts a stream at the new region (a word still buffered is dropped).
 // Performance counters (cleared by start): cycles spent running GEMM, EW and CELL
 // instructions; the rest of a run is instruction fetch, decode and sequencing.
 // narrow(v) = clamp(round(v / 2^shift), lo, hi): the golden requantize (shift signed, rounding
@@ -51,6 +60,18 @@ module tg_accel #(
     input  logic [31:0] host_addr,
     input  logic [63:0] host_wdata,
     output logic [63:0] host_rdata,
+    input  logic        in_arm,
+    input  logic [31:0] in_base,
+    input  logic [31:0] in_count,
+    input  logic        in_valid,
+    output logic        in_ready,
+    input  logic [63:0] in_data,
+    input  logic        out_arm,
+    input  logic [31:0] out_base,
+    input  logic [31:0] out_count,
+    output logic        out_valid,
+    input  logic        out_ready,
+    output logic [63:0] out_data,
     output logic [63:0] gemm_cycles,
     output logic [63:0] ew_cycles,
     output logic [63:0] cell_cycles
@@ -316,10 +337,66 @@ module tg_accel #(
       .b_en(host_table), .b_we(host_we), .b_addr(T_AW'(host_addr)), .b_wdata(host_wdata),
       .b_rdata(table_host_rdata));
 
+  // ------------------------------------------------------------------ input and output streams
+  logic host_scratch_read, host_scratch_write;
+  assign host_scratch_read = host_scratch && !host_we;
+  assign host_scratch_write = host_scratch && host_we;
+
+  logic [31:0] in_addr, in_left;
+  logic in_fire;
+  assign in_ready = idle && in_left != 32'd0 && !host_scratch_write;
+  assign in_fire = in_valid && in_ready;
+  always_ff @(posedge clk) begin
+    if (rst) begin
+      in_addr <= '0;
+      in_left <= '0;
+    end else if (in_arm) begin
+      in_addr <= in_base;
+      in_left <= in_count;
+    end else if (in_fire) begin
+      in_addr <= in_addr + 32'd1;
+      in_left <= in_left - 32'd1;
+    end
+  end
+
+  // Reads are issued only when the buffer will have room for their word one edge later:
+  // buffered + in flight - taken this cycle < 2.
+  logic [31:0] out_addr, out_left;
+  logic [63:0] out_buffer[2];
+  logic out_head, out_tail, out_fetch, out_fetched, out_take;
+  logic [1:0] out_held, out_claimed;
+  assign out_valid = out_held != 2'd0;
+  assign out_data = out_buffer[out_head];
+  assign out_take = out_valid && out_ready;
+  assign out_claimed = out_held + 2'(out_fetched) - 2'(out_take);
+  assign out_fetch = idle && out_left != 32'd0 && !host_scratch_read && out_claimed < 2'd2;
+  always_ff @(posedge clk) begin
+    if (rst || out_arm) begin
+      out_addr <= out_base;
+      out_left <= rst ? 32'd0 : out_count;
+      out_head <= 1'b0;
+      out_tail <= 1'b0;
+      out_held <= '0;
+      out_fetched <= 1'b0;
+    end else begin
+      out_fetched <= out_fetch;
+      if (out_fetch) begin
+        out_addr <= out_addr + 32'd1;
+        out_left <= out_left - 32'd1;
+      end
+      if (out_fetched) begin
+        out_buffer[out_tail] <= scratch_a_rdata;
+        out_tail <= ~out_tail;
+      end
+      if (out_take) out_head <= ~out_head;
+      out_held <= out_held + 2'(out_fetched) - 2'(out_take);
+    end
+  end
+
   // ------------------------------------------------------------------ scratchpad (two replicas)
-  // Replica 0 port A: A / X operand stream (row group 0), cell reads, host reads; replicas
+  // Replica 0 port A: A / X operand stream (row group 0), cell reads, output stream, host reads; replicas
   // 1 .. GROUPS-1 port A: the A stream of row groups 1 ..; scratch1 port A: init stream.
-  // Every port B: every write (the engine's, the cell's or the host's).
+  // Every port B: every write (the engine's, the cell's, the input stream's or the host's).
   logic s_read_en, s_write_en;
   logic [S_AW-1:0] s_read_addr, s_write_addr;
   logic [63:0] s_write_data, unused_b0, unused_b1;
@@ -330,7 +407,10 @@ module tg_accel #(
     else if (state == RUN_CELL) begin
       s_read_en = cell_rd_en;
       s_read_addr = cell_rd_addr;
-    end else if (host_scratch && !host_we) begin
+    end else if (out_fetch) begin
+      s_read_en = 1'b1;
+      s_read_addr = S_AW'(out_addr);
+    end else if (host_scratch_read) begin
       s_read_en = 1'b1;
       s_read_addr = S_AW'(host_addr);
     end
@@ -342,7 +422,11 @@ module tg_accel #(
       s_write_en = cell_wr_en;
       s_write_addr = cell_wr_addr;
       s_write_data = cell_wr_data;
-    end else if (host_scratch && host_we) begin
+    end else if (in_fire) begin
+      s_write_en = 1'b1;
+      s_write_addr = S_AW'(in_addr);
+      s_write_data = in_data;
+    end else if (host_scratch_write) begin
       s_write_en = 1'b1;
       s_write_addr = S_AW'(host_addr);
       s_write_data = host_wdata;

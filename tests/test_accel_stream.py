@@ -1,0 +1,141 @@
+"""The accelerator's valid/ready streams: inputs sent through the input stream and outputs
+received from the output stream, with random stalls on both sides, equal the host port's
+and the integer golden model's bit for bit; every word arrives once, in order; a word
+offered on the output stays offered, unchanged, until taken; the streams yield to the host
+port and take no new words while a program runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from accel_models import AccelCase, quantized
+from tensorgate.backend.verilog.artifact import write_verilog_artifact
+from tensorgate.backend.verilog.hardware import AccelConfig, accel_design
+from tensorgate.backend.verilog.lower import lower
+from tensorgate.errors import TensorgateError
+from tensorgate.runtime.fixed_runtime import FixedExecutor, run_fixed
+from tensorgate.runtime.simulator import (SCRATCH, Simulator, load_image, module_code_width, read_codes,
+                                          stream_in, stream_out)
+from tensorgate.runtime.verilator import RtlSim, build
+
+PES = 4
+
+
+@pytest.fixture(scope="module")
+def accel():
+    return build(accel_design(AccelConfig(PES)), progress=False)
+
+
+def stalls(rng: np.random.Generator, probability: float, length: int = 1 << 14) -> np.ndarray:
+    """A random on/off pattern: off with ``probability`` each cycle."""
+    return rng.random(length) >= probability
+
+
+@pytest.mark.parametrize("case", [AccelCase(lens=True, initial=True), AccelCase(fmt="tt", head="dense")],
+                         ids=["dense-states-lens", "tt-head"])
+def test_simulator_stream_io_equals_host_io_and_golden(case, tmp_path):
+    module, inputs = quantized(case, tmp_path)
+    artifact = write_verilog_artifact(module, tmp_path / "artifact", "quantize", "stream", PES)
+    simulator = Simulator(artifact, progress=False)
+    streamed, stream_stats = simulator.run(inputs, raw=True, io="stream")
+    hosted, host_stats = simulator.run(inputs, raw=True)
+    expected = run_fixed(module, inputs, raw=True)
+    assert streamed.keys() == hosted.keys() == expected.keys()
+    for key, value in expected.items():
+        assert np.array_equal(streamed[key], value), key
+        assert np.array_equal(hosted[key], value), key
+    assert stream_stats["cycles"] == host_stats["cycles"]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_stalled_streams_through_a_model_run_are_bit_exact(seed, accel, tmp_path):
+    rng = np.random.default_rng(seed)
+    module, inputs = quantized(AccelCase(fmt="bt", lens=True, seed=seed), tmp_path)
+    codes = FixedExecutor(module).input_codes(inputs)
+    image = lower(module, PES, {name: np.shape(array) for name, array in codes.items()})
+    assert AccelConfig.for_image(image, module_code_width(module)) == AccelConfig(PES)
+    expected = run_fixed(module, inputs, raw=True)
+    with RtlSim(accel) as sim:
+        sim.reset()
+        load_image(sim, image)
+        for name, addresses in image.inputs.items():
+            stream_in(sim, int(addresses.flat[0]), np.asarray(codes[name], np.int64).ravel(),
+                      valid=stalls(rng, 0.4))
+        sim.run(1 << 20, start=True)
+        for name, (addresses, _) in image.outputs.items():
+            low, high = int(addresses.min()), int(addresses.max())
+            streamed = stream_out(sim, low, high - low + 1, ready=stalls(rng, 0.5))[addresses - low]
+            assert np.array_equal(streamed, expected[name]), name
+            assert np.array_equal(read_codes(sim, addresses), expected[name]), name
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_output_stream_holds_each_word_until_taken_and_yields_to_host_reads(seed, accel):
+    rng = np.random.default_rng(seed)
+    words = rng.integers(-(1 << 62), 1 << 62, 200)
+    base = 100
+    cycles = 1200
+    ready = stalls(rng, 0.6, cycles)
+    host_read = rng.random(cycles) < 0.2
+    host_addr = rng.integers(0, base, cycles)
+    background = rng.integers(-1000, 1000, base)
+    with RtlSim(accel) as sim:
+        sim.reset()
+        sim.write_memory(SCRATCH, background)
+        sim.write_memory(SCRATCH, words, base)
+        sim.drive({"out_arm": 1, "out_base": base, "out_count": len(words)}, [], cycles=1)
+        trace = sim.drive({"out_ready": ready.astype(np.int64), "host_en": host_read.astype(np.int64),
+                           "host_we": 0, "host_mem": SCRATCH, "host_addr": host_addr, "out_arm": 0},
+                          ["out_valid", "out_data", "host_rdata"], signed=["out_data", "host_rdata"])
+    valid, data = trace["out_valid"].astype(bool), trace["out_data"]
+    taken = valid & ready
+    assert np.array_equal(data[taken], words), "words lost, duplicated or reordered"
+    waiting = valid[:-1] & ~ready[:-1]
+    assert valid[1:][waiting].all() and np.array_equal(data[1:][waiting], data[:-1][waiting])
+    read_cycles = np.flatnonzero(host_read[:-1])
+    assert np.array_equal(trace["host_rdata"][read_cycles + 1], background[host_addr[read_cycles]])
+
+
+def test_input_stream_writes_exactly_its_region(accel):
+    rng = np.random.default_rng(5)
+    words = rng.integers(-(1 << 40), 1 << 40, 50)
+    base = 20
+    with RtlSim(accel) as sim:
+        sim.reset()
+        sim.write_memory(SCRATCH, np.full(100, 7))
+        assert sim.get("in_ready") == 0, "ready before the stream was armed"
+        assert stream_in(sim, base, words, valid=stalls(rng, 0.5)) >= len(words)
+        sim.set("in_valid", 1)
+        sim.eval()
+        assert sim.get("in_ready") == 0, "ready after the last word"
+        sim.step(3)
+        memory = sim.read_memory(SCRATCH, 100, signed=True)
+    assert np.array_equal(memory[base:base + len(words)], words)
+    assert (memory[:base] == 7).all() and (memory[base + len(words):] == 7).all()
+
+
+def test_streams_are_closed_while_a_program_runs(accel, tmp_path):
+    module, inputs = quantized(AccelCase(), tmp_path)
+    codes = FixedExecutor(module).input_codes(inputs)
+    image = lower(module, PES, {name: np.shape(array) for name, array in codes.items()})
+    with RtlSim(accel) as sim:
+        sim.reset()
+        load_image(sim, image)
+        sim.drive({"in_arm": 1, "in_base": 0, "in_count": 4, "out_arm": 1, "out_base": 0, "out_count": 4}, [],
+                  cycles=1)
+        cycles = 200
+        trace = sim.drive({"start": np.r_[1, np.zeros(cycles - 1, np.int64)], "in_arm": 0, "out_arm": 0,
+                           "in_valid": 1, "out_ready": 0}, ["in_ready", "out_valid", "done"])
+    running = slice(1, cycles)
+    assert trace["in_ready"][0] == 1
+    assert not trace["done"][running].any(), "the program finished within the window"
+    assert not trace["in_ready"][running].any(), "input stream open while running"
+    assert trace["out_valid"][2:].all(), "the word fetched before start was dropped"  # two edges from fetch
+
+
+def test_unknown_io_mode_is_refused(tmp_path):
+    module, inputs = quantized(AccelCase(), tmp_path)
+    artifact = write_verilog_artifact(module, tmp_path / "artifact", "quantize", "io", PES)
+    with pytest.raises(TensorgateError, match="io mode 'axi'"):
+        Simulator(artifact, progress=False).run(inputs, io="axi")
