@@ -324,6 +324,22 @@ def tensorized_lstm(config: TensorizedLSTM) -> TorchTensorizedLSTM:
     return TorchTensorizedLSTM(config).eval()
 
 
+def exporter_of(configs: dict[str, "TensorizedLSTM"], directory: Path):
+    """``export(name) -> (path, module)``: each named configuration exported to
+    ``directory`` and imported once, on first use (exports take seconds)."""
+    from tensorgate.frontend import import_onnx
+
+    cache: dict[str, tuple[Path, object]] = {}
+
+    def export(name: str):
+        if name not in cache:
+            path = export_tensorized_lstm(configs[name], directory)
+            cache[name] = path, import_onnx(path)
+        return cache[name]
+
+    return export
+
+
 def export_tensorized_lstm(config: TensorizedLSTM, directory: Path) -> Path:
     """Export ``config``'s LSTM (inputs ``x`` and, with ``initial_state``, ``h0``, ``c0``;
     outputs ``y``, ``h``, ``c``) to ``directory``.

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 from tensorized_models import (
-    TensorizedLSTM, check_outputs, check_parameters, check_raised, export_tensorized_lstm, tensorized_lstm,
+    TensorizedLSTM, check_outputs, check_parameters, check_raised, exporter_of, tensorized_lstm,
 )
-from tensorgate.frontend import import_onnx
 from tensorgate.ir.parser import parse_module
 from tensorgate.ir.printer import module_tensors, print_module
 
@@ -33,16 +32,7 @@ CONFIGS = {
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """``exported(name) -> (path, module)``: each configuration exported and imported once."""
-    directory = tmp_path_factory.mktemp("tensorized_lstm")
-    cache = {}
-
-    def export(name):
-        if name not in cache:
-            path = export_tensorized_lstm(CONFIGS[name], directory)
-            cache[name] = path, import_onnx(path)
-        return cache[name]
-
-    return export
+    return exporter_of(CONFIGS, tmp_path_factory.mktemp("tensorized_lstm"))
 
 
 @pytest.mark.parametrize("name", CONFIGS)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tensorized_models import TensorizedLSTM, check_outputs, check_parameters, check_raised, export_tensorized_lstm
+from tensorized_models import TensorizedLSTM, check_outputs, check_parameters, check_raised, exporter_of
 from tensorgate.frontend import import_onnx
 
 CONFIGS = {
@@ -23,16 +23,8 @@ CONFIGS = {
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("tensorized_lstm_dynamo")
-    cache = {}
-
-    def export(name):
-        if name not in cache:
-            path = export_tensorized_lstm(CONFIGS[name], directory)
-            cache[name] = path, import_onnx(path)
-        return cache[name]
-
-    return export
+    """``exported(name) -> (path, module)``: each configuration exported and imported once."""
+    return exporter_of(CONFIGS, tmp_path_factory.mktemp("tensorized_lstm_dynamo"))
 
 
 @pytest.mark.parametrize("name", CONFIGS)
