@@ -52,7 +52,7 @@ from tensorgate.ir.linear_map import DenseMap
 from tensorgate.ir.tensor_formats import TTMap
 from tensorgate.ir.types import F32, TensorType
 from tensorgate.passes.manager import PassManager
-from tensorgate.runtime.fixed_runtime import run_fixed
+from tensorgate.interpreter import run_fixed
 from tensorgate.runtime.simulator import Simulator
 
 CLOCK_HZ = 200e6

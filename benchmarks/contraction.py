@@ -28,10 +28,10 @@ import opt_einsum
 from rich.console import Console
 from rich.table import Table
 
-from tensorgate.passes.contraction import (
+from tensorgate.ir.contraction import (
     CostModel, TensorNetwork, naive_schedule, network_for_bt, network_for_ht, network_for_tt,
-    opt_einsum_schedule, order_contractions,
 )
+from tensorgate.passes.contraction import opt_einsum_schedule, order_contractions
 
 SEARCH_BUDGET_S = 1.0
 FL_TT = ([4, 4, 4, 6], [16, 8, 9, 53], [1, 4, 4, 4, 1])

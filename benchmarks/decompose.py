@@ -40,12 +40,12 @@ from onnx import TensorProto, helper, numpy_helper
 from rich.console import Console
 from rich.table import Table
 
-from tensorgate.backend.report import lstm_macs_per_step
+from tensorgate.ir.stats import lstm_macs_per_step
 from tensorgate.frontend import import_onnx
 from tensorgate.ir import TTMap
 from tensorgate.passes import PassManager
 from tensorgate.passes.decomposition import parse_shape, tt_svd
-from tensorgate.runtime.numpy_runtime import Executor
+from tensorgate.interpreter import Executor
 
 SPEEDUP_TARGET = 10.0
 SAME_ERROR = 1e-6  # largest difference of the two relative errors
@@ -145,7 +145,7 @@ def lstm_classifier_onnx(path: Path, inputs: int, hidden: int, classes: int, ste
 
 MEASURE = """
 import json, sys, time
-from tensorgate.backend.report import model_stats
+from tensorgate.ir.stats import model_stats
 from tensorgate.frontend import import_onnx
 from tensorgate.passes import PassManager
 start = time.perf_counter()

@@ -27,10 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from digits_lstm import CALIBRATION, accuracy, decomposed, digits, float_module, train_digits_lstm  # noqa: E402
 
-from tensorgate.fixedpoint.report import sqnr_db, top1_agreement  # noqa: E402
+from tensorgate.passes.quantization.report import sqnr_db, top1_agreement  # noqa: E402
 from tensorgate.passes.quantize import Quantize  # noqa: E402
-from tensorgate.runtime.fixed_runtime import run_fixed  # noqa: E402
-from tensorgate.runtime.numpy_runtime import run_module  # noqa: E402
+from tensorgate.interpreter import run_fixed  # noqa: E402
+from tensorgate.interpreter import run_module  # noqa: E402
 
 
 def main() -> None:

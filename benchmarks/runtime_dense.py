@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tensorgate.frontend import import_onnx
-from tensorgate.runtime.numpy_runtime import Executor
+from tensorgate.interpreter import Executor
 
 STEPS = 16
 CONFIGS = [(hidden, features, batch) for hidden in (128, 512) for features in (256, 4096) for batch in (1, 32)]

@@ -34,7 +34,7 @@ import torch
 from models import assert_close_f32, run_onnxruntime
 from tensorgate.ir.linear_map import LinearMap
 from tensorgate.ir.tensor_formats import BTMap, HTMap, TTMap, balanced_tree, tree_nodes
-from tensorgate.runtime.numpy_runtime import run_module
+from tensorgate.interpreter import run_module
 
 PARAM_SCALE = 0.7  # every format's W then has entries of about 0.2-0.9 (std) at the test sizes
 GATE_ORDERS = {"ifgo": ("i", "f", "g", "o"), "iofc": ("i", "o", "f", "g")}

@@ -17,7 +17,7 @@ from tensorgate.backend.verilog import isa
 from tensorgate.backend.verilog.isa import LoweringError, merge_dims
 from tensorgate.backend.verilog.lower import affine, lower
 from tensorgate.errors import TensorgateError
-from tensorgate.runtime.fixed_runtime import LSTMProgram
+from tensorgate.fixedpoint.programs import LSTMProgram
 from tensorgate.runtime.verilator import verilator_executable
 
 

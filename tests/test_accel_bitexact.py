@@ -11,7 +11,7 @@ import pytest
 
 from accel_models import AccelCase, quantized
 from tensorgate.backend.verilog.artifact import write_verilog_artifact
-from tensorgate.runtime.fixed_runtime import run_fixed
+from tensorgate.interpreter import run_fixed
 from tensorgate.runtime.simulator import Simulator
 
 CASES = {

@@ -11,11 +11,11 @@ import pytest
 
 from accel_models import AccelCase, quantized
 from tensorgate.backend.verilog.artifact import write_verilog_artifact
-from tensorgate.backend.verilog.hardware import AccelConfig, accel_design
+from tensorgate.backend.verilog.hardware import AccelConfig, module_code_width
 from tensorgate.backend.verilog.lower import lower
 from tensorgate.errors import TensorgateError
-from tensorgate.runtime.fixed_runtime import FixedExecutor, run_fixed
-from tensorgate.runtime.simulator import (SCRATCH, Simulator, load_image, module_code_width, read_codes,
+from tensorgate.interpreter import FixedExecutor, run_fixed
+from tensorgate.runtime.simulator import (SCRATCH, Simulator, accel_design, load_image, read_codes,
                                           stream_in, stream_out)
 from tensorgate.runtime.verilator import RtlSim, build
 

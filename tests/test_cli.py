@@ -270,7 +270,7 @@ def test_quantize_refuses_softmax_with_hint(capsys, tmp_path):
 
 def test_quantized_artifact_runs_golden_model_and_raw_codes(tmp_path, capsys, demo_inputs, logits_model):
     from tensorgate.backend.artifact import load_artifact
-    from tensorgate.runtime.fixed_runtime import run_fixed
+    from tensorgate.interpreter import run_fixed
 
     inputs, images = demo_inputs
     model_path, logits = logits_model

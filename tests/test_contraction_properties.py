@@ -15,10 +15,11 @@ import opt_einsum
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tensorgate.passes.contraction import (
-    OBJECTIVES, PRECONTRACT_MODES, CostModel, TensorNetwork, execute, fold_weights, naive_schedule,
-    network_for_bt, network_for_ht, network_for_tt, opt_einsum_schedule, order_contractions,
+from tensorgate.ir.contraction import (
+    OBJECTIVES, PRECONTRACT_MODES, CostModel, TensorNetwork, execute, fold_weights, naive_schedule, network_for_bt,
+    network_for_ht, network_for_tt,
 )
+from tensorgate.passes.contraction import opt_einsum_schedule, order_contractions
 
 FLOAT32_UNIT_ROUNDOFF = np.finfo(np.float32).eps / 2
 

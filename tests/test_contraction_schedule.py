@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from tensorgate.errors import ExecutionError, VerifyError
-from tensorgate.passes.contraction import (
-    COMPILE, RUN, CostModel, NetworkTensor, Schedule, Step, TensorNetwork, execute, fold_weights,
-    naive_schedule, network_for_bt, network_for_ht, network_for_tt, order_contractions,
+from tensorgate.ir.contraction import (
+    COMPILE, RUN, CostModel, NetworkTensor, Schedule, Step, TensorNetwork, execute, fold_weights, naive_schedule,
+    network_for_bt, network_for_ht, network_for_tt,
 )
+from tensorgate.passes.contraction import order_contractions
 
 
 def apply_network(network: TensorNetwork, weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:

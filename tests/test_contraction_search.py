@@ -8,10 +8,8 @@ import opt_einsum
 import pytest
 
 from tensorgate.errors import UsageError
-from tensorgate.passes.contraction import (
-    EXACT_LIMIT, CostModel, execute, naive_schedule, network_for_ht, network_for_tt, opt_einsum_schedule,
-    order_contractions,
-)
+from tensorgate.ir.contraction import CostModel, execute, naive_schedule, network_for_ht, network_for_tt
+from tensorgate.passes.contraction import EXACT_LIMIT, opt_einsum_schedule, order_contractions
 
 
 def fl_tt_network(batch: int = 1):

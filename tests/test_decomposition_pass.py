@@ -22,7 +22,7 @@ from tensorgate.ir.printer import module_tensors, print_module
 from tensorgate.ir.tensor_formats import TensorizedMap
 from tensorgate.passes import PassManager
 from tensorgate.passes.decompose import Decompose, regroup_gates
-from tensorgate.runtime.numpy_runtime import run_module
+from tensorgate.interpreter import run_module
 
 T, B = 3, 2
 

@@ -12,7 +12,7 @@ from tensorgate.errors import PassError, PipelineError
 from tensorgate.ir.printer import print_module
 from tensorgate.passes import PassManager
 from tensorgate.passes.select_ranks import decomposed_maps
-from tensorgate.runtime.numpy_runtime import run_module
+from tensorgate.interpreter import run_module
 
 from test_decomposition_pass import lstm_module
 

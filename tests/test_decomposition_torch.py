@@ -14,7 +14,7 @@ import pytest
 from models import TorchLSTM
 from tensorgate.frontend import import_onnx
 from tensorgate.passes import PassManager
-from tensorgate.runtime.numpy_runtime import run_module
+from tensorgate.interpreter import run_module
 
 CONFIG = TorchLSTM(input_size=16, hidden_size=8, head="linear", num_classes=4, seed=3)
 SHAPE = "4x4:4x8"  # input 16 = 4·4, the stacked gates 32 = 4·8

@@ -12,7 +12,7 @@ import onnxruntime
 import pytest
 
 from models import OnnxLSTM, make_onnx_lstm
-from tensorgate.backend.report import model_stats
+from tensorgate.ir.stats import model_stats
 from tensorgate.cli import main
 from tensorgate.demo import demo_files
 from tensorgate.explore import COLUMNS, ExploreOptions, explore, pareto_mask

@@ -17,7 +17,7 @@ from tensorgate.ir.verifier import verify_module
 from tensorgate.passes import PassManager
 from tensorgate.passes.finetune import Finetune, classification_loss, finetune
 from tensorgate.passes.torch_model import TorchModel
-from tensorgate.runtime.numpy_runtime import run_module
+from tensorgate.interpreter import run_module
 
 torch = pytest.importorskip("torch")
 

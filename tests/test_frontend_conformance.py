@@ -12,7 +12,7 @@ from onnx import numpy_helper
 
 from models import assert_close_f32, freeze_inputs, run_onnxruntime
 from tensorgate.frontend import import_onnx
-from tensorgate.runtime.numpy_runtime import run_module
+from tensorgate.interpreter import run_module
 
 CASES_DIR = Path(__file__).parent / "data" / "onnx_lstm_conformance"
 CASES = sorted(p.name for p in CASES_DIR.iterdir() if p.is_dir())

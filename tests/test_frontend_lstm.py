@@ -16,7 +16,7 @@ from models import OnnxLSTM, assert_close_f32, make_onnx_lstm, run_onnxruntime
 from tensorgate.errors import FrontendError
 from tensorgate.frontend import import_onnx
 from tensorgate.ir import DenseMap
-from tensorgate.runtime.numpy_runtime import run_module
+from tensorgate.interpreter import run_module
 
 FEATURES = {
     "defaults": {},

@@ -13,7 +13,7 @@ from onnx.reference import ReferenceEvaluator
 
 from models import assert_close_f32, make_model, run_onnxruntime
 from tensorgate.frontend import import_onnx
-from tensorgate.runtime.numpy_runtime import run_module
+from tensorgate.interpreter import run_module
 
 F, I64 = TensorProto.FLOAT, TensorProto.INT64
 INT64_MAX = np.iinfo(np.int64).max

@@ -11,7 +11,7 @@ from models import TorchLSTM, assert_close_f32, run_onnxruntime, torch_classifie
 from tensorgate.frontend import import_onnx
 from tensorgate.ir.parser import parse_module
 from tensorgate.ir.printer import module_tensors, print_module
-from tensorgate.runtime.numpy_runtime import run_module
+from tensorgate.interpreter import run_module
 
 CONFIGS = {
     "torchscript14": TorchLSTM(exporter="torchscript", opset=14),

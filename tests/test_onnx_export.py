@@ -15,16 +15,16 @@ from hypothesis import strategies as st
 from models import OnnxLSTM, TorchLSTM, assert_close_f32, make_onnx_lstm, run_onnxruntime
 
 from tensorgate.backend.artifact import load_artifact
-from tensorgate.backend.onnx_export import (
-    LSTM_KEY, ONNX_FILE, OPSET, ANNOTATIONS_KEY, export_onnx, lstm_strategy, write_onnx_artifact,
-)
+from tensorgate.backend.onnx_export import ONNX_FILE, export_onnx, write_onnx_artifact
 from tensorgate.frontend import import_onnx
 from tensorgate.frontend.raise_export import ExportRaiser
+from tensorgate.interpreter import run_module
 from tensorgate.ir.builder import Builder
 from tensorgate.ir.core import Module
 from tensorgate.ir.types import F32, F64, TensorType
+from tensorgate.onnx_form import ANNOTATIONS_KEY, LSTM_KEY, OPSET
+from tensorgate.onnx_form.lstm import lstm_strategy
 from tensorgate.passes import PassManager
-from tensorgate.runtime.numpy_runtime import run_module
 
 
 def check_export(module: Module, feeds: dict, atol_eps: float = 4) -> onnx.ModelProto:

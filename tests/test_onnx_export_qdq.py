@@ -11,12 +11,13 @@ import pytest
 from decomposed import classifier_module, lstm_module, random_feeds, random_map
 from onnx import numpy_helper
 
-from tensorgate.backend.onnx_export import QDQ_OPSET, ExportError, export_onnx, write_onnx_artifact
+from tensorgate.backend.onnx_export import export_onnx, write_onnx_artifact
+from tensorgate.interpreter import run_fixed
 from tensorgate.ir.builder import Builder
 from tensorgate.ir.core import Module
 from tensorgate.ir.types import F32, TensorType
+from tensorgate.onnx_form import QDQ_OPSET, ExportError
 from tensorgate.passes import PassManager
-from tensorgate.runtime.fixed_runtime import run_fixed
 
 LEVELS = [onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL, onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL]
 

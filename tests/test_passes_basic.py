@@ -16,7 +16,7 @@ from tensorgate.ir.builder import Builder
 from tensorgate.passes import (
     Canonicalize, DeadCodeElimination, Instrumentation, Pass, PassManager,
 )
-from tensorgate.runtime.numpy_runtime import run_module
+from tensorgate.interpreter import run_module
 
 
 def outputs_of(module: Module, seed: int = 0) -> dict[str, np.ndarray]:

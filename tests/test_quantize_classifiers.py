@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from digits_lstm import CALIBRATION, accuracy, decomposed, digits, float_module, train_digits_lstm
-from tensorgate.fixedpoint.report import sqnr_db, top1_agreement
+from tensorgate.passes.quantization.report import sqnr_db, top1_agreement
 from tensorgate.passes.quantize import Quantize
-from tensorgate.runtime.fixed_runtime import run_fixed
-from tensorgate.runtime.numpy_runtime import run_module
+from tensorgate.interpreter import run_fixed
+from tensorgate.interpreter import run_module
 
 REQUIRED_AGREEMENT = {16: 0.999, 8: 0.99}
 

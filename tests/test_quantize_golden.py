@@ -19,7 +19,7 @@ from tensorgate.ir.builder import Builder
 from tensorgate.ir.parser import parse_module
 from tensorgate.ir.printer import module_tensors, print_module
 from tensorgate.passes.quantize import Quantize
-from tensorgate.runtime.fixed_runtime import FixedExecutor, run_fixed
+from tensorgate.interpreter import FixedExecutor, run_fixed
 
 T, B, I, H, C = 4, 3, 5, 3, 4
 

@@ -17,8 +17,8 @@ from tensorgate.ir.parser import parse_module
 from tensorgate.ir.printer import module_tensors, print_module
 from tensorgate.passes import PassManager
 from tensorgate.passes.quantize import Quantize
-from tensorgate.runtime.fixed_runtime import run_fixed
-from tensorgate.runtime.numpy_runtime import run_module
+from tensorgate.interpreter import run_fixed
+from tensorgate.interpreter import run_module
 
 I, H, C = 6, 8, 3
 
@@ -197,8 +197,8 @@ def test_the_contraction_schedule_decides_the_integer_steps():
 
 
 def test_a_schedule_changed_after_quantize_is_refused_or_caught_before_running():
-    from tensorgate.passes.contraction.maps import MapSchedule
-    from tensorgate.passes.contraction.search import CostModel
+    from tensorgate.ir.contraction import CostModel
+    from tensorgate.passes.contraction import search_map_schedule
 
     module = quantized(classifier(decomposed=True), "quantize{bits=12}")
     with pytest.raises(PassError, match="needs a float module"):
@@ -206,7 +206,7 @@ def test_a_schedule_changed_after_quantize_is_refused_or_caught_before_running()
     for op in module.ops:
         for m in op.attrs.get("w") or []:
             if isinstance(m, TTMap):
-                m.schedule = MapSchedule.search(m, 1, 1, CostModel("macs"), "always")[0]
+                m.schedule = search_map_schedule(m, 1, 1, CostModel("macs"), "always")
     with pytest.raises(ExecutionError, match="are not the steps .* its formats were chosen for; quantize after "
                                              "order-contractions"):
         run_fixed(module, {"x": np.zeros((2, 1, I))})

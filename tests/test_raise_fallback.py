@@ -17,7 +17,7 @@ from tensorgate.ir.core import Module
 from tensorgate.ir.parser import parse_module
 from tensorgate.ir.printer import module_tensors, print_module
 from tensorgate.ir.types import F32, TensorType
-from tensorgate.runtime.numpy_runtime import run_module
+from tensorgate.interpreter import run_module
 
 F = TensorProto.FLOAT
 

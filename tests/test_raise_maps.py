@@ -19,7 +19,7 @@ from tensorgate.frontend import import_onnx
 from tensorgate.ir.linear_map import DenseMap
 from tensorgate.ir.parser import parse_module
 from tensorgate.ir.printer import module_tensors, print_module
-from tensorgate.runtime.numpy_runtime import run_module
+from tensorgate.interpreter import run_module
 
 F = TensorProto.FLOAT
 

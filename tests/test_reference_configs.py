@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tensorgate.backend.report import model_stats
+from tensorgate.ir.stats import model_stats
 from tensorgate.ir import F32, DenseMap, Module, TensorType, TTMap, verify_module
 from tensorgate.ir.builder import Builder
 from tensorgate.passes import PassManager

@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 from tensorgate.errors import ExecutionError
 from tensorgate.ir import F32, DenseMap, Module, TensorType, verify_module
 from tensorgate.ir.builder import Builder
-from tensorgate.runtime.numpy_runtime import run_module
+from tensorgate.interpreter import run_module
 
 T, B, I, H = 5, 3, 7, 6
 

@@ -19,7 +19,7 @@ DIMS, ADDR_W, COUNT_W = 6, 12, 8
 def gen():
     build = vl.build(vl.RtlDesign.of("tg_addr_gen", rtl_sources(),
                                      {"DIMS": DIMS, "ADDR_W": ADDR_W, "COUNT_W": COUNT_W}))
-    with build.open() as sim:
+    with vl.RtlSim(build) as sim:
         sim.reset()
         yield sim
 

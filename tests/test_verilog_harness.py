@@ -28,7 +28,7 @@ def host_copy() -> vl.RtlBuild:
 
 @pytest.fixture
 def sim(host_copy):
-    with host_copy.open() as sim:
+    with vl.RtlSim(host_copy) as sim:
         sim.reset()
         yield sim
 
@@ -89,7 +89,7 @@ def test_run_times_out_when_done_never_rises(sim):
 
 
 def test_run_in_chunks_counts_every_cycle(sim, monkeypatch):
-    monkeypatch.setattr(vl, "RUN_CHUNK_CYCLES", 7)
+    monkeypatch.setattr(vl.sim, "RUN_CHUNK_CYCLES", 7)
     sim.set("rows", 5)
     sim.set("cols", 6)
     assert sim.run(1_000, start=True) == 32
@@ -131,7 +131,7 @@ def test_set_and_get_mask_to_the_port_width(sim):
 
 
 def test_closed_simulation_refuses_calls(host_copy):
-    sim = host_copy.open()
+    sim = vl.RtlSim(host_copy)
     sim.close()
     with pytest.raises(vl.VerilatorError, match="closed"):
         sim.step()
@@ -147,7 +147,7 @@ def test_as_signed_matches_twos_complement():
 def test_vcd_trace_records_the_design(tmp_path):
     traced = vl.build(host_copy_design(trace=True))
     wave = tmp_path / "wave.vcd"
-    with traced.open(vcd=wave) as sim:
+    with vl.RtlSim(traced, vcd=wave) as sim:
         sim.reset()
         sim.set("rows", 2)
         sim.set("cols", 2)
@@ -159,7 +159,7 @@ def test_vcd_trace_records_the_design(tmp_path):
 
 def test_vcd_needs_a_trace_build(host_copy, tmp_path):
     with pytest.raises(vl.VerilatorError, match="trace=True"):
-        host_copy.open(vcd=tmp_path / "wave.vcd")
+        vl.RtlSim(host_copy, vcd=tmp_path / "wave.vcd")
 
 
 def test_design_without_host_port_says_so(tmp_path):
@@ -167,7 +167,7 @@ def test_design_without_host_port_says_so(tmp_path):
     counter.write_text("module counter (input logic clk, output logic [3:0] q);\n"
                        "  always_ff @(posedge clk) q <= q + 1'b1;\nendmodule\n")
     build = vl.build(vl.RtlDesign.of("counter", [counter]))
-    with build.open() as sim:
+    with vl.RtlSim(build) as sim:
         sim.step(5)
         assert sim.get("q") == 5
         with pytest.raises(vl.VerilatorError, match="no host memory port"):
@@ -197,7 +197,7 @@ def test_fatal_and_finish_become_errors_not_exits(tmp_path, finish):
     source = tmp_path / "failing.sv"
     source.write_text(FAILING_COUNTER.replace("module failing (", "module failing #(parameter FINISH = 0) ("))
     build = vl.build(vl.RtlDesign.of("failing", [source], {"FINISH": finish}))
-    with build.open() as sim:
+    with vl.RtlSim(build) as sim:
         sim.reset()
         if finish:
             with pytest.raises(vl.VerilatorError, match=r"called \$finish before raising done"):
@@ -207,7 +207,7 @@ def test_fatal_and_finish_become_errors_not_exits(tmp_path, finish):
                 sim.run(100)
             with pytest.raises(vl.VerilatorError, match="stopped"):  # the instance stays failed
                 sim.step()
-    with build.open() as fresh:  # other instances are unaffected
+    with vl.RtlSim(build) as fresh:  # other instances are unaffected
         fresh.reset()
         fresh.step(3)
 
@@ -215,7 +215,7 @@ def test_fatal_and_finish_become_errors_not_exits(tmp_path, finish):
 def test_unwritable_vcd_path_is_an_error(tmp_path):
     traced = vl.build(host_copy_design(trace=True))
     with pytest.raises(vl.VerilatorError, match="stopped: cannot write .*missing/wave.vcd"):
-        traced.open(vcd=tmp_path / "missing" / "wave.vcd")
+        vl.RtlSim(traced, vcd=tmp_path / "missing" / "wave.vcd")
 
 
 def test_verilog_error_shows_the_first_error(tmp_path, monkeypatch):
@@ -238,7 +238,7 @@ def test_compiler_error_extraction_skips_make_noise():
               "   10 |     nope();\n"
               "      |     ^~~~\n"
               "make: *** [Vtg.mk:60: tg_harness.o] Error 1\n")
-    assert vl._first_error(output) == ("tg_harness.cpp:10:5: error: 'nope' was not declared in this scope"
+    assert vl.first_error(output) == ("tg_harness.cpp:10:5: error: 'nope' was not declared in this scope"
                                        " / 10 |     nope(); / |     ^~~~")
 
 
@@ -255,7 +255,7 @@ def test_publish_keeps_the_first_finished_build(tmp_path):
     staging = tmp_path / "staging"
     staging.mkdir()
     (staging / "loser").write_text("second")
-    vl._publish(staging, final)
+    vl.builds._publish(staging, final)
     assert [p.name for p in final.iterdir()] == ["winner"]
 
 

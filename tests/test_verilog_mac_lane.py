@@ -26,7 +26,7 @@ A_W, B_W, ACC_W, LANE_OUT_W = 8, 8, 20, 12
 def requant():
     build = vl.build(vl.RtlDesign.of("tg_requant", rtl_sources(),
                                      {"IN_W": IN_W, "OUT_W": OUT_W, "SHIFT_W": SHIFT_W}))
-    with build.open() as sim:
+    with vl.RtlSim(build) as sim:
         yield sim
 
 
@@ -35,7 +35,7 @@ def lane():
     build = vl.build(vl.RtlDesign.of("tg_mac_lane", rtl_sources(),
                                      {"A_W": A_W, "B_W": B_W, "ACC_W": ACC_W, "OUT_W": LANE_OUT_W,
                                       "SHIFT_W": SHIFT_W}))
-    with build.open() as sim:
+    with vl.RtlSim(build) as sim:
         yield sim
 
 

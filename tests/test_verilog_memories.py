@@ -32,7 +32,7 @@ def lut():
     build = vl.build(vl.RtlDesign.of("tg_lut_act", rtl_sources(), {
         "IN_W": LUT_IN_W, "OUT_W": LUT_OUT_W, "DEPTH": LUT_DEPTH, "SHIFT_W": LUT_SHIFT_W,
         "OFFSET_W": LUT_OFFSET_W}))
-    with build.open() as sim:
+    with vl.RtlSim(build) as sim:
         sim.reset()
         yield sim
 
@@ -48,7 +48,7 @@ def read_all(sim, port: str) -> np.ndarray:
 
 
 def test_ram_starts_from_its_readmemh_image(ram):
-    with ram.open() as sim:
+    with vl.RtlSim(ram) as sim:
         np.testing.assert_array_equal(read_all(sim, "a"), image_words())
         np.testing.assert_array_equal(read_all(sim, "b"), image_words())
 
@@ -84,7 +84,7 @@ def test_ram_dual_port_random_traffic_is_read_first(ram):
     clash = ((stimulus["a_en"] & stimulus["a_we"] & stimulus["b_en"]).astype(bool)
              & (stimulus["a_addr"] == stimulus["b_addr"]))
     stimulus["b_we"][clash] = 0
-    with ram.open() as sim:
+    with vl.RtlSim(ram) as sim:
         got = sim.drive(stimulus, ["a_rdata", "b_rdata"])
     expected = ram_model(stimulus)
     for name in expected:

@@ -35,12 +35,12 @@ from rich.table import Table
 from sklearn.metrics import precision_recall_fscore_support
 
 from data import CLASSES, MINORITY, MINORITY_FRACTION, Split, imbalanced_split
-from tensorgate.backend.report import model_stats
+from tensorgate.ir.stats import model_stats
 from tensorgate.backend.verilog.artifact import write_verilog_artifact
 from tensorgate.frontend import import_onnx
 from tensorgate.passes import PassManager
-from tensorgate.runtime.fixed_runtime import run_fixed
-from tensorgate.runtime.numpy_runtime import run_module
+from tensorgate.interpreter import run_fixed
+from tensorgate.interpreter import run_module
 from tensorgate.runtime.simulator import Simulator
 from train import HIDDEN, train_dense
 

@@ -155,10 +155,11 @@ def load_model(path: Path):
 
 def cmd_inspect(args) -> None:
     from .inspect import inspect_summary, render_summary
+    from .ir.printer import print_module
 
     module = load_model(args.model)
     if args.ir:
-        print(module, end="")
+        print(print_module(module), end="")
         return
     summary = inspect_summary(module)
     if args.json:
@@ -247,13 +248,13 @@ def cmd_run(args) -> None:
     module, _ = load_artifact(args.artifact)
     inputs = read_inputs(args.input, [v.name for v in module.inputs])
     if is_quantized(module):
-        from .runtime.fixed_runtime import run_fixed
+        from .interpreter import run_fixed
 
         outputs = run_fixed(module, inputs, raw=args.raw)
     else:
         if args.raw:
             raise UsageError("--raw needs a quantized artifact (compile with a 'quantize' pass)")
-        from .runtime.numpy_runtime import run_module
+        from .interpreter import run_module
 
         outputs = run_module(module, inputs, dtype=np.dtype(args.dtype))
     write_npz(args.output, outputs)

@@ -34,7 +34,7 @@ def run_demo(console: Console | None = None) -> dict[str, np.ndarray]:
     from .backend.artifact import load_artifact, write_numpy_artifact
     from .frontend import import_onnx
     from .passes import PassManager
-    from .runtime.numpy_runtime import run_module
+    from .interpreter import run_module
 
     console = console or Console()
     model_path, inputs_path = demo_files()
@@ -67,7 +67,7 @@ def run_hardware(module, images, labels, source: str, console: Console) -> dict[
     from .backend.verilog.artifact import write_verilog_artifact
     from .explore import without_trailing_softmax
     from .passes import PassManager
-    from .runtime.fixed_runtime import run_fixed
+    from .interpreter import run_fixed
     from .runtime.simulator import Simulator
 
     module, _ = without_trailing_softmax(module, module.outputs[0].name)  # fixed point has no softmax

@@ -183,7 +183,7 @@ class Validation:
 
 def load_validation(path: Path, module: Module, options: ExploreOptions) -> Validation:
     """Read ``path``: every model input by name, plus labels; run the float model on it."""
-    from .runtime.numpy_runtime import check_inputs, run_module
+    from .interpreter import check_inputs, run_module
 
     path = Path(path)
     if not path.is_file():
@@ -280,7 +280,7 @@ class Evaluator:
     """Measures configurations of one model on one validation set."""
 
     def __init__(self, module: Module, validation: Validation, options: ExploreOptions, calibration: Path):
-        from .backend.report import model_stats
+        from .ir.stats import model_stats
 
         self.module = module
         self.validation = validation
@@ -297,8 +297,8 @@ class Evaluator:
 
     def evaluate(self, config: Config, structure: Module) -> Result:
         """Run ``config`` (``structure``, quantized if it has bits) and measure it."""
-        from .backend.report import lstm_macs_per_step, model_stats
-        from .runtime.numpy_runtime import run_module
+        from .ir.stats import lstm_macs_per_step, model_stats
+        from .interpreter import run_module
 
         stats = model_stats(structure)
         result = Result(config, params=stats.params_compressed,
@@ -329,7 +329,7 @@ class Evaluator:
         return module, restore
 
     def _run_fixed(self, module: Module) -> np.ndarray:
-        from .runtime.fixed_runtime import run_fixed
+        from .interpreter import run_fixed
 
         return run_fixed(module, self.validation.inputs)[module.outputs[0].name]
 

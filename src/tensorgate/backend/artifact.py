@@ -16,7 +16,7 @@ from typing import Callable
 from .. import __version__
 from ..errors import TensorgateError
 from ..ir.core import Module, Value
-from .report import model_stats
+from ..ir.stats import contraction_report, model_stats
 
 MANIFEST = "manifest.json"
 IR_FILE = "model.tgir"
@@ -48,9 +48,7 @@ def build_manifest(module: Module, target: str, pipeline: str, source: str) -> d
 
 def contraction_totals(module: Module) -> dict:
     """``macs_per_step`` {naive, scheduled, dense} and search time over the scheduled maps
-    (empty when no map carries a schedule)."""
-    from ..passes.contraction.report import contraction_report
-
+    (empty when no map carries a schedule), read from the schedules the IR holds."""
     report = contraction_report(module)
     if not report["maps"]:
         return {}

@@ -1,5 +1,5 @@
 """QDQ lowering of quantized modules for the ``onnx`` target: onnxruntime computes what
-the integer golden model (``runtime.fixed_runtime``) computes, bit for bit.
+the integer golden model (``interpreter.golden``, arithmetic in ``fixedpoint.programs``) computes, bit for bit.
 
 A value of type ``fix<w,f>`` travels as a float32 tensor of its real values
 ``code · 2^-f``.  Every operation of the golden model then has an exact float32 form
@@ -48,17 +48,13 @@ from ..fixedpoint.quant_attrs import LinearQuant, LSTMQuant
 from ..ir.core import Module, Op
 from ..ir.linear_map import LinearMap
 from ..ir.types import FixedType
+from ..onnx_form import ExportError, apply_map
+from ..onnx_form.lstm import lower_lstm
 
 EXACT_FLOAT32 = 1 << 24
 """Integers of smaller magnitude are exact in float32."""
 
 STORAGE = [(8, np.int8), (16, np.int16), (32, np.int32)]
-
-
-def _error(message: str):
-    from .onnx_export import ExportError
-
-    return ExportError(message)
 
 
 def _pow2(b, exponent: int, role: str) -> str:
@@ -69,7 +65,7 @@ def dequantized_weights(b, codes: np.ndarray, fmt: FixedType, role: str) -> str:
     """``DequantizeLinear`` of the integer ``codes`` stored in the narrowest fitting type."""
     codes = np.asarray(codes, np.int64)
     if codes.size and np.abs(codes).max() >= EXACT_FLOAT32:
-        raise _error(f"{role}: codes of {fmt} reach {np.abs(codes).max()}, beyond float32's exact integers")
+        raise ExportError(f"{role}: codes of {fmt} reach {np.abs(codes).max()}, beyond float32's exact integers")
     storage = next(dtype for width, dtype in STORAGE if fmt.width <= width or width == 32)
     return b.add("DequantizeLinear", [b.init(codes.astype(storage), f"{role}.codes"), _pow2(b, -fmt.frac, f"{role}/scale")],
                  f"{role}/dequantize")
@@ -92,7 +88,7 @@ def round_exactly(b, y: str, rounding: str, role: str) -> str:
 def requantize(b, x: str, fmt: FixedType, rounding: str, role: str, output: str | None = None) -> str:
     """Round ``x`` to ``fmt``'s grid and saturate: Q → DQ with scale ``2^-frac``."""
     if fmt.width > 16:
-        raise _error(f"{role}: {fmt} is wider than QuantizeLinear's 16-bit targets")
+        raise ExportError(f"{role}: {fmt} is wider than QuantizeLinear's 16-bit targets")
     dtype, offset = (np.uint8, 1 << 7) if fmt.width <= 8 else (np.uint16, 1 << 15)
     scale = _pow2(b, -fmt.frac, f"{role}/scale")
     if rounding == "half-away":
@@ -111,7 +107,6 @@ def apply_quantized_map(b, linear_map: LinearMap, quant: MapQuant, x: str, rank:
                         role: str) -> str:
     """The map's exact accumulator (float32): weights dequantized from their codes, every
     contraction step but each network's last rounded to its step format."""
-    from .onnx_export import apply_map
 
     def weight(name: str, array: np.ndarray, tensor_role: str) -> str:
         return dequantized_weights(b, array, quant.tensors[name], tensor_role)
@@ -163,14 +158,18 @@ def _check_unit(unit: ActivationUnit, role: str) -> None:
         m = unit.index_shift - unit.offset_drop + 1 if unit.offset_drop else unit.index_shift
         largest = (int(np.abs(unit.values).max()) << m) + int(np.abs(unit.slopes).max()) * (1 << m)
     if largest >= EXACT_FLOAT32:
-        raise _error(f"{role}: the {unit.function} unit's products reach {largest}, beyond float32's exact integers")
+        raise ExportError(f"{role}: the {unit.function} unit's products reach {largest}, beyond float32's exact integers")
 
 
 # --- ops ------------------------------------------------------------------------------------
 
 
 def lower_quantized(b, op: Op, inputs: list[str], results: list[str]) -> None:
-    """The QDQ lowering of a quantized ``const`` or ``linear`` (``lstm``: ``quantized_lstm``)."""
+    """The QDQ lowering of a quantized ``const``, ``linear`` or ``lstm`` (the float Scan
+    lowering with the cell of ``QuantizedLSTM``)."""
+    if op.kind == "lstm":
+        lower_lstm(b, op, inputs, results, QuantizedLSTM)
+        return
     if op.kind == "const":
         fmt = op.results[0].type.dtype
         dequantized_weights(b, op.attrs["value"], fmt, "const")
@@ -214,7 +213,7 @@ class QuantizedLSTM:
         return blocks[0] if len(blocks) == 1 else b.add("Concat", blocks, f"gates_x{d}", axis=-1)
 
     def cell(self, b, d: int, h: str, c: str, gates_x: str, peepholes: list[str] | None) -> tuple[str, str]:
-        """One step of direction ``d``: ``(h', c')`` (see ``runtime.fixed_runtime``)."""
+        """One step of direction ``d``: ``(h', c')`` (see ``fixedpoint.programs``)."""
         q, attrs = self.quant, self.op.attrs
         hidden = attrs["hidden_size"]
         r_blocks = []
@@ -318,5 +317,5 @@ def _largest(codes) -> int:
 def _check(what: str, bound) -> None:
     bound = bound[0] if isinstance(bound, tuple) else bound
     if bound >= EXACT_FLOAT32:
-        raise _error(f"{what} can reach {int(bound).bit_length()} bits, more than the 24 that float32 holds "
+        raise ExportError(f"{what} can reach {int(bound).bit_length()} bits, more than the 24 that float32 holds "
                      "exactly: the QDQ model would round where the golden model does not (quantize to fewer bits)")

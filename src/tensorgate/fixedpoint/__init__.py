@@ -8,11 +8,12 @@ Where each part is defined:
 * ``activations``: σ and tanh as integer PWL or table units, and their exact error bounds;
 * ``maps``: linear maps as integer GEMMs / contraction steps, in the map's schedule;
 * ``quant_attrs``: the ``quant`` attribute quantized ops carry in the IR;
-* ``calibrate``: the float ranges formats are fitted to; ``report``: SQNR, top-1 agreement
-  and saturations of a quantized module against its float original.
+* ``programs``: the integer ``linear`` and ``lstm`` of one op (its docstring gives the
+  arithmetic), shared by the golden model and the accelerator's lowering.
 
-``passes/quantize.py`` chooses the formats; ``runtime/fixed_runtime.py`` is the golden
-model that executes them (its docstring gives the LSTM and ``linear`` arithmetic).
+``passes/quantize.py`` chooses the formats (calibrating on float runs,
+``passes/quantization``); ``interpreter/golden.py`` is the golden model that executes
+them.
 """
 
 from .activations import ActivationUnit, build_unit

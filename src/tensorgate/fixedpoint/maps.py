@@ -32,6 +32,7 @@ import numpy as np
 import opt_einsum
 
 from ..errors import VerifyError
+from ..ir.contraction.schedule import COMPILE
 from ..ir.linear_map import DenseMap, LinearMap
 from ..ir.types import FixedType, element_type
 from .formats import code_min, requantize
@@ -85,14 +86,10 @@ class NetworkPlan:
 def network_plans(linear_map: LinearMap) -> list[NetworkPlan]:
     """The contraction plans of a decomposed map: its ``schedule`` if it has one, else
     each network's default order."""
-    networks = linear_map.networks()
-    schedule = linear_map.meta().get("schedule")
+    schedule = getattr(linear_map, "schedule", None)
     if schedule is None:
-        return [_plan_from_path(network) for network in networks]
-    from ..passes.contraction.maps import MapSchedule
-
-    schedules = MapSchedule.from_meta(linear_map, schedule).schedules
-    return [_plan_from_schedule(s) for s in schedules]
+        return [_plan_from_path(network) for network in linear_map.networks()]
+    return [_plan_from_schedule(s) for s in schedule.schedules]
 
 
 def _plan_from_path(network) -> NetworkPlan:
@@ -116,9 +113,7 @@ def _plan_from_path(network) -> NetworkPlan:
 
 
 def _plan_from_schedule(schedule) -> NetworkPlan:
-    """A plan from a ``passes.contraction.Schedule`` (its input is the last tensor)."""
-    from ..passes.contraction.schedule import COMPILE
-
+    """A plan from an ``ir.contraction.Schedule`` (its input is the last tensor)."""
     network = schedule.network
     steps = tuple(PlanStep(s.lhs, s.rhs, tuple(s.output), s.stage == COMPILE) for s in schedule.steps)
     return NetworkPlan(tuple(t.name for t in network.tensors), tuple(t.labels for t in network.tensors),

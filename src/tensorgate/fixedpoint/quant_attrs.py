@@ -20,7 +20,7 @@ attributes; ``quant`` gives their formats.
      gates_x, pre_sigmoid, pre_tanh, gate, cell, hidden: fmt,
      sigmoid, tanh, tanh_cell: activation units (``ActivationUnit.to_attr``)}
 
-``const``: ``{results: [fmt]}``.  See ``runtime/fixed_runtime.py`` for the arithmetic.
+``const``: ``{results: [fmt]}``.  See ``fixedpoint/programs.py`` for the arithmetic.
 """
 
 from __future__ import annotations

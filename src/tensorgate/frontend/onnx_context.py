@@ -24,16 +24,7 @@ from onnx import TensorProto, numpy_helper
 from ..errors import FrontendError, VerifyError
 from ..ir.core import Module, Op, Value
 from ..ir.ops import OP_SPECS, const_values
-from ..ir.types import BOOL, F32, F64, I32, I64, UNKNOWN, Dim, ElementType, TensorType
-
-ELEMENT_TYPES: dict[int, ElementType] = {
-    TensorProto.FLOAT: F32,
-    TensorProto.DOUBLE: F64,
-    TensorProto.INT32: I32,
-    TensorProto.INT64: I64,
-    TensorProto.BOOL: BOOL,
-}
-
+from ..ir.types import UNKNOWN, Dim, TensorType
 
 SUPPORTED_DTYPES = tuple(np.dtype(d) for d in (np.float32, np.float64, np.int32, np.int64, np.bool_))
 

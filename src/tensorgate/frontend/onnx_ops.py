@@ -13,7 +13,8 @@ import math
 import numpy as np
 
 from ..ir.linear_map import DenseMap
-from .onnx_context import ELEMENT_TYPES, NodeContext, element_type_name, handles
+from ..onnx_form.conventions import ELEMENT_TYPES
+from .onnx_context import NodeContext, element_type_name, handles
 
 UNARY = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Neg": "neg", "Exp": "exp"}
 BINARY = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div"}

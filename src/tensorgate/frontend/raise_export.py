@@ -1,8 +1,8 @@
 """Raise what tensorgate's ``onnx`` target wrote back to the IR ops it came from.
 
-``backend.onnx_export`` lowers some ops to several nodes: a ``linear`` with a tt/bt/ht
-map to ``[Pad] → Reshape → Einsum… → [Sum] → Reshape → [Slice]`` (plus ``Add`` of its
-bias), an ``lstm`` to an ``LSTM`` node fed by such projections or to a ``Scan`` over a
+The ``onnx`` target writes some ops (in ``onnx_form``) as several nodes: a ``linear``
+with a tt/bt/ht map as ``[Pad] → Reshape → Einsum… → [Sum] → Reshape → [Slice]`` (plus
+``Add`` of its bias), an ``lstm`` as an ``LSTM`` node fed by such projections or to a ``Scan`` over a
 cell.  Imported node by node, these would become generic ops; ``ExportRaiser`` finds
 them in a model whose producer is tensorgate and has the importer emit the original op
 instead, so ``import_onnx(export_onnx(m))`` is ``m`` again, with the same map formats
@@ -41,15 +41,13 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ..backend.onnx_export import (
-    ANNOTATIONS_KEY, LSTM_KEY, PRODUCER, GraphBuilder, Names, lower_op,
-)
+from ..onnx_form import ANNOTATIONS_KEY, ELEMENT_TYPES, LSTM_KEY, PRODUCER, GraphBuilder, Names, lower_op
 from ..errors import FrontendError, VerifyError
 from ..ir.core import Op, Value
 from ..ir.linear_map import DenseMap, LinearMap
 from ..ir.tensor_formats import BTMap, HTMap, TTMap
 from ..ir.types import UNKNOWN, TensorType
-from .onnx_context import ELEMENT_TYPES, ImportState, TypeMismatch
+from .onnx_context import ImportState, TypeMismatch
 
 
 class GraphView:

@@ -133,8 +133,3 @@ class Module:
                     if not isinstance(leaf, (int, float, str, bool, type(None))):
                         memo[id(leaf)] = leaf
         return _copy.deepcopy(self, memo)
-
-    def __str__(self) -> str:
-        from .printer import print_module
-
-        return print_module(self)

@@ -6,7 +6,7 @@ such as ``reshape`` whose result shape depends on an operand's contents).  A ``"
 dimension means "not known statically" and is compatible with anything.  Inference
 raises ``VerifyError`` with a sentence when operands do not fit together.
 
-The NumPy runtime (``tensorgate.runtime.numpy_runtime``) is the executable
+The interpreter's kernels (``tensorgate.interpreter.kernels``) are the executable
 definition of what each op computes; this module only states its typing rules.
 """
 
@@ -52,6 +52,17 @@ LSTM_ACTIVATIONS = (
     "ScaledTanh", "HardSigmoid", "Elu", "Softsign", "Softplus",
 )
 LSTM_DIRECTIONS = ("forward", "reverse", "bidirectional")
+DATA_MOVEMENT = ("reshape", "transpose", "slice", "gather", "concat", "split", "squeeze", "unsqueeze",
+                 "flatten", "expand", "shape")
+"""Ops that only move elements: on fixed-point codes they compute what they compute on
+floats, and on the accelerator they are address patterns."""
+DEFAULT_LSTM_ACTIVATIONS = ("Sigmoid", "Tanh", "Tanh")
+"""f, g and h of each direction when the op names none."""
+ACTIVATION_DEFAULTS = {
+    "Affine": (1.0, 0.0), "LeakyRelu": (0.01, None), "ThresholdedRelu": (1.0, None),
+    "ScaledTanh": (1.0, 1.0), "HardSigmoid": (0.2, 0.5), "Elu": (1.0, None),
+}
+"""The ONNX specification's (alpha, beta) of each activation that takes them."""
 
 
 def _spec(kind, doc, operands, attrs=None, num_results=1):
@@ -429,6 +440,26 @@ def lstm_num_directions(op: Op) -> int:
     return 2 if op.attrs["direction"] == "bidirectional" else 1
 
 
+def lstm_activation_names(op: Op) -> list[str]:
+    """The 3·dirs activation names, the defaults where the op names none."""
+    return list(op.attrs["activations"] or DEFAULT_LSTM_ACTIVATIONS * lstm_num_directions(op))
+
+
+def lstm_activation_params(op: Op) -> list[tuple[str, float | None, float | None]]:
+    """``(name, alpha, beta)`` of the 3·dirs activations: alpha/beta are taken in order by
+    the activations that have them, the ONNX defaults for the rest."""
+    alphas, betas = list(op.attrs["activation_alpha"] or []), list(op.attrs["activation_beta"] or [])
+    params = []
+    for name in lstm_activation_names(op):
+        alpha, beta = ACTIVATION_DEFAULTS.get(name, (None, None))
+        if alpha is not None and alphas:
+            alpha = alphas.pop(0)
+        if beta is not None and betas:
+            beta = betas.pop(0)
+        params.append((name, alpha, beta))
+    return params
+
+
 def lstm_result_types(op: Op) -> list[TensorType]:
     """Check an ``lstm`` op's attributes and return the types of Y, Y_h, Y_c."""
     attrs = op.attrs
@@ -441,7 +472,7 @@ def lstm_result_types(op: Op) -> list[TensorType]:
     if x.rank != 3:
         _fail(op, f"input must be rank 3, got {x}")
     seq, batch, features = (x.shape[1], x.shape[0], x.shape[2]) if attrs["layout"] else x.shape
-    activations = attrs["activations"] or ["Sigmoid", "Tanh", "Tanh"] * dirs
+    activations = lstm_activation_names(op)
     if len(activations) != 3 * dirs:
         _fail(op, f"needs {3 * dirs} activations, got {len(activations)}")
     for name in activations:

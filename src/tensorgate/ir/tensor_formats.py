@@ -41,6 +41,7 @@ import opt_einsum
 from opt_einsum.paths import DynamicProgramming, linear_to_ssa, ssa_to_linear
 
 from ..errors import ExecutionError, VerifyError
+from .contraction.map_schedule import MapSchedule
 from .linear_map import LinearMap, register_format
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -136,7 +137,7 @@ class TensorizedMap(LinearMap):
     """What the decomposed formats share: the tensorization, padding and application.
 
     ``schedule`` is the contraction schedule chosen by ``order-contractions`` (a
-    ``passes.contraction.maps.MapSchedule``, kept in ``meta()["schedule"]``) or ``None``;
+    ``ir.contraction.map_schedule.MapSchedule``, kept in ``meta()["schedule"]``) or ``None``;
     when set, ``apply`` executes exactly its steps instead of the default order.
     ``rel_error`` is the relative Frobenius error ``‖W − Ŵ‖/‖W‖`` of the decomposition
     that produced the map (set by ``decompose``, kept in ``meta()["rel_error"]``), or
@@ -215,8 +216,6 @@ class TensorizedMap(LinearMap):
         against this map)."""
         self.rel_error = meta.get("rel_error")
         if "schedule" in meta:
-            from ..passes.contraction.maps import MapSchedule
-
             self.verify()
             self.schedule = MapSchedule.from_meta(self, meta["schedule"])
         return self

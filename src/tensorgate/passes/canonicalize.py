@@ -18,7 +18,7 @@ from ..errors import PassError
 from ..ir.core import Module, Op, Value
 from ..ir.ops import OP_SPECS, broadcast, const_of, const_values, reshape_dims
 from ..ir.types import BOOL, UNKNOWN, FixedType, TensorType, element_type
-from ..runtime.numpy_runtime import KERNELS, Kernel
+from ..interpreter import KERNELS, Kernel
 from .base import Pass
 
 FOLD_ALWAYS_ELEMENTS = 1024

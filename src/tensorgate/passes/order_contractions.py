@@ -5,7 +5,7 @@ Applying a TT / BT / HT map is a tensor-network contraction whose cost depends o
 order of its pairwise steps (for one FL-TT-LSTM gate: 2.1 M MACs per input vector in
 the best order, 118 M left to right).  The order is also the program the accelerator
 runs, so the pass writes it into the IR: each decomposed map gets a ``schedule`` meta
-entry (``passes/contraction/maps.py``) that the printer shows, the parser checks and
+entry (``ir/contraction/map_schedule.py``) that the printer shows, the parser checks and
 the NumPy runtime executes step by step.
 
 Workload: one application of an ``lstm``'s input map ``w`` covers all time steps of
@@ -25,8 +25,8 @@ from ..ir.core import Module, Op
 from ..ir.linear_map import LinearMap
 from ..ir.tensor_formats import TensorizedMap
 from .base import Pass, option
-from .contraction.maps import MapSchedule
-from .contraction.search import CostModel
+from ..ir.contraction.cost import CostModel
+from .contraction.maps import search_map_schedule
 
 
 @dataclass(frozen=True)
@@ -67,9 +67,11 @@ class OrderContractions(Pass):
         return changed
 
     def _scheduled(self, linear_map: LinearMap, time_steps: int, model: CostModel) -> LinearMap:
-        schedule, _ = MapSchedule.search(linear_map, self.batch, time_steps, model, self.precontract)
+        schedule = search_map_schedule(linear_map, self.batch, time_steps, model, self.precontract)
         meta = {**linear_map.meta(), "schedule": schedule.to_meta()}
-        return type(linear_map).from_parts(meta, linear_map.tensors())
+        scheduled = type(linear_map).from_parts(meta, linear_map.tensors())
+        scheduled.schedule.search = schedule.search
+        return scheduled
 
     def _time_steps(self, op: Op) -> int:
         if self.time_steps is not None:

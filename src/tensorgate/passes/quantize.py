@@ -17,7 +17,7 @@ calibrated ``max |value|`` unsaturated):
   steps that only read weights (precontraction) have ``weight-bits``, others ``act-bits``;
 * biases: at the fraction bits of the accumulator they are added to, as wide as their
   largest code needs (no precision is lost before the single rounding);
-* activations: from calibration ranges (``fixedpoint.calibrate``).  A gate's
+* activations: from calibration ranges (``passes/quantization/calibrate.py``).  A gate's
   pre-activation range stops at ``clip`` and where σ (resp. tanh) is within a quarter
   output LSB of its limit: saturating beyond changes nothing.  The gate outputs
   ``G = fix<A, A-2>`` (1.0 is exact) and ``h`` ``H = fix<A, A-1>`` (|h| <= 1) are fixed.
@@ -52,16 +52,15 @@ import numpy as np
 
 from ..errors import ExecutionError, PassError, PipelineError
 from ..fixedpoint.activations import build_unit, saturation_input
-from ..fixedpoint.calibrate import Calibration, calibrate
 from ..fixedpoint.formats import MAX_FLOAT_WIDTH, code_min, fit_format, quantize, round_float, signed_width
 from ..fixedpoint.maps import IntegerMap, MapQuant, network_plans
 from ..fixedpoint.quant_attrs import is_quantized
+from .quantization.calibrate import Calibration, calibrate
 from ..ir.core import Module, Op, Value
 from ..ir.linear_map import DenseMap, LinearMap
-from ..ir.ops import lstm_num_directions
+from ..ir.ops import DATA_MOVEMENT, lstm_num_directions
 from ..ir.types import FixedType, FloatType, TensorType
-from ..runtime.fixed_runtime import DATA_MOVEMENT
-from ..runtime.numpy_runtime import check_inputs
+from ..interpreter import check_inputs
 from .base import Pass, option
 from .dce import DeadCodeElimination
 
@@ -123,7 +122,7 @@ class Quantize(Pass):
         plan = _Planner(self, module, ranges).plan()
         plan.apply(module)
         if self.report:
-            from ..fixedpoint.report import build_report
+            from .quantization.report import build_report
 
             report = build_report(float_module, module, inputs, ranges, plan.accumulators)
             try:

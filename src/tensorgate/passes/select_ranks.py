@@ -34,7 +34,7 @@ import numpy as np
 from ..errors import PassError, PipelineError
 from ..ir.core import Module, Op
 from ..ir.tensor_formats import BTMap, HTMap, TensorizedMap, TTMap
-from ..runtime.numpy_runtime import run_module
+from ..interpreter import run_module
 from .base import Pass, option
 from .decomposition import Decomposition, Tensorization, bt_als, bt_rank_bounds, ht_rank_bounds, ht_svd
 from .decomposition import tt_rank_bounds, tt_svd

@@ -28,11 +28,10 @@ import opt_einsum
 import torch
 from opt_einsum.paths import ssa_to_linear
 
-from ..backend.onnx_export import activation_params
 from ..errors import ExecutionError
 from ..ir.core import Module, Op
 from ..ir.linear_map import DenseMap, LinearMap
-from ..ir.ops import lstm_num_directions
+from ..ir.ops import lstm_activation_params, lstm_num_directions
 from ..ir.tensor_formats import TensorizedMap
 from ..ir.types import FloatType, element_type
 from ..registry import registrar
@@ -334,7 +333,7 @@ def _lstm(model, position, op, args):
         c0 = None if c0 is None else c0.transpose(0, 1)
     steps, batch = x.shape[0], x.shape[1]
     lens = None if seq_lens is None else seq_lens.to(torch.int64)
-    activations = [_activation(*params) for params in activation_params(op)]
+    activations = [_activation(*params) for params in lstm_activation_params(op)]
     w_per_dir, r_per_dir = len(attrs["w"]) // dirs, len(attrs["r"]) // dirs
     ys, hs, cs = [], [], []
     for d in range(dirs):

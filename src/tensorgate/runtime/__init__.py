@@ -1,1 +1,4 @@
-"""Runtimes: the NumPy executor (float and, later, bit-exact fixed point) and the Verilator simulator."""
+"""Running compiled artifacts on the accelerator's RTL: the Verilator harness
+(``verilator``: build, cache, ctypes driver) and the cycle-accurate ``Simulator`` of a
+verilog artifact.  The float and integer interpreters of the IR are
+``tensorgate.interpreter``."""

@@ -21,13 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from ..backend.artifact import load_artifact
-from ..backend.verilog.hardware import AccelConfig, accel_design
+from ..backend.verilog.hardware import TOP, AccelConfig, accel_sources, module_code_width
 from ..backend.verilog.lower import Image, lower
 from ..errors import TensorgateError
 from ..fixedpoint.formats import dequantize
-from ..ir.types import FixedType
-from .fixed_runtime import FixedExecutor
-from .verilator import RtlSim, SimulationTimeout, build
+from ..interpreter import FixedExecutor
+from .verilator import RtlDesign, RtlSim, SimulationTimeout, build
 
 PROGRAM, WEIGHTS, SCRATCH, TABLES = 0, 1, 2, 3
 COUNTERS = ("gemm_cycles", "ew_cycles", "cell_cycles")
@@ -37,10 +36,9 @@ STREAM_STALL_CYCLES = 1 << 16
 """How long a stream may go without a transfer before the transfer is declared stuck."""
 
 
-def module_code_width(module) -> int:
-    """The widest fixed-point code among the module's values."""
-    widths = [v.type.dtype.width for v in module.values() if isinstance(v.type.dtype, FixedType)]
-    return max(widths, default=2)
+def accel_design(config: AccelConfig, trace: bool = False) -> RtlDesign:
+    """The generic accelerator of ``config`` as a Verilator design."""
+    return RtlDesign.of(TOP, accel_sources(), config.parameters(), trace=trace)
 
 
 class Simulator:

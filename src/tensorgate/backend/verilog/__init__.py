@@ -12,9 +12,6 @@ The accelerator (``accel/``): ``tg_accel`` (top: controller, P lanes, memories, 
 port), ``tg_lstm_cell`` (cell unit), ``tg_act_unit`` (σ/tanh, PWL or LUT).  ``isa``
 encodes its instructions, ``lower`` compiles a quantized module to program and memory
 images, ``hardware`` names the build, ``artifact`` writes the ``verilog`` target.
-
-``rtl/tg_harness.cpp`` is the C++ side of the Verilator harness
-(:mod:`tensorgate.runtime.verilator`).
 """
 
 from __future__ import annotations
@@ -22,7 +19,6 @@ from __future__ import annotations
 from pathlib import Path
 
 RTL_DIR = Path(__file__).parent / "rtl"
-HARNESS_CPP = RTL_DIR / "tg_harness.cpp"
 
 
 def rtl_sources() -> list[Path]:

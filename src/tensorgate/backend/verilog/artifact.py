@@ -11,8 +11,9 @@ import numpy as np
 from ...errors import TensorgateError
 from ...fixedpoint.quant_attrs import is_quantized
 from ...ir.core import Module
+from ...ir.serialize import save_module
 from ..artifact import IR_FILE, MANIFEST, build_manifest, write_artifact
-from .hardware import AccelConfig, accel_sources
+from .hardware import AccelConfig, accel_sources, module_code_width
 from .lower import Image, lower
 
 STATIC_DIM = 1
@@ -32,9 +33,6 @@ def _hex(words, width: int) -> str:
 
 def write_verilog_artifact(module: Module, out_dir: Path, pipeline: str, source: str, pes: int) -> Path:
     """``compile --target verilog --pes P``: lower ``module`` and write the artifact."""
-    from ...ir.serialize import save_module
-    from ...runtime.simulator import module_code_width
-
     if not is_quantized(module):
         raise TensorgateError("the verilog target needs a quantized module; add 'quantize' to the pipeline "
                               "(e.g. -p 'order-contractions,quantize')")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ...ir.types import FixedType
 from . import RTL_DIR, rtl_sources
 from .isa import WORDS
 from .lower import Image
@@ -57,7 +58,7 @@ class AccelConfig:
         return asdict(self)
 
 
-def accel_design(config: AccelConfig, trace: bool = False):
-    from ...runtime.verilator import RtlDesign
-
-    return RtlDesign.of(TOP, accel_sources(), config.parameters(), trace=trace)
+def module_code_width(module) -> int:
+    """The widest fixed-point code among the module's values."""
+    widths = [v.type.dtype.width for v in module.values() if isinstance(v.type.dtype, FixedType)]
+    return max(widths, default=2)

@@ -14,7 +14,7 @@ the weight memory as P-code rows.  Steps before the last narrow to their calibra
 formats; the last step either applies the consumer's epilogue directly (the bias or gate
 term, the output format, the clip) or, for BT sums and gate-split outputs, stays a wide
 accumulator that elementwise instructions finish.  The arithmetic is exactly the golden
-model's (``runtime/fixed_runtime.py``), so the simulated outputs equal it bit for bit.
+model's (``fixedpoint/programs.py``), so the simulated outputs equal it bit for bit.
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ from ...fixedpoint.activations import ActivationUnit
 from ...fixedpoint.formats import code_max, code_min, requantize
 from ...fixedpoint.maps import IntegerMap
 from ...ir.core import Module, Op
+from ...ir.ops import DATA_MOVEMENT
 from ...ir.types import FixedType
-from ...runtime.fixed_runtime import DATA_MOVEMENT, LinearProgram, LSTMProgram
-from ...runtime.numpy_runtime import KERNELS
+from ...fixedpoint.programs import LinearProgram, LSTMProgram
+from ...interpreter import KERNELS
 from . import isa
 from .isa import Loops, LoweringError, Narrowing
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...ir.core import Module, Op, Value
-from ...runtime.numpy_runtime import KERNELS
+from ...interpreter import KERNELS
 
 LAYOUT_OPS = ("reshape", "transpose", "squeeze", "unsqueeze", "flatten")
 """Ops that only move elements: a constant seen through them is still the stored data."""
@@ -14,7 +14,7 @@ LAYOUT_OPS = ("reshape", "transpose", "squeeze", "unsqueeze", "flatten")
 
 def constant_array(value: Value | None) -> np.ndarray | None:
     """The contents of ``value`` if it is a ``const`` or layout ops of one (evaluated
-    with the NumPy runtime's kernels, which only move elements), else ``None``."""
+    with the interpreter's kernels, which only move elements), else ``None``."""
     if value is None or value.producer is None:
         return None
     op = value.producer

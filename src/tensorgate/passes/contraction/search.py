@@ -43,41 +43,12 @@ from typing import Callable, Optional
 import opt_einsum
 
 from ...errors import UsageError
-from .network import TensorNetwork
-from .schedule import Schedule, Tree, open_labels
+from ...ir.contraction.cost import PRECONTRACT_MODES, CostModel, naive_tree
+from ...ir.contraction.network import TensorNetwork
+from ...ir.contraction.schedule import Schedule, Tree, open_labels
 
-OBJECTIVES = ("macs", "memory", "cycles")
-PRECONTRACT_MODES = ("auto", "never", "always")
 EXACT_LIMIT = 10
 HEURISTIC_DP_LIMIT = 20
-
-
-@dataclass(frozen=True)
-class CostModel:
-    """What the search minimizes (see the module docstring)."""
-
-    objective: str = "macs"
-    pes: int = 64
-    overhead: int = 8
-
-    def __post_init__(self):
-        if self.objective not in OBJECTIVES:
-            raise UsageError(f"contraction cost '{self.objective}' is not one of {', '.join(OBJECTIVES)}")
-        if self.pes < 1 or self.overhead < 0:
-            raise UsageError(f"contraction cost model needs pes >= 1 and overhead >= 0, "
-                             f"got pes={self.pes} overhead={self.overhead}")
-
-    def step_cycles(self, macs: int) -> int:
-        return -(-macs // self.pes) + self.overhead
-
-    def key(self, schedule: Schedule) -> tuple[int, ...]:
-        """The value the search minimizes, compared lexicographically."""
-        tail = (schedule.params, schedule.compile_macs)
-        if self.objective == "macs":
-            return (schedule.macs, *tail)
-        if self.objective == "memory":
-            return (schedule.peak, schedule.macs, *tail)
-        return (schedule.cycles(self.pes, self.overhead), schedule.macs, *tail)
 
 
 @dataclass(frozen=True)
@@ -87,19 +58,6 @@ class SearchResult:
     schedule: Schedule
     method: str
     seconds: float
-
-
-def naive_tree(network: TensorNetwork) -> Tree:
-    """Left to right over the tensors as listed: ``((t0 t1) t2) …``."""
-    tree: Tree = 0
-    for index in range(1, len(network.tensors)):
-        tree = (tree, index)
-    return tree
-
-
-def naive_schedule(network: TensorNetwork) -> Schedule:
-    """The naive order, every step at run time (for a TT map: rebuild W, then multiply)."""
-    return Schedule.from_tree(network, naive_tree(network), fold_weights=False)
 
 
 def order_contractions(network: TensorNetwork, cost: CostModel = CostModel(),

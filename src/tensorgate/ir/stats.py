@@ -1,19 +1,23 @@
-"""Model statistics shared by `inspect`, the manifest and the benchmarks.
+"""Model statistics shared by `inspect`, the manifest and the benchmarks: parameters,
+the linear maps, and what their contraction schedules cost.
 
 Parameter counts follow the papers' convention: every stored weight counts (linear
 maps, biases, peepholes, float ``const`` tensors such as a MatMul head's weights);
-integer tensors (shapes, indices) and float scalars (fill values, scale constants) do not.  ``dense`` counts each linear map as its full matrix,
-``compressed`` as the map's own storage.
+integer tensors (shapes, indices) and float scalars (fill values, scale constants) do
+not.  ``dense`` counts each linear map as its full matrix, ``compressed`` as the map's
+own storage.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from ..ir.core import Module, Op
-from ..ir.linear_map import LinearMap
+from .contraction.map_schedule import MapSchedule
+from .core import Module, Op
+from .linear_map import LinearMap
 
 
 @dataclass
@@ -108,3 +112,37 @@ def model_stats(module: Module) -> ModelStats:
 def lstm_macs_per_step(op: Op) -> int:
     """MACs of one time step of an ``lstm`` op for one batch row (all directions)."""
     return sum(m.macs() for m in op.attrs["w"] + op.attrs["r"])
+
+
+def contraction_report(module: Module) -> dict[str, Any]:
+    """``{"maps": [per-map entries], "total": {...}}`` over the scheduled maps of ``module``.
+
+    For every decomposed map that carries a schedule (``order-contractions``), per time
+    step: the MACs of the naive left-to-right order, of the schedule, and of the dense
+    product (``macs_per_step = {naive, scheduled, dense}``), the peak intermediate and the
+    parameters stored before and after precontraction, all read from the schedule the IR
+    holds.  Where this process chose the schedule, the entry adds the search's method
+    and time (``search_seconds``); a schedule read back from text has no timings.
+    """
+    entries = []
+    for info in module_maps(module):
+        schedule = getattr(info.map, "schedule", None)
+        if not isinstance(schedule, MapSchedule):
+            continue
+        entry = {"name": info.name, "format": info.map.format, **schedule.report(info.map)}
+        if schedule.search is not None:
+            entry["search_seconds"] = schedule.search.seconds
+            entry["method"] = schedule.search.method
+        entries.append(entry)
+    return {"maps": entries, "total": _contraction_total(entries)}
+
+
+def _contraction_total(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    total: dict[str, Any] = {
+        "macs_per_step": {key: sum(e["macs_per_step"][key] for e in entries) for key in ("naive", "scheduled", "dense")},
+        "peak": max((e["peak"] for e in entries), default=0),
+        "params": {key: sum(e["params"][key] for e in entries) for key in ("map", "stored")},
+    }
+    if entries and all("search_seconds" in e for e in entries):
+        total["search_seconds"] = sum(e["search_seconds"] for e in entries)
+    return total

@@ -18,12 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from ..ir.core import Module
-from ..ir.linear_map import LinearMap
-from ..ir.types import element_type
-from .activations import ActivationUnit
+from ...fixedpoint.activations import ActivationUnit
+from ...fixedpoint.formats import count_saturated
+from ...interpreter import FixedExecutor, run_module
+from ...ir.core import Module
+from ...ir.linear_map import LinearMap
+from ...ir.types import element_type
 from .calibrate import Calibration
-from .formats import count_saturated
 
 
 @dataclass(frozen=True)
@@ -119,9 +120,6 @@ def compare_outputs(float_module: Module, reference: dict[str, np.ndarray],
 def build_report(float_module: Module, quant_module: Module, inputs: dict[str, np.ndarray],
                  calibration: Calibration, accumulators: list[tuple[str, int]]) -> QuantReport:
     """Run both modules on ``inputs`` and assemble the report (module docstring)."""
-    from ..runtime.fixed_runtime import FixedExecutor
-    from ..runtime.numpy_runtime import run_module
-
     stats: dict = {}
     executor = FixedExecutor(quant_module)
     approximation = executor.run(inputs, stats=stats)

@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import ExecutionError
-from ..ir.core import Module, Op
-from ..ir.ops import lstm_num_directions
-from ..runtime.numpy_runtime import KERNELS, check_inputs, sigmoid
-from .maps import apply_float_steps
+from ...errors import ExecutionError
+from ...fixedpoint.maps import apply_float_steps
+from ...interpreter import KERNELS, check_inputs
+from ...interpreter.kernels import sigmoid
+from ...ir.core import Module, Op
+from ...ir.ops import lstm_num_directions
 
 
 @dataclass

@@ -1,0 +1,64 @@
+"""The ONNX form of the IR: how each op is written as nodes of the default domain.
+
+The ``onnx`` target (``backend.onnx_export``) writes modules with it, and the importer
+(``frontend.raise_export``) recognizes what it wrote by lowering a proposed op again and
+comparing node for node; neither imports the other, both import this package.
+
+Every IR op lowers to nodes of the default domain.  The node that makes an op's first
+result is named after the op's ``loc``; the others ``<result>/<role>``.  Values keep
+their IR names and types (symbolic dims as ``dim_param``).
+
+* ``const`` becomes a ``Constant`` node; every tensor an op holds as an attribute (map
+  tensors, biases, peepholes, slice bounds) an initializer.  The importer relies on the
+  difference to tell a ``linear`` op's bias from an ``add`` of a constant.
+* Elementwise, shape and head ops become the ONNX op of the same meaning.
+* Linear maps (``apply_map``): a dense map is ``MatMul`` by ``Wᵀ``.  A tt/bt/ht map is
+  ``[Pad] → Reshape → Einsum… → [Sum] → Reshape → [Slice]``: the input's last axis is
+  zero-padded and split into the map's ``in_factors``, contracted pairwise with the map's
+  own tensors (the initializers are the cores, unchanged, boundary axes of size 1
+  included) in the order of the map's schedule if it has one (weight-only steps too:
+  onnxruntime folds them when it loads the model), else in its default order; the
+  result is merged and truncated to ``out_dim``.  A BT map sums its blocks with ``Sum``.
+  The map's annotations, which are not computation (its schedule, its decomposition
+  error), ride on the last node as the metadata entry ``tensorgate.map``.
+* ``lstm``, by what its maps allow (``lstm.lstm_strategy``):
+
+  - ``native``: W and R dense, one ``4H × ·`` map per direction, float32: the ONNX
+    ``LSTM`` op with every attribute.
+  - ``projected``: R as above, W anything else (decomposed or per gate): ``W·x`` of all
+    time steps is computed by the map lowering (per direction, gates concatenated) and
+    fed to an ``LSTM`` whose input size is ``4H·dirs`` and whose W is the identity
+    (``[I 0]`` and ``[0 I]`` for the two directions of a bidirectional LSTM), made by
+    ``EyeLike`` so nothing is stored.  ``X·Iᵀ`` adds exact zeros to exact products by
+    one, so the LSTM sees ``W·x`` bit for bit; it costs a ``(4H)² ·dirs`` product per
+    step and vector, done for all steps in one batched GEMM.
+  - ``scan``: everything else (R decomposed or per gate; float64, which onnxruntime's
+    LSTM does not run): ``W·x + b`` for all steps as above, then one ``Scan`` over time
+    (both directions in one node) whose body applies R by the map lowering and runs
+    the cell in elementwise ops: peepholes, clip, the activations with their
+    alpha/beta, input_forget, and sequence_lens by masking (a finished row keeps its
+    state and outputs zeros, as in ONNX).  The op's scalar attributes ride on the Scan
+    as the metadata entry ``tensorgate.lstm``; the importer checks them against the
+    body by lowering them again.
+
+  The bias goes in as the IR holds it: ``[dirs, 8H]`` as the LSTM's ``B``; ``[dirs, 4H]``
+  (folded by ``canonicalize``) as ``B = Pad(b)``, whose recurrent half is zero, so an
+  8H bias whose recurrent half happens to be zero stays distinguishable.  Layout 1
+  (batch major, which onnxruntime's recurrent ops reject) is lowered as transposes
+  around the layout-0 lowering and comes back that way.  Float attributes (clip,
+  activation alpha/beta) are float32 in an ONNX node; the Scan keeps them exactly.
+"""
+
+from . import lstm  # registers the lstm lowering
+from .conventions import (
+    ANNOTATIONS_KEY, ELEMENT_TYPES, IR_VERSION, LSTM_KEY, ONNX_TYPES, OPSET, PRODUCER, QDQ_OPSET,
+)
+from .graph import ExportError, GraphBuilder, Names, numpy_dtype, tensor_value_info
+from .maps import apply_map, apply_maps
+from .ops import LOWERINGS, lower_op
+
+__all__ = [
+    "lstm", "ANNOTATIONS_KEY", "ELEMENT_TYPES", "IR_VERSION", "LSTM_KEY", "ONNX_TYPES", "OPSET", "PRODUCER",
+    "QDQ_OPSET", "ExportError", "GraphBuilder", "Names", "numpy_dtype", "tensor_value_info", "apply_map",
+    "apply_maps", "LOWERINGS", "lower_op",
+]
