@@ -15,7 +15,8 @@ from tensorgate.backend.verilog.artifact import write_verilog_artifact
 from tensorgate.backend.verilog.hardware import TOP, AccelConfig, accel_sources
 from tensorgate.backend.verilog import isa
 from tensorgate.backend.verilog.isa import LoweringError, merge_dims
-from tensorgate.backend.verilog.lower import affine, lower
+from tensorgate.backend.verilog.image import affine
+from tensorgate.backend.verilog.lower import lower
 from tensorgate.errors import TensorgateError
 from tensorgate.fixedpoint.programs import LSTMProgram
 from tensorgate.runtime.verilator import verilator_executable

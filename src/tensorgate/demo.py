@@ -33,8 +33,8 @@ def run_demo(console: Console | None = None) -> dict[str, np.ndarray]:
 
     from .backend.artifact import load_artifact, write_numpy_artifact
     from .frontend import import_onnx
-    from .passes import PassManager
     from .interpreter import run_module
+    from .passes import PassManager
 
     console = console or Console()
     model_path, inputs_path = demo_files()
@@ -66,8 +66,8 @@ def run_hardware(module, images, labels, source: str, console: Console) -> dict[
     that every output code equals the integer golden model's."""
     from .backend.verilog.artifact import write_verilog_artifact
     from .explore import without_trailing_softmax
-    from .passes import PassManager
     from .interpreter import run_fixed
+    from .passes import PassManager
     from .runtime.simulator import Simulator
 
     module, _ = without_trailing_softmax(module, module.outputs[0].name)  # fixed point has no softmax

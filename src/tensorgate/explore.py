@@ -297,8 +297,8 @@ class Evaluator:
 
     def evaluate(self, config: Config, structure: Module) -> Result:
         """Run ``config`` (``structure``, quantized if it has bits) and measure it."""
-        from .ir.stats import lstm_macs_per_step, model_stats
         from .interpreter import run_module
+        from .ir.stats import lstm_macs_per_step, model_stats
 
         stats = model_stats(structure)
         result = Result(config, params=stats.params_compressed,

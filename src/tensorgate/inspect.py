@@ -9,9 +9,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from .backend.artifact import contraction_totals, value_signature
-from .ir.stats import lstm_macs_per_step, model_stats
 from .ir.core import Module
 from .ir.ops import lstm_num_directions
+from .ir.stats import lstm_macs_per_step, model_stats
 
 
 def inspect_summary(module: Module) -> dict:

@@ -25,9 +25,7 @@ from ..fixedpoint.quant_attrs import is_quantized, module_rounding
 from ..ir.core import Module
 from ..ir.serialize import save_module
 from ..ir.types import FixedType
-from ..onnx_form import (
-    IR_VERSION, OPSET, PRODUCER, QDQ_OPSET, GraphBuilder, Names, lower_op, tensor_value_info,
-)
+from ..onnx_form import IR_VERSION, OPSET, PRODUCER, QDQ_OPSET, GraphBuilder, Names, lower_op, tensor_value_info
 from .artifact import IR_FILE, MANIFEST, build_manifest, write_artifact
 from .onnx_qdq import check_exact, lower_quantized, requantize
 

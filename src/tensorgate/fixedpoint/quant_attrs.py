@@ -26,6 +26,7 @@ attributes; ``quant`` gives their formats.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 from ..errors import PassError, VerifyError
 from ..ir.core import Module, Op
 from ..ir.types import FixedType

@@ -29,8 +29,8 @@ from ..errors import FrontendError, VerifyError
 from ..ir.core import Module
 from ..ir.types import UNKNOWN, TensorType
 from ..ir.verifier import verify_module
-from . import onnx_lstm, onnx_ops  # noqa: F401  (register the op handlers)
 from ..onnx_form.conventions import ELEMENT_TYPES
+from . import onnx_lstm, onnx_ops  # noqa: F401  (register the op handlers)
 from .onnx_context import HANDLERS, ImportState, NodeContext, element_type_name
 from .raise_export import ExportRaiser
 from .raising import fold_static_shapes, raise_tensorized

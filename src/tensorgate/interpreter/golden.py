@@ -24,6 +24,7 @@ from ..ir.types import FixedType, FloatType
 from .executor import check_inputs
 from .kernels import KERNELS
 
+
 class FixedExecutor:
     """Runs one quantized module repeatedly; quantized weights and tables are prepared once."""
 

@@ -50,9 +50,7 @@ their IR names and types (symbolic dims as ``dim_param``).
 """
 
 from . import lstm  # registers the lstm lowering
-from .conventions import (
-    ANNOTATIONS_KEY, ELEMENT_TYPES, IR_VERSION, LSTM_KEY, ONNX_TYPES, OPSET, PRODUCER, QDQ_OPSET,
-)
+from .conventions import ANNOTATIONS_KEY, ELEMENT_TYPES, IR_VERSION, LSTM_KEY, ONNX_TYPES, OPSET, PRODUCER, QDQ_OPSET
 from .graph import ExportError, GraphBuilder, Names, numpy_dtype, tensor_value_info
 from .maps import apply_map, apply_maps
 from .ops import LOWERINGS, lower_op

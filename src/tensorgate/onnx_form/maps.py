@@ -15,7 +15,6 @@ from ..ir.tensor_formats import BTMap, HTMap, TensorizedMap, TTMap, tree_nodes
 from .conventions import ANNOTATIONS_KEY, EINSUM_LETTERS, STRUCTURAL_META
 from .graph import ExportError, GraphBuilder
 
-
 WeightLowering = Callable[[str, np.ndarray, str], str]
 """``weight(tensor name, array, role) -> value``: how a map's tensor enters the graph."""
 StepNarrowing = Callable[[int, int, str], str]

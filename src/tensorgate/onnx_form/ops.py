@@ -12,7 +12,6 @@ from .conventions import ONNX_TYPES
 from .graph import ExportError, GraphBuilder, numpy_dtype
 from .maps import apply_map
 
-
 Lowering = Callable[[GraphBuilder, Op, list[str], list[str]], None]
 LOWERINGS: dict[str, Lowering] = {}
 

@@ -15,10 +15,10 @@ from typing import ClassVar
 import numpy as np
 
 from ..errors import PassError
+from ..interpreter import KERNELS, Kernel
 from ..ir.core import Module, Op, Value
 from ..ir.ops import OP_SPECS, broadcast, const_of, const_values, reshape_dims
 from ..ir.types import BOOL, UNKNOWN, FixedType, TensorType, element_type
-from ..interpreter import KERNELS, Kernel
 from .base import Pass
 
 FOLD_ALWAYS_ELEMENTS = 1024

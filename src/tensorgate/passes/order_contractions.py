@@ -21,11 +21,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
+from ..ir.contraction.cost import CostModel
 from ..ir.core import Module, Op
 from ..ir.linear_map import LinearMap
 from ..ir.tensor_formats import TensorizedMap
 from .base import Pass, option
-from ..ir.contraction.cost import CostModel
 from .contraction.maps import search_map_schedule
 
 

@@ -55,14 +55,14 @@ from ..fixedpoint.activations import build_unit, saturation_input
 from ..fixedpoint.formats import MAX_FLOAT_WIDTH, code_min, fit_format, quantize, round_float, signed_width
 from ..fixedpoint.maps import IntegerMap, MapQuant, network_plans
 from ..fixedpoint.quant_attrs import is_quantized
-from .quantization.calibrate import Calibration, calibrate
+from ..interpreter import check_inputs
 from ..ir.core import Module, Op, Value
 from ..ir.linear_map import DenseMap, LinearMap
 from ..ir.ops import DATA_MOVEMENT, lstm_num_directions
 from ..ir.types import FixedType, FloatType, TensorType
-from ..interpreter import check_inputs
 from .base import Pass, option
 from .dce import DeadCodeElimination
+from .quantization.calibrate import Calibration, calibrate
 
 DEFAULT_DIM = 32
 DEFAULT_SEED = 0

@@ -32,12 +32,13 @@ from typing import Callable, ClassVar
 import numpy as np
 
 from ..errors import PassError, PipelineError
+from ..interpreter import run_module
 from ..ir.core import Module, Op
 from ..ir.tensor_formats import BTMap, HTMap, TensorizedMap, TTMap
-from ..interpreter import run_module
 from .base import Pass, option
-from .decomposition import Decomposition, Tensorization, bt_als, bt_rank_bounds, ht_rank_bounds, ht_svd
-from .decomposition import tt_rank_bounds, tt_svd
+from .decomposition import (
+    Decomposition, Tensorization, bt_als, bt_rank_bounds, ht_rank_bounds, ht_svd, tt_rank_bounds, tt_svd,
+)
 from .quantize import load_calibration
 
 

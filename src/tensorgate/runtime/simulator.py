@@ -22,7 +22,8 @@ import numpy as np
 
 from ..backend.artifact import load_artifact
 from ..backend.verilog.hardware import TOP, AccelConfig, accel_sources, module_code_width
-from ..backend.verilog.lower import Image, lower
+from ..backend.verilog.image import Image
+from ..backend.verilog.lower import lower
 from ..errors import TensorgateError
 from ..fixedpoint.formats import dequantize
 from ..interpreter import FixedExecutor

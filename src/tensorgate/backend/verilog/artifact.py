@@ -14,7 +14,8 @@ from ...ir.core import Module
 from ...ir.serialize import save_module
 from ..artifact import IR_FILE, MANIFEST, build_manifest, write_artifact
 from .hardware import AccelConfig, accel_sources, module_code_width
-from .lower import Image, lower
+from .image import Image
+from .lower import lower
 
 STATIC_DIM = 1
 """Size bound to a symbolic dimension for the images written at compile time (the

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from ...ir.types import FixedType
 from . import RTL_DIR, rtl_sources
+from .image import Image
 from .isa import WORDS
-from .lower import Image
 
 ACCEL_DIR = Path(__file__).parent / "accel"
 TOP = "tg_accel"

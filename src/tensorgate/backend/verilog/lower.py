@@ -2,7 +2,7 @@
 
 Every IR value lives in the scratchpad and is known to the compiler only as an array of
 word addresses with the value's shape.  Data-movement ops (reshape, transpose, slice,
-squeeze, ...) run the NumPy runtime's own kernels on those address arrays, so they cost
+squeeze, ...) run the interpreter's own kernels on those address arrays, so they cost
 nothing at run time: a consumer reads its operand through an affine address pattern
 (base + Σ index·stride).  Only an operand that is not affine (or a map input that must be
 zero-padded) is copied, by one elementwise instruction.
@@ -15,103 +15,32 @@ formats; the last step either applies the consumer's epilogue directly (the bias
 term, the output format, the clip) or, for BT sums and gate-split outputs, stays a wide
 accumulator that elementwise instructions finish.  The arithmetic is exactly the golden
 model's (``fixedpoint/programs.py``), so the simulated outputs equal it bit for bit.
+
+One ``Lowering`` object does all of it: the op lowerings, the map applications and the
+instruction emission share its scratchpad allocator, weight rows and program, so they
+stay one class; the data it produces is ``image``'s.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from ...fixedpoint.activations import ActivationUnit
 from ...fixedpoint.formats import code_max, code_min, requantize
 from ...fixedpoint.maps import IntegerMap
+from ...fixedpoint.programs import LinearProgram, LSTMProgram
+from ...interpreter import KERNELS
 from ...ir.core import Module, Op
 from ...ir.ops import DATA_MOVEMENT
 from ...ir.types import FixedType
-from ...fixedpoint.programs import LinearProgram, LSTMProgram
-from ...interpreter import KERNELS
 from . import isa
+from .image import Epilogue, Grid, Image, adjacent_groups, affine, astuple_tail
 from .isa import Loops, LoweringError, Narrowing
 
 CELL_CYCLES_PER_ELEMENT = 6
 FETCH_CYCLES = 3
-
-
-@dataclass(frozen=True)
-class Grid:
-    """A 2-D operand in the scratchpad: ``rows × cols`` words at base + r·row_stride + c·col_stride."""
-
-    base: int
-    rows: int
-    cols: int
-    row_stride: int
-    col_stride: int
-
-    def columns(self, start: int, stop: int) -> "Grid":
-        return Grid(self.base + start * self.col_stride, self.rows, stop - start, self.row_stride, self.col_stride)
-
-    def row_block(self, start: int, count: int) -> "Grid":
-        return Grid(self.base + start * self.row_stride, count, self.cols, self.row_stride, self.col_stride)
-
-    def addresses(self) -> np.ndarray:
-        return (self.base + np.arange(self.rows)[:, None] * self.row_stride
-                + np.arange(self.cols)[None, :] * self.col_stride).astype(np.int64)
-
-
-@dataclass(frozen=True)
-class Epilogue:
-    """What the consumer of a map does with columns ``[start, stop)`` of its result:
-    add ``init`` (``init_frac`` fraction bits), narrow to ``fmt``, clip to ``±clip``."""
-
-    start: int
-    stop: int
-    init: Grid | None
-    init_frac: int
-    fmt: FixedType
-    clip: int | None = None
-
-
-def affine(addresses: np.ndarray) -> tuple[int, tuple[int, ...]] | None:
-    """``(base, strides)`` if the address array is base + Σ index·stride, else None."""
-    addresses = np.asarray(addresses, np.int64)
-    if addresses.size == 0:
-        return None
-    base = int(addresses.flat[0])
-    strides = []
-    for axis, size in enumerate(addresses.shape):
-        strides.append(int(np.take(addresses, 1, axis=axis).flat[0]) - base if size > 1 else 0)
-    grid = np.full(addresses.shape, base, np.int64)
-    for axis, stride in enumerate(strides):
-        shape = [1] * addresses.ndim
-        shape[axis] = addresses.shape[axis]
-        grid = grid + (np.arange(addresses.shape[axis]) * stride).reshape(shape)
-    return (base, tuple(strides)) if np.array_equal(grid, addresses) else None
-
-
-@dataclass
-class Image:
-    """A lowered model: program, memory images, where inputs and outputs live, and costs."""
-
-    pes: int
-    program: list[np.ndarray] = field(default_factory=list)
-    weight_rows: list[np.ndarray] = field(default_factory=list)
-    scratch: list[int] = field(default_factory=list)
-    tables: list[int] = field(default_factory=list)
-    inputs: dict[str, np.ndarray] = field(default_factory=dict)
-    outputs: dict[str, tuple[np.ndarray, FixedType | None]] = field(default_factory=dict)
-    macs: int = 0
-    steps: int = 1
-    cycles_estimate: int = 0
-    code_width: int = 2
-    groups: int = 1
-
-    def program_words(self) -> np.ndarray:
-        return np.concatenate(self.program) if self.program else np.zeros(0, np.uint64)
-
-    def weight_words(self) -> np.ndarray:
-        return (np.concatenate(self.weight_rows) if self.weight_rows else np.zeros(0, np.int64)).astype(np.int64)
 
 
 class Lowering:
@@ -269,7 +198,7 @@ class Lowering:
         """``W x`` with each epilogue applied to its columns; one result grid per epilogue."""
         if not imap.plans:
             results = []
-            for index, group in enumerate(_adjacent_groups(epilogues)):
+            for index, group in enumerate(adjacent_groups(epilogues)):
                 merged = Epilogue(group[0].start, group[-1].stop, *astuple_tail(group[0]))
                 out = self._dense(imap, x, x_frac, merged, f"{key}.e{index}")
                 results += [out.columns(e.start - merged.start, e.stop - merged.start) for e in group]
@@ -571,35 +500,6 @@ class Lowering:
             return self.apply_map(maps[0], h, q.hidden.frac, epilogues, key)
         return [self.apply_map(imap, h, q.hidden.frac, [Epilogue(0, hidden, *astuple_tail(e))], f"{key}{g}")[0]
                 for g, (imap, e) in enumerate(zip(maps, epilogues))]
-
-
-def astuple_tail(epilogue: Epilogue) -> tuple:
-    return epilogue.init, epilogue.init_frac, epilogue.fmt, epilogue.clip
-
-
-def _continues(before: Epilogue, after: Epilogue) -> bool:
-    """Whether ``after`` is ``before`` extended by more columns: adjacent output columns,
-    the same narrowing, and init columns that continue ``before``'s in the same grid."""
-    if after.start != before.stop or (before.fmt, before.clip, before.init_frac) != (
-            after.fmt, after.clip, after.init_frac):
-        return False
-    if before.init is None or after.init is None:
-        return before.init is None and after.init is None
-    first, second = before.init, after.init
-    return (first.rows, first.row_stride, first.col_stride) == (second.rows, second.row_stride, second.col_stride) \
-        and second.base == first.base + first.cols * first.col_stride
-
-
-def _adjacent_groups(epilogues: list[Epilogue]) -> list[list[Epilogue]]:
-    """Runs of epilogues one GEMM can finish (fewer, wider instructions: the σ gates of a
-    stacked recurrent map share one)."""
-    groups: list[list[Epilogue]] = []
-    for epilogue in epilogues:
-        if groups and _continues(groups[-1][-1], epilogue):
-            groups[-1].append(epilogue)
-        else:
-            groups.append([epilogue])
-    return groups
 
 
 def _row_major(labels, sizes) -> dict[str, int]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...ir.core import Module, Op, Value
 from ...interpreter import KERNELS
+from ...ir.core import Module, Op, Value
 
 LAYOUT_OPS = ("reshape", "transpose", "squeeze", "unsqueeze", "flatten")
 """Ops that only move elements: a constant seen through them is still the stored data."""

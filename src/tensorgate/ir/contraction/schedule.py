@@ -18,7 +18,6 @@ operands per step.
 from __future__ import annotations
 
 import functools
-
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence, Union
