@@ -6,6 +6,11 @@ one-layer ``nn.LSTM`` with a linear head on the last step (seeded, one thread, a
 seconds) and exports it with PyTorch's TorchScript exporter (input ``x`` of shape
 ``[seq, batch, 8]``, output ``logits``).  ``decomposed`` replaces the LSTM's W and R by
 TT, BT or HT maps fitted to the trained weights.
+
+Tests use the model trained once and stored as ``data/digits_lstm.onnx`` (training
+again on another machine's BLAS gives other weights, and thresholds measured on one
+set of weights would not hold for the other); ``python tests/digits_lstm.py`` writes it
+again.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from tensorgate.passes.decomposition import auto_tensorization, bt_als, ht_svd, 
 
 TRAIN = 1200
 CALIBRATION = 256
+STORED = Path(__file__).parent / "data" / "digits_lstm.onnx"
 
 
 def digits() -> tuple[np.ndarray, np.ndarray]:
@@ -103,3 +109,7 @@ def _decompose(matrix: np.ndarray, method: str):
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(logits.argmax(axis=-1) == labels))
+
+
+if __name__ == "__main__":
+    print(f"wrote {train_digits_lstm(STORED)}")
