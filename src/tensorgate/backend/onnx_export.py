@@ -39,8 +39,8 @@ def export_onnx(module: Module) -> onnx.ModelProto:
     """``module`` as a checked ONNX model (see the module docstring)."""
     node_names = Names()
     locs = [node_names.fresh(op.loc) if op.loc else None for op in module.ops]
-    b = GraphBuilder(Names(v.name for v in module.values()), node_names)
     quantized = is_quantized(module)
+    b = GraphBuilder(Names(v.name for v in module.values()), node_names, opset=QDQ_OPSET if quantized else OPSET)
     if quantized:
         check_exact(module)
         _quantize_inputs(b, module)
@@ -60,9 +60,9 @@ def export_onnx(module: Module) -> onnx.ModelProto:
         b.initializers,
         value_info=[tensor_value_info(v.name, v.type) for v in inner],
     )
-    opset = QDQ_OPSET if quantized else OPSET
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name=PRODUCER,
-                              producer_version=__version__, ir_version=IR_VERSION)
+    opsets = [helper.make_opsetid("", b.opset)] + [helper.make_opsetid(d, v) for d, v in sorted(b.domains.items())]
+    model = helper.make_model(graph, opset_imports=opsets, producer_name=PRODUCER, producer_version=__version__,
+                              ir_version=IR_VERSION, functions=b.functions)
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:

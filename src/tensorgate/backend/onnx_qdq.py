@@ -22,7 +22,11 @@ as long as the integers involved stay below ``2^24`` (float32's exact integers):
 * the σ and tanh units (PWL or table) are evaluated on the codes as the golden model
   does, with float ops on integer-valued tensors: clamp, index by ``Floor``, ``Gather``
   of the tables, the PWL product and its rounding shift;
-* the LSTM is a ``Scan`` over time whose body is the golden model's cell.
+* the LSTM is a ``Scan`` over time whose body is the golden model's cell;
+* a host region is its own nodes on the real values (``onnx_form.host``), its results
+  that are fixed point rounded to their formats as above: the golden model runs the same
+  region in onnxruntime, so the two agree as far as onnxruntime computes a region's
+  float arithmetic alike in both graphs (it may fuse its nodes differently there).
 
 Module inputs of a fixed-point type take floats, quantized on entry in the module's
 rounding mode; outputs are the dequantized values (exact in float32).
@@ -49,6 +53,7 @@ from ..ir.core import Module, Op
 from ..ir.linear_map import LinearMap
 from ..ir.types import FixedType
 from ..onnx_form import ExportError, apply_map
+from ..onnx_form.host import lower_host
 from ..onnx_form.lstm import lower_lstm
 
 EXACT_FLOAT32 = 1 << 24
@@ -170,6 +175,9 @@ def lower_quantized(b, op: Op, inputs: list[str], results: list[str]) -> None:
     if op.kind == "lstm":
         lower_lstm(b, op, inputs, results, QuantizedLSTM)
         return
+    if op.kind == "host":
+        _quantized_host(b, op, inputs, results)
+        return
     if op.kind == "const":
         fmt = op.results[0].type.dtype
         dequantized_weights(b, op.attrs["value"], fmt, "const")
@@ -181,6 +189,18 @@ def lower_quantized(b, op: Op, inputs: list[str], results: list[str]) -> None:
     if op.attrs["bias"] is not None:
         acc = b.add("Add", [acc, dequantized_weights(b, op.attrs["bias"], quant.bias, "bias")], "biased")
     requantize(b, acc, quant.output, quant.rounding, "out", results[0])
+
+
+def _quantized_host(b, op: Op, inputs: list[str], results: list[str]) -> None:
+    """The region on real values (the graph holds fixed-point values as their real
+    values), then its results that are fixed point rounded to their formats."""
+    rounding = op.attrs["quant"]["rounding"]
+    fixed = [isinstance(v.type.dtype, FixedType) for v in op.results]
+    raw = [b.values.fresh(f"{name}/real") if is_fixed else name for name, is_fixed in zip(results, fixed)]
+    lower_host(b, op, inputs, raw)
+    for value, name, real in zip(op.results, results, raw):
+        if real != name:
+            requantize(b, real, value.type.dtype, rounding, f"{name}/boundary", name)
 
 
 class QuantizedLSTM:
@@ -265,7 +285,7 @@ def check_exact(module: Module) -> None:
     """``ExportError`` unless every accumulator of the golden model stays below ``2^24``
     in magnitude for all inputs, so the float32 QDQ arithmetic is exact."""
     for op in module.ops:
-        if op.attrs.get("quant") is None or op.kind == "const":
+        if op.attrs.get("quant") is None or op.kind in ("const", "host"):
             continue
         if op.kind == "linear":
             quant = LinearQuant.of(op)

@@ -1,10 +1,18 @@
 """Read an ONNX model, check it, and lift it into a tensorgate ``Module``.
 
-Steps: load (with external data), ``onnx.checker``, ONNX shape inference (strict,
-with data propagation so computed shapes are known), then import node by node with
-the handlers in ``onnx_ops`` and ``onnx_lstm``.  Integer shape arithmetic whose values
-are static is folded before the import, and tensorized parts are raised after it
-(``frontend.raising``).
+Steps: load (with external data), bind inputs and fix input shapes where asked
+(``folding``), ``onnx.checker``, ONNX shape inference (strict, with data propagation so
+computed shapes are known), constant folding with onnxscript (``folding``: computed
+recurrent weights, constant ``If``s), then the import of the graph (``graph_import``):
+the ops tensorgate models node by node with the handlers in ``onnx_ops`` and
+``onnx_lstm``, the rest as host regions run by onnxruntime (``partition``).  Integer
+shape arithmetic whose values are static is folded before the import, and tensorized
+parts are raised after it (``frontend.raising``).
+
+Declared graph output shapes are checked against what the graph computes: where they
+contradict (another rank, another static size, a static size where the graph computes
+an input's named dim), the computed shape is followed, as onnxruntime does, with one
+warning line in ``module.warnings``.
 
 The module's inputs are the graph inputs that are not initializers and its outputs
 the graph outputs, named exactly as in ONNX; intermediate values keep their ONNX
@@ -20,40 +28,56 @@ where there is one, the node and op type.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Mapping, Sequence
 
 import onnx
 from google.protobuf.message import DecodeError
-from onnx import numpy_helper
 
 from ..errors import FrontendError, VerifyError
 from ..ir.core import Module
 from ..ir.types import UNKNOWN, TensorType
 from ..ir.verifier import verify_module
-from ..onnx_form.conventions import ELEMENT_TYPES
+from ..onnx_form import PRODUCER
 from . import onnx_lstm, onnx_ops  # noqa: F401  (register the op handlers)
-from .onnx_context import HANDLERS, ImportState, NodeContext, element_type_name
+from .folding import bind_inputs, clear_output_shapes, fold_constants, fix_input_shapes
+from .graph_import import GraphImporter
 from .raise_export import ExportRaiser
 from .raising import fold_static_shapes, raise_tensorized
 
-ONNX_DOMAINS = ("", "ai.onnx")
 
+def import_onnx(source: str | Path | onnx.ModelProto, raising: bool = True, bind: Mapping[str, object] | None = None,
+                shapes: Mapping[str, Sequence[int]] | None = None) -> Module:
+    """Import an ONNX file (or an in-memory ``ModelProto``, left unchanged) as a verified ``Module``.
 
-def import_onnx(source: str | Path | onnx.ModelProto, raising: bool = True) -> Module:
-    """Import an ONNX file (or an in-memory ``ModelProto``) as a verified ``Module``.
-
-    With ``raising`` (the default), tensorized maps and LSTM cells written out step by
-    step are raised to ``linear`` ops with decomposed maps and ``lstm`` ops
-    (``frontend.raising``); ``module.notes`` lists the parts left as generic ops and why.
+    ``bind`` fixes inputs to constants (``{"sr": 16000}``): the module has no such input,
+    and ``If``s whose condition becomes constant are replaced by the branch taken.
+    ``shapes`` fixes the dims of inputs (``{"input": [1, 576]}``).  With ``raising`` (the
+    default), tensorized maps and LSTM cells written out step by step are raised to
+    ``linear`` ops with decomposed maps and ``lstm`` ops (``frontend.raising``);
+    ``module.notes`` lists the parts left as generic ops and why, ``module.warnings``
+    what the import did not take as the model says (module docstring, ``graph_import``).
     """
     if isinstance(source, onnx.ModelProto):
-        model, origin = source, f"model '{source.graph.name or 'unnamed'}'"
+        model, origin, path = onnx.ModelProto(), f"model '{source.graph.name or 'unnamed'}'", None
+        model.CopyFrom(source)
     else:
-        model, origin = _load(Path(source)), str(source)
+        path = Path(source)
+        model, origin = _load(path), str(source)
     declared_dims = _dim_names(model.graph)
-    model = _checked_and_inferred(model, origin, None if isinstance(source, onnx.ModelProto) else Path(source))
+    declared = onnx.GraphProto()
+    declared.output.extend(model.graph.output)
+    bind_inputs(model, bind or {}, origin)
+    fix_input_shapes(model, shapes or {}, origin)
+    model = _checked_and_inferred(model, origin, path)
+    warnings: list[str] = []
     raiser = ExportRaiser(model)  # tensorgate's own lowerings, matched as written (before folding)
+    producers = {out: node.name for node in model.graph.node for out in node.output if node.name}
+    if model.producer_name != PRODUCER:
+        model = _folded(model, origin, warnings)
     model = fold_static_shapes(model)
-    module = _GraphImporter(model, origin, declared_dims, raiser).run()
+    importer = GraphImporter(model, origin, declared_dims, raiser, list(declared.output), producers)
+    module = importer.run()
+    module.warnings = warnings + module.warnings + _follow_computed_outputs(module, importer.declared_outputs)
     if raising:
         module.notes = raise_tensorized(module)
         try:
@@ -104,10 +128,12 @@ def _checked_and_inferred(model: onnx.ModelProto, origin: str, path: Path | None
     checker's own message is reported, as it is clearer than inference's.  A model read
     from ``path`` is checked from the file (external data is looked up beside it, not
     loaded) and inferred without its external data, which is read only at the end.
+    Graph output shapes are inferred afresh (``folding.clear_output_shapes``).
     """
     if path is not None:
         _check_external_files(model, path)
     problem = _checker_problem(model if path is None else str(path))
+    clear_output_shapes(model)
     try:
         inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, ValueError) as exc:
@@ -134,6 +160,42 @@ def _one_line(exc: Exception) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+def _folded(model: onnx.ModelProto, origin: str, warnings: list[str]) -> onnx.ModelProto:
+    """``folding.fold_constants`` of the model, shape-inferred again.  Should the folder
+    fail, the model is imported unfolded, with a warning."""
+    try:
+        folded = fold_constants(model)
+    except Exception as exc:  # the folder's own failures (it evaluates nodes with the reference runtime)
+        warnings.append(f"constant folding failed, the model is imported as written: {' '.join(str(exc).split())}")
+        return model
+    try:
+        return onnx.shape_inference.infer_shapes(folded, check_type=True, strict_mode=True, data_prop=True)
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, ValueError) as exc:
+        raise FrontendError(f"{origin}: ONNX shape inference failed after constant folding: {_one_line(exc)}") from None
+
+
+def _follow_computed_outputs(module: Module, declared: dict[str, TensorType | None]) -> list[str]:
+    """Module outputs typed by what the graph computes, with the declared dims filled in
+    where the graph leaves them unknown; one warning per output whose declared type
+    contradicts the computed one."""
+    warnings = []
+    for value in module.outputs:
+        want = declared.get(value.name)
+        if want is None:
+            continue
+        if value.type.dtype != want.dtype or value.type.rank != want.rank:
+            contradicted = True
+        else:
+            contradicted = any(isinstance(theirs, int) and ours not in (theirs, UNKNOWN)
+                               for ours, theirs in zip(value.type.shape, want.shape))
+            value.type = value.type.with_shape(theirs if ours == UNKNOWN else ours
+                                               for ours, theirs in zip(value.type.shape, want.shape))
+        if contradicted:
+            warnings.append(f"graph output '{value.name}' is declared {want} but the graph computes {value.type}; "
+                            "following the graph, as onnxruntime does")
+    return warnings
+
+
 def _dim_names(graph: onnx.GraphProto) -> set[str]:
     """The symbolic dim names the model itself declares (before shape inference)."""
     infos = [*graph.input, *graph.output, *graph.value_info]
@@ -142,86 +204,3 @@ def _dim_names(graph: onnx.GraphProto) -> set[str]:
         for info in infos if info.type.HasField("tensor_type")
         for dim in info.type.tensor_type.shape.dim if dim.dim_param
     }
-
-
-class _GraphImporter:
-    """Imports the nodes of one checked, shape-inferred graph in order."""
-
-    def __init__(self, model: onnx.ModelProto, origin: str, declared_dims: set[str], raiser: ExportRaiser):
-        self.graph = model.graph
-        self.origin = origin
-        self.declared_dims = declared_dims
-        self.opset = next((o.version for o in model.opset_import if o.domain in ONNX_DOMAINS), None)
-        self.raiser = raiser
-        infos = [*self.graph.input, *self.graph.value_info, *self.graph.output]
-        names = {info.name for info in infos} | {i.name for i in self.graph.initializer}
-        names |= {name for node in self.graph.node for name in [*node.input, *node.output] if name}
-        self.state = ImportState(
-            origin,
-            declared_types={info.name: self._tensor_type(info, strict=False) for info in infos},
-            all_names=names,
-            graph_outputs={info.name for info in self.graph.output},
-        )
-
-    def run(self) -> Module:
-        initializers = {init.name for init in self.graph.initializer}
-        for info in self.graph.input:
-            if info.name not in initializers:
-                self.state.add_input(info.name, self._tensor_type(info, strict=True))
-        for init in self.graph.initializer:
-            self.state.add_constant(init.name, numpy_helper.to_array(init), loc="")
-        for index, node in enumerate(self.graph.node):
-            if self.raiser.claims(node):
-                self.raiser.emit(node, self.state)
-                continue
-            self._import_node(node, node.name or f"{node.op_type}_{index}")
-        module = self.state.module
-        module.outputs = [self.state.value(info.name) for info in self.graph.output]
-        try:
-            verify_module(module)
-        except VerifyError as exc:
-            raise FrontendError(f"{self.origin}: the imported module is invalid: {exc}") from None
-        return module
-
-    def _import_node(self, node: onnx.NodeProto, loc: str) -> None:
-        if node.domain not in ONNX_DOMAINS:
-            raise FrontendError(f"{self.origin}: node '{loc}' ({node.domain}.{node.op_type}): "
-                                f"ops of domain '{node.domain}' are not supported")
-        spec = HANDLERS.get(node.op_type)
-        version = onnx.defs.get_schema(node.op_type, self.opset, "").since_version
-        ctx = NodeContext(self.state, node, loc, version)
-        if spec is None:
-            raise ctx.error(f"op type {node.op_type} is not supported "
-                            f"(supported: {', '.join(sorted(HANDLERS))})")
-        if version < spec.since:
-            raise ctx.error(f"{node.op_type} version {version} (opset {self.opset}) is not supported; "
-                            f"needs version {spec.since} or later")
-        for attribute in node.attribute:
-            if attribute.name not in spec.attrs:
-                raise ctx.error(f"attribute '{attribute.name}' is not supported")
-        spec.fn(ctx)
-        missing = [name for name in node.output if name and not self.state.is_defined(name)]
-        if missing:
-            raise AssertionError(f"handler for {node.op_type} left output(s) {missing} undefined")
-
-    def _tensor_type(self, info: onnx.ValueInfoProto, strict: bool) -> TensorType | None:
-        """The IR type of a graph value; ``None`` (or, if ``strict``, an error) when ONNX
-        gives no tensor type with a shape."""
-        kind = info.type.WhichOneof("value")
-        tensor = info.type.tensor_type
-        if kind != "tensor_type" or not tensor.HasField("shape"):
-            if strict:
-                raise FrontendError(f"{self.origin}: graph input '{info.name}' needs a tensor type with a shape")
-            return None
-        if tensor.elem_type not in ELEMENT_TYPES:
-            if strict:
-                raise FrontendError(f"{self.origin}: graph input '{info.name}' has element type "
-                                    f"{element_type_name(tensor.elem_type)}, which tensorgate does not support")
-            return None
-        dims = tuple(
-            dim.dim_value if dim.HasField("dim_value")
-            else dim.dim_param if dim.dim_param in self.declared_dims
-            else UNKNOWN
-            for dim in tensor.shape.dim
-        )
-        return TensorType(dims, ELEMENT_TYPES[tensor.elem_type])

@@ -3,13 +3,14 @@
 
 Passes use it to evaluate a module (canonicalize folds constants with its kernels,
 calibration and rank selection run the model on data), the backends to evaluate data
-movement at compile time, and the runtimes to run artifacts.
+movement at compile time, and the runtimes to run artifacts.  The ``host`` op's kernel
+(``host``) runs its embedded ONNX region in onnxruntime.
 """
 
-from . import lstm  # registers the lstm kernel
+from . import host, lstm  # register the host and lstm kernels
 from .executor import Executor, check_inputs, run_module
 from .golden import FixedExecutor, run_fixed
 from .kernels import KERNELS, Kernel
 
-__all__ = ["lstm", "Executor", "check_inputs", "run_module", "FixedExecutor", "run_fixed",
+__all__ = ["host", "lstm", "Executor", "check_inputs", "run_module", "FixedExecutor", "run_fixed",
            "KERNELS", "Kernel"]

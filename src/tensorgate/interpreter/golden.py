@@ -5,6 +5,10 @@ is computed in floating point.  The arithmetic of each quantized op is
 ``fixedpoint.programs`` (its docstring spells it out); data-movement ops run the float
 kernels unchanged on codes; ``relu`` is a max with 0.
 
+A ``host`` op runs its region in onnxruntime on real values (``host.host_program``): the
+only floats of a quantized module are the values that flow between host regions, module
+inputs only host regions read, and outputs host regions make.
+
 Module inputs of a fixed-point type take float arrays (quantized with the module's
 rounding mode, saturating) or integer arrays (taken as codes, which must fit).  Outputs
 are dequantized to float64, or returned as codes with ``raw=True``.
@@ -22,6 +26,7 @@ from ..ir.core import Module, Op
 from ..ir.ops import DATA_MOVEMENT
 from ..ir.types import FixedType, FloatType
 from .executor import check_inputs
+from .host import host_program
 from .kernels import KERNELS
 
 
@@ -48,6 +53,8 @@ class FixedExecutor:
                 return LinearProgram(op)
             if op.kind == "lstm":
                 return LSTMProgram(op)
+        if op.kind == "host":
+            return host_program(op, self.rounding)
         fixed = [v for v in op.inputs + op.results if isinstance(v.type.dtype, FixedType)]
         floats = [v for v in op.inputs + op.results if isinstance(v.type.dtype, FloatType)]
         if floats:
@@ -67,8 +74,13 @@ class FixedExecutor:
             stats: dict[str, TensorStats] | None = None) -> dict[str, np.ndarray]:
         """Outputs by name: dequantized (float64), or integer codes with ``raw``.  ``stats``,
         if given, collects per narrowed tensor its saturations and range."""
+        return self.run_codes(self.input_codes(inputs), raw=raw, stats=stats)
+
+    def run_codes(self, codes: dict[str, np.ndarray], raw: bool = False,
+                  stats: dict[str, TensorStats] | None = None) -> dict[str, np.ndarray]:
+        """``run`` on inputs already in the form ``input_codes`` gives (codes for
+        fixed-point inputs)."""
         narrow = Narrowing(self.rounding, stats)
-        codes = self.input_codes(inputs)
         env = {id(v): codes[v.name] for v in self.module.inputs}
         for op, program in zip(self.module.ops, self._programs):
             args = [None if v is None else env[id(v)] for v in op.operands]
@@ -101,6 +113,11 @@ class FixedExecutor:
         if np.isnan(array).any():
             raise ExecutionError(f"input '{value.name}' contains NaN")
         return quantize(array, fmt, self.rounding)
+
+    def run_op(self, op: Op, args: list) -> list[np.ndarray]:
+        """One op of the module on its operands' codes (the prepared program of ``run``)."""
+        index = next(k for k, candidate in enumerate(self.module.ops) if candidate is op)
+        return [np.asarray(a) for a in self._programs[index](args, Narrowing(self.rounding))]
 
     @staticmethod
     def _output(value, array: np.ndarray, raw: bool) -> np.ndarray:

@@ -81,8 +81,9 @@ class Module:
     """A function: inputs, ops in execution order, outputs.
 
     ``notes`` are one-line remarks from the stage that built the module (the frontend
-    lists there the parts of a model it left as generic ops, and why); they are not
-    part of the IR text.
+    lists there the parts of a model it left as generic ops, and why); ``warnings`` are
+    one-line warnings from it (a declared shape it did not follow, a recurrent op it left
+    to a host region).  Neither is part of the IR text.
     """
 
     def __init__(self, name: str = "main", inputs=(), ops=(), outputs=()):
@@ -91,6 +92,7 @@ class Module:
         self.ops: list[Op] = list(ops)
         self.outputs: list[Value] = list(outputs)
         self.notes: list[str] = []
+        self.warnings: list[str] = []
 
     def values(self) -> Iterator[Value]:
         yield from self.inputs
@@ -124,9 +126,10 @@ class Module:
                 return name
         raise AssertionError("unreachable")
 
-    def copy(self) -> "Module":
-        """Deep copy of the structure; tensors and maps (immutable) are shared."""
-        memo: dict[int, Any] = {}
+    def copy(self, replace: dict[int, "Value"] | None = None) -> "Module":
+        """Deep copy of the structure; tensors and maps (immutable) are shared.  ``replace``
+        maps ids of values to the values that stand for them in the copy."""
+        memo: dict[int, Any] = dict(replace or {})
         for op in self.ops:
             for value in op.attrs.values():
                 for leaf in value if isinstance(value, list) else [value]:

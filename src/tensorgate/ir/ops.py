@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import VerifyError
 from .core import Op, Value
 from .linear_map import LinearMap
-from .types import I64, UNKNOWN, Dim, TensorType, element_type
+from .types import I64, UNKNOWN, Dim, FixedType, FloatType, TensorType, element_type, parse_type, shapes_compatible
 
 REQUIRED = object()
 Consts = dict[int, np.ndarray]  # id(value) -> contents, for const-produced values
@@ -511,6 +511,50 @@ def _check_lstm_maps(op: Op, key: str, dirs: int, hidden: int, in_dim: Dim) -> N
     for index, m in enumerate(maps):
         if m.out_dim != rows or isinstance(in_dim, int) and m.in_dim != in_dim:
             _fail(op, f"{key}[{index}] is {m.out_dim}x{m.in_dim}, expected {rows}x{in_dim}")
+
+
+@_spec("host", "A host region: ONNX nodes tensorgate does not compile, run by onnxruntime.",
+       ["xs*"], {"model": REQUIRED, "inputs": REQUIRED, "outputs": REQUIRED, "macs": None, "quant": None},
+       num_results=None)
+def _host(op, consts):
+    return quantized_types(op, host_result_types(op))
+
+
+def host_signature(op: Op, key: str) -> list[tuple[str, TensorType]]:
+    """``(name, type)`` of each entry of a ``host`` op's ``inputs`` or ``outputs``: the
+    embedded graph's input (output) names in operand (result) order and their types."""
+    entries = op.attrs[key]
+    if not isinstance(entries, list) or not all(
+            isinstance(e, dict) and set(e) == {"name", "type"} and isinstance(e["name"], str)
+            and isinstance(e["type"], str) for e in entries):
+        _fail(op, f"attribute '{key}' must be a list of {{name, type}} entries")
+    try:
+        return [(e["name"], parse_type(e["type"])) for e in entries]
+    except ValueError as exc:
+        _fail(op, f"attribute '{key}': {exc}")
+
+
+def host_result_types(op: Op) -> list[TensorType]:
+    """A ``host`` op is typed by its region's signature: each operand has the type of
+    the graph input it feeds (or, once quantized, fixed-point codes of a float one, which
+    the region receives as real values), and the results have the output types."""
+    model = op.attrs["model"]
+    if not isinstance(model, np.ndarray) or model.dtype != np.uint8 or model.ndim != 1 or not model.size:
+        _fail(op, "attribute 'model' must be the serialized ONNX model of the region, a non-empty u8 vector")
+    inputs, outputs = host_signature(op, "inputs"), host_signature(op, "outputs")
+    if len(op.operands) != len(inputs):
+        _fail(op, f"the region takes {len(inputs)} inputs, the op has {len(op.operands)} operands")
+    if not outputs:
+        _fail(op, "the region has no outputs")
+    for value, (name, want) in zip(op.operands, inputs):
+        got = value.type
+        codes = isinstance(got.dtype, FixedType) and isinstance(want.dtype, FloatType)
+        if not (got.dtype == want.dtype or codes) or not shapes_compatible(got.shape, want.shape):
+            _fail(op, f"operand %{value.name} is {got}, the region's input '{name}' takes {want}")
+    macs = op.attrs["macs"]
+    if macs is not None and (not isinstance(macs, int) or macs < 0):
+        _fail(op, f"attribute 'macs' must be a count of multiply-accumulates or none, got {macs!r}")
+    return [t for _, t in outputs]
 
 
 def is_optional(spec: OpSpec, index: int) -> bool:

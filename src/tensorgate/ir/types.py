@@ -6,6 +6,8 @@ A dimension is an ``int`` (static) or a ``str`` (symbolic: a name such as
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from typing import Union
 
@@ -126,3 +128,42 @@ def dims_compatible(a: Dim, b: Dim) -> bool:
 
 def shapes_compatible(a: tuple[Dim, ...], b: tuple[Dim, ...]) -> bool:
     return len(a) == len(b) and all(dims_compatible(x, y) for x, y in zip(a, b))
+
+
+BARE_DIM = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
+_TYPE_TEXT = re.compile(r"(fix<\s*-?\d+\s*,\s*-?\d+\s*>|[fi]\d+)\[(.*)\]", re.DOTALL)
+_DIM = re.compile(r'\s*(-?\d+|\?|[A-Za-z_][A-Za-z0-9_.]*|"(?:[^"\\]|\\.)*")\s*(,|$)')
+
+
+def dim_text(dim: Dim) -> str:
+    """A dim as the IR text writes it: a number, ``?``, or a name (quoted unless bare)."""
+    if isinstance(dim, int) and not isinstance(dim, bool):
+        return str(int(dim))
+    if dim == UNKNOWN or BARE_DIM.fullmatch(dim):
+        return dim
+    return json.dumps(dim)
+
+
+def type_text(type: TensorType) -> str:
+    """``f32[seq,batch,8]``; the inverse of ``parse_type``."""
+    return f"{type.dtype}[{','.join(dim_text(d) for d in type.shape)}]"
+
+
+def parse_type(text: str) -> TensorType:
+    """The type ``type_text`` wrote; ``ValueError`` with a sentence if ``text`` is none."""
+    match = _TYPE_TEXT.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"'{text}' is not a tensor type such as f32[batch,8]")
+    dims: list[Dim] = []
+    rest = match.group(2)
+    while rest.strip():
+        dim = _DIM.match(rest)
+        if dim is None:
+            raise ValueError(f"'{text}' has a malformed dimension list")
+        token = dim.group(1)
+        dims.append(json.loads(token) if token.startswith('"') else token if not token.lstrip("-").isdigit()
+                    else int(token))
+        rest = rest[dim.end():]
+        if dim.group(2) == "" and rest:
+            raise ValueError(f"'{text}' has a malformed dimension list")
+    return TensorType(tuple(dims), element_type(match.group(1)))

@@ -21,6 +21,8 @@ their IR names and types (symbolic dims as ``dim_param``).
   result is merged and truncated to ``out_dim``.  A BT map sums its blocks with ``Sum``.
   The map's annotations, which are not computation (its schedule, its decomposition
   error), ride on the last node as the metadata entry ``tensorgate.map``.
+* ``host``: the region's own nodes and initializers, renamed into the graph (``host``),
+  converted to the target's opset where the region was written at another one.
 * ``lstm``, by what its maps allow (``lstm.lstm_strategy``):
 
   - ``native``: W and R dense, one ``4H × ·`` map per direction, float32: the ONNX
@@ -49,14 +51,14 @@ their IR names and types (symbolic dims as ``dim_param``).
   activation alpha/beta) are float32 in an ONNX node; the Scan keeps them exactly.
 """
 
-from . import lstm  # registers the lstm lowering
+from . import host, lstm  # register the host and lstm lowerings
 from .conventions import ANNOTATIONS_KEY, ELEMENT_TYPES, IR_VERSION, LSTM_KEY, ONNX_TYPES, OPSET, PRODUCER, QDQ_OPSET
 from .graph import ExportError, GraphBuilder, Names, numpy_dtype, tensor_value_info
 from .maps import apply_map, apply_maps
 from .ops import LOWERINGS, lower_op
 
 __all__ = [
-    "lstm", "ANNOTATIONS_KEY", "ELEMENT_TYPES", "IR_VERSION", "LSTM_KEY", "ONNX_TYPES", "OPSET", "PRODUCER",
+    "host", "lstm", "ANNOTATIONS_KEY", "ELEMENT_TYPES", "IR_VERSION", "LSTM_KEY", "ONNX_TYPES", "OPSET", "PRODUCER",
     "QDQ_OPSET", "ExportError", "GraphBuilder", "Names", "numpy_dtype", "tensor_value_info", "apply_map",
     "apply_maps", "LOWERINGS", "lower_op",
 ]

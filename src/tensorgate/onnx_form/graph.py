@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 from ..errors import TensorgateError
 from ..ir.core import Value
 from ..ir.types import UNKNOWN, FixedType, TensorType
-from .conventions import ONNX_TYPES
+from .conventions import ONNX_TYPES, OPSET
 
 
 class ExportError(TensorgateError):
@@ -38,17 +38,22 @@ class GraphBuilder:
     unique across the model (subgraphs share the allocators).  New names derive from
     ``prefix``, the first result of the op being lowered."""
 
-    def __init__(self, values: Names, node_names: Names, prefix: str = "v"):
+    def __init__(self, values: Names, node_names: Names, prefix: str = "v", opset: int = OPSET):
         self.values = values
+        self.opset = opset  # the default domain's version the graph is written at
         self.node_names = node_names
         self.prefix = prefix
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[TensorProto] = []
         self.aliases: dict[str, str] = {}  # IR value name -> the graph value standing for it
+        self.domains: dict[str, int] = {}  # opsets of other domains the graph uses (host regions)
+        self.functions: list[onnx.FunctionProto] = []  # model-local functions the graph calls
 
     def child(self) -> "GraphBuilder":
         """A builder for a subgraph (a Scan body) of this graph."""
-        return GraphBuilder(self.values, self.node_names, self.prefix)
+        child = GraphBuilder(self.values, self.node_names, self.prefix, self.opset)
+        child.domains, child.functions = self.domains, self.functions
+        return child
 
     def add(self, op_type: str, inputs: Sequence[str], role: str, outputs: Sequence[str] | None = None,
             count: int = 1, **attrs) -> str:

@@ -76,7 +76,7 @@ def _fold(module: Module, op: Op) -> bool:
         if all(isinstance(d, int) for d in dims):
             _replace_by_constants(module, op, [np.array(dims, dtype=np.int64)])
             return True
-    if op.kind not in KERNELS or op.kind == "const" or not op.inputs:
+    if op.kind not in KERNELS or op.kind in ("const", "host") or not op.inputs:
         return False
     if any(const_of(v) is None for v in op.inputs):
         return False

@@ -224,14 +224,47 @@ def _all_zero(value: Value) -> bool:
     return False
 
 
+def _host_only(module: Module, value: Value) -> bool:
+    """Only host regions read ``value`` (it is no module output either)."""
+    users = module.users(value)
+    return bool(users) and all(u.kind == "host" for u in users) and all(v is not value for v in module.outputs)
+
+
+def _states_share_a_tensor(module: Module, op: Op) -> bool:
+    """The ``lstm``'s initial h and c are read from one value, or its final h and c go into one concat."""
+    sources = []
+    for index in (2, 3):
+        value = op.operands[index] if index < len(op.operands) else None
+        while value is not None and value.producer is not None and value.producer.kind in _SINGLE_SOURCE:
+            value = value.producer.operands[0]
+        sources.append(value)
+    if sources[0] is not None and sources[0] is sources[1]:
+        return True
+    return bool(_concats_reached(module, op.results[1]) & _concats_reached(module, op.results[2]))
+
+
+def _concats_reached(module: Module, value: Value) -> set[int]:
+    """Ids of the concat ops ``value`` reaches through single-source data movement."""
+    found: set[int] = set()
+    pending = [value]
+    while pending:
+        for user in module.users(pending.pop()):
+            if user.kind == "concat":
+                found.add(id(user))
+            elif user.kind in _SINGLE_SOURCE:
+                pending.extend(user.results)
+    return found
+
+
 def _is_float(value: Value | None) -> bool:
     return value is not None and isinstance(value.type.dtype, FloatType)
 
 
 def _check_supported(module: Module) -> None:
-    """Refuse, naming the op, anything the integer model cannot run."""
+    """Refuse, naming the op, anything the integer model cannot run (host regions run in
+    onnxruntime, in float, whatever they hold)."""
     for op in module.ops:
-        if not any(_is_float(v) for v in op.operands + op.results):
+        if op.kind == "host" or not any(_is_float(v) for v in op.operands + op.results):
             continue
         if op.kind == "lstm":
             _check_lstm(op)
@@ -292,10 +325,12 @@ class _Planner:
                 if index < len(op.operands) and op.operands[index] is not None:
                     self._demand(op, index, fmt)
         for value in self.module.inputs:
-            if _is_float(value):
+            if _is_float(value) and not _host_only(self.module, value):
                 self._set(value, self._demanded_or(value, lambda: self._fit(value.name, self.act_bits)))
         for op in self.module.ops:
-            if op.kind == "const" and _is_float(op.result):
+            if op.kind == "host":
+                self._host(op)
+            elif op.kind == "const" and _is_float(op.result):
                 self._const(op)
             elif op.kind == "linear":
                 self._linear(op)
@@ -406,6 +441,19 @@ class _Planner:
         self.result.attrs[id(op)] = {"value": quantize(op.attrs["value"], fmt, self.rounding),
                                    "quant": {"results": [str(fmt)]}}
 
+    def _host(self, op: Op) -> None:
+        """A host region computes in float: its results that tensorgate ops read are
+        quantized at the boundary to formats from calibration; the others stay float."""
+        formats = [self._fit(v.name, self.act_bits) if _is_float(v) and not _host_only(self.module, v) else None
+                   for v in op.results]
+        if not any(formats):
+            return
+        for value, fmt in zip(op.results, formats):
+            if fmt is not None:
+                self._set(value, fmt)
+        self.result.attrs[id(op)] = {"quant": {"rounding": self.rounding, "results": [
+            str(fmt or value.type.dtype) for value, fmt in zip(op.results, formats)]}}
+
     def _passthrough(self, op: Op) -> None:
         """Data movement and relu: results take the format of the (fixed-point) data."""
         formats = {self._format_of(v, op) for v in op.inputs if _is_float(v)}
@@ -438,11 +486,16 @@ class _Planner:
         self._set(op.result, out)
 
     def _lstm_formats(self, op: Op) -> dict[str, FixedType]:
+        """The formats of the module docstring; ``h`` takes the format of ``c`` when the two
+        share a tensor (initial states read from one value, as silero's ``state[0]`` and
+        ``state[1]``, or final states concatenated into one), which has one format."""
         name, a = op.results[0].name, self.act_bits
         gate = FixedType(a, a - 2)
+        cell = self._fit(f"{name}.cell", self.state_bits)
         return {"gates_x": self._fit(f"{name}.gates_x", a),
                 "pre_sigmoid": self._fit_pre(op, "sigmoid", gate), "pre_tanh": self._fit_pre(op, "tanh", gate),
-                "gate": gate, "cell": self._fit(f"{name}.cell", self.state_bits), "hidden": FixedType(a, a - 1)}
+                "gate": gate, "cell": cell, "hidden": cell if _states_share_a_tensor(self.module, op) else
+                FixedType(a, a - 1)}
 
     def _fit_pre(self, op: Op, function: str, gate: FixedType) -> FixedType:
         """The pre-activation format of a gate: its calibrated range, but no wider than

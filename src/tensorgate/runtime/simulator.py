@@ -7,7 +7,8 @@ configuration serves every model that fits it), loads program and memory images 
 the bulk host port, runs until ``done`` and reads the outputs back (``io="stream"`` moves
 inputs and outputs through the accelerator's valid/ready streams instead).  Outputs are what
 ``run`` (the integer golden model) returns for the artifact: dequantized floats, or codes
-with ``raw=True``.
+with ``raw=True``.  A module with host regions runs them here, before and after the
+accelerator (``runtime.hosted``, ``ir.stages``); the accelerator runs its compiled core.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ import numpy as np
 from ..backend.artifact import load_artifact
 from ..backend.verilog.hardware import TOP, AccelConfig, accel_sources, module_code_width
 from ..backend.verilog.image import Image
-from ..backend.verilog.lower import lower
+from ..backend.verilog.lower import accelerator_stages, lower
 from ..errors import TensorgateError
 from ..fixedpoint.formats import dequantize
 from ..interpreter import FixedExecutor
+from ..ir.types import FixedType
+from .hosted import run_around_core
 from .verilator import RtlDesign, RtlSim, SimulationTimeout, build
 
 PROGRAM, WEIGHTS, SCRATCH, TABLES = 0, 1, 2, 3
@@ -53,6 +56,7 @@ class Simulator:
         self.pes = int(hardware["pes"])
         self.progress = progress
         self.executor = FixedExecutor(self.module)
+        self.stages = accelerator_stages(self.module)
 
     def run(self, inputs: dict[str, np.ndarray], trace: str | Path | None = None, raw: bool = False,
             max_cycles: int = 1 << 32, io: str = "host") -> tuple[dict[str, np.ndarray], dict]:
@@ -64,9 +68,23 @@ class Simulator:
         """
         if io not in IO_MODES:
             raise TensorgateError(f"unknown io mode '{io}' for Simulator.run; expected one of {', '.join(IO_MODES)}")
-        codes = self.executor.input_codes(inputs)
-        image = lower(self.module, self.pes, {name: np.shape(array) for name, array in codes.items()})
-        config = AccelConfig.for_image(image, module_code_width(self.module))
+        stats: dict = {}
+
+        def on_accelerator(codes: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            values, run_stats = self._run_core(codes, trace, max_cycles, io)
+            stats.update(run_stats)
+            return values
+
+        values = run_around_core(self.executor, self.stages, self.executor.input_codes(inputs), on_accelerator)
+        outputs = {v.name: values[v.name] if raw or not isinstance(v.type.dtype, FixedType)
+                   else dequantize(values[v.name], v.type.dtype) for v in self.module.outputs}
+        return outputs, stats
+
+    def _run_core(self, codes: dict[str, np.ndarray], trace, max_cycles: int, io: str) -> tuple[dict, dict]:
+        """The accelerator's output codes and the run's statistics, for the core's input codes."""
+        core = self.stages.core
+        image = lower(core, self.pes, {name: np.shape(array) for name, array in codes.items()})
+        config = AccelConfig.for_image(image, module_code_width(core))
         built = build(accel_design(config, trace=trace is not None), progress=self.progress)
         started = time.perf_counter()
         with RtlSim(built, vcd=trace) as sim:
@@ -85,9 +103,7 @@ class Simulator:
             read = stream_codes if io == "stream" else read_codes
             values = {name: read(sim, addresses) for name, (addresses, _) in image.outputs.items()}
         seconds = time.perf_counter() - started
-        outputs = {name: values[name] if raw or fmt is None else dequantize(values[name], fmt)
-                   for name, (_, fmt) in image.outputs.items()}
-        return outputs, simulation_stats(image, config, cycles, by_class, seconds, run_seconds, built.build_seconds)
+        return values, simulation_stats(image, config, cycles, by_class, seconds, run_seconds, built.build_seconds)
 
 
 def load_image(sim: RtlSim, image: Image) -> None:

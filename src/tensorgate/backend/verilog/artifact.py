@@ -1,4 +1,11 @@
-"""The ``verilog`` target: RTL, memory images, program and manifest in an artifact directory."""
+"""The ``verilog`` target: RTL, memory images, program and manifest in an artifact directory.
+
+The accelerator runs the module's core (``lower.accelerator_stages``); host regions
+(``host`` ops, run in onnxruntime) and the ops it has no hardware for run on the host
+before and after it (a host prefix and a host suffix around the core; an op between two
+parts of the core is refused).  The IR written is the whole module, so ``run`` and
+``simulate`` compute the same thing.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import TensorgateError
+from ...errors import TensorgateError, VerifyError
 from ...fixedpoint.quant_attrs import is_quantized
 from ...ir.core import Module
 from ...ir.serialize import save_module
 from ..artifact import IR_FILE, MANIFEST, build_manifest, write_artifact
 from .hardware import AccelConfig, accel_sources, module_code_width
 from .image import Image
-from .lower import lower
+from .lower import accelerator_stages, lower
 
 STATIC_DIM = 1
 """Size bound to a symbolic dimension for the images written at compile time (the
@@ -37,8 +44,12 @@ def write_verilog_artifact(module: Module, out_dir: Path, pipeline: str, source:
     if not is_quantized(module):
         raise TensorgateError("the verilog target needs a quantized module; add 'quantize' to the pipeline "
                               "(e.g. -p 'order-contractions,quantize')")
-    image = lower(module, pes, static_shapes(module))
-    config = AccelConfig.for_image(image, module_code_width(module))
+    try:
+        core = accelerator_stages(module).core
+    except VerifyError as exc:
+        raise TensorgateError(f"the verilog target cannot run this partition: {exc}") from None
+    image = lower(core, pes, static_shapes(core))
+    config = AccelConfig.for_image(image, module_code_width(core))
 
     def fill(tmp: Path) -> None:
         save_module(module, tmp / IR_FILE)

@@ -34,6 +34,7 @@ from ...fixedpoint.programs import LinearProgram, LSTMProgram
 from ...interpreter import KERNELS
 from ...ir.core import Module, Op
 from ...ir.ops import DATA_MOVEMENT
+from ...ir.stages import Stages, split_stages
 from ...ir.types import FixedType
 from . import isa
 from .image import Epilogue, Grid, Image, adjacent_groups, affine, astuple_tail
@@ -525,6 +526,17 @@ def _bits(codes: np.ndarray) -> int:
     if codes.size == 0:
         return 2
     return max(int(codes.max()).bit_length(), int(-codes.min() - 1).bit_length()) + 1
+
+
+def on_accelerator(op: Op) -> bool:
+    """Whether the accelerator runs ``op``: constants, data movement, quantized linear and lstm ops."""
+    return op.kind == "const" or op.kind in DATA_MOVEMENT or (
+        op.kind in ("linear", "lstm") and op.attrs.get("quant") is not None)
+
+
+def accelerator_stages(module: Module) -> Stages:
+    """``module`` cut into what runs before the accelerator, on it and after it (``ir.stages``)."""
+    return split_stages(module, on_accelerator)
 
 
 def lower(module: Module, pes: int, shapes: dict[str, tuple[int, ...]]) -> Image:

@@ -64,14 +64,16 @@ class _Gate:
 @dataclass
 class Cell:
     """One time step: its states in and out, the input step it reads (``time`` along
-    ``time_axis`` of ``sequence``), its gates and every op it was read from."""
+    ``time_axis`` of ``sequence``; a cell applied once to a ``[B, I]`` value has that
+    value as ``sequence``, ``time_axis`` ``None`` and ``time`` 0), its gates and every op
+    it was read from."""
 
     h_new: Value
     c_new: Value
     h_prev: Value | None
     c_prev: Value
     sequence: Value
-    time_axis: int
+    time_axis: int | None
     time: int
     gates: dict[str, _Gate]
     ops: list[Op] = field(default_factory=list)
@@ -99,14 +101,14 @@ class Cell:
         sources = {id(t.source): t.source for terms in pieces.values() for t in terms if t.source is not None}
         slices = {key: _time_slice(v, ops) for key, v in sources.items()}
         inputs = [key for key, found in slices.items() if found is not None]
-        if len(inputs) != 1:
+        if len(inputs) > 1:
             raise NotRaised(f"the gates apply maps to {len(inputs)} time steps of a sequence, an LSTM cell to one")
-        x_key = inputs[0]
+        x_key = inputs[0] if inputs else _single_step_input(sources, c_prev, pieces)
         h_keys = [key for key in sources if key != x_key]
         if len(h_keys) > 1:
             raise NotRaised(f"the gates apply maps to {len(sources)} values; an LSTM cell to x_t and h")
         gates = {role: _gate(role, terms, x_key) for role, terms in pieces.items()}
-        sequence, axis, time = slices[x_key]
+        sequence, axis, time = slices[x_key] or (sources[x_key], None, 0)
         h_prev = sources[h_keys[0]] if h_keys else None
         return cls(h_new, c_new, h_prev, c_prev, sequence, axis, time, gates, ops)
 
@@ -118,6 +120,35 @@ class Cell:
             raise NotRaised("some gates have a recurrent map and some do not")
         r = None if r_terms[0] is None else _stack(r_terms, hidden, "R")
         return Layer(w, r, [self.gates[g].x_bias for g in ONNX_GATES], [self.gates[g].h_bias for g in ONNX_GATES])
+
+
+def _single_step_input(sources: dict[int, Value], c_prev: Value, pieces: dict[str, list[Term]]) -> int:
+    """The key of x in a cell applied once (no source is a time step of a sequence): of
+    the two values the gates map, h is the one read from the tensor ``c`` comes from
+    (``state[0]``, ``state[1]``), else the only one its map takes at the state's width."""
+    if len(sources) != 2 or any(v.type.rank != 2 for v in sources.values()):
+        raise NotRaised("the gates read no time step of a sequence, and not one [batch, features] input and "
+                        "one hidden state")
+    keys = list(sources)
+    origin = _stored_in(c_prev)
+    from_state = [k for k in keys if origin is not None and _stored_in(sources[k]) is origin]
+    if len(from_state) == 1:
+        return next(k for k in keys if k != from_state[0])
+    hidden = c_prev.type.shape[-1]
+    widths = {k: {t.linear_map.in_dim for terms in pieces.values() for t in terms if id(t.source) == k
+                  and t.linear_map is not None} for k in keys}
+    at_state_width = [k for k in keys if widths[k] == {hidden}]
+    if len(at_state_width) == 1:
+        return next(k for k in keys if k != at_state_width[0])
+    raise NotRaised("a cell applied once maps two values of the state's width, and neither comes from the "
+                    "tensor the cell state is read from: which is the input is not known")
+
+
+def _stored_in(value: Value) -> Value:
+    """The value ``value`` is read from through data movement (itself if none)."""
+    while value.producer is not None and value.producer.kind in ("gather", "slice", "squeeze", "split", "reshape"):
+        value = value.producer.operands[0]
+    return value
 
 
 def _operands_by(op: Op, pick) -> tuple[Value, Value]:
@@ -193,9 +224,18 @@ def _collect(value: Value, start: int, stop: int, terms: list[Term], ops: list[O
         terms.append(Term(op.operands[0], op.attrs["weight"], start, stop))
         if op.attrs["bias"] is not None:
             terms.append(Term(op.operands[0], bias=op.attrs["bias"][start:stop]))
+    elif op.kind == "matmul" and _constant_matrix(op.operands[1]) is not None:
+        terms.append(Term(op.operands[0], DenseMap(np.ascontiguousarray(_constant_matrix(op.operands[1]).T)),
+                          start, stop))
     else:
         raise NotRaised(f"a gate's pre-activation has a '{op.kind}' op, not only sums of linear maps and "
                         "constants", op)
+
+
+def _constant_matrix(value: Value) -> np.ndarray | None:
+    """A 2-D constant seen through layout ops (dynamo writes ``x @ W.T`` as a MatMul by a Transpose of W)."""
+    matrix = constant_array(value)
+    return matrix if matrix is not None and matrix.ndim == 2 and matrix.dtype.kind == "f" else None
 
 
 def _last_axis(op: Op, axis: int) -> bool:
@@ -304,7 +344,7 @@ def _stack(terms: list[Term], hidden: int, side: str) -> list[LinearMap]:
         return maps
     stacked = maps[0]
     pieces = [t.start // hidden for t in terms]
-    if all(m is stacked for m in maps) and stacked.out_dim == 4 * hidden and sorted(pieces) == [0, 1, 2, 3] and all(
+    if all(m is stacked or m == stacked for m in maps) and stacked.out_dim == 4 * hidden and sorted(pieces) == [0, 1, 2, 3] and all(
             (t.start, t.stop) == (p * hidden, (p + 1) * hidden) for t, p in zip(terms, pieces)):
         return [stacked if pieces == [0, 1, 2, 3] else _reorder_gates(stacked, pieces, side)]
     raise NotRaised(f"the gates' {side} maps are neither one stacked 4H map nor one map per gate")

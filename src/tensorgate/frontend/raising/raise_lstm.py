@@ -190,7 +190,9 @@ class _Rewriter:
     def _lstm(self, h0: Value | None, c0: Value | None) -> list[Value]:
         first = self.chain[0]
         x = first.sequence
-        if first.time_axis == 1:
+        if first.time_axis is None:
+            x = self._emit("unsqueeze", [x], {"axes": [0]})
+        elif first.time_axis == 1:
             x = self._emit("transpose", [x], {"perm": [1, 0, 2]})
         if x.type.shape[0] != len(self.chain):
             x = self._emit("slice", [x], {"starts": [0], "ends": [len(self.chain)], "axes": [0]})

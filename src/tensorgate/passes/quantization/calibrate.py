@@ -3,7 +3,7 @@
 ``calibrate(module, inputs)`` runs the float module once over the calibration inputs
 and records, under the names the integer golden model narrows them by:
 
-* each float module input (``x``);
+* each float module input (``x``) and host region result (by its name);
 * each ``linear``: its output (``{name}``) and its map's step results (``{name}.weight``);
 * each ``lstm``: ``{name}.gates_x`` (``W x + b``, all gates), the pre-activations
   before ``clip`` of the σ gates i, o, f (``{name}.pre_sigmoid``) and of the tanh gate c
@@ -87,6 +87,10 @@ def calibrate(module: Module, inputs: dict[str, np.ndarray]) -> Calibration:
                 results = _lstm(op, args, calibration)
             else:
                 results = KERNELS[op.kind](op, args, dtype)
+                if op.kind == "host":
+                    for value, array in zip(op.results, results):
+                        if array.dtype.kind == "f":
+                            calibration.record(value.name, array)
         except (ValueError, IndexError, TypeError) as exc:
             raise ExecutionError(f"{op.describe()} failed on the calibration inputs: {exc}") from exc
         for value, array in zip(op.results, results):
