@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                              description="Ops, LSTM shapes, parameters and MACs per time step "
                                          "of an ONNX model or a compiled artifact.")
     inspect.add_argument("model", type=Path, help="an .onnx file or an artifact directory")
+    add_import_options(inspect)
     inspect.add_argument("--ir", action="store_true", help="print the IR text instead of the summary")
     inspect.add_argument("--json", action="store_true", help="print the summary as JSON")
     inspect.set_defaults(handler=cmd_inspect)
@@ -69,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     comp = sub.add_parser("compile", parents=[common], help="run a pass pipeline and write an artifact",
                           description="Import MODEL, run the pipeline and write an artifact directory.")
     comp.add_argument("model", type=Path, help="the .onnx model to compile")
+    add_import_options(comp)
     comp.add_argument("-p", "--pipeline", default="canonicalize, dce",
                       help="pass pipeline text, e.g. 'canonicalize, dce' (see `tensorgate passes`)")
     comp.add_argument("--target", choices=TARGETS, default="numpy",
@@ -143,21 +145,74 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_model(path: Path):
-    """Import an ONNX file, or load an artifact directory's module."""
-    from .backend.artifact import is_artifact, load_artifact
+def add_import_options(command: argparse.ArgumentParser) -> None:
+    """``--bind`` and ``--shape``, the options of importing an ONNX model."""
+    command.add_argument("--bind", type=bound_input, action="append", default=[], metavar="NAME=VALUE",
+                         help="fix an input to a constant: a number or comma-separated numbers, e.g. sr=16000 "
+                              "(repeatable); the module has no such input and If nodes on it take their branch")
+    command.add_argument("--shape", type=input_shape, action="append", default=[], metavar="NAME=DIMS",
+                         help="fix an input's dims, e.g. input=1x576 (repeatable; NAME= for a scalar)")
+
+
+def _name_and_text(text: str) -> tuple[str, str]:
+    name, equals, value = text.partition("=")
+    if not equals or not name:
+        raise argparse.ArgumentTypeError(f"'{text}' is not NAME=VALUE")
+    return name, value
+
+
+def bound_input(text: str) -> tuple[str, object]:
+    """``--bind NAME=VALUE``: an int, a float, or a comma-separated list of them."""
+    name, value = _name_and_text(text)
+    try:
+        numbers = [int(part) if part.strip().lstrip("+-").isdigit() else float(part) for part in value.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{name}={value}: '{value}' is not a number or a comma-separated "
+                                         "list of numbers") from None
+    return name, numbers[0] if len(numbers) == 1 else numbers
+
+
+def input_shape(text: str) -> tuple[str, list[int]]:
+    """``--shape NAME=DIMS``: dims separated by ``x``."""
+    name, value = _name_and_text(text)
+    dims = [part for part in value.split("x")] if value else []
+    if not all(part.isdigit() and int(part) > 0 for part in dims):
+        raise argparse.ArgumentTypeError(f"{name}={value}: the dims must be positive integers joined by x, "
+                                         "e.g. 1x576")
+    return name, [int(part) for part in dims]
+
+
+def import_model(args):
+    """Import ``args.model`` with its ``--bind`` and ``--shape`` options."""
     from .frontend import import_onnx
 
-    if is_artifact(path):
-        return load_artifact(path)[0]
-    return import_onnx(path)
+    return import_onnx(args.model, bind=dict(args.bind), shapes=dict(args.shape))
+
+
+def print_warnings(module) -> None:
+    """The importer's warnings, one ``warning:`` line each, on stderr."""
+    for warning in getattr(module, "warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
+
+
+def load_model(args):
+    """Import an ONNX file, or load an artifact directory's module."""
+    from .backend.artifact import is_artifact, load_artifact
+
+    if is_artifact(args.model):
+        if args.bind or args.shape:
+            raise UsageError("--bind and --shape apply to ONNX models, not to a compiled artifact")
+        return load_artifact(args.model)[0]
+    module = import_model(args)
+    print_warnings(module)
+    return module
 
 
 def cmd_inspect(args) -> None:
     from .inspect import inspect_summary, render_summary
     from .ir.printer import print_module
 
-    module = load_model(args.model)
+    module = load_model(args)
     if args.ir:
         print(print_module(module), end="")
         return
@@ -182,7 +237,6 @@ def pes_count(text: str) -> int:
 
 
 def cmd_compile(args) -> None:
-    from .frontend import import_onnx
     from .passes import PassManager
 
     pm = PassManager.parse(
@@ -195,7 +249,8 @@ def cmd_compile(args) -> None:
     )
     console = Console(stderr=True)
     with console.status(f"importing {args.model}"):
-        module = import_onnx(args.model)
+        module = import_model(args)
+    print_warnings(module)
     if any(p.name == "finetune" for p in pm.pipeline):
         module = pm.run(module)  # finetune shows its own progress bars
     else:

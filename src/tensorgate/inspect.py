@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .backend.artifact import contraction_totals, value_signature
+from .backend.artifact import contraction_totals, partition_summary, value_signature
 from .ir.core import Module
 from .ir.ops import lstm_num_directions
 from .ir.stats import lstm_macs_per_step, model_stats
@@ -46,7 +46,9 @@ def inspect_summary(module: Module) -> dict:
             "compression": round(stats.compression, 3),
         },
         "contraction": contraction_totals(module),
+        "partition": partition_summary(module) if module.ops_of("host") else None,
         "not_raised": list(getattr(module, "notes", [])),
+        "warnings": list(getattr(module, "warnings", [])),
     }
 
 
@@ -83,11 +85,40 @@ def render_summary(summary: dict, console: Console | None = None) -> None:
     console.print(table)
     if summary["contraction"]:
         _render_contraction(summary, console)
+    if summary["partition"]:
+        _render_partition(summary["partition"], console)
     for note in summary["not_raised"]:
         console.print(escape(f"not raised: {note}"))
+    for warning in summary["warnings"]:
+        console.print(escape(f"warning: {warning}"))
     params = summary["params"]
     console.print(f"parameters: {params['dense']:,} dense, {params['compressed']:,} stored "
                   f"({params['compression']:.1f}x); LSTM MACs per time step: {summary['macs_per_step']:,}")
+
+
+def _render_partition(partition: dict, console: Console) -> None:
+    """Each region, its ops, what crosses into and out of it and its MACs; then the share
+    of MACs the tensorgate regions (on the accelerator, for the verilog target) compute."""
+    table = Table(title="partition (host regions run in onnxruntime)")
+    for column in ("region", "kind", "ops", "in -> out", "MACs/call"):
+        table.add_column(column, justify="right" if column == "MACs/call" else "left", overflow="fold")
+    for k, region in enumerate(partition["regions"]):
+        ops = ", ".join(f"{name} x{count}" for name, count in region["ops"].items())
+        crossing = f"{', '.join(region['inputs']) or '-'} -> {', '.join(region['outputs'])}"
+        table.add_row(f"{k} {escape(region['node'])}", region["kind"], escape(ops), escape(crossing),
+                      "?" if region["macs"] is None else f"{region['macs']:,}")
+    console.print(table)
+    macs = partition["macs"]
+    if partition["tensorgate_share"] is None:
+        console.print("MAC share of the tensorgate regions: unknown (symbolic shapes; fix them with --shape)")
+        return
+    line = (f"MACs per call: {macs['tensorgate']:,} in tensorgate regions ({partition['tensorgate_share']:.1%}, "
+            f"the accelerator's part for --target verilog), {macs['host']:,} in host regions")
+    per_step = partition["macs_per_step"]
+    if per_step and partition["steps"] != 1:
+        line += (f"; per time step ({partition['steps']} steps): {per_step['tensorgate']:,.0f} and "
+                 f"{per_step['host']:,.0f}")
+    console.print(line)
 
 
 def _render_contraction(summary: dict, console: Console) -> None:

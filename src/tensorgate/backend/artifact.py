@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -16,7 +17,8 @@ from typing import Callable
 from .. import __version__
 from ..errors import TensorgateError
 from ..ir.core import Module, Value
-from ..ir.stats import contraction_report, model_stats
+from ..ir.stats import contraction_report, model_stats, partition_regions, recurrent_steps
+from ..onnx_form.host import region_op_counts
 
 MANIFEST = "manifest.json"
 IR_FILE = "model.tgir"
@@ -43,6 +45,7 @@ def build_manifest(module: Module, target: str, pipeline: str, source: str) -> d
         },
         "maps": [info.as_dict() for info in stats.maps],
         **contraction_totals(module),
+        **({"partition": partition_summary(module)} if module.ops_of("host") else {}),
     }
 
 
@@ -55,6 +58,39 @@ def contraction_totals(module: Module) -> dict:
     total = report["total"]
     return {"macs_per_step": total["macs_per_step"], "peak_intermediate": total["peak"],
             "contraction_search_seconds": round(total.get("search_seconds", 0.0), 6)}
+
+
+def partition_summary(module: Module) -> dict:
+    """The regions (kind, ops, values in and out, MACs per call) and the share of MACs
+    the tensorgate regions compute, per call and per time step of the recurrent core;
+    MAC figures are ``None`` where a shape is symbolic."""
+    regions = []
+    for region in partition_regions(module):
+        if region.kind == "host":
+            (op,) = region.ops
+            ops = region_op_counts(op)
+            inputs, outputs = [v.name for v in op.inputs], [v.name for v in op.results]
+        else:
+            ops = dict(sorted(Counter(op.kind for op in region.ops).items()))
+            members = {id(op) for op in region.ops}
+            inputs = sorted({v.name for op in region.ops for v in op.inputs if v.producer is None or (
+                id(v.producer) not in members and v.producer.kind != "const")})
+            outputs = [v.name for op in region.ops for v in op.results if any(v is o for o in module.outputs)
+                       or any(id(user) not in members for user in module.users(v))]
+        regions.append({"kind": region.kind, "node": region.ops[0].loc, "ops": ops, "inputs": inputs,
+                        "outputs": outputs, "macs": region.macs})
+    macs = {kind: _sum_or_none(r["macs"] for r in regions if r["kind"] == kind) for kind in ("tensorgate", "host")}
+    total = None if None in macs.values() else macs["tensorgate"] + macs["host"]
+    steps = recurrent_steps(module)
+    return {"regions": regions, "macs": {**macs, "total": total}, "steps": steps,
+            "tensorgate_share": None if not total else round(macs["tensorgate"] / total, 6),
+            "macs_per_step": None if total is None or not steps else {
+                kind: value / steps for kind, value in {**macs, "total": total}.items()}}
+
+
+def _sum_or_none(values) -> int | None:
+    values = list(values)
+    return None if None in values else sum(values)
 
 
 def write_artifact(out_dir: Path, fill: Callable[[Path], None], marker: str = MANIFEST,

@@ -7,10 +7,14 @@ handler refused them), the partition is:
 * **tensorgate regions**: the nodes that are connected to a *seed* through nodes that
   are not hosted.  The seeds are the recurrent ops (LSTM, GRU, RNN) that import; in a
   model without one, the linear maps (Gemm, MatMul, Einsum).  Connection runs along the
-  values between nodes in either direction; constants (initializers, ``Constant``
-  nodes) connect nothing, they are copied to whichever side uses them.  So the ops
-  around the core that the IR models (layout ops, heads, activations) are compiled,
-  and a supported op that only touches the front end (a Relu between two Convs) is not.
+  values between nodes: forward to any consumer, backward (toward the inputs) only to a
+  producer with at most one float input that is not a constant, or one that computes
+  integers (shape arithmetic), so the front end's joins (a residual Add of two Convs)
+  stay with the front end.  Constants (initializers, ``Constant`` nodes) connect
+  nothing, they are copied to whichever side uses them.  So the ops around the core
+  that the IR models (layout ops, heads, activations) are compiled, and a supported op
+  that only touches the front end (a Relu between two Convs) is not.  A compiled node
+  that would leave a host node between compiled ones is hosted too (``_unsandwiched``).
 * **host regions**: everything else, grouped into regions that are connected and
   *convex*: no path leaves a region through tensorgate ops and comes back, so each can
   run as one call of onnxruntime between tensorgate ops.  A region is a connected
@@ -36,6 +40,7 @@ import onnx
 from onnx import helper
 
 RECURRENT_OPS = ("LSTM", "GRU", "RNN")
+FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
 LINEAR_OPS = ("Gemm", "MatMul", "Einsum")
 
 
@@ -86,6 +91,8 @@ class _Graph:
 
     def __init__(self, graph: onnx.GraphProto):
         self.graph = graph
+        infos = [*graph.input, *graph.value_info, *graph.output]
+        self.float_values = {info.name for info in infos if info.type.tensor_type.elem_type in FLOAT_TYPES}
         self.constants = {i.name for i in graph.initializer} | {
             out for node in graph.node if node.op_type == "Constant" for out in node.output}
         self.producer = {out: index for index, node in enumerate(graph.node) for out in node.output if out}
@@ -99,6 +106,14 @@ class _Graph:
 
     def is_constant(self, index: int) -> bool:
         return self.graph.node[index].op_type == "Constant"
+
+    def joins_backward(self, index: int) -> bool:
+        """A compiled consumer may pull node ``index`` in: it reads at most one float
+        value that is not a constant, or it computes integers only."""
+        node = self.graph.node[index]
+        if not any(out in self.float_values for out in node.output):
+            return True
+        return sum(name in self.float_values and name not in self.constants for name in self.reads[index]) <= 1
 
 
 def seeds(graph: onnx.GraphProto, hosted: set[int]) -> list[int]:
@@ -131,7 +146,8 @@ def _grow(flow: _Graph, start: list[int], hosted: set[int]) -> set[int]:
     pending = list(start)
     while pending:
         index = pending.pop()
-        for other in flow.preds[index] | flow.succs[index]:
+        joining = flow.succs[index] | {p for p in flow.preds[index] if flow.joins_backward(p)}
+        for other in joining:
             if other not in compiled and other not in hosted and not flow.is_constant(other):
                 compiled.add(other)
                 pending.append(other)

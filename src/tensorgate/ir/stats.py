@@ -1,5 +1,6 @@
 """Model statistics shared by `inspect`, the manifest and the benchmarks: parameters,
-the linear maps, and what their contraction schedules cost.
+the linear maps, what their contraction schedules cost, and the partition into
+tensorgate and host regions with their multiply-accumulates.
 
 Parameter counts follow the papers' convention: every stored weight counts (linear
 maps, biases, peepholes, float ``const`` tensors such as a MatMul head's weights);
@@ -10,6 +11,7 @@ own storage.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,3 +148,76 @@ def _contraction_total(entries: list[dict[str, Any]]) -> dict[str, Any]:
     if entries and all("search_seconds" in e for e in entries):
         total["search_seconds"] = sum(e["search_seconds"] for e in entries)
     return total
+
+
+@dataclass
+class Region:
+    """One region of a partitioned module: ``host`` (one ``host`` op, run by onnxruntime)
+    or ``tensorgate`` (a connected group of compiled ops), and its multiply-accumulates
+    per call of the module at its static shapes (``None`` where a shape is symbolic)."""
+
+    kind: str
+    ops: list[Op]
+    macs: int | None
+
+
+def op_macs(op: Op) -> int | None:
+    """Multiply-accumulates of one call of ``op`` at its static shapes (``None`` if they are not)."""
+    if op.kind == "host":
+        return op.attrs["macs"]
+    if op.kind not in ("linear", "lstm", "matmul", "einsum"):
+        return 0
+    shapes = [v.type.shape for v in op.inputs] + [v.type.shape for v in op.results]
+    if not all(isinstance(d, int) for shape in shapes for d in shape):
+        return None
+    if op.kind == "linear":
+        return math.prod(op.operands[0].type.shape[:-1]) * op.attrs["weight"].macs()
+    if op.kind == "lstm":
+        x = op.operands[0].type.shape
+        return x[0] * x[1] * lstm_macs_per_step(op)
+    if op.kind == "matmul":
+        return math.prod(op.results[0].type.shape) * op.operands[0].type.shape[-1]
+    equation = op.attrs["equation"]
+    if "." in equation:
+        return None
+    sizes: dict[str, int] = {}
+    for term, value in zip(equation.split("->")[0].split(","), op.operands):
+        sizes.update(zip(term, value.type.shape))
+    return math.prod(sizes.values())
+
+
+def partition_regions(module: Module) -> list[Region]:
+    """The module's host ops, one region each, and its other ops (constants aside) grouped
+    into connected tensorgate regions, in module order of their first op."""
+    compiled = [op for op in module.ops if op.kind not in ("host", "const")]
+    group = {id(op): id(op) for op in compiled}
+
+    def find(key: int) -> int:
+        while group[key] != key:
+            group[key] = group[group[key]]
+            key = group[key]
+        return key
+
+    producer = {id(v): op for op in compiled for v in op.results}
+    for op in compiled:
+        for value in op.inputs:
+            if id(value) in producer:
+                group[find(id(producer[id(value)]))] = find(id(op))
+    members: dict[int, list[Op]] = {}
+    for op in compiled:
+        members.setdefault(find(id(op)), []).append(op)
+    regions = [Region("host", [op], op.attrs["macs"]) for op in module.ops if op.kind == "host"]
+    for ops in members.values():
+        counts = [op_macs(op) for op in ops]
+        regions.append(Region("tensorgate", ops, None if None in counts else sum(counts)))
+    position = {id(op): k for k, op in enumerate(module.ops)}
+    return sorted(regions, key=lambda r: position[id(r.ops[0])])
+
+
+def recurrent_steps(module: Module) -> int | None:
+    """The sequence length of the module's first ``lstm`` (its time steps per call), if static."""
+    for op in module.ops_of("lstm"):
+        x = op.operands[0].type.shape
+        steps = x[1] if op.attrs["layout"] else x[0]
+        return steps if isinstance(steps, int) else None
+    return None

@@ -26,6 +26,23 @@ def region_of(op: Op) -> onnx.ModelProto:
     return onnx.load_from_string(op.attrs["model"].tobytes())
 
 
+def region_op_counts(op: Op) -> dict[str, int]:
+    """How many nodes of each op type (subgraphs included) a ``host`` op's region holds,
+    ``Constant`` nodes (data, not computation) left out."""
+    counts: dict[str, int] = {}
+    pending = list(region_of(op).graph.node)
+    while pending:
+        node = pending.pop()
+        if node.op_type == "Constant" and node.domain in ONNX_DOMAINS:
+            continue
+        name = f"{node.domain}.{node.op_type}" if node.domain not in ONNX_DOMAINS else node.op_type
+        counts[name] = counts.get(name, 0) + 1
+        for attribute in node.attribute:
+            pending.extend(n for g in ([attribute.g] if attribute.type == onnx.AttributeProto.GRAPH
+                                       else attribute.graphs) for n in g.node)
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+
 def at_opset(model: onnx.ModelProto, opset: int, where: str) -> onnx.ModelProto:
     """``model`` with its default domain at version ``opset``."""
     version = next((o.version for o in model.opset_import if o.domain in ONNX_DOMAINS), opset)

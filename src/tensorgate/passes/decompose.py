@@ -1,7 +1,9 @@
 """The ``decompose`` pass: replace the dense weight maps of LSTMs by TT, BT or HT maps.
 
 Which maps: ``weights=input`` decomposes ``W`` only (as TT-LSTM and BT-LSTM do),
-``recurrent`` ``R`` only, ``all`` both.  ``gates=stacked`` makes one map of the four
+``recurrent`` ``R`` only, ``all`` both; ``heads=true`` also the dense maps of ``linear``
+ops (Gemm/MatMul heads, such as a CTC classifier after the recurrent core), with an
+automatic tensorization and the same rank options.  ``gates=stacked`` makes one map of the four
 gates' ``4H`` rows per direction, ``separate`` one ``H``-row map per gate (ONNX order
 i, o, f, c); the pass regroups the dense rows as needed.  Maps that are already
 decomposed are left alone.
@@ -60,6 +62,7 @@ class Decompose(Pass):
     blocks: int = option(1, min=1, doc="bt: number of Tucker blocks (the most, with eps)")
     tucker_rank: int | None = option(None, min=1, doc="bt: cap on every Tucker rank")
     iters: int = option(10, min=0, doc="bt: HOOI sweeps per block")
+    heads: bool = option(False, doc="also decompose the dense maps of linear ops (Gemm/MatMul heads)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -97,7 +100,21 @@ class Decompose(Pass):
                 if all(isinstance(m, DenseMap) for m in maps):
                     op.attrs[key] = self._decompose_maps(op, key, maps)
                     changed = True
+        for op in module.ops_of("linear") if self.heads else []:
+            if isinstance(op.attrs["weight"], DenseMap):
+                op.attrs["weight"] = self._decompose_head(op)
+                changed = True
         return changed
+
+    def _decompose_head(self, op: Op) -> LinearMap:
+        matrix = op.attrs["weight"].to_dense()
+        try:
+            decomposition = self.decompose(matrix, auto_tensorization(matrix.shape[0], matrix.shape[1], self.d,
+                                                                      self.pad))
+        except PassError as exc:
+            raise PassError(f"{op.describe()}: map 'weight' ({matrix.shape[0]}x{matrix.shape[1]}): {exc}") from None
+        decomposition.map.rel_error = round(float(decomposition.error), 9)
+        return decomposition.map
 
     def _decompose_maps(self, op: Op, key: str, maps: list[LinearMap]) -> list[LinearMap]:
         matrices = regroup_gates([m.to_dense() for m in maps], _directions(op), self.gates == "stacked")
