@@ -175,11 +175,24 @@ def test_model_failing_checker(capsys, tmp_path):
     compile_fails(capsys, tmp_path, path, 1, "canonicalize", "bad.onnx")
 
 
-def test_unsupported_op_names_node(capsys, tmp_path):
+def test_unsupported_op_is_hosted_and_named_by_inspect(capsys, tmp_path):
     node = helper.make_node("Hardmax", ["Y_h"], ["z"], name="odd_node")
     path = tmp_path / "op.onnx"
     onnx.save(lstm_graph_model(extra_node=node), path)
-    compile_fails(capsys, tmp_path, path, 1, "canonicalize", "odd_node", "Hardmax")
+    code, out, _ = run_cli(capsys, "inspect", str(path), "--json")
+    assert code == 0
+    regions = json.loads(out)["partition"]["regions"]
+    assert [(r["kind"], r["node"], r["ops"]) for r in regions] == [
+        ("tensorgate", "lstm_node", {"lstm": 1}), ("host", "odd_node", {"Hardmax": 1})]
+
+
+def test_model_nothing_of_which_compiles_names_the_node(capsys, tmp_path):
+    nodes = [helper.make_node("Hardmax", ["x"], ["z"], name="odd_node")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                              [helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, 3])])
+    path = tmp_path / "op.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    compile_fails(capsys, tmp_path, path, 1, "canonicalize", "compiles nothing", "odd_node", "Hardmax")
 
 
 def test_unknown_lstm_activation_names_it(capsys, tmp_path):

@@ -115,8 +115,10 @@ class GraphImporter:
         return None
 
     def _nothing_compiled(self, hosted: dict[int, str]) -> str:
-        first = sorted(hosted, key=lambda i: (self.graph.node[i].op_type not in RECURRENT_OPS, i))
-        reasons = [hosted[i] for i in first[:MAX_LISTED]]
+        bodies = {i: self._recurrent_in_body(self.graph.node[i]) for i in hosted}
+        first = sorted(hosted, key=lambda i: (self.graph.node[i].op_type not in RECURRENT_OPS and not bodies[i], i))
+        reasons = [hosted[i] + (f"; its body holds {', '.join(bodies[i])}, which only onnxruntime would run"
+                                if bodies[i] else "") + self._binding_hint(i) for i in first[:MAX_LISTED]]
         more = f"; and {len(hosted) - MAX_LISTED} more" if len(hosted) > MAX_LISTED else ""
         return (f"{self.origin}: tensorgate compiles nothing of this model (no recurrent op or linear map is left "
                 f"outside what only onnxruntime would run): {'; '.join(reasons)}{more}")
@@ -136,12 +138,38 @@ class GraphImporter:
                 if node.op_type in RECURRENT_OPS and node.domain in ONNX_DOMAINS:
                     warnings.append(f"recurrent op '{self._loc(index)}' ({node.op_type}) is not compiled, it runs in "
                                     f"onnxruntime: {hosted.get(index, 'it is not connected to a compiled op')}")
-                body = [inner for graph in subgraphs(node) for inner in graph.node]
-                inner = sorted({n.op_type for n in all_nodes(body) if n.op_type in RECURRENT_OPS})
+                inner = self._recurrent_in_body(node)
                 if inner:
                     warnings.append(f"node '{self._loc(index)}' ({node.op_type}) holds {', '.join(inner)} in its "
-                                    "body; it runs in onnxruntime, not compiled")
+                                    f"body; it runs in onnxruntime, not compiled{self._binding_hint(index)}")
         return warnings
+
+    def _binding_hint(self, index: int) -> str:
+        """For an ``If`` whose condition depends on graph inputs: which to bind to take a branch."""
+        node = self.graph.node[index]
+        if node.op_type != "If":
+            return ""
+        producers = {out: n for n in self.graph.node for out in n.output}
+        inputs = {info.name for info in self.graph.input}
+        found, pending, seen = set(), [node.input[0]], set()
+        while pending:
+            name = pending.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            if name in inputs:
+                found.add(name)
+            elif name in producers:
+                pending.extend(producers[name].input)
+        if not found:
+            return ""
+        return f" (its condition depends on input(s) {', '.join(sorted(found))}: --bind them to take one branch)"
+
+    @staticmethod
+    def _recurrent_in_body(node: onnx.NodeProto) -> list[str]:
+        """The recurrent op types in ``node``'s subgraphs."""
+        body = [inner for graph in subgraphs(node) for inner in graph.node]
+        return sorted({n.op_type for n in all_nodes(body) if n.op_type in RECURRENT_OPS})
 
     # --- one import attempt ---------------------------------------------------------------
 

@@ -8,7 +8,8 @@ which ops the core can run: the *prefix* is the other ops no core op precedes, t
 *suffix* those a core op precedes, the *core* a module of its own holding every core op,
 whose inputs are the module inputs and prefix results it reads and whose outputs are the
 values the suffix or the module's outputs take from it.  Constants belong to whichever
-stage reads them.  An op off the core that a core op precedes and another follows (a
+stage reads them, and data movement fed only by ops off the core runs with them (the
+Unsqueeze between a head's Relu and its Conv).  An op off the core that a core op precedes and another follows (a
 host region between two parts of the core) is refused, naming it.
 """
 
@@ -19,6 +20,7 @@ from typing import Callable
 
 from ..errors import VerifyError
 from .core import Module, Op, Value
+from .ops import DATA_MOVEMENT
 
 
 @dataclass
@@ -34,10 +36,14 @@ def not_host(op: Op) -> bool:
 
 def split_stages(module: Module, on_core: Callable[[Op], bool] = not_host) -> Stages:
     """The cut of the module docstring (``core`` is ``module`` itself if every op is on it)."""
-    off = [op for op in module.ops if op.kind != "const" and not on_core(op)]
-    if not off:
+    off_ids: set[int] = set()
+    for op in module.ops:
+        if op.kind != "const" and not on_core(op) or op.kind in DATA_MOVEMENT and _fed_only_by(op, off_ids):
+            off_ids.add(id(op))
+    if not off_ids:
         return Stages([], module, [])
-    core_ops = [op for op in module.ops if op.kind == "const" or on_core(op)]
+    off = [op for op in module.ops if id(op) in off_ids]
+    core_ops = [op for op in module.ops if id(op) not in off_ids]
     after = _after_core(module, core_ops)
     before = _before_core(module, core_ops)
     for op in off:
@@ -49,6 +55,12 @@ def split_stages(module: Module, on_core: Callable[[Op], bool] = not_host) -> St
     prefix = [op for op in off if id(op) not in after]
     suffix = [op for op in off if id(op) in after]
     return Stages(prefix, _core_module(module, core_ops, off), suffix)
+
+
+def _fed_only_by(op: Op, ops: set[int]) -> bool:
+    """Every operand of ``op`` that is not a constant comes from one of ``ops`` (and one does)."""
+    sources = [v.producer for v in op.inputs if v.producer is None or v.producer.kind != "const"]
+    return bool(sources) and all(p is not None and id(p) in ops for p in sources)
 
 
 def _after_core(module: Module, core_ops: list[Op]) -> set[int]:

@@ -443,9 +443,10 @@ class _Planner:
 
     def _host(self, op: Op) -> None:
         """A host region computes in float: its results that tensorgate ops read are
-        quantized at the boundary to formats from calibration; the others stay float."""
-        formats = [self._fit(v.name, self.act_bits) if _is_float(v) and not _host_only(self.module, v) else None
-                   for v in op.results]
+        quantized at the boundary to formats from calibration; the others (read by host
+        regions, or module outputs) stay float."""
+        formats = [self._fit(v.name, self.act_bits) if _is_float(v) and any(
+            user.kind != "host" for user in self.module.users(v)) else None for v in op.results]
         if not any(formats):
             return
         for value, fmt in zip(op.results, formats):

@@ -99,7 +99,8 @@ class Cell:
     @classmethod
     def _from_terms(cls, h_new, c_new, c_prev, pieces: dict[str, list[Term]], ops) -> "Cell":
         sources = {id(t.source): t.source for terms in pieces.values() for t in terms if t.source is not None}
-        slices = {key: _time_slice(v, ops) for key, v in sources.items()}
+        state = _stored_in(c_prev)  # h read from the tensor c is read from is a state, not a time step
+        slices = {key: None if _stored_in(v) is state else _time_slice(v, ops) for key, v in sources.items()}
         inputs = [key for key, found in slices.items() if found is not None]
         if len(inputs) > 1:
             raise NotRaised(f"the gates apply maps to {len(inputs)} time steps of a sequence, an LSTM cell to one")
