@@ -237,7 +237,8 @@ def lstm_in_loop(inputs: int = 4, hidden: int = 3, seed: int = 0) -> onnx.ModelP
         [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
          helper.make_node("LSTM", ["x", "w", "r"], ["", "h"], name="inner_lstm", hidden_size=hidden),
          helper.make_node("Add", ["acc_in", "h"], ["acc_out"], name="accumulate")],
-        "body", [helper.make_tensor_value_info("i", I64, []), helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+        "body", [helper.make_tensor_value_info("i", I64, []),
+                 helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
                  helper.make_tensor_value_info("acc_in", F, [1, 1, hidden])],
         [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
          helper.make_tensor_value_info("acc_out", F, [1, 1, hidden])])
@@ -261,7 +262,8 @@ def with_custom_nodes(inputs: int = 4, hidden: int = 3, seed: int = 0) -> onnx.M
     inits = {"w": rng.standard_normal((1, 4 * hidden, inputs)).astype(np.float32),
              "r": rng.standard_normal((1, 4 * hidden, hidden)).astype(np.float32)}
     graph = helper.make_graph(nodes, "custom", [helper.make_tensor_value_info("x", F, [2, 1, inputs])],
-                              [helper.make_tensor_value_info("z", F, [2, 1, 1, hidden])], [_init(k, v) for k, v in inits.items()])
+                              [helper.make_tensor_value_info("z", F, [2, 1, 1, hidden])],
+                              [_init(k, v) for k, v in inits.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET),
                                                     helper.make_opsetid("com.example", 1)])
     return model

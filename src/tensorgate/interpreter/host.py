@@ -23,7 +23,7 @@ from ..errors import ExecutionError
 from ..fixedpoint.formats import dequantize, quantize
 from ..ir.core import Op
 from ..ir.ops import host_signature
-from ..ir.types import FixedType, TensorType
+from ..ir.types import FixedType
 from .kernels import kernel
 
 SESSION_CACHE_SIZE = 32
@@ -57,7 +57,7 @@ def host_session(op: Op):
 def run_region(op: Op, args: list[np.ndarray]) -> list[np.ndarray]:
     """The region's outputs for real-valued (or integer) ``args``, as onnxruntime gives them."""
     inputs = host_signature(op, "inputs")
-    feeds = {name: np.asarray(arg).astype(_numpy(want), copy=False) for arg, (name, want) in zip(args, inputs)}
+    feeds = {name: np.asarray(arg).astype(want.dtype.numpy, copy=False) for arg, (name, want) in zip(args, inputs)}
     names = [name for name, _ in host_signature(op, "outputs")]
     try:
         results = host_session(op).run(names, feeds)
@@ -72,10 +72,6 @@ def run_region(op: Op, args: list[np.ndarray]) -> list[np.ndarray]:
             raise ExecutionError(f"{op.describe()}: the host region returned {list(np.shape(array))} for "
                                  f"%{value.name}, which the IR types {value.type}")
     return results
-
-
-def _numpy(type: TensorType) -> np.dtype:
-    return type.dtype.numpy
 
 
 @kernel("host")

@@ -30,11 +30,7 @@ class Stages:
     suffix: list[Op]
 
 
-def not_host(op: Op) -> bool:
-    return op.kind != "host"
-
-
-def split_stages(module: Module, on_core: Callable[[Op], bool] = not_host) -> Stages:
+def split_stages(module: Module, on_core: Callable[[Op], bool]) -> Stages:
     """The cut of the module docstring (``core`` is ``module`` itself if every op is on it)."""
     off_ids: set[int] = set()
     for op in module.ops:

@@ -111,8 +111,12 @@ def model_stats(module: Module) -> ModelStats:
     return stats
 
 
+RECURRENT_KINDS = ("lstm", "gru", "rnn")
+"""Recurrent ops: a W and an R list of maps applied at every time step."""
+
+
 def lstm_macs_per_step(op: Op) -> int:
-    """MACs of one time step of an ``lstm`` op for one batch row (all directions)."""
+    """MACs of one time step of a recurrent op for one batch row (all directions)."""
     return sum(m.macs() for m in op.attrs["w"] + op.attrs["r"])
 
 
@@ -165,14 +169,14 @@ def op_macs(op: Op) -> int | None:
     """Multiply-accumulates of one call of ``op`` at its static shapes (``None`` if they are not)."""
     if op.kind == "host":
         return op.attrs["macs"]
-    if op.kind not in ("linear", "lstm", "matmul", "einsum"):
+    if op.kind not in ("linear", "matmul", "einsum") + RECURRENT_KINDS:
         return 0
     shapes = [v.type.shape for v in op.inputs] + [v.type.shape for v in op.results]
     if not all(isinstance(d, int) for shape in shapes for d in shape):
         return None
     if op.kind == "linear":
         return math.prod(op.operands[0].type.shape[:-1]) * op.attrs["weight"].macs()
-    if op.kind == "lstm":
+    if op.kind in RECURRENT_KINDS:
         x = op.operands[0].type.shape
         return x[0] * x[1] * lstm_macs_per_step(op)
     if op.kind == "matmul":
@@ -215,8 +219,8 @@ def partition_regions(module: Module) -> list[Region]:
 
 
 def recurrent_steps(module: Module) -> int | None:
-    """The sequence length of the module's first ``lstm`` (its time steps per call), if static."""
-    for op in module.ops_of("lstm"):
+    """The sequence length of the module's first recurrent op (its time steps per call), if static."""
+    for op in (op for op in module.ops if op.kind in RECURRENT_KINDS):
         x = op.operands[0].type.shape
         steps = x[1] if op.attrs["layout"] else x[0]
         return steps if isinstance(steps, int) else None

@@ -345,7 +345,8 @@ def _stack(terms: list[Term], hidden: int, side: str) -> list[LinearMap]:
         return maps
     stacked = maps[0]
     pieces = [t.start // hidden for t in terms]
-    if all(m is stacked or m == stacked for m in maps) and stacked.out_dim == 4 * hidden and sorted(pieces) == [0, 1, 2, 3] and all(
+    one_map = all(m is stacked or m == stacked for m in maps)  # equal maps: one matmul cut by a split
+    if one_map and stacked.out_dim == 4 * hidden and sorted(pieces) == [0, 1, 2, 3] and all(
             (t.start, t.stop) == (p * hidden, (p + 1) * hidden) for t, p in zip(terms, pieces)):
         return [stacked if pieces == [0, 1, 2, 3] else _reorder_gates(stacked, pieces, side)]
     raise NotRaised(f"the gates' {side} maps are neither one stacked 4H map nor one map per gate")
