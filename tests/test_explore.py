@@ -1,6 +1,6 @@
 """`tensorgate explore`: the CSV and plot of a sweep on the bundled classifier, the Pareto
 marking, failed configurations recorded as rows, and bad options refused before any
-output is written."""
+output is written.  (Running on Dask, resuming and failures: test_explore_cluster.py.)"""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from models import OnnxLSTM, make_onnx_lstm
 from tensorgate.ir.stats import model_stats
 from tensorgate.cli import main
 from tensorgate.demo import demo_files
-from tensorgate.explore import COLUMNS, ExploreOptions, explore, pareto_mask
+from tensorgate.explore import COLUMNS, TIMING_COLUMNS, ExploreOptions, explore, pareto_mask
 from tensorgate.frontend import import_onnx
 from tensorgate.passes import PassManager
 
@@ -28,6 +28,10 @@ def read_csv(path) -> list[dict[str, str]]:
         return list(csv.DictReader(stream))
 
 
+def untimed(row: dict[str, str]) -> dict[str, str]:
+    return {key: value for key, value in row.items() if key not in TIMING_COLUMNS}
+
+
 def by_config(rows) -> dict[tuple[str, str, str], dict[str, str]]:
     return {(row["method"], row["rank"], row["bits"]): row for row in rows}
 
@@ -37,7 +41,7 @@ def demo_sweep(tmp_path_factory):
     """One CLI sweep of the demo classifier: dense and TT rank 2, float and 8/16 bits."""
     out = tmp_path_factory.mktemp("explore") / "sweep"
     code = main(["explore", str(MODEL), "--data", str(INPUTS), "--methods", "dense,tt", "--ranks", "2",
-                 "--bits", "none,8,16", "-o", str(out)])
+                 "--bits", "none,8,16", "--workers", "1", "-o", str(out)])
     assert code == 0
     return out
 
@@ -81,7 +85,8 @@ def test_pareto_column_matches_the_front(demo_sweep):
 def test_plot_is_a_png(demo_sweep):
     image = (demo_sweep / "pareto.png").read_bytes()
     assert image.startswith(PNG_SIGNATURE) and len(image) > 10_000
-    assert sorted(p.name for p in demo_sweep.iterdir()) == ["explore.csv", "pareto.png"]
+    assert sorted(p.name for p in demo_sweep.iterdir()) == ["explore.csv", "pareto.png", "points"]
+    assert len(list((demo_sweep / "points").iterdir())) == 6
 
 
 def test_pareto_mask_on_constructed_points():
@@ -106,7 +111,7 @@ def test_failing_configuration_is_recorded(relu_lstm, tmp_path):
     model, data = relu_lstm
     out = tmp_path / "out"
     assert main(["explore", str(model), "--data", str(data), "--methods", "dense,ht", "--ranks", "2",
-                 "--bits", "none,8", "-o", str(out)]) == 0
+                 "--bits", "none,8", "--workers", "1", "-o", str(out)]) == 0
     rows = by_config(read_csv(out / "explore.csv"))
     for method, rank in (("dense", ""), ("ht", "2")):
         failed = rows[method, rank, "8"]
@@ -122,8 +127,8 @@ def test_failing_configuration_is_recorded(relu_lstm, tmp_path):
 def test_sweep_is_deterministic(relu_lstm, tmp_path):
     model, data = relu_lstm
     options = ExploreOptions(methods=("tt", "bt"), ranks=(2,), bits=(None,))
-    first, second = (explore(model, data, options)[0] for _ in range(2))
-    assert [r.row() for r in first] == [r.row() for r in second]
+    first, second = (explore(model, data, options).results for _ in range(2))
+    assert [untimed(r.row()) for r in first] == [untimed(r.row()) for r in second]
 
 
 def test_rerun_replaces_an_earlier_output(relu_lstm, tmp_path):
@@ -131,7 +136,7 @@ def test_rerun_replaces_an_earlier_output(relu_lstm, tmp_path):
     out = tmp_path / "out"
     for methods in ("dense", "dense,tt"):
         assert main(["explore", str(model), "--data", str(data), "--methods", methods, "--ranks", "2",
-                     "--bits", "none", "-o", str(out)]) == 0
+                     "--bits", "none", "--workers", "1", "-o", str(out)]) == 0
     assert [r["method"] for r in read_csv(out / "explore.csv")] == ["dense", "tt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
@@ -142,13 +147,18 @@ def test_rerun_replaces_an_earlier_output(relu_lstm, tmp_path):
     (["--ranks", "0"], 2, "'0' is not an integer >= 1"),
     (["--ranks", "2,2"], 2, "2 given more than once"),
     (["--bits", "none,1"], 2, "'1' is neither 'none' nor a width"),
-    (["--pes", "12"], 2, "power of two"),
+    (["--pes", "12"], 2, "powers of two, got 12"),
+    (["--pes", "8,zero"], 2, "'zero' is not an integer >= 1"),
+    (["--workers", "0"], 2, "--workers must be >= 1"),
+    (["--workers", "2", "--scheduler", "tcp://127.0.0.1:1"], 2, "exclude each other"),
+    (["--finetune-epochs", "0"], 2, "--finetune-epochs must be >= 1"),
     (["--labels-key", "classes"], 1, "no labels array 'classes'"),
     (["--output", "logits"], 2, "--output 'logits' is not an output"),
 ])
 def test_bad_options_are_refused(capsys, tmp_path, args, code, fragment):
     out = tmp_path / "out"
-    assert main(["explore", str(MODEL), "--data", str(INPUTS), "--bits", "none", "-o", str(out), *args]) == code
+    assert main(["explore", str(MODEL), "--data", str(INPUTS), "--bits", "none", "--workers", "1", "-o", str(out),
+                 *args]) == code
     err = capsys.readouterr().err
     assert err.startswith("error: ") and fragment in err and "Traceback" not in err
     assert not out.exists()
@@ -177,3 +187,17 @@ def test_existing_unrelated_directory_is_kept(capsys, tmp_path):
                  "-o", str(out)]) == 1
     assert "is not an explore output" in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+def test_pes_list_gives_a_row_per_accelerator_size(tmp_path):
+    out = tmp_path / "out"
+    assert main(["explore", str(MODEL), "--data", str(INPUTS), "--methods", "dense,bt", "--ranks", "2",
+                 "--bits", "8", "--pes", "4,32", "--workers", "1", "-o", str(out)]) == 0
+    rows = read_csv(out / "explore.csv")
+    assert [(r["method"], r["pes"]) for r in rows] == [("dense", "4"), ("dense", "32"), ("bt", "4"), ("bt", "32")]
+    for first, second in (rows[:2], rows[2:]):
+        assert first["params"] == second["params"] and first["accuracy"] == second["accuracy"]
+    # four lanes take more cycles per step than 32 for the same program: at least MACs / P
+    for row in rows:
+        assert float(row["cycles_per_step"]) >= int(row["macs_per_step"]) / int(row["pes"])
+    assert float(rows[0]["cycles_per_step"]) > float(rows[1]["cycles_per_step"])

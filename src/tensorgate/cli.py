@@ -112,10 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--raw", action="store_true", help="write integer output codes, not real values")
     sim.set_defaults(handler=cmd_simulate)
 
-    explore = sub.add_parser("explore", parents=[common], help="sweep methods x ranks x bits; CSV and Pareto plot",
-                             description="Compile MODEL with every decomposition method, rank and bit width; "
-                                         "measure parameters, accuracy (or output error), MACs and accelerator "
-                                         "cycles on --data; write OUTDIR/explore.csv and OUTDIR/pareto.png.")
+    explore = sub.add_parser("explore", parents=[common], help="sweep methods x ranks x P x bits; CSV and Pareto plot",
+                             description="Compile MODEL with every decomposition method, rank, accelerator size "
+                                         "and bit width; measure parameters, accuracy (or output error), MACs and "
+                                         "accelerator cycles on --data; write OUTDIR/explore.csv, "
+                                         "OUTDIR/pareto.png and one JSON per point in OUTDIR/points/. Points run "
+                                         "as Dask tasks: on local worker processes (--workers) or on a cluster "
+                                         "(--scheduler).")
     explore.add_argument("model", type=Path, help="the .onnx model to explore")
     explore.add_argument("--data", type=Path, required=True,
                          help=".npz with the model's inputs by name (also the quantize calibration) and "
@@ -131,8 +134,19 @@ def build_parser() -> argparse.ArgumentParser:
                          help="comma-separated widths: none (float) or 2..32 (default: none,8,16)")
     explore.add_argument("--weights", choices=("input", "recurrent", "all"), default="all",
                          help="LSTM weights to decompose (default: all)")
-    explore.add_argument("--pes", type=int, default=16, metavar="P",
-                         help="accelerator MAC lanes for the cycle estimate, a power of two (default: 16)")
+    explore.add_argument("--pes", default="16", metavar="P[,P...]",
+                         help="comma-separated accelerator MAC lanes for the cycle estimate, powers of two "
+                              "(default: 16)")
+    explore.add_argument("--finetune", action="store_true",
+                         help="fine-tune each decomposed point on the data's labels before measuring it")
+    explore.add_argument("--finetune-epochs", type=int, default=5, metavar="N",
+                         help="epochs of the fine-tune step (default: 5)")
+    explore.add_argument("--workers", type=int, metavar="N",
+                         help="local worker processes (default: one per core; 1 runs serially in this process)")
+    explore.add_argument("--scheduler", metavar="ADDRESS",
+                         help="run on an existing Dask cluster, e.g. tcp://HOST:8786 (see `dask scheduler`)")
+    explore.add_argument("--resume", action="store_true",
+                         help="keep the points already in OUTDIR/points from the same sweep; run only the rest")
     explore.add_argument("-o", "--output-dir", type=Path, required=True, help="directory to write")
     explore.set_defaults(handler=cmd_explore)
 
@@ -347,13 +361,18 @@ def cmd_simulate(args) -> None:
 
 
 def cmd_explore(args) -> None:
-    from .explore import ExploreOptions, parse_bits, parse_methods, parse_ranks, run_explore
+    from .explore import Execution, ExploreOptions, parse_bits, parse_methods, parse_pes, parse_ranks, run_explore
 
     options = ExploreOptions(methods=parse_methods(args.methods), ranks=parse_ranks(args.ranks),
-                             bits=parse_bits(args.bits), weights=args.weights, pes=args.pes,
-                             labels_key=args.labels_key, output=args.output)
-    run_explore(args.model, args.data, args.output_dir, options, progress_console=Console(stderr=True))
-    print(f"wrote {args.output_dir / 'explore.csv'} and {args.output_dir / 'pareto.png'}")
+                             bits=parse_bits(args.bits), pes=parse_pes(args.pes), weights=args.weights,
+                             labels_key=args.labels_key, output=args.output, finetune=args.finetune,
+                             finetune_epochs=args.finetune_epochs)
+    execution = Execution(workers=args.workers, scheduler=args.scheduler)
+    sweep = run_explore(args.model, args.data, args.output_dir, options, execution, resume=args.resume,
+                        progress_console=Console(stderr=True))
+    failed = sum(not r.ok for r in sweep.results)
+    print(f"wrote {args.output_dir / 'explore.csv'} and {args.output_dir / 'pareto.png'} "
+          f"({sweep.computed} points computed, {sweep.resumed} resumed, {failed} failed)")
 
 
 def cmd_passes(args) -> None:

@@ -1,0 +1,113 @@
+"""The output directory of a sweep: ``points/`` (one JSON record per finished point,
+each written atomically the moment it is known) and the ``explore.csv`` / ``pareto.png``
+made from them at the end, each written atomically too.
+
+A record carries the sweep's fingerprint (model bytes, data bytes and the options that
+change the numbers), so ``--resume`` takes a stored point only for the same sweep and
+refuses a directory made from another.  A point that failed after its retries (a worker
+lost or an unexpected error, not a compiler refusal) is stored too, marked to be tried
+again on resume.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from ..errors import TensorgateError
+from .measure import Result
+from .points import Point
+
+POINTS_DIR = "points"
+CSV_FILE = "explore.csv"
+PLOT_FILE = "pareto.png"
+RECORD_FORMAT = 1
+OWN_ENTRIES = (POINTS_DIR, CSV_FILE, PLOT_FILE)
+FILE_MODE = 0o644
+
+
+class PointStore:
+    """``OUT/points`` of one sweep (fingerprint ``fingerprint``)."""
+
+    def __init__(self, out_dir: Path, fingerprint: str):
+        self.out_dir = Path(out_dir)
+        self.directory = self.out_dir / POINTS_DIR
+        self.fingerprint = fingerprint
+
+    @classmethod
+    def open(cls, out_dir: Path, fingerprint: str, resume: bool) -> PointStore:
+        """The store in ``out_dir``, created if absent.  Without ``resume`` an earlier
+        explore output there is cleared; a directory holding anything else is refused."""
+        out_dir = Path(out_dir)
+        _check_is_explore_output(out_dir)
+        store = cls(out_dir, fingerprint)
+        if not resume:
+            for name in OWN_ENTRIES:
+                path = out_dir / name
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        try:
+            store.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TensorgateError(f"cannot create output '{out_dir}': {exc.strerror or exc}") from None
+        return store
+
+    def path(self, point: Point) -> Path:
+        return self.directory / f"{point.name}.json"
+
+    def finished(self, points: list[Point]) -> dict[Point, Result]:
+        """The stored results of ``points`` that need no new run."""
+        results = {}
+        for point in points:
+            record = self._read(point)
+            if record is not None and not record["retry_on_resume"]:
+                results[point] = Result.from_json(record)
+        return results
+
+    def _read(self, point: Point) -> dict | None:
+        path = self.path(point)
+        if not path.is_file():
+            return None
+        try:
+            record = json.loads(path.read_text())
+            result = Result.from_json(record)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise TensorgateError(f"--resume: cannot read the point record '{path}' ({exc}); "
+                                  "remove it or rerun without --resume") from None
+        if record.get("fingerprint") != self.fingerprint or result.point != point:
+            raise TensorgateError(f"--resume: '{path}' is a point of another sweep (other model, data or "
+                                  "options); rerun without --resume to replace it, or choose another -o")
+        return record
+
+    def save(self, result: Result, attempts: int, retry_on_resume: bool = False) -> None:
+        """Write ``result``'s record atomically."""
+        record = {"format": RECORD_FORMAT, "fingerprint": self.fingerprint, **result.to_json(),
+                  "attempts": attempts, "retry_on_resume": retry_on_resume}
+        write_atomically(self.path(result.point), lambda path: path.write_text(json.dumps(record, indent=1) + "\n"))
+
+
+def _check_is_explore_output(out_dir: Path) -> None:
+    if not out_dir.exists():
+        return
+    foreign = [p.name for p in out_dir.iterdir() if p.name not in OWN_ENTRIES and not p.name.startswith(".")] \
+        if out_dir.is_dir() else [out_dir.name]
+    if foreign:
+        raise TensorgateError(f"output '{out_dir}' exists and is not an explore output; "
+                              "choose another path or remove it")
+
+
+def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """``write(tmp)`` a sibling temporary file, then rename it to ``path``."""
+    descriptor, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(descriptor)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        tmp.chmod(FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
