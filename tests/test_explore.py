@@ -201,3 +201,34 @@ def test_pes_list_gives_a_row_per_accelerator_size(tmp_path):
     for row in rows:
         assert float(row["cycles_per_step"]) >= int(row["macs_per_step"]) / int(row["pes"])
     assert float(rows[0]["cycles_per_step"]) > float(rows[1]["cycles_per_step"])
+
+
+def test_finetune_step_is_the_finetune_pass(demo_sweep, tmp_path):
+    """A --finetune row measures the module that decompose + finetune (on the data's labels,
+    seed 0) + order-contractions make; dense rows are not trained."""
+    from tensorgate.interpreter import run_module
+
+    out = tmp_path / "out"
+    assert main(["explore", str(MODEL), "--data", str(INPUTS), "--methods", "dense,tt", "--ranks", "2",
+                 "--bits", "none", "--finetune", "--finetune-epochs", "2", "--workers", "1", "-o", str(out)]) == 0
+    dense, tt = read_csv(out / "explore.csv")
+    assert (dense["finetune"], tt["finetune"]) == ("", "labels") and dense["rel_error"] == "0"
+    with np.load(INPUTS) as data:
+        np.savez(tmp_path / "train.npz", image_rows=data["image_rows"], labels=data["labels"])
+        images = data["image_rows"]
+    module = PassManager.parse(f"canonicalize, dce, decompose{{method=tt weights=all max-rank=2}}, "
+                               f"finetune{{data={tmp_path / 'train.npz'} epochs=2 seed=0}}, "
+                               "order-contractions{cost=cycles pes=16}").run(import_onnx(MODEL))
+    session = onnxruntime.InferenceSession(str(MODEL), providers=["CPUExecutionProvider"])
+    reference = session.run(None, {"image_rows": images})[0].astype(np.float64)
+    output = run_module(module, {"image_rows": images})[module.outputs[0].name]
+    assert float(tt["rel_error"]) == pytest.approx(np.linalg.norm(output - reference) / np.linalg.norm(reference),
+                                                   rel=1e-4)
+    assert tt["rel_error"] != by_config(read_csv(demo_sweep / "explore.csv"))["tt", "2", "none"]["rel_error"]
+
+
+def test_finetune_needs_labels(relu_lstm, tmp_path, capsys):
+    model, data = relu_lstm
+    assert main(["explore", str(model), "--data", str(data), "--methods", "tt", "--ranks", "2", "--bits", "none",
+                 "--finetune", "--workers", "1", "-o", str(tmp_path / "out")]) == 2
+    assert "--finetune: data file" in capsys.readouterr().err and not (tmp_path / "out").exists()
