@@ -232,3 +232,18 @@ def test_finetune_needs_labels(relu_lstm, tmp_path, capsys):
     assert main(["explore", str(model), "--data", str(data), "--methods", "tt", "--ranks", "2", "--bits", "none",
                  "--finetune", "--workers", "1", "-o", str(tmp_path / "out")]) == 2
     assert "--finetune: data file" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_simulate_runs_quantized_points_on_verilator(tmp_path):
+    """Quantized points run on the Verilated accelerator (the demo's own build, cached) and
+    match the golden model bit for bit; a float point has nothing to simulate."""
+    out = tmp_path / "out"
+    assert main(["explore", str(MODEL), "--data", str(INPUTS), "--methods", "dense", "--bits", "none,8",
+                 "--simulate", "--workers", "1", "-o", str(out)]) == 0
+    floating, fixed = read_csv(out / "explore.csv")
+    assert floating["sim_cycles"] == floating["bit_exact"] == ""
+    assert fixed["bit_exact"] == "true" and fixed["message"] == ""
+    with np.load(INPUTS) as data:
+        batch, steps = data["image_rows"].shape[:2]
+    # the whole batch's MACs need at least MACs / P cycles
+    assert int(fixed["sim_cycles"]) >= int(fixed["macs_per_step"]) * steps * batch / int(fixed["pes"])

@@ -141,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="fine-tune each decomposed point on the data's labels before measuring it")
     explore.add_argument("--finetune-epochs", type=int, default=5, metavar="N",
                          help="epochs of the fine-tune step (default: 5)")
+    explore.add_argument("--simulate", action="store_true",
+                         help="run each quantized point's accelerator under Verilator on --data: cycles taken "
+                              "and whether it equals the golden model bit for bit (builds cached per machine)")
     explore.add_argument("--workers", type=int, metavar="N",
                          help="local worker processes (default: one per core; 1 runs serially in this process)")
     explore.add_argument("--scheduler", metavar="ADDRESS",
@@ -366,7 +369,7 @@ def cmd_explore(args) -> None:
     options = ExploreOptions(methods=parse_methods(args.methods), ranks=parse_ranks(args.ranks),
                              bits=parse_bits(args.bits), pes=parse_pes(args.pes), weights=args.weights,
                              labels_key=args.labels_key, output=args.output, finetune=args.finetune,
-                             finetune_epochs=args.finetune_epochs)
+                             finetune_epochs=args.finetune_epochs, simulate=args.simulate)
     execution = Execution(workers=args.workers, scheduler=args.scheduler)
     sweep = run_explore(args.model, args.data, args.output_dir, options, execution, resume=args.resume,
                         progress_console=Console(stderr=True))

@@ -26,6 +26,13 @@ program's structure, not on the widths, so a float point gets the estimate of it
 structure quantized at ``CYCLE_ESTIMATE_BITS``.  A point whose cycles cannot be
 estimated keeps its other numbers and says why in ``message``.
 
+With ``simulate``, a quantized point is also compiled to the Verilog accelerator and run
+under Verilator on the whole validation data: ``sim_cycles`` is what the run took,
+``bit_exact`` whether its outputs equal the integer golden model's.  The accelerator is
+built once per distinct configuration (P, code width, memory depths) and cached by
+content hash on the machine that runs the point (``runtime.verilator``: published
+atomically, so workers sharing a machine share the cache safely).
+
 A point the compiler refuses (a ``TensorgateError``: a pass rejecting the model or an
 option) returns a failed record with the first line of the reason; it is not retried,
 since the same inputs give the same refusal.
@@ -181,12 +188,14 @@ class Result:
     agreement: float | None = None
     macs_per_step: int | None = None
     cycles_per_step: float | None = None
+    sim_cycles: int | None = None
+    bit_exact: bool | None = None
     seconds: float | None = None
     message: str = ""
     pareto: bool = field(default=False, compare=False)
 
     MEASURED = ("status", "finetune", "params", "compression", "accuracy", "rel_error", "agreement",
-                "macs_per_step", "cycles_per_step", "seconds", "message")
+                "macs_per_step", "cycles_per_step", "sim_cycles", "bit_exact", "seconds", "message")
 
     @property
     def ok(self) -> bool:
@@ -219,6 +228,8 @@ def one_line(exc: BaseException) -> str:
 def _csv_text(value) -> str:
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return str(value).lower()
     if isinstance(value, float):
         return f"{value:.6g}"
     return str(value)
@@ -313,7 +324,8 @@ class Workspace:
             lowered = None
         else:
             lowered, restore = self.quantize(structure, point.bits)
-            output = restore(self._run_fixed(lowered))
+            fixed = self._run_fixed(lowered)
+            output = restore(fixed)
         self._measure(result, np.asarray(output, np.float64))
         try:
             if lowered is None:
@@ -321,7 +333,26 @@ class Workspace:
             result.cycles_per_step = cycles_per_step(lowered, point.pes)
         except TensorgateError as exc:
             result.message = f"no cycle estimate: {one_line(exc)}"
+        if self.inputs.options.simulate and point.bits is not None and result.cycles_per_step is not None:
+            self._simulate(result, lowered, fixed)
         return result
+
+    def _simulate(self, result: Result, module: Module, golden: np.ndarray) -> None:
+        """Run ``module`` on the Verilated accelerator; its cycles and whether it matches."""
+        from ..backend.verilog.artifact import write_verilog_artifact
+        from ..runtime.simulator import Simulator
+
+        artifact = Path(self._directory.name) / result.point.name
+        try:
+            write_verilog_artifact(module, artifact, "explore", self.inputs.model_name, result.point.pes)
+            outputs, stats = Simulator(artifact, progress=False).run(self.inputs.inputs)
+        except TensorgateError as exc:
+            result.message = f"no simulation: {one_line(exc)}"
+            return
+        result.sim_cycles = stats["cycles"]
+        result.bit_exact = bool(np.array_equal(outputs[module.outputs[0].name], golden))
+        if not result.bit_exact:
+            result.message = "the simulated accelerator differs from the integer golden model"
 
     def quantize(self, structure: Module, bits: int) -> tuple[Module, Callable[[np.ndarray], np.ndarray]]:
         """A quantized copy of ``structure`` computing the chosen output (its logits if that

@@ -87,6 +87,7 @@ class ExploreOptions:
     output: str | None = None
     finetune: bool = False
     finetune_epochs: int = DEFAULT_FINETUNE_EPOCHS
+    simulate: bool = False
 
     def __post_init__(self) -> None:
         if not self.pes or any(p < 1 or p & (p - 1) for p in self.pes):
@@ -102,7 +103,8 @@ class ExploreOptions:
         """The options that change a point's numbers other than the point itself: part of
         the fingerprint that decides whether a stored point may be resumed."""
         return {"weights": self.weights, "labels_key": self.labels_key, "output": self.output,
-                "finetune": self.finetune, "finetune_epochs": self.finetune_epochs if self.finetune else None}
+                "finetune": self.finetune, "finetune_epochs": self.finetune_epochs if self.finetune else None,
+                "simulate": self.simulate}
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from .measure import Result
 from .points import METHODS, bits_csv, bits_text
 
 COLUMNS = ("method", "rank", "bits", "pes", "finetune", "status", "params", "compression", "accuracy", "rel_error",
-           "agreement", "macs_per_step", "cycles_per_step", "pareto", "seconds", "message")
+           "agreement", "macs_per_step", "cycles_per_step", "sim_cycles", "bit_exact", "pareto", "seconds", "message")
 TIMING_COLUMNS = ("seconds",)
 """Columns that measure the machine, not the point: they differ from run to run."""
 METHOD_COLORS = {"dense": "#333333", "tt": "#1f77b4", "bt": "#d62728", "ht": "#2ca02c"}
@@ -128,21 +128,26 @@ def summary_table(results: list[Result], accuracy: bool) -> Table:
     table = Table(title=f"tensorgate explore: ★ Pareto-optimal (fewer parameters, better "
                         f"{'accuracy' if accuracy else 'error'}); MACs and cycles (P lanes) per time step",
                   box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    simulated = any(r.sim_cycles is not None for r in results)
     columns = ["", "method", "rank", "bits", "P", "params", "compr.", "accuracy" if accuracy else "rel. error",
-               "agree", "MACs", "cycles"]
-    if any(r.message for r in results):
-        columns.append("note")
-    for column in columns:
+               "agree", "MACs", "cycles", *(["sim. cycles", "exact"] if simulated else [])]
+    notes = any(r.message for r in results)
+    for column in columns + (["note"] if notes else []):
         table.add_column(column, justify="left" if column in ("method", "bits", "note") else "right",
                          no_wrap=column != "note")
     for r in results:
         head = [r.point.method, "" if r.point.rank is None else str(r.point.rank), bits_csv(r.point.bits),
                 str(r.point.pes)]
         if not r.ok:
-            table.add_row("", *head, *[""] * 6, f"[red]failed:[/red] {r.message}")
+            table.add_row("", *head, *[""] * (len(columns) - 5), f"[red]failed:[/red] {r.message}")
             continue
         cells = [f"{r.params:,}", f"{r.compression:.2f}x", f"{r.accuracy:.1%}" if accuracy else f"{r.rel_error:.2e}",
-                 f"{r.agreement:.0%}", f"{r.macs_per_step:,}",
-                 "" if r.cycles_per_step is None else f"{r.cycles_per_step:,.0f}"]
-        table.add_row("★" if r.pareto else "", *head, *cells, *([r.message] if len(columns) > 11 else []))
+                 f"{r.agreement:.0%}", f"{r.macs_per_step:,}", _number(r.cycles_per_step)]
+        if simulated:
+            cells += [_number(r.sim_cycles), "" if r.bit_exact is None else "yes" if r.bit_exact else "[red]NO[/red]"]
+        table.add_row("★" if r.pareto else "", *head, *cells, *([r.message] if notes else []))
     return table
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:,.0f}"
