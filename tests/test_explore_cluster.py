@@ -161,3 +161,15 @@ def test_unexpected_errors_are_retried_once(serial, tmp_path, monkeypatch):
     monkeypatch.setattr(schedule, "evaluate_point", evaluate)
     sweep = run_explore(MODEL, INPUTS, out, OPTIONS, Execution(workers=1), resume=True)
     assert sweep.computed == 1 and read_rows(out) == expected
+
+
+def test_workers_of_another_version_are_refused(cluster, tmp_path, monkeypatch, capsys):
+    import tensorgate
+
+    address, _ = cluster
+    monkeypatch.setattr(tensorgate, "__version__", "0.0.0-client")
+    out = tmp_path / "out"
+    assert main(["explore", str(MODEL), "--data", str(INPUTS), *SWEEP, "--scheduler", address, "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "workers run another tensorgate than this 0.0.0-client" in err and "Traceback" not in err
+    assert not out.exists()

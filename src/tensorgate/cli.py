@@ -371,8 +371,14 @@ def cmd_explore(args) -> None:
                              labels_key=args.labels_key, output=args.output, finetune=args.finetune,
                              finetune_epochs=args.finetune_epochs, simulate=args.simulate)
     execution = Execution(workers=args.workers, scheduler=args.scheduler)
-    sweep = run_explore(args.model, args.data, args.output_dir, options, execution, resume=args.resume,
-                        progress_console=Console(stderr=True))
+    try:
+        sweep = run_explore(args.model, args.data, args.output_dir, options, execution, resume=args.resume,
+                            progress_console=Console(stderr=True))
+    except KeyboardInterrupt:
+        if (args.output_dir / "points").is_dir():
+            print(f"the finished points are in {args.output_dir / 'points'}: add --resume to continue",
+                  file=sys.stderr)
+        raise
     failed = sum(not r.ok for r in sweep.results)
     print(f"wrote {args.output_dir / 'explore.csv'} and {args.output_dir / 'pareto.png'} "
           f"({sweep.computed} points computed, {sweep.resumed} resumed, {failed} failed)")

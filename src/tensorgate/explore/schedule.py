@@ -110,11 +110,16 @@ def _run_on_cluster(client, inputs: SweepInputs, points: list[Point], on_result:
             elif attempt < ATTEMPTS:
                 attempts[submit(point, attempt + 1)] = (point, attempt + 1)
             else:
-                result = failed(point, one_line(future.exception()))
+                result = failed(point, _failure(future))
                 tracker.finished(result)
                 on_result(result, attempt, True)
             future.release()
         tracker.show(running=_executing_tasks(client))
+
+
+def _failure(future) -> str:
+    """Why a task did not finish: its error, or what became of it (e.g. cancelled)."""
+    return one_line(future.exception()) if future.status == "error" else f"the task was {future.status}"
 
 
 @contextmanager
@@ -131,6 +136,7 @@ def _client(execution: Execution, points: int) -> Iterator:
             raise TensorgateError(f"--scheduler: cannot reach the Dask scheduler at '{execution.scheduler}' "
                                   f"({one_line(exc)})") from None
         with client:
+            _check_workers(client, execution.scheduler)
             yield client
         return
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
@@ -138,6 +144,27 @@ def _client(execution: Execution, points: int) -> Iterator:
                                dashboard_address=":0", silence_logs=logging.ERROR)
     with cluster, Client(cluster) as client:
         yield client
+
+
+def _check_workers(client, address: str) -> None:
+    """Refuse a cluster whose workers cannot run the tasks: tensorgate missing or another version."""
+    from .. import __version__
+
+    try:
+        versions = client.run(_tensorgate_version)
+    except Exception as exc:  # the workers could not even unpickle the call: no tensorgate there
+        raise TensorgateError(f"--scheduler: the workers of '{address}' cannot run tensorgate "
+                              f"({one_line(exc)}); install it where the workers run") from None
+    other = sorted({f"{worker} has {version}" for worker, version in versions.items() if version != __version__})
+    if other:
+        raise TensorgateError(f"--scheduler: workers run another tensorgate than this {__version__}: "
+                              f"{', '.join(other)}")
+
+
+def _tensorgate_version() -> str:
+    from .. import __version__
+
+    return __version__
 
 
 def _dashboard_link(client) -> str | None:

@@ -31,36 +31,39 @@ FILE_MODE = 0o644
 
 
 class PointStore:
-    """``OUT/points`` of one sweep (fingerprint ``fingerprint``)."""
+    """``OUT/points`` of one sweep (fingerprint ``fingerprint``).  Nothing is written
+    before the first point is saved: a sweep that fails to start leaves ``OUT`` as it was.
+    Without ``resume`` the first save clears an earlier explore output there."""
 
-    def __init__(self, out_dir: Path, fingerprint: str):
+    def __init__(self, out_dir: Path, fingerprint: str, resume: bool):
         self.out_dir = Path(out_dir)
+        _check_is_explore_output(self.out_dir)
         self.directory = self.out_dir / POINTS_DIR
         self.fingerprint = fingerprint
+        self.resume = resume
+        self._ready = False
 
-    @classmethod
-    def open(cls, out_dir: Path, fingerprint: str, resume: bool) -> PointStore:
-        """The store in ``out_dir``, created if absent.  Without ``resume`` an earlier
-        explore output there is cleared; a directory holding anything else is refused."""
-        out_dir = Path(out_dir)
-        _check_is_explore_output(out_dir)
-        store = cls(out_dir, fingerprint)
-        if not resume:
+    def _prepare(self) -> None:
+        if self._ready:
+            return
+        if not self.resume:
             for name in OWN_ENTRIES:
-                path = out_dir / name
+                path = self.out_dir / name
                 shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
         try:
-            store.directory.mkdir(parents=True, exist_ok=True)
+            self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise TensorgateError(f"cannot create output '{out_dir}': {exc.strerror or exc}") from None
-        return store
+            raise TensorgateError(f"cannot create output '{self.out_dir}': {exc.strerror or exc}") from None
+        self._ready = True
 
     def path(self, point: Point) -> Path:
         return self.directory / f"{point.name}.json"
 
     def finished(self, points: list[Point]) -> dict[Point, Result]:
-        """The stored results of ``points`` that need no new run."""
-        results = {}
+        """With ``resume``, the stored results of ``points`` that need no new run."""
+        results: dict[Point, Result] = {}
+        if not self.resume:
+            return results
         for point in points:
             record = self._read(point)
             if record is not None and not record["retry_on_resume"]:
@@ -84,6 +87,7 @@ class PointStore:
 
     def save(self, result: Result, attempts: int, retry_on_resume: bool = False) -> None:
         """Write ``result``'s record atomically."""
+        self._prepare()
         record = {"format": RECORD_FORMAT, "fingerprint": self.fingerprint, **result.to_json(),
                   "attempts": attempts, "retry_on_resume": retry_on_resume}
         write_atomically(self.path(result.point), lambda path: path.write_text(json.dumps(record, indent=1) + "\n"))

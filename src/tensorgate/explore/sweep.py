@@ -38,8 +38,8 @@ def explore(model_path: Path, data_path: Path, options: ExploreOptions, executio
     console = console or Console(stderr=True)
     points = sweep_points(options) if points is None else points
     inputs = prepare_inputs(model_path, data_path, options)
-    store = PointStore.open(out_dir, inputs.fingerprint, resume) if out_dir is not None else None
-    results = store.finished(points) if store is not None and resume else {}
+    store = PointStore(out_dir, inputs.fingerprint, resume) if out_dir is not None else None
+    results = store.finished(points) if store is not None else {}
     if results:
         console.print(f"resuming: {len(results)} of {len(points)} points already in {store.directory}")
 
