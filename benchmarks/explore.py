@@ -5,9 +5,9 @@ The sweep: the trained digits classifier of ``tests/digits_lstm.py`` (an ``nn.LS
 8 -> 32 with a linear head, stored as ``tests/data/digits_lstm.onnx``) on all 1797
 digits with their labels, methods tt, bt, ht × ranks 4, 8 × bits float, 8 × P 8, 16:
 24 points.  It runs three times, side by side in one process, each from a fresh output
-directory: serially in this process (``--workers 1``, whose NumPy may use every core's
-BLAS thread), and on a ``LocalCluster`` of 1 and of 2 single-threaded worker processes
-(what ``--workers N`` starts; Dask's nanny gives each worker one BLAS thread).  Each wall
+directory: serially in this process (``--workers 1``), and on a ``LocalCluster`` of 1 and
+of 2 single-threaded worker processes (what ``--workers N`` starts); every point runs on
+one BLAS thread in all three.  Each wall
 time includes everything: the cluster's start, shipping the model and data, each
 worker's first import of the model.  The ratio is 1 worker's wall time over 2 workers'.
 The rows must be identical (timings aside) in all three.

@@ -1,6 +1,9 @@
 """Running a sweep's points: one after another in this process, or as independent tasks
 on Dask (a ``LocalCluster`` of worker processes started here, or an existing cluster's
-scheduler), with a progress bar of points done, running and failed.
+scheduler), with a progress bar of points done, running and failed.  A point runs on one
+thread wherever it runs (Dask's nanny gives each worker one BLAS thread; the serial path
+sets the same): the parallelism is across points, and no number depends on how many
+threads shared a sum.
 
 A point is tried at most ``ATTEMPTS`` times.  A compiler refusal is a result, not a
 failure (``measure.evaluate_point``); an unexpected exception, or the loss of the worker
@@ -73,16 +76,25 @@ def run_points(inputs: SweepInputs, points: list[Point], execution: Execution, o
 
 
 def _run_serially(inputs: SweepInputs, points: list[Point], on_result: OnResult, tracker: _Tracker) -> None:
-    for point in points:
-        tracker.show(running=1, current=point)
-        for attempt in range(1, ATTEMPTS + 1):
-            try:
-                result, lost = Result.from_json(evaluate_point(inputs, point)), False
-                break
-            except Exception as exc:  # an unexpected error costs an attempt; the sweep goes on
-                result, lost = failed(point, one_line(exc)), True
-        tracker.finished(result)
-        on_result(result, attempt, lost)
+    """One point after another on one BLAS thread, as on a Dask worker (whose nanny sets
+    one), so that no number depends on how a library split its sums across threads."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        for point in points:
+            _run_one(inputs, point, on_result, tracker)
+
+
+def _run_one(inputs: SweepInputs, point: Point, on_result: OnResult, tracker: _Tracker) -> None:
+    tracker.show(running=1, current=point)
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            result, lost = Result.from_json(evaluate_point(inputs, point)), False
+            break
+        except Exception as exc:  # an unexpected error costs an attempt; the sweep goes on
+            result, lost = failed(point, one_line(exc)), True
+    tracker.finished(result)
+    on_result(result, attempt, lost)
 
 
 def _run_on_cluster(client, inputs: SweepInputs, points: list[Point], on_result: OnResult,
