@@ -221,8 +221,10 @@ def failed(point: Point, reason: str) -> Result:
 
 def one_line(exc: BaseException) -> str:
     """The first line of an error, prefixed by its class unless it is tensorgate's own."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return text if isinstance(exc, TensorgateError) else f"{type(exc).__name__}: {text}".rstrip(": ")
+    text = next(iter(str(exc).strip().splitlines()), "")
+    if isinstance(exc, TensorgateError):
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _csv_text(value) -> str:
@@ -321,7 +323,7 @@ class Workspace:
                         macs_per_step=sum(lstm_macs_per_step(op) for op in structure.ops_of("lstm")))
         if point.bits is None:
             output = run_module(structure, self.inputs.inputs)[self.inputs.output]
-            lowered = None
+            lowered = fixed = None
         else:
             lowered, restore = self.quantize(structure, point.bits)
             fixed = self._run_fixed(lowered)
@@ -333,7 +335,7 @@ class Workspace:
             result.cycles_per_step = cycles_per_step(lowered, point.pes)
         except TensorgateError as exc:
             result.message = f"no cycle estimate: {one_line(exc)}"
-        if self.inputs.options.simulate and point.bits is not None and result.cycles_per_step is not None:
+        if self.inputs.options.simulate and fixed is not None and result.cycles_per_step is not None:
             self._simulate(result, lowered, fixed)
         return result
 

@@ -49,7 +49,10 @@ class PointStore:
         if not self.resume:
             for name in OWN_ENTRIES:
                 path = self.out_dir / name
-                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink(missing_ok=True)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
