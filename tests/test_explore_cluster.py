@@ -18,8 +18,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from tensorgate.cli import main
 from tensorgate.demo import demo_files
-from tensorgate.explore import TIMING_COLUMNS, Execution, ExploreOptions, Point, run_explore, sweep_points
-from tensorgate.explore import schedule
+from tensorgate.explore import TIMING_COLUMNS, Execution, ExploreOptions, Point, run_explore, schedule, sweep_points
 
 MODEL, INPUTS = demo_files()
 SWEEP = ["--methods", "dense,tt", "--ranks", "2", "--bits", "none,8", "--pes", "8,16"]

@@ -29,7 +29,7 @@ from .store import CSV_FILE, PLOT_FILE, POINTS_DIR
 from .sweep import Sweep, explore, run_explore
 
 __all__ = [
-    "Result", "SweepInputs", "evaluate_point", "without_trailing_softmax", "ExploreOptions", "Point", "parse_bits",
-    "parse_methods", "parse_pes", "parse_ranks", "sweep_points", "COLUMNS", "TIMING_COLUMNS", "pareto_mask",
-    "Execution", "CSV_FILE", "PLOT_FILE", "POINTS_DIR", "Sweep", "explore", "run_explore",
+    "COLUMNS", "CSV_FILE", "PLOT_FILE", "POINTS_DIR", "TIMING_COLUMNS", "Execution", "ExploreOptions", "Point",
+    "Result", "Sweep", "SweepInputs", "evaluate_point", "explore", "pareto_mask", "parse_bits", "parse_methods",
+    "parse_pes", "parse_ranks", "run_explore", "sweep_points", "without_trailing_softmax",
 ]

@@ -66,7 +66,10 @@ def plot_pareto(path: Path, results: list[Result], accuracy: bool, title: str) -
     figure = Figure(figsize=(17, 5), layout="constrained")
     params_axes, cycles_axes, cost_axes = figure.subplots(1, 3)
     cycles_axes.sharey(params_axes)
-    quality_of = lambda r: quality(r, accuracy)  # noqa: E731
+
+    def quality_of(result: Result) -> float:
+        return quality(result, accuracy)
+
     _scatter(params_axes, ok, widths, lambda r: r.params, quality_of, with_pes=False)
     _scatter(cycles_axes, ok, widths, lambda r: r.cycles_per_step, quality_of)
     _scatter(cost_axes, ok, widths, lambda r: r.params, lambda r: r.cycles_per_step)
