@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import heapq
 import io
-import logging
 import os
 import sys
 import tempfile
@@ -44,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from digits_lstm import STORED, digits  # noqa: E402
 
 from tensorgate.explore import TIMING_COLUMNS, Execution, ExploreOptions, run_explore  # noqa: E402
+from tensorgate.explore.schedule import local_cluster  # noqa: E402
 
 OPTIONS = ExploreOptions(methods=("tt", "bt", "ht"), ranks=(4, 8), bits=(None, 8), pes=(8, 16))
 SERIAL = "serial"
@@ -76,16 +76,13 @@ def main() -> int:
 
 
 def timed(data: Path, out: Path, execution: Execution | int, quiet: Console) -> tuple[float, list]:
-    """Wall seconds and results of the sweep; an ``int`` is a LocalCluster of that many
-    workers, started (and closed) inside the timing."""
-    from distributed import LocalCluster
-
+    """Wall seconds and results of the sweep; an ``int`` is the LocalCluster of that many
+    workers that ``--workers N`` starts, started (and closed) inside the timing."""
     started = time.perf_counter()
     if isinstance(execution, Execution):
         sweep = run_explore(STORED, data, out, OPTIONS, execution, console=quiet, progress_console=quiet)
     else:
-        with LocalCluster(n_workers=execution, threads_per_worker=1, processes=True, dashboard_address=":0",
-                          silence_logs=logging.ERROR) as cluster:
+        with local_cluster(execution) as cluster:
             sweep = run_explore(STORED, data, out, OPTIONS, Execution(scheduler=cluster.scheduler_address),
                                 console=quiet, progress_console=quiet)
     return time.perf_counter() - started, sweep.results
