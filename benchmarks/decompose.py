@@ -40,7 +40,7 @@ from onnx import TensorProto, helper, numpy_helper
 from rich.console import Console
 from rich.table import Table
 
-from tensorgate.ir.stats import lstm_macs_per_step
+from tensorgate.ir.stats import recurrent_macs_per_step
 from tensorgate.frontend import import_onnx
 from tensorgate.ir import TTMap
 from tensorgate.passes import PassManager
@@ -195,7 +195,7 @@ def tt_latency(workdir: Path, repeats: int) -> tuple[Table, bool]:
     executor = Executor(module)
     tt_s = best_of(lambda: executor.run({"x": x}), repeats)
     dense_macs = 4 * UCF_HIDDEN * (UCF_INPUT + UCF_HIDDEN)
-    tt_macs = lstm_macs_per_step(module.ops_of("lstm")[0])
+    tt_macs = recurrent_macs_per_step(module.ops_of("lstm")[0])
     table = Table(title=f"TT-LSTM UCF11 (input {UCF_INPUT}, hidden {UCF_HIDDEN}, TT ranks 4), batch 1, T=6, "
                         f"best of {repeats}")
     for column in ("model", "runtime", "LSTM MACs/step", "ms", "speed-up"):

@@ -1,6 +1,7 @@
-"""The ONNX conformance cases for LSTM (stored by data/make_lstm_conformance.py) run
+"""The 18 ONNX conformance cases for LSTM, GRU and RNN (stored by
+data/make_recurrent_conformance.py from the installed onnx package's case scripts) run
 through the importer and the NumPy runtime, against the expected outputs that onnx's
-own reference computed (and, where it runs them, onnxruntime)."""
+own reference computed (and, where it runs them, onnxruntime), to 1e-5."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from models import assert_close_f32, freeze_inputs, run_onnxruntime
 from tensorgate.frontend import import_onnx
 from tensorgate.interpreter import run_module
 
-CASES_DIR = Path(__file__).parent / "data" / "onnx_lstm_conformance"
+CASES_DIR = Path(__file__).parent / "data" / "onnx_recurrent_conformance"
 CASES = sorted(p.name for p in CASES_DIR.iterdir() if p.is_dir())
 WEIGHTS = ("W", "R", "B", "P")
 
@@ -37,9 +38,11 @@ def load_case(name: str):
     return freeze_inputs(model, weights), feeds, expected
 
 
-def test_the_required_cases_are_stored():
-    assert {"test_lstm_defaults", "test_lstm_with_initial_bias", "test_lstm_with_peepholes",
-            "test_lstm_batchwise"} <= set(CASES)
+def test_all_18_cases_are_stored():
+    prefixes = ("test_lstm_", "test_gru_", "test_simple_rnn_", "test_rnn_")
+    assert len(CASES) == 18 and all(name.startswith(prefixes) for name in CASES)
+    assert sum(name.startswith("test_gru_") for name in CASES) == 6
+    assert sum("rnn" in name for name in CASES) == 6
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -52,7 +55,7 @@ def test_conformance_case(name):
         assert_close_f32(outputs[key], want, key)
 
 
-@pytest.mark.parametrize("name", [n for n in CASES if n != "test_lstm_batchwise"])
+@pytest.mark.parametrize("name", [n for n in CASES if not n.endswith("_batchwise")])
 def test_stored_expectations_agree_with_onnxruntime(name):
     """Guards the stored data itself (onnxruntime refuses the layout-1 case)."""
     model, feeds, expected = load_case(name)

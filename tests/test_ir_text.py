@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from tensorgate.errors import ParseError, TensorgateError
 from tensorgate.ir import F32, F64, FORMATS, DenseMap, LinearMap, Module, Op, TensorType, Value, verify_module
 from tensorgate.ir.builder import Builder
-from tensorgate.ir.ops import LSTM_DIRECTIONS
+from tensorgate.ir.ops import RECURRENT_DIRECTIONS
 from tensorgate.ir.parser import parse_module
 from tensorgate.ir.printer import INLINE_LIMIT, module_tensors, print_module
 from tensorgate.ir.serialize import load_module, save_module
@@ -141,7 +141,7 @@ class ModuleMaker:
         self.module.outputs.append(self.builder.const(random_array(self.rng, dtype, shape), self.draw(names)))
 
     def add_lstm(self) -> None:
-        direction = self.draw(st.sampled_from(LSTM_DIRECTIONS))
+        direction = self.draw(st.sampled_from(RECURRENT_DIRECTIONS))
         dirs = 2 if direction == "bidirectional" else 1
         hidden, features = self.draw(st.integers(1, 5)), self.draw(st.integers(1, 6))
         layout = self.draw(st.integers(0, 1))

@@ -10,8 +10,8 @@ from rich.table import Table
 
 from .backend.artifact import contraction_totals, partition_summary, value_signature
 from .ir.core import Module
-from .ir.ops import lstm_num_directions
-from .ir.stats import lstm_macs_per_step, model_stats
+from .ir.ops import num_directions
+from .ir.stats import recurrent_macs_per_step, model_stats
 
 
 def inspect_summary(module: Module) -> dict:
@@ -27,10 +27,10 @@ def inspect_summary(module: Module) -> dict:
             "layout": op.attrs["layout"],
             "input_size": x.shape[2],
             "hidden_size": op.attrs["hidden_size"],
-            "directions": lstm_num_directions(op),
-            "gates": "stacked" if len(op.attrs["w"]) == lstm_num_directions(op) else "separate",
+            "directions": num_directions(op),
+            "gates": "stacked" if len(op.attrs["w"]) == num_directions(op) else "separate",
             "formats": sorted({m.format for m in op.attrs["w"] + op.attrs["r"]}),
-            "macs_per_step": lstm_macs_per_step(op),
+            "macs_per_step": recurrent_macs_per_step(op),
         })
     return {
         "module": module.name,

@@ -313,14 +313,15 @@ class Workspace:
     def evaluate(self, point: Point) -> Result:
         """Build ``point`` (quantized if it has bits) and measure it."""
         from ..interpreter import run_module
-        from ..ir.stats import lstm_macs_per_step, model_stats
+        from ..ir.ops import recurrent_ops
+        from ..ir.stats import model_stats, recurrent_macs_per_step
 
         structure = self.structure(point)
         stats = model_stats(structure)
         result = Result(point, finetune="labels" if self.finetune_step and point.method != "dense" else "",
                         params=stats.params_compressed,
                         compression=self.dense_params / max(stats.params_compressed, 1),
-                        macs_per_step=sum(lstm_macs_per_step(op) for op in structure.ops_of("lstm")))
+                        macs_per_step=sum(recurrent_macs_per_step(op) for op in recurrent_ops(structure.ops)))
         if point.bits is None:
             output = run_module(structure, self.inputs.inputs)[self.inputs.output]
             lowered = fixed = None

@@ -54,7 +54,7 @@ from typing import Callable
 import numpy as np
 
 from ..ir.core import Op
-from ..ir.ops import lstm_num_directions
+from ..ir.ops import num_directions
 from ..ir.types import FixedType
 from .formats import code_max, narrowing_shift, saturate
 from .maps import IntegerMap
@@ -133,7 +133,7 @@ class LSTMProgram:
         self.name = op.results[0].name
         self.hidden = attrs["hidden_size"]
         self.layout = attrs["layout"]
-        self.dirs = lstm_num_directions(op)
+        self.dirs = num_directions(op)
         self.reverse = [attrs["direction"] == "reverse" or d == 1 for d in range(self.dirs)]
         self.input_forget = bool(attrs["input_forget"])
         self.x_frac = op.operands[0].type.dtype.frac

@@ -4,10 +4,10 @@ Steps: load (with external data), bind inputs and fix input shapes where asked
 (``folding``), ``onnx.checker``, ONNX shape inference (strict, with data propagation so
 computed shapes are known), constant folding with onnxscript (``folding``: computed
 recurrent weights, constant ``If``s), then the import of the graph (``graph_import``):
-the ops tensorgate models node by node with the handlers in ``onnx_ops`` and
-``onnx_lstm``, the rest as host regions run by onnxruntime (``partition``).  Integer
-shape arithmetic whose values are static is folded before the import, and tensorized
-parts are raised after it (``frontend.raising``).
+the ops tensorgate models node by node with the handlers in ``onnx_ops``,
+``onnx_lstm`` and ``onnx_recurrent``, the rest as host regions run by onnxruntime
+(``partition``).  Integer shape arithmetic whose values are static is folded before the
+import, and tensorized parts are raised after it (``frontend.raising``).
 
 Declared graph output shapes are checked against what the graph computes: where they
 contradict (another rank, another static size, a static size where the graph computes
@@ -38,7 +38,7 @@ from ..ir.core import Module
 from ..ir.types import UNKNOWN, TensorType
 from ..ir.verifier import verify_module
 from ..onnx_form import PRODUCER
-from . import onnx_lstm, onnx_ops  # noqa: F401  (register the op handlers)
+from . import onnx_lstm, onnx_ops, onnx_recurrent  # noqa: F401  (register the op handlers)
 from .folding import bind_inputs, clear_output_shapes, fold_constants, fix_input_shapes
 from .graph_import import GraphImporter
 from .raise_export import ExportRaiser

@@ -7,10 +7,10 @@ movement at compile time, and the runtimes to run artifacts.  The ``host`` op's 
 (``host``) runs its embedded ONNX region in onnxruntime.
 """
 
-from . import host, lstm  # register the host and lstm kernels
+from . import gru, host, lstm, rnn  # register the host and recurrent kernels
 from .executor import Executor, check_inputs, run_module
 from .golden import FixedExecutor, run_fixed
 from .kernels import KERNELS, Kernel
 
-__all__ = ["host", "lstm", "Executor", "check_inputs", "run_module", "FixedExecutor", "run_fixed",
+__all__ = ["gru", "host", "lstm", "rnn", "Executor", "check_inputs", "run_module", "FixedExecutor", "run_fixed",
            "KERNELS", "Kernel"]

@@ -47,17 +47,22 @@ class OpSpec:
 OP_SPECS: dict[str, OpSpec] = {}
 
 LSTM_GATES = ("i", "o", "f", "c")
-LSTM_ACTIVATIONS = (
+GRU_GATES = ("z", "r", "h")
+RNN_GATES = ("i",)
+RECURRENT_ACTIVATIONS = (
     "Sigmoid", "Tanh", "Relu", "Affine", "LeakyRelu", "ThresholdedRelu",
     "ScaledTanh", "HardSigmoid", "Elu", "Softsign", "Softplus",
 )
-LSTM_DIRECTIONS = ("forward", "reverse", "bidirectional")
+RECURRENT_DIRECTIONS = ("forward", "reverse", "bidirectional")
 DATA_MOVEMENT = ("reshape", "transpose", "slice", "gather", "concat", "split", "squeeze", "unsqueeze",
                  "flatten", "expand", "shape")
 """Ops that only move elements: on fixed-point codes they compute what they compute on
 floats, and on the accelerator they are address patterns."""
 DEFAULT_LSTM_ACTIVATIONS = ("Sigmoid", "Tanh", "Tanh")
 """f, g and h of each direction when the op names none."""
+DEFAULT_GRU_ACTIVATIONS = ("Sigmoid", "Tanh")
+"""f (the z and r gates) and g (the candidate) of each direction."""
+DEFAULT_RNN_ACTIVATIONS = ("Tanh",)
 ACTIVATION_DEFAULTS = {
     "Affine": (1.0, 0.0), "LeakyRelu": (0.01, None), "ThresholdedRelu": (1.0, None),
     "ScaledTanh": (1.0, 1.0), "HardSigmoid": (0.2, 0.5), "Elu": (1.0, None),
@@ -424,33 +429,69 @@ def _einsum(op, consts):
     return [TensorType(tuple(sizes[label] for label in output), types[0].dtype)]
 
 
+@dataclass(frozen=True)
+class Recurrence:
+    """What tells the recurrent ops apart: their gates in ONNX order (the row blocks of W
+    and R), the activations each direction takes (defaults where the op names none),
+    their states (``h``, and ``c`` for an LSTM: the initial-state operands and the
+    results after ``Y``) and the bias widths, in hidden sizes, the op accepts: ONNX's
+    ``Wb`` then ``Rb`` first, then the folded form ``canonicalize`` makes."""
+
+    gates: tuple[str, ...]
+    default_activations: tuple[str, ...]
+    states: tuple[str, ...]
+    bias_widths: tuple[int, ...]
+
+
+RECURRENT = {
+    "lstm": Recurrence(LSTM_GATES, DEFAULT_LSTM_ACTIVATIONS, ("h", "c"), (8, 4)),
+    "gru": Recurrence(GRU_GATES, DEFAULT_GRU_ACTIVATIONS, ("h",), (6, 3)),
+    "rnn": Recurrence(RNN_GATES, DEFAULT_RNN_ACTIVATIONS, ("h",), (2, 1)),
+}
+"""The recurrent op kinds (ONNX LSTM, GRU and RNN semantics)."""
+
+
+def _recurrent_attrs(own: dict[str, Any], weights: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The attributes of a recurrent op: the shared ones, the kind's ``own`` flags and
+    its extra weight arrays."""
+    return {
+        "hidden_size": REQUIRED, "direction": "forward", "layout": 0, "clip": None, **own,
+        "activations": None, "activation_alpha": None, "activation_beta": None, "w": REQUIRED, "r": REQUIRED,
+        "bias": None, **{key: None for key in weights}, "quant": None,
+    }
+
+
 @_spec("lstm", "ONNX LSTM over a sequence; W and R are linear maps (any format).",
-       ["x", "sequence_lens?", "initial_h?", "initial_c?"],
-       {
-           "hidden_size": REQUIRED, "direction": "forward", "layout": 0, "clip": None,
-           "input_forget": 0, "activations": None, "activation_alpha": None,
-           "activation_beta": None, "w": REQUIRED, "r": REQUIRED, "bias": None,
-           "peepholes": None, "quant": None,
-       }, num_results=3)
-def _lstm(op, consts):
-    return quantized_types(op, lstm_result_types(op))
+       ["x", "sequence_lens?", "initial_h?", "initial_c?"], _recurrent_attrs({"input_forget": 0}, ("peepholes",)), num_results=3)
+@_spec("gru", "ONNX GRU over a sequence; W and R are linear maps (any format).",
+       ["x", "sequence_lens?", "initial_h?"], _recurrent_attrs({"linear_before_reset": 0}), num_results=2)
+@_spec("rnn", "ONNX RNN over a sequence; W and R are linear maps (any format).",
+       ["x", "sequence_lens?", "initial_h?"], _recurrent_attrs({}), num_results=2)
+def _recurrent(op, consts):
+    return quantized_types(op, recurrent_result_types(op))
 
 
-def lstm_num_directions(op: Op) -> int:
+def num_directions(op: Op) -> int:
+    """1, or 2 for a bidirectional recurrent op."""
     return 2 if op.attrs["direction"] == "bidirectional" else 1
 
 
-def lstm_activation_names(op: Op) -> list[str]:
-    """The 3·dirs activation names, the defaults where the op names none."""
-    return list(op.attrs["activations"] or DEFAULT_LSTM_ACTIVATIONS * lstm_num_directions(op))
+def gate_count(op: Op) -> int:
+    """Row blocks of a recurrent op's W and R per direction: 4 (LSTM), 3 (GRU), 1 (RNN)."""
+    return len(RECURRENT[op.kind].gates)
 
 
-def lstm_activation_params(op: Op) -> list[tuple[str, float | None, float | None]]:
-    """``(name, alpha, beta)`` of the 3·dirs activations: alpha/beta are taken in order by
-    the activations that have them, the ONNX defaults for the rest."""
+def activation_names(op: Op) -> list[str]:
+    """The activation names of all directions, the op kind's defaults where it names none."""
+    return list(op.attrs["activations"] or RECURRENT[op.kind].default_activations * num_directions(op))
+
+
+def activation_params(op: Op) -> list[tuple[str, float | None, float | None]]:
+    """``(name, alpha, beta)`` of every activation of a recurrent op: alpha/beta are taken
+    in order by the activations that have them, the ONNX defaults for the rest."""
     alphas, betas = list(op.attrs["activation_alpha"] or []), list(op.attrs["activation_beta"] or [])
     params = []
-    for name in lstm_activation_names(op):
+    for name in activation_names(op):
         alpha, beta = ACTIVATION_DEFAULTS.get(name, (None, None))
         if alpha is not None and alphas:
             alpha = alphas.pop(0)
@@ -460,54 +501,72 @@ def lstm_activation_params(op: Op) -> list[tuple[str, float | None, float | None
     return params
 
 
-def lstm_result_types(op: Op) -> list[TensorType]:
-    """Check an ``lstm`` op's attributes and return the types of Y, Y_h, Y_c."""
-    attrs = op.attrs
-    if attrs["direction"] not in LSTM_DIRECTIONS:
-        _fail(op, f"direction '{attrs['direction']}' is not one of {', '.join(LSTM_DIRECTIONS)}")
+def recurrent_result_types(op: Op) -> list[TensorType]:
+    """Check a recurrent op's attributes and return the types of Y and its final states."""
+    attrs, recurrence = op.attrs, RECURRENT[op.kind]
+    if attrs["direction"] not in RECURRENT_DIRECTIONS:
+        _fail(op, f"direction '{attrs['direction']}' is not one of {', '.join(RECURRENT_DIRECTIONS)}")
     if attrs["layout"] not in (0, 1):
         _fail(op, f"layout must be 0 or 1, got {attrs['layout']}")
-    dirs, hidden = lstm_num_directions(op), attrs["hidden_size"]
+    if attrs.get("linear_before_reset", 0) not in (0, 1):
+        _fail(op, f"linear_before_reset must be 0 or 1, got {attrs['linear_before_reset']}")
+    dirs, hidden = num_directions(op), attrs["hidden_size"]
     x = op.operands[0].type
     if x.rank != 3:
         _fail(op, f"input must be rank 3, got {x}")
     seq, batch, features = (x.shape[1], x.shape[0], x.shape[2]) if attrs["layout"] else x.shape
-    activations = lstm_activation_names(op)
-    if len(activations) != 3 * dirs:
-        _fail(op, f"needs {3 * dirs} activations, got {len(activations)}")
+    activations = activation_names(op)
+    count = len(recurrence.default_activations) * dirs
+    if len(activations) != count:
+        _fail(op, f"needs {count} activations, got {len(activations)}")
     for name in activations:
-        if name not in LSTM_ACTIVATIONS:
+        if name not in RECURRENT_ACTIVATIONS:
             _fail(op, f"unknown activation '{name}'")
-    _check_lstm_maps(op, "w", dirs, hidden, features)
-    _check_lstm_maps(op, "r", dirs, hidden, hidden)
-    bias, peep = attrs["bias"], attrs["peepholes"]
-    if bias is not None and bias.shape not in ((dirs, 8 * hidden), (dirs, 4 * hidden)):
-        _fail(op, f"bias shape {list(bias.shape)} should be [{dirs}, {8 * hidden}] or [{dirs}, {4 * hidden}]")
+    _check_gate_maps(op, "w", dirs, hidden, features)
+    _check_gate_maps(op, "r", dirs, hidden, hidden)
+    _check_bias(op, dirs, hidden)
+    peep = attrs.get("peepholes")
     if peep is not None and peep.shape != (dirs, 3 * hidden):
         _fail(op, f"peephole shape {list(peep.shape)} should be [{dirs}, {3 * hidden}]")
     state = (batch, dirs, hidden) if attrs["layout"] else (dirs, batch, hidden)
-    for index, name in ((2, "initial_h"), (3, "initial_c")):
+    for index, name in enumerate((f"initial_{s}" for s in recurrence.states), start=2):
         value = op.operands[index] if len(op.operands) > index else None
         if value is not None and not all(
             isinstance(a, str) or isinstance(b, str) or a == b for a, b in zip(value.type.shape, state)
         ) or value is not None and value.type.rank != 3:
             _fail(op, f"{name} has shape {list(value.type.shape)}, expected {list(state)}")
     y = (batch, seq, dirs, hidden) if attrs["layout"] else (seq, dirs, batch, hidden)
-    return [x.with_shape(y), x.with_shape(state), x.with_shape(state)]
+    return [x.with_shape(y)] + [x.with_shape(state)] * len(recurrence.states)
 
 
-def _check_lstm_maps(op: Op, key: str, dirs: int, hidden: int, in_dim: Dim) -> None:
-    """W/R: one ``4H × in`` map per direction (gates stacked) or four ``H × in`` maps
-    per direction (gates separate, in ONNX order i, o, f, c)."""
+def _check_bias(op: Op, dirs: int, hidden: int) -> None:
+    """The bias widths the op kind allows; a GRU's folded ``3H`` bias only without
+    ``linear_before_reset`` (with it, ``Rb_h`` is multiplied by the reset gate)."""
+    bias = op.attrs["bias"]
+    if bias is None:
+        return
+    widths = RECURRENT[op.kind].bias_widths
+    if op.attrs.get("linear_before_reset"):
+        widths = widths[:1]
+    shapes = [(dirs, width * hidden) for width in widths]
+    if bias.shape not in shapes:
+        _fail(op, f"bias shape {list(bias.shape)} should be " + " or ".join(str(list(s)) for s in shapes)
+              + (" (linear_before_reset keeps Wb and Rb apart)" if op.attrs.get("linear_before_reset") else ""))
+
+
+def _check_gate_maps(op: Op, key: str, dirs: int, hidden: int, in_dim: Dim) -> None:
+    """W/R: one ``gates·H × in`` map per direction (gates stacked) or one ``H × in`` map
+    per gate and direction (gates separate, in ONNX order: LSTM i, o, f, c; GRU z, r, h)."""
     maps = op.attrs[key]
+    gates = gate_count(op)
     if not isinstance(maps, list) or not all(isinstance(m, LinearMap) for m in maps):
         _fail(op, f"attribute '{key}' must be a list of linear maps")
     if len(maps) == dirs:
-        rows = 4 * hidden
-    elif len(maps) == 4 * dirs:
+        rows = gates * hidden
+    elif len(maps) == gates * dirs:
         rows = hidden
     else:
-        _fail(op, f"'{key}' needs {dirs} (stacked) or {4 * dirs} (per gate) maps, got {len(maps)}")
+        _fail(op, f"'{key}' needs {dirs} (stacked) or {gates * dirs} (per gate) maps, got {len(maps)}")
     for index, m in enumerate(maps):
         if m.out_dim != rows or isinstance(in_dim, int) and m.in_dim != in_dim:
             _fail(op, f"{key}[{index}] is {m.out_dim}x{m.in_dim}, expected {rows}x{in_dim}")

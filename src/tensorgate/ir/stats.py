@@ -20,6 +20,7 @@ import numpy as np
 from .contraction.map_schedule import MapSchedule
 from .core import Module, Op
 from .linear_map import LinearMap
+from .ops import RECURRENT
 
 
 @dataclass
@@ -92,12 +93,14 @@ def module_maps(module: Module) -> list[MapInfo]:
 
 
 def _map_suffixes(op: Op, count: int) -> list[str]:
-    if op.kind != "lstm":
+    """A recurrent op's maps by direction (``fwd``, ``rev``, ``bwd``) and, per gate, by
+    the gate's ONNX name (LSTM ``i o f c``, GRU ``z r h``); other ops' by position."""
+    if op.kind not in RECURRENT:
         return [str(i) for i in range(count)]
     names = {"forward": ["fwd"], "reverse": ["rev"], "bidirectional": ["fwd", "bwd"]}[op.attrs["direction"]]
     if count == len(names):
         return names
-    return [f"{d}.{gate}" for d in names for gate in ("i", "o", "f", "c")]
+    return [f"{d}.{gate}" for d in names for gate in RECURRENT[op.kind].gates]
 
 
 def model_stats(module: Module) -> ModelStats:
@@ -111,12 +114,9 @@ def model_stats(module: Module) -> ModelStats:
     return stats
 
 
-RECURRENT_KINDS = ("lstm", "gru", "rnn")
-"""Recurrent ops: a W and an R list of maps applied at every time step."""
-
-
-def lstm_macs_per_step(op: Op) -> int:
-    """MACs of one time step of a recurrent op for one batch row (all directions)."""
+def recurrent_macs_per_step(op: Op) -> int:
+    """MACs of one time step of a recurrent op (``lstm``, ``gru``, ``rnn``) for one batch
+    row, all directions: one application of each map of W and R."""
     return sum(m.macs() for m in op.attrs["w"] + op.attrs["r"])
 
 
@@ -169,16 +169,16 @@ def op_macs(op: Op) -> int | None:
     """Multiply-accumulates of one call of ``op`` at its static shapes (``None`` if they are not)."""
     if op.kind == "host":
         return op.attrs["macs"]
-    if op.kind not in ("linear", "matmul", "einsum") + RECURRENT_KINDS:
+    if op.kind not in ("linear", "matmul", "einsum") and op.kind not in RECURRENT:
         return 0
     shapes = [v.type.shape for v in op.inputs] + [v.type.shape for v in op.results]
     if not all(isinstance(d, int) for shape in shapes for d in shape):
         return None
     if op.kind == "linear":
         return math.prod(op.operands[0].type.shape[:-1]) * op.attrs["weight"].macs()
-    if op.kind in RECURRENT_KINDS:
+    if op.kind in RECURRENT:
         x = op.operands[0].type.shape
-        return x[0] * x[1] * lstm_macs_per_step(op)
+        return x[0] * x[1] * recurrent_macs_per_step(op)
     if op.kind == "matmul":
         return math.prod(op.results[0].type.shape) * op.operands[0].type.shape[-1]
     equation = op.attrs["equation"]
@@ -220,7 +220,7 @@ def partition_regions(module: Module) -> list[Region]:
 
 def recurrent_steps(module: Module) -> int | None:
     """The sequence length of the module's first recurrent op (its time steps per call), if static."""
-    for op in (op for op in module.ops if op.kind in RECURRENT_KINDS):
+    for op in (op for op in module.ops if op.kind in RECURRENT):
         x = op.operands[0].type.shape
         steps = x[1] if op.attrs["layout"] else x[0]
         return steps if isinstance(steps, int) else None

@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ..ir.core import Op, Value
 from ..ir.linear_map import DenseMap, LinearMap
-from ..ir.ops import lstm_activation_params, lstm_num_directions
+from ..ir.ops import activation_params, num_directions
 from ..ir.types import F32, I32
 from .conventions import LSTM_KEY
 from .graph import GraphBuilder, numpy_dtype
@@ -26,7 +26,7 @@ def _stacked_dense(maps: list[LinearMap], dirs: int) -> bool:
 
 def lstm_strategy(op: Op) -> str:
     """``native``, ``projected`` or ``scan`` (see the package docstring)."""
-    dirs = lstm_num_directions(op)
+    dirs = num_directions(op)
     if op.operands[0].type.dtype != F32 or not _stacked_dense(op.attrs["r"], dirs) or op.attrs.get("quant"):
         return "scan"
     return "native" if _stacked_dense(op.attrs["w"], dirs) else "projected"
@@ -72,7 +72,7 @@ def _lstm_node(b, op, inputs, results):
     """The ONNX LSTM op (strategies ``native`` and ``projected``)."""
     attrs = op.attrs
     x, seq_lens, h0, c0 = (list(inputs) + [""] * 4)[:4]
-    dirs, hidden = lstm_num_directions(op), attrs["hidden_size"]
+    dirs, hidden = num_directions(op), attrs["hidden_size"]
     dtype = numpy_dtype(op.operands[0])
     if _stacked_dense(attrs["w"], dirs):
         w = b.init(np.stack([m.matrix for m in attrs["w"]]).astype(dtype, copy=False), "W")
@@ -132,7 +132,7 @@ def _scan_lstm(b, op, inputs, results, quantized):
     the ``quantized`` cell of a quantized op."""
     attrs = op.attrs
     x, seq_lens, h0, c0 = (list(inputs) + [""] * 4)[:4]
-    dirs, hidden = lstm_num_directions(op), attrs["hidden_size"]
+    dirs, hidden = num_directions(op), attrs["hidden_size"]
     dtype = numpy_dtype(op.operands[0])
     per_dir = len(attrs["w"]) // dirs
     bias = b.init(attrs["bias"].astype(dtype, copy=False), "B") if attrs["bias"] is not None else None
@@ -224,10 +224,10 @@ def _zero_state(b: GraphBuilder, x: str, hidden: int, dtype: np.dtype) -> str:
 def _cell_body(b: GraphBuilder, op: Op, dtype: np.dtype, peepholes: list, ragged: bool,
                quantized=None) -> onnx.GraphProto:
     """The Scan body: for each direction, ``(h, c, gates_x[t], [mask[t]]) -> (h', c', y[t])``."""
-    dirs, hidden = lstm_num_directions(op), op.attrs["hidden_size"]
+    dirs, hidden = num_directions(op), op.attrs["hidden_size"]
     elem = helper.np_dtype_to_tensor_dtype(dtype)
     per_dir = len(op.attrs["r"]) // dirs
-    params = lstm_activation_params(op)
+    params = activation_params(op)
 
     def formal(role: str, width: int, elem_type: int = elem) -> onnx.ValueInfoProto:
         return helper.make_tensor_value_info(b.values.fresh(f"{b.prefix}/{role}"), elem_type, [None, width])

@@ -58,7 +58,7 @@ from ..fixedpoint.quant_attrs import is_quantized
 from ..interpreter import check_inputs
 from ..ir.core import Module, Op, Value
 from ..ir.linear_map import DenseMap, LinearMap
-from ..ir.ops import DATA_MOVEMENT, lstm_num_directions
+from ..ir.ops import DATA_MOVEMENT, num_directions
 from ..ir.types import FixedType, FloatType, TensorType
 from .base import Pass, option
 from .dce import DeadCodeElimination
@@ -184,7 +184,7 @@ def _align_gate_grouping(module: Module) -> None:
     from .decompose import regroup_gates
 
     for op in module.ops_of("lstm"):
-        dirs = lstm_num_directions(op)
+        dirs = num_directions(op)
         w, r = op.attrs["w"], op.attrs["r"]
         if len(w) == len(r):
             continue
@@ -276,7 +276,7 @@ def _check_supported(module: Module) -> None:
 
 
 def _check_lstm(op: Op) -> None:
-    dirs = lstm_num_directions(op)
+    dirs = num_directions(op)
     activations = op.attrs["activations"]
     if activations is not None and list(activations) != ["Sigmoid", "Tanh", "Tanh"] * dirs:
         raise PassError(f"{op.describe()}: activations {activations} have no fixed-point units; quantize "

@@ -31,7 +31,7 @@ from opt_einsum.paths import ssa_to_linear
 from ..errors import ExecutionError
 from ..ir.core import Module, Op
 from ..ir.linear_map import DenseMap, LinearMap
-from ..ir.ops import lstm_activation_params, lstm_num_directions
+from ..ir.ops import activation_params, num_directions
 from ..ir.tensor_formats import TensorizedMap
 from ..ir.types import FloatType, element_type
 from ..registry import registrar
@@ -326,14 +326,14 @@ def _lstm(model, position, op, args):
     x, seq_lens, h0, c0 = (list(args) + [None] * 4)[:4]
     attrs = op.attrs
     layout, hidden = attrs["layout"], attrs["hidden_size"]
-    dirs = lstm_num_directions(op)
+    dirs = num_directions(op)
     if layout:
         x = x.transpose(0, 1)
         h0 = None if h0 is None else h0.transpose(0, 1)
         c0 = None if c0 is None else c0.transpose(0, 1)
     steps, batch = x.shape[0], x.shape[1]
     lens = None if seq_lens is None else seq_lens.to(torch.int64)
-    activations = [_activation(*params) for params in lstm_activation_params(op)]
+    activations = [_activation(*params) for params in activation_params(op)]
     w_per_dir, r_per_dir = len(attrs["w"]) // dirs, len(attrs["r"]) // dirs
     ys, hs, cs = [], [], []
     for d in range(dirs):

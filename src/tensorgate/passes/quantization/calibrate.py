@@ -25,7 +25,7 @@ from ...fixedpoint.maps import apply_float_steps
 from ...interpreter import KERNELS, check_inputs
 from ...interpreter.kernels import sigmoid
 from ...ir.core import Module, Op
-from ...ir.ops import lstm_num_directions
+from ...ir.ops import num_directions
 
 
 @dataclass
@@ -116,7 +116,7 @@ def _lstm(op: Op, args, calibration: Calibration) -> list[np.ndarray]:
         x = np.swapaxes(x, 0, 1)
         h0 = None if h0 is None else np.swapaxes(h0, 0, 1)
         c0 = None if c0 is None else np.swapaxes(c0, 0, 1)
-    dirs, hidden = lstm_num_directions(op), attrs["hidden_size"]
+    dirs, hidden = num_directions(op), attrs["hidden_size"]
     steps, batch, _ = x.shape
     lens = np.full(batch, steps, np.int64) if seq_lens is None else np.asarray(seq_lens, np.int64)
     per_dir = len(attrs["w"]) // dirs
