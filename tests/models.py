@@ -1,12 +1,12 @@
 """Model builders and references shared by the tests (``from models import ...``).
 
-* ``TorchLSTM`` / ``export_torch_lstm``: an ``nn.LSTM`` classifier exported by either
-  PyTorch exporter at a chosen opset, with symbolic batch/sequence and, for the dynamo
-  exporter, weights in an external-data file.
-* ``OnnxLSTM`` / ``make_onnx_lstm``: a one-node ONNX LSTM built with ``onnx.helper``
-  with any combination of the optional inputs, attributes and outputs.  Weights and
-  feeds are drawn in a fixed order from the seed, so two configs that differ only in
-  ``layout`` describe the same computation.
+* ``TorchRecurrent`` / ``export_torch_recurrent``: an ``nn.LSTM``, ``nn.GRU`` or ``nn.RNN``
+  classifier exported by either PyTorch exporter at a chosen opset, with symbolic
+  batch/sequence and, for the dynamo exporter, weights in an external-data file.
+* ``OnnxRecurrent`` / ``make_onnx_recurrent``: a one-node ONNX LSTM, GRU or RNN built
+  with ``onnx.helper`` with any combination of the optional inputs, attributes and
+  outputs.  Weights and feeds are drawn in a fixed order from the seed, so two configs
+  that differ only in ``layout`` describe the same computation.
 * ``make_model``, ``freeze_inputs``: small graph helpers.
 * ``run_onnxruntime`` and ``assert_close_f32``: the reference and the comparison.
 """
@@ -93,9 +93,11 @@ def freeze_inputs(model: onnx.ModelProto, arrays: dict[str, np.ndarray]) -> onnx
 
 
 @dataclass(frozen=True)
-class OnnxLSTM:
-    """One ONNX LSTM node; inputs it does not use are left out of the node."""
+class OnnxRecurrent:
+    """One ONNX LSTM, GRU or RNN node; inputs it does not use are left out of the node
+    (P, initial_c and input_forget are the LSTM's, linear_before_reset the GRU's)."""
 
+    op_type: str = "LSTM"
     seq: int = 4
     batch: int = 3
     input_size: int = 5
@@ -115,12 +117,21 @@ class OnnxLSTM:
     outputs: tuple[str, ...] = ("Y", "Y_h", "Y_c")
     hidden_size_attr: bool = True
     weights_as_inputs: bool = False
+    linear_before_reset: int = 0
     opset: int = 22
     seed: int = 0
 
     @property
     def dirs(self) -> int:
         return 2 if self.direction == "bidirectional" else 1
+
+    @property
+    def gates(self) -> int:
+        return {"LSTM": 4, "GRU": 3, "RNN": 1}[self.op_type]
+
+    @property
+    def result_names(self) -> tuple[str, ...]:
+        return ("Y", "Y_h", "Y_c") if self.op_type == "LSTM" else ("Y", "Y_h")
 
     def output_shapes(self) -> dict[str, list]:
         d, t, b, h = self.dirs, self.seq, self.batch, self.hidden_size
@@ -129,19 +140,20 @@ class OnnxLSTM:
         return {"Y": [t, d, b, h], "Y_h": [d, b, h], "Y_c": [d, b, h]}
 
 
-def lstm_arrays(config: OnnxLSTM) -> dict[str, np.ndarray]:
-    """Every tensor of ``config``'s LSTM, drawn in a fixed order, in its layout."""
+def recurrent_arrays(config: OnnxRecurrent) -> dict[str, np.ndarray]:
+    """Every tensor of ``config``'s node, drawn in a fixed order, in its layout."""
     rng = np.random.default_rng(config.seed)
     d, t, b, i, h = config.dirs, config.seq, config.batch, config.input_size, config.hidden_size
+    g = config.gates
 
     def normal(*shape, scale=1.0):
         return (scale * rng.standard_normal(shape)).astype(np.float32)
 
     arrays = {
         "X": normal(t, b, i),
-        "W": normal(d, 4 * h, i, scale=0.5),
-        "R": normal(d, 4 * h, h, scale=0.5),
-        "B": normal(d, 8 * h, scale=0.5),
+        "W": normal(d, g * h, i, scale=0.5),
+        "R": normal(d, g * h, h, scale=0.5),
+        "B": normal(d, 2 * g * h, scale=0.5),
         "P": normal(d, 3 * h, scale=0.5),
         "initial_h": normal(d, b, h),
         "initial_c": normal(d, b, h),
@@ -155,10 +167,10 @@ def lstm_arrays(config: OnnxLSTM) -> dict[str, np.ndarray]:
     return arrays
 
 
-def make_onnx_lstm(config: OnnxLSTM) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+def make_onnx_recurrent(config: OnnxRecurrent) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     """The model and its feeds.  sequence_lens/initial_h/initial_c are graph inputs;
     W/R/B/P are initializers (graph inputs with ``weights_as_inputs``)."""
-    arrays = lstm_arrays(config)
+    arrays = recurrent_arrays(config)
     wanted = {
         "X": True, "W": True, "R": True, "B": config.bias, "sequence_lens": config.sequence_lens,
         "initial_h": config.initial_h, "initial_c": config.initial_c, "P": config.peepholes,
@@ -166,17 +178,21 @@ def make_onnx_lstm(config: OnnxLSTM) -> tuple[onnx.ModelProto, dict[str, np.ndar
     node_inputs = [name if used else "" for name, used in wanted.items()]
     while node_inputs[-1] == "":
         node_inputs.pop()
-    attrs = {"direction": config.direction, "layout": config.layout, "input_forget": config.input_forget}
+    attrs = {"direction": config.direction, "layout": config.layout}
+    if config.op_type == "LSTM":
+        attrs["input_forget"] = config.input_forget
+    elif config.op_type == "GRU":
+        attrs["linear_before_reset"] = config.linear_before_reset
     if config.hidden_size_attr:
         attrs["hidden_size"] = config.hidden_size
     for key in ("clip", "activations", "activation_alpha", "activation_beta"):
         if getattr(config, key) is not None:
             attrs[key] = getattr(config, key)
     shapes = config.output_shapes()
-    node_outputs = [name if name in config.outputs else "" for name in ("Y", "Y_h", "Y_c")]
+    node_outputs = [name if name in config.outputs else "" for name in config.result_names]
     while node_outputs[-1] == "":
         node_outputs.pop()
-    node = helper.make_node("LSTM", node_inputs, node_outputs, name="lstm", **attrs)
+    node = helper.make_node(config.op_type, node_inputs, node_outputs, name=config.op_type.lower(), **attrs)
     weights = {"W", "R", "B", "P"}
     fed = [n for n in node_inputs if n and (n not in weights or config.weights_as_inputs)]
     elem = {"sequence_lens": TensorProto.INT32}
@@ -194,13 +210,16 @@ def make_onnx_lstm(config: OnnxLSTM) -> tuple[onnx.ModelProto, dict[str, np.ndar
 
 
 @dataclass(frozen=True)
-class TorchLSTM:
-    """An ``nn.LSTM`` classifier and how to export it.
+class TorchRecurrent:
+    """An ``nn.LSTM``, ``nn.GRU`` or ``nn.RNN`` classifier and how to export it.
 
-    ``head``: ``"softmax"`` (Linear + Softmax on the last time step), ``"log_softmax"``,
-    ``"linear"`` (logits only) or ``"none"`` (the LSTM's output and final states).
+    ``cell``: ``"lstm"``, ``"gru"``, ``"rnn_tanh"`` or ``"rnn_relu"`` (``nn.RNN`` with that
+    nonlinearity).  ``head``: ``"softmax"`` (Linear + Softmax on the last time step),
+    ``"log_softmax"``, ``"linear"`` (logits only) or ``"none"`` (the recurrent layer's
+    output and final states).
     """
 
+    cell: str = "lstm"
     exporter: str = "torchscript"  # or "dynamo"
     opset: int = 17
     input_size: int = 5
@@ -216,7 +235,7 @@ class TorchLSTM:
 
     @property
     def file_name(self) -> str:
-        fields = [self.exporter, f"op{self.opset}", f"l{self.num_layers}", "bi" if self.bidirectional else "uni",
+        fields = [self.cell, self.exporter, f"op{self.opset}", f"l{self.num_layers}", "bi" if self.bidirectional else "uni",
                   "bf" if self.batch_first else "sf", self.head, "dyn" if self.dynamic else "static",
                   "ext" if self.external_data and self.exporter == "dynamo" else "emb", f"s{self.seed}",
                   f"{self.input_size}x{self.hidden_size}x{self.num_classes}"]
@@ -225,23 +244,33 @@ class TorchLSTM:
     def input_shape(self, batch: int, seq: int) -> tuple[int, int, int]:
         return (batch, seq, self.input_size) if self.batch_first else (seq, batch, self.input_size)
 
+    @property
+    def states(self) -> int:
+        """Final states the layer returns: ``h`` and ``c`` for an LSTM, ``h`` otherwise."""
+        return 2 if self.cell == "lstm" else 1
 
-def torch_classifier(config: TorchLSTM):
-    """The (seeded, eval-mode) ``torch.nn.Module`` that ``export_torch_lstm`` exports."""
+
+def torch_classifier(config: TorchRecurrent):
+    """The (seeded, eval-mode) ``torch.nn.Module`` that ``export_torch_recurrent`` exports."""
     import torch
 
-    class LSTMClassifier(torch.nn.Module):
+    layers = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}
+    kwargs = {"num_layers": config.num_layers, "batch_first": config.batch_first,
+              "bidirectional": config.bidirectional}
+    if config.cell.startswith("rnn_"):
+        kwargs["nonlinearity"] = config.cell[4:]
+
+    class Classifier(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.lstm = torch.nn.LSTM(config.input_size, config.hidden_size, num_layers=config.num_layers,
-                                      batch_first=config.batch_first, bidirectional=config.bidirectional)
+            self.recurrent = layers.get(config.cell, torch.nn.RNN)(config.input_size, config.hidden_size, **kwargs)
             width = config.hidden_size * (2 if config.bidirectional else 1)
             self.head = torch.nn.Linear(width, config.num_classes)
 
         def forward(self, x):
-            y, (h, c) = self.lstm(x)
+            y, states = self.recurrent(x)
             if config.head == "none":
-                return y, h, c
+                return (y, *states) if config.cell == "lstm" else (y, states)
             last = y[:, -1] if config.batch_first else y[-1]
             logits = self.head(last)
             if config.head == "softmax":
@@ -251,10 +280,10 @@ def torch_classifier(config: TorchLSTM):
             return logits
 
     torch.manual_seed(config.seed)
-    return LSTMClassifier().eval()
+    return Classifier().eval()
 
 
-def export_torch_lstm(config: TorchLSTM, directory: Path) -> Path:
+def export_torch_recurrent(config: TorchRecurrent, directory: Path) -> Path:
     """Export ``config``'s classifier to ``directory`` (input ``x``); returns the file.
 
     The exporters warn about their own internals (deprecations, export-time guards);
@@ -265,7 +294,7 @@ def export_torch_lstm(config: TorchLSTM, directory: Path) -> Path:
     path = Path(directory) / config.file_name
     model = torch_classifier(config)
     example = torch.randn(*config.input_shape(batch=2, seq=4))
-    outputs = ["y", "h_n", "c_n"] if config.head == "none" else ["probs"]
+    outputs = ["y", "h_n", "c_n"][:1 + config.states] if config.head == "none" else ["probs"]
     batch_axis, seq_axis = (0, 1) if config.batch_first else (1, 0)
     kwargs = {"input_names": ["x"], "output_names": outputs, "opset_version": config.opset}
     if config.exporter == "dynamo":

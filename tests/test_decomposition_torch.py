@@ -11,12 +11,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models import TorchLSTM
+from models import TorchRecurrent
 from tensorgate.frontend import import_onnx
 from tensorgate.passes import PassManager
 from tensorgate.interpreter import run_module
 
-CONFIG = TorchLSTM(input_size=16, hidden_size=8, head="linear", num_classes=4, seed=3)
+CONFIG = TorchRecurrent(input_size=16, hidden_size=8, head="linear", num_classes=4, seed=3)
 SHAPE = "4x4:4x8"  # input 16 = 4·4, the stacked gates 32 = 4·8
 SWEEPS = {
     "tt": [f"max-rank={r}" for r in (1, 2, 4, 8)] + [""],

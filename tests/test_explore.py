@@ -11,7 +11,7 @@ import onnx
 import onnxruntime
 import pytest
 
-from models import OnnxLSTM, make_onnx_lstm
+from models import OnnxRecurrent, make_onnx_recurrent
 from tensorgate.ir.stats import model_stats
 from tensorgate.cli import main
 from tensorgate.demo import demo_files
@@ -101,7 +101,7 @@ def test_pareto_mask_on_constructed_points():
 def relu_lstm(tmp_path_factory):
     """An LSTM whose cell activation is Relu: it runs in float, quantize refuses it."""
     directory = tmp_path_factory.mktemp("relu")
-    model, feeds = make_onnx_lstm(OnnxLSTM(activations=("Sigmoid", "Tanh", "Relu"), outputs=("Y_h",)))
+    model, feeds = make_onnx_recurrent(OnnxRecurrent(activations=("Sigmoid", "Tanh", "Relu"), outputs=("Y_h",)))
     onnx.save(model, directory / "relu.onnx")
     np.savez(directory / "data.npz", **feeds)
     return directory / "relu.onnx", directory / "data.npz"

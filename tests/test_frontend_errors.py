@@ -8,7 +8,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from models import OnnxLSTM, make_model, make_onnx_lstm
+from models import OnnxRecurrent, make_model, make_onnx_recurrent
 from tensorgate.errors import FrontendError, TensorgateError
 from tensorgate.frontend import import_onnx
 
@@ -29,7 +29,7 @@ def error_of(source, *fragments: str) -> str:
 @pytest.fixture
 def lstm_file(tmp_path):
     path = tmp_path / "lstm.onnx"
-    onnx.save(make_onnx_lstm(OnnxLSTM())[0], path)
+    onnx.save(make_onnx_recurrent(OnnxRecurrent())[0], path)
     return path
 
 
@@ -64,7 +64,7 @@ def test_truncated_protobuf(lstm_file, fraction):
 
 
 def test_missing_external_data(tmp_path):
-    model, _ = make_onnx_lstm(OnnxLSTM())
+    model, _ = make_onnx_recurrent(OnnxRecurrent())
     path = tmp_path / "lstm.onnx"
     onnx.save_model(model, path, save_as_external_data=True, location="lstm.weights", size_threshold=0)
     (tmp_path / "lstm.weights").unlink()
@@ -144,12 +144,12 @@ def test_unsupported_attribute():
 
 def test_unsupported_lstm_activation(tmp_path):
     path = tmp_path / "act.onnx"
-    onnx.save(make_onnx_lstm(OnnxLSTM(activations=("Sigmoid", "Swish", "Tanh")))[0], path)
+    onnx.save(make_onnx_recurrent(OnnxRecurrent(activations=("Sigmoid", "Swish", "Tanh")))[0], path)
     error_of(path, str(path), "node 'lstm' (LSTM)", "activation 'Swish'")
 
 
 def test_lstm_weights_that_are_not_constant():
-    error_of(make_onnx_lstm(OnnxLSTM(weights_as_inputs=True))[0], "node 'lstm' (LSTM)", "'W'")
+    error_of(make_onnx_recurrent(OnnxRecurrent(weights_as_inputs=True))[0], "node 'lstm' (LSTM)", "'W'")
 
 
 def test_cast_to_unsupported_type():
@@ -200,11 +200,11 @@ def test_identity_from_graph_input_to_graph_output():
 
 @pytest.mark.parametrize("clip", [0.0, -1.5])
 def test_lstm_clip_must_be_positive(clip):
-    error_of(make_onnx_lstm(OnnxLSTM(clip=clip))[0], "node 'lstm' (LSTM)", f"clip must be positive, got {clip}")
+    error_of(make_onnx_recurrent(OnnxRecurrent(clip=clip))[0], "node 'lstm' (LSTM)", f"clip must be positive, got {clip}")
 
 
 def test_lstm_bias_must_hold_both_onnx_biases():
-    model = make_onnx_lstm(OnnxLSTM())[0]
+    model = make_onnx_recurrent(OnnxRecurrent())[0]
     bias = next(t for t in model.graph.initializer if t.name == "B")
     halved = onnx.numpy_helper.to_array(bias)[:, : bias.dims[1] // 2]
     bias.CopyFrom(onnx.numpy_helper.from_array(np.ascontiguousarray(halved), "B"))

@@ -12,7 +12,7 @@ import pytest
 from onnx import numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from models import OnnxLSTM, assert_close_f32, make_onnx_lstm, run_onnxruntime
+from models import OnnxRecurrent, assert_close_f32, make_onnx_recurrent, run_onnxruntime
 from tensorgate.errors import FrontendError
 from tensorgate.frontend import import_onnx
 from tensorgate.ir import DenseMap
@@ -32,8 +32,8 @@ FEATURES = {
 }
 
 
-def compare_with_onnxruntime(config: OnnxLSTM) -> dict:
-    model, feeds = make_onnx_lstm(config)
+def compare_with_onnxruntime(config: OnnxRecurrent) -> dict:
+    model, feeds = make_onnx_recurrent(config)
     expected = run_onnxruntime(model, feeds)
     module = import_onnx(model)
     assert [v.name for v in module.outputs] == list(expected)
@@ -47,12 +47,12 @@ def compare_with_onnxruntime(config: OnnxLSTM) -> dict:
 @pytest.mark.parametrize("feature", FEATURES)
 def test_lstm_matches_onnxruntime(direction, feature):
     seed = list(FEATURES).index(feature) + 100 * ["forward", "reverse", "bidirectional"].index(direction)
-    compare_with_onnxruntime(OnnxLSTM(direction=direction, seed=seed, **FEATURES[feature]))
+    compare_with_onnxruntime(OnnxRecurrent(direction=direction, seed=seed, **FEATURES[feature]))
 
 
 @pytest.mark.parametrize("outputs", [("Y",), ("Y_h",), ("Y_c",), ("Y", "Y_c"), ("Y_h", "Y_c")])
 def test_any_subset_of_outputs(outputs):
-    config = OnnxLSTM(outputs=outputs, direction="bidirectional", sequence_lens=True)
+    config = OnnxRecurrent(outputs=outputs, direction="bidirectional", sequence_lens=True)
     got = compare_with_onnxruntime(config)
     assert list(got) == list(outputs)
 
@@ -65,7 +65,7 @@ def test_any_subset_of_outputs(outputs):
 def test_non_default_activations(activations, alpha, beta):
     """Names match without regard to case, as in onnxruntime; alpha/beta pass through."""
     direction = "bidirectional" if len(activations) == 6 else "forward"
-    config = OnnxLSTM(direction=direction, activations=activations, activation_alpha=alpha,
+    config = OnnxRecurrent(direction=direction, activations=activations, activation_alpha=alpha,
                       activation_beta=beta, clip=3.0)
     compare_with_onnxruntime(config)
 
@@ -73,14 +73,14 @@ def test_non_default_activations(activations, alpha, beta):
 @pytest.mark.parametrize("sizes", [(1, 1, 1, 1), (7, 2, 13, 1), (3, 5, 1, 11)])
 def test_odd_sizes(sizes):
     seq, batch, input_size, hidden = sizes
-    compare_with_onnxruntime(OnnxLSTM(seq=seq, batch=batch, input_size=input_size, hidden_size=hidden,
+    compare_with_onnxruntime(OnnxRecurrent(seq=seq, batch=batch, input_size=input_size, hidden_size=hidden,
                                       direction="bidirectional", initial_c=True, peepholes=True))
 
 
 def test_hidden_size_comes_from_r_when_the_attribute_is_absent():
     """ONNX makes hidden_size optional; onnxruntime insists on it, the reference
     evaluator reads it from R as we do."""
-    model, feeds = make_onnx_lstm(OnnxLSTM(hidden_size_attr=False, hidden_size=4, initial_h=True))
+    model, feeds = make_onnx_recurrent(OnnxRecurrent(hidden_size_attr=False, hidden_size=4, initial_h=True))
     module = import_onnx(model)
     assert module.ops_of("lstm")[0].attrs["hidden_size"] == 4
     outputs = run_module(module, feeds)
@@ -89,9 +89,9 @@ def test_hidden_size_comes_from_r_when_the_attribute_is_absent():
 
 
 def test_weights_become_lstm_attributes():
-    config = OnnxLSTM(direction="bidirectional", peepholes=True, sequence_lens=True, initial_h=True,
+    config = OnnxRecurrent(direction="bidirectional", peepholes=True, sequence_lens=True, initial_h=True,
                       initial_c=True, clip=0.5, input_forget=1)
-    model, feeds = make_onnx_lstm(config)
+    model, feeds = make_onnx_recurrent(config)
     arrays = {init.name: init for init in model.graph.initializer}
     module = import_onnx(model)
     assert not module.ops_of("const"), "W/R/B/P must not also become const ops"
@@ -112,8 +112,8 @@ def test_weights_become_lstm_attributes():
 
 
 def test_omitted_inputs_are_absent_operands():
-    config = OnnxLSTM(initial_c=True, bias=False)
-    (lstm,) = import_onnx(make_onnx_lstm(config)[0]).ops
+    config = OnnxRecurrent(initial_c=True, bias=False)
+    (lstm,) = import_onnx(make_onnx_recurrent(config)[0]).ops
     assert lstm.operands[1:] == [None, None, lstm.operands[3]] and lstm.operands[3].name == "initial_c"
     assert lstm.attrs["bias"] is None and lstm.attrs["peepholes"] is None
 
@@ -130,9 +130,9 @@ LAYOUT_CASES = {
 def test_layout_1_equals_layout_0_on_transposed_tensors(case):
     """onnxruntime refuses layout 1, so the reference is the layout-0 LSTM with the same
     weights run by onnxruntime, its inputs and outputs transposed (batch first)."""
-    config = OnnxLSTM(layout=1, seed=7, **LAYOUT_CASES[case])
-    model, feeds = make_onnx_lstm(config)
-    reference_model, reference_feeds = make_onnx_lstm(replace(config, layout=0))
+    config = OnnxRecurrent(layout=1, seed=7, **LAYOUT_CASES[case])
+    model, feeds = make_onnx_recurrent(config)
+    reference_model, reference_feeds = make_onnx_recurrent(replace(config, layout=0))
     expected = run_onnxruntime(reference_model, reference_feeds)
     outputs = run_module(import_onnx(model), feeds)
     assert_close_f32(outputs["Y"], expected["Y"].transpose(2, 0, 1, 3), "Y")
@@ -144,8 +144,8 @@ def test_layout_1_equals_layout_0_on_transposed_tensors(case):
 def test_layout_1_matches_onnx_reference_evaluator(direction):
     """The reference evaluator runs layout 1 but ignores clip, input_forget,
     sequence_lens and activations, so only the features it implements are used."""
-    config = OnnxLSTM(layout=1, direction=direction, initial_h=True, initial_c=True, peepholes=True)
-    model, feeds = make_onnx_lstm(config)
+    config = OnnxRecurrent(layout=1, direction=direction, initial_h=True, initial_c=True, peepholes=True)
+    model, feeds = make_onnx_recurrent(config)
     expected = dict(zip(["Y", "Y_h", "Y_c"], ReferenceEvaluator(model).run(None, feeds)))
     outputs = run_module(import_onnx(model), feeds)
     for name, want in expected.items():
@@ -155,26 +155,26 @@ def test_layout_1_matches_onnx_reference_evaluator(direction):
 # --- what the importer refuses --------------------------------------------------------------
 
 
-def import_error(config: OnnxLSTM) -> str:
+def import_error(config: OnnxRecurrent) -> str:
     with pytest.raises(FrontendError) as info:
-        import_onnx(make_onnx_lstm(config)[0])
+        import_onnx(make_onnx_recurrent(config)[0])
     message = str(info.value)
     assert "\n" not in message and "node 'lstm' (LSTM)" in message
     return message
 
 
 def test_weights_fed_as_inputs_are_refused():
-    assert "input 'W' must be an initializer" in import_error(OnnxLSTM(weights_as_inputs=True))
+    assert "input 'W' must be an initializer" in import_error(OnnxRecurrent(weights_as_inputs=True))
 
 
 def test_unknown_activation_is_named():
-    message = import_error(OnnxLSTM(activations=("Sigmoid", "Gelu", "Tanh")))
+    message = import_error(OnnxRecurrent(activations=("Sigmoid", "Gelu", "Tanh")))
     assert "activation 'Gelu' is not supported" in message
 
 
 def test_wrong_number_of_activations():
-    assert "needs 6 activations" in import_error(OnnxLSTM(direction="bidirectional", activations=("Sigmoid", "Tanh", "Tanh")))
+    assert "needs 6 activations" in import_error(OnnxRecurrent(direction="bidirectional", activations=("Sigmoid", "Tanh", "Tanh")))
 
 
 def test_unknown_direction():
-    assert "direction 'sideways'" in import_error(OnnxLSTM(direction="sideways"))
+    assert "direction 'sideways'" in import_error(OnnxRecurrent(direction="sideways"))

@@ -7,24 +7,24 @@ import numpy as np
 import onnx
 import pytest
 
-from models import TorchLSTM, assert_close_f32, run_onnxruntime, torch_classifier
+from models import TorchRecurrent, assert_close_f32, run_onnxruntime, torch_classifier
 from tensorgate.frontend import import_onnx
 from tensorgate.ir.parser import parse_module
 from tensorgate.ir.printer import module_tensors, print_module
 from tensorgate.interpreter import run_module
 
 CONFIGS = {
-    "torchscript14": TorchLSTM(exporter="torchscript", opset=14),
-    "torchscript17_2layer_bi_batch_first": TorchLSTM(exporter="torchscript", opset=17, num_layers=2,
+    "torchscript14": TorchRecurrent(exporter="torchscript", opset=14),
+    "torchscript17_2layer_bi_batch_first": TorchRecurrent(exporter="torchscript", opset=17, num_layers=2,
                                                      bidirectional=True, batch_first=True),
-    "torchscript17_states": TorchLSTM(exporter="torchscript", opset=17, num_layers=2, bidirectional=True,
+    "torchscript17_states": TorchRecurrent(exporter="torchscript", opset=17, num_layers=2, bidirectional=True,
                                       head="none"),
-    "dynamo18_batch_first_external": TorchLSTM(exporter="dynamo", opset=18, batch_first=True),
-    "dynamo20_2layer_bi_static": TorchLSTM(exporter="dynamo", opset=20, num_layers=2, bidirectional=True,
+    "dynamo18_batch_first_external": TorchRecurrent(exporter="dynamo", opset=18, batch_first=True),
+    "dynamo20_2layer_bi_static": TorchRecurrent(exporter="dynamo", opset=20, num_layers=2, bidirectional=True,
                                            head="log_softmax", dynamic=False, external_data=False),
     # static: with dynamic shapes at opset 22 the exporter bakes the example's length into a
     # Reshape, so onnxruntime itself fails on other lengths
-    "dynamo22_odd_sizes_static": TorchLSTM(exporter="dynamo", opset=22, input_size=3, hidden_size=11,
+    "dynamo22_odd_sizes_static": TorchRecurrent(exporter="dynamo", opset=22, input_size=3, hidden_size=11,
                                            num_classes=2, dynamic=False, external_data=False),
     # torch 2.13's defaults on weights above 8192 elements: the gate reordering is left as
     # Slice/Concat/Unsqueeze chains over the initializers, which the importer folds
@@ -34,7 +34,7 @@ CONFIGS = {
 }
 
 
-def shapes_to_run(config: TorchLSTM) -> list[tuple[int, int]]:
+def shapes_to_run(config: TorchRecurrent) -> list[tuple[int, int]]:
     """(batch, seq) pairs: the export's own, and for dynamic exports two others."""
     return [(2, 4), (3, 6), (1, 1)] if config.dynamic else [(2, 4)]
 
@@ -88,7 +88,7 @@ def test_weights_read_from_external_data_are_torchs(torch_export):
     raw = onnx.load(path, load_external_data=False)
     assert any(t.data_location == onnx.TensorProto.EXTERNAL for t in raw.graph.initializer)
     (lstm,) = import_onnx(path).ops_of("lstm")
-    torch_lstm = torch_classifier(config).lstm
+    torch_lstm = torch_classifier(config).recurrent
     i, f, g, o = np.split(torch_lstm.weight_ih_l0.detach().numpy(), 4)
     np.testing.assert_array_equal(lstm.attrs["w"][0].to_dense(), np.concatenate([i, o, f, g]))
     i, f, g, o = np.split(torch_lstm.weight_hh_l0.detach().numpy(), 4)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from tensorgate.errors import ParseError, TensorgateError
 from tensorgate.ir import F32, F64, FORMATS, DenseMap, LinearMap, Module, Op, TensorType, Value, verify_module
 from tensorgate.ir.builder import Builder
-from tensorgate.ir.ops import RECURRENT_DIRECTIONS
+from tensorgate.ir.ops import RECURRENT, RECURRENT_DIRECTIONS
 from tensorgate.ir.parser import parse_module
 from tensorgate.ir.printer import INLINE_LIMIT, module_tensors, print_module
 from tensorgate.ir.serialize import load_module, save_module
@@ -79,7 +79,8 @@ class ModuleMaker:
 
     def step(self) -> None:
         choice = self.draw(st.sampled_from(["unary", "binary", "transpose", "softmax", "unsqueeze",
-                                            "concat", "reshape", "linear", "cast", "const", "lstm"]))
+                                            "concat", "reshape", "linear", "cast", "const", "lstm", "gru",
+                                            "rnn"]))
         getattr(self, f"add_{choice}")()
 
     def add_unary(self) -> None:
@@ -141,6 +142,22 @@ class ModuleMaker:
         self.module.outputs.append(self.builder.const(random_array(self.rng, dtype, shape), self.draw(names)))
 
     def add_lstm(self) -> None:
+        self.add_recurrent("lstm", {"peepholes": self.draw(st.sampled_from([None, 3])),
+                                    "input_forget": self.draw(st.integers(0, 1))})
+
+    def add_gru(self) -> None:
+        lbr = self.draw(st.integers(0, 1))
+        self.add_recurrent("gru", {"linear_before_reset": lbr}, biases=[None, 6] if lbr else [None, 6, 3])
+
+    def add_rnn(self) -> None:
+        self.add_recurrent("rnn", {})
+
+    def add_recurrent(self, kind: str, own: dict, biases=None) -> None:
+        """A recurrent op of ``kind`` with random maps, biases, clip, activations and
+        optional operands; ``own`` adds the kind's own attributes (arrays given as a
+        width in hidden sizes are drawn here)."""
+        recurrence = RECURRENT[kind]
+        gates = len(recurrence.gates)
         direction = self.draw(st.sampled_from(RECURRENT_DIRECTIONS))
         dirs = 2 if direction == "bidirectional" else 1
         hidden, features = self.draw(st.integers(1, 5)), self.draw(st.integers(1, 6))
@@ -150,21 +167,21 @@ class ModuleMaker:
         per_gate = self.draw(st.booleans())
 
         def maps(in_dim):
-            count, rows = (4 * dirs, hidden) if per_gate else (dirs, 4 * hidden)
+            count, rows = (gates * dirs, hidden) if per_gate else (dirs, gates * hidden)
             return [DenseMap(self.rng.standard_normal((rows, in_dim)).astype(np.float32)) for _ in range(count)]
 
+        activations = list(recurrence.default_activations[:-1]) + ["Relu"]
         attrs = {"hidden_size": hidden, "direction": direction, "layout": layout,
                  "w": maps(features), "r": maps(hidden),
-                 "bias": self.draw(st.sampled_from([None, 8, 4])),
-                 "peepholes": self.draw(st.sampled_from([None, 3])),
+                 "bias": self.draw(st.sampled_from(biases or [None, *recurrence.bias_widths])),
                  "clip": self.draw(st.one_of(st.none(), st.floats(0.1, 100.0))),
-                 "activations": self.draw(st.sampled_from([None, ["Sigmoid", "Tanh", "Relu"] * dirs]))}
+                 "activations": self.draw(st.sampled_from([None, activations * dirs])), **own}
         for key in ("bias", "peepholes"):
-            if attrs[key] is not None:
+            if attrs.get(key) is not None:
                 attrs[key] = self.rng.standard_normal((dirs, attrs[key] * hidden)).astype(np.float32)
-        operands = [x] + [None] * self.draw(st.integers(0, 3))
-        lstm = self.op("lstm", operands, attrs, names=[self.draw(names) for _ in range(3)])
-        self.module.outputs.append(lstm.results[self.draw(st.integers(0, 2))])
+        operands = [x] + [None] * self.draw(st.integers(0, 1 + len(recurrence.states)))
+        op = self.op(kind, operands, attrs, names=[self.draw(names) for _ in range(1 + len(recurrence.states))])
+        self.module.outputs.append(op.results[self.draw(st.integers(0, len(recurrence.states)))])
 
 
 @st.composite

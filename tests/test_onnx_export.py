@@ -12,7 +12,7 @@ import pytest
 from decomposed import classifier_module, lstm_module, module_differences, random_feeds, random_map
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from models import OnnxLSTM, TorchLSTM, assert_close_f32, make_onnx_lstm, run_onnxruntime
+from models import OnnxRecurrent, TorchRecurrent, assert_close_f32, make_onnx_recurrent, run_onnxruntime
 
 from tensorgate.backend.artifact import load_artifact
 from tensorgate.backend.onnx_export import ONNX_FILE, export_onnx, write_onnx_artifact
@@ -139,15 +139,15 @@ def test_batch_major_lstm_comes_back_between_transposes():
 
 
 @pytest.mark.parametrize("config", [
-    OnnxLSTM(),
-    OnnxLSTM(direction="bidirectional", peepholes=True, sequence_lens=True, initial_h=True, initial_c=True,
+    OnnxRecurrent(),
+    OnnxRecurrent(direction="bidirectional", peepholes=True, sequence_lens=True, initial_h=True, initial_c=True,
              clip=0.5),
-    OnnxLSTM(direction="reverse", activations=("HardSigmoid", "ScaledTanh", "Affine"),
+    OnnxRecurrent(direction="reverse", activations=("HardSigmoid", "ScaledTanh", "Affine"),
              activation_alpha=(0.3, 0.7, 1.3), activation_beta=(0.2, 0.9, 0.1), input_forget=1),
 ])
 def test_dense_lstm_is_the_onnx_lstm_op(config):
     """Imported as is (8H bias) and canonicalized (folded 4H bias, written as Pad(b))."""
-    model, feeds = make_onnx_lstm(config)
+    model, feeds = make_onnx_recurrent(config)
     module = import_onnx(model)
     assert op_types(check_export(module, feeds)) == {"LSTM"}
     folded = PassManager.parse("canonicalize, dce").run(module)
@@ -162,7 +162,7 @@ def test_dense_lstm_is_the_onnx_lstm_op(config):
 ])
 def test_decompose_pass_output(pipeline):
     """Maps as the decompose pass makes them (padding included) on an imported LSTM."""
-    model, feeds = make_onnx_lstm(OnnxLSTM(direction="bidirectional", peepholes=True, sequence_lens=True,
+    model, feeds = make_onnx_recurrent(OnnxRecurrent(direction="bidirectional", peepholes=True, sequence_lens=True,
                                            input_size=7, hidden_size=5))
     module = PassManager.parse(pipeline).run(import_onnx(model))
     assert any(m.format != "dense" for key in ("w", "r") for m in module.ops_of("lstm")[0].attrs[key])
@@ -208,8 +208,8 @@ def test_linear_on_rank3_input_and_generic_ops():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("config", [TorchLSTM(head="softmax", bidirectional=True),
-                                    TorchLSTM(exporter="dynamo", opset=18, batch_first=True)])
+@pytest.mark.parametrize("config", [TorchRecurrent(head="softmax", bidirectional=True),
+                                    TorchRecurrent(exporter="dynamo", opset=18, batch_first=True)])
 def test_torch_classifier_round_trip(torch_export, config):
     module = import_onnx(torch_export(config))
     module = PassManager.parse("canonicalize, dce").run(module)
