@@ -3,9 +3,10 @@ tests (``from decomposed import ...``).
 
 * ``random_map(fmt, rng, out_factors, in_factors, ...)``: a tt/bt/ht map with seeded
   random cores (or a dense map), padding optional;
-* ``lstm_module(...)``: one ``lstm`` op over given w/r maps with any optional operand;
-* ``classifier_module(...)``: an LSTM classifier (last step -> ``linear`` head -> softmax
-  or logits), the shape a finetuned model has;
+* ``recurrent_module(kind, ...)``, ``lstm_module(...)``: one ``lstm``, ``gru`` or ``rnn`` op
+  over given w/r maps with any optional operand;
+* ``classifier_module(...)``: an LSTM (GRU, RNN) classifier (last step -> ``linear`` head
+  -> softmax or logits), the shape a finetuned model has;
 * ``random_feeds``: seeded inputs for a module;
 * ``module_differences``: what differs between two modules, compared as dataflow
   (op order and the locs a module did not have aside).
@@ -18,6 +19,7 @@ import numpy as np
 from tensorgate.ir.builder import Builder
 from tensorgate.ir.core import Module
 from tensorgate.ir.linear_map import DenseMap, LinearMap
+from tensorgate.ir.ops import RECURRENT
 from tensorgate.ir.tensor_formats import BTMap, HTMap, TTMap, balanced_tree, tree_nodes
 from tensorgate.ir.types import F32, I32, FixedType, TensorType
 
@@ -50,35 +52,45 @@ def random_map(fmt: str, rng: np.random.Generator, out_factors, in_factors, rank
     return HTMap.from_tree(tree, leaves, transfers, out_pad, in_pad)
 
 
-def lstm_module(w, r, hidden: int, input_size: int, direction: str = "forward", bias: bool = True,
-                peepholes: bool = False, sequence_lens: bool = False, initial_h: bool = False,
-                initial_c: bool = False, layout: int = 0, seq: int | str = 5, batch: int | str = 3,
-                dtype=F32, seed: int = 1, **attrs) -> Module:
-    """A module of one ``lstm`` op (results Y, Y_h, Y_c all outputs)."""
+def recurrent_module(kind: str, w, r, hidden: int, input_size: int, direction: str = "forward",
+                     bias: bool = True, peepholes: bool = False, sequence_lens: bool = False,
+                     initial_h: bool = False, initial_c: bool = False, layout: int = 0, seq: int | str = 5,
+                     batch: int | str = 3, dtype=F32, seed: int = 1, **attrs) -> Module:
+    """A module of one recurrent op of ``kind`` (``lstm``, ``gru``, ``rnn``; every result
+    an output); the bias is ONNX's ``[dirs, 2·gates·H]``."""
     rng = np.random.default_rng(seed)
     np_dtype = dtype.numpy
     module = Module("main")
     b = Builder(module)
     dirs = 2 if direction == "bidirectional" else 1
+    gates = len(RECURRENT[kind].gates)
     x = b.input("x", TensorType((seq, batch, input_size) if not layout else (batch, seq, input_size), dtype))
     state = TensorType((dirs, batch, hidden) if not layout else (batch, dirs, hidden), dtype)
     operands = [x, b.input("lens", TensorType((batch,), I32)) if sequence_lens else None,
-                b.input("h0", state) if initial_h else None, b.input("c0", state) if initial_c else None]
+                b.input("h0", state) if initial_h else None]
+    if kind == "lstm":
+        operands.append(b.input("c0", state) if initial_c else None)
+        attrs["peepholes"] = (0.3 * rng.standard_normal((dirs, 3 * hidden))).astype(np_dtype) if peepholes else None
     all_attrs = dict(hidden_size=hidden, direction=direction, layout=layout,
                      w=[m.astype(np_dtype) for m in w], r=[m.astype(np_dtype) for m in r],
-                     bias=(0.3 * rng.standard_normal((dirs, 8 * hidden))).astype(np_dtype) if bias else None,
-                     peepholes=(0.3 * rng.standard_normal((dirs, 3 * hidden))).astype(np_dtype) if peepholes else None,
+                     bias=(0.3 * rng.standard_normal((dirs, 2 * gates * hidden))).astype(np_dtype) if bias else None,
                      **attrs)
-    op = b.op("lstm", operands, all_attrs, loc="lstm", names=["Y", "Y_h", "Y_c"])
+    op = b.op(kind, operands, all_attrs, loc=kind, names=["Y", "Y_h", "Y_c"][:len(RECURRENT[kind].states) + 1])
     module.outputs = list(op.results)
     return module
 
 
+def lstm_module(w, r, hidden: int, input_size: int, **kwargs) -> Module:
+    """A module of one ``lstm`` op (results Y, Y_h, Y_c all outputs)."""
+    return recurrent_module("lstm", w, r, hidden, input_size, **kwargs)
+
+
 def classifier_module(w, r, hidden: int, input_size: int, classes: int, head=None, softmax: bool = True,
-                      seq: int | str = 5, batch: int | str = "batch", seed: int = 1, **lstm_attrs) -> Module:
-    """``x -> lstm -> Y_h of the last direction -> linear head -> [softmax]``."""
+                      seq: int | str = 5, batch: int | str = "batch", seed: int = 1, kind: str = "lstm",
+                      **lstm_attrs) -> Module:
+    """``x -> lstm (or gru, rnn) -> Y_h of the last direction -> linear head -> [softmax]``."""
     rng = np.random.default_rng(seed)
-    module = lstm_module(w, r, hidden, input_size, seq=seq, batch=batch, seed=seed, **lstm_attrs)
+    module = recurrent_module(kind, w, r, hidden, input_size, seq=seq, batch=batch, seed=seed, **lstm_attrs)
     lstm = module.ops[0]
     b = Builder(module)
     last = b.op("squeeze", [b.op("slice", [lstm.results[1]], {"starts": [-1], "ends": [2**31 - 1], "axes": [0]},

@@ -131,10 +131,10 @@ def test_already_decomposed_maps_are_left_alone():
 def test_regroup_gates_round_trips():
     rng = np.random.default_rng(0)
     stacked = [rng.standard_normal((8, 3)) for _ in range(2)]
-    separate = regroup_gates(stacked, 2, stacked=False)
+    separate = regroup_gates(stacked, 2, 4, stacked=False)
     assert len(separate) == 8 and all(m.shape == (2, 3) for m in separate)
     np.testing.assert_array_equal(separate[5], stacked[1][2:4])  # direction 1, gate o
-    assert all(np.array_equal(a, b) for a, b in zip(regroup_gates(separate, 2, stacked=True), stacked))
+    assert all(np.array_equal(a, b) for a, b in zip(regroup_gates(separate, 2, 4, stacked=True), stacked))
 
 
 @pytest.mark.parametrize("text,message", [

@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from decomposed import classifier_module, lstm_module, random_feeds, random_map
+from decomposed import classifier_module, lstm_module, random_feeds, random_map, recurrent_module
 from models import assert_close_f32
 
 from tensorgate.errors import PassError, PipelineError
@@ -50,6 +50,17 @@ def twin_cases():
         activation_beta=[0.2, 0.9, 0.1], **small)
     yield "batch major", lstm_module(maps("tt", rng, 1, (4, 4), (2, 3)), maps("ht", rng, 1, (4, 4), (2, 2)),
                                      layout=1, initial_h=True, sequence_lens=True, **small)
+    yield "gru, tt input, lbr=1", recurrent_module(
+        "gru", maps("tt", rng, 1, (3, 4), (2, 3)), maps("dense", rng, 1, (12,), (4,)), linear_before_reset=1, **small)
+    yield "gru, stacked decomposed R, lbr=0, bidirectional", recurrent_module(
+        "gru", maps("dense", rng, 2, (12,), (6,)), maps("ht", rng, 2, (3, 4), (2, 2)), direction="bidirectional",
+        sequence_lens=True, initial_h=True, clip=0.8, **small)
+    yield "gru, per gate, batch major, activations", recurrent_module(
+        "gru", maps("bt", rng, 3, (2, 2), (2, 3)), maps("tt", rng, 3, (2, 2), (2, 2)), layout=1,
+        activations=["HardSigmoid", "Softsign"], activation_alpha=[0.3], activation_beta=[0.4], **small)
+    yield "rnn relu, bidirectional", recurrent_module(
+        "rnn", maps("tt", rng, 2, (2, 2), (2, 3)), maps("dense", rng, 2, (4,), (4,)), direction="bidirectional",
+        activations=["Relu", "Relu"], sequence_lens=True, **small)
     yield "classifier, tt head", classifier_module(
         maps("ht", rng, 1, (4, 4), (2, 3)), maps("dense", rng, 1, (16,), (4,)), classes=5,
         head=random_map("tt", rng, (2, 3), (2, 2), out_pad=1), **small)

@@ -471,6 +471,11 @@ def _recurrent(op, consts):
     return quantized_types(op, recurrent_result_types(op))
 
 
+def recurrent_ops(ops) -> list[Op]:
+    """The recurrent ops (``lstm``, ``gru``, ``rnn``) among ``ops``, in order."""
+    return [op for op in ops if op.kind in RECURRENT]
+
+
 def num_directions(op: Op) -> int:
     """1, or 2 for a bidirectional recurrent op."""
     return 2 if op.attrs["direction"] == "bidirectional" else 1

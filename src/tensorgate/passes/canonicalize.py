@@ -1,4 +1,4 @@
-"""Canonicalization: constant folding, identity removal, LSTM bias folding, type refinement.
+"""Canonicalization: constant folding, identity removal, recurrent bias folding, type refinement.
 
 Exported models carry shape arithmetic computed at run time (PyTorch's
 ``Shape -> Gather -> Unsqueeze -> Concat -> Reshape``) even when every shape is known,
@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import PassError
 from ..interpreter import KERNELS, Kernel
 from ..ir.core import Module, Op, Value
-from ..ir.ops import OP_SPECS, broadcast, const_of, const_values, reshape_dims
+from ..ir.ops import OP_SPECS, RECURRENT, broadcast, const_of, const_values, gate_count, reshape_dims
 from ..ir.types import BOOL, UNKNOWN, FixedType, TensorType, element_type
 from .base import Pass
 
@@ -41,13 +41,16 @@ class Canonicalize(Pass):
       ``x + 0``, ``x - 0``, ``x * 1`` and ``x / 1`` where the constant does not
       broadcast ``x`` to a bigger shape (``-0.0 + 0`` is ``+0.0``: equal, not identical
       bits, the usual compiler liberty);
-    * an ``lstm`` bias ``[dirs, 8H]`` (input and recurrent biases, as ONNX stores it)
-      becomes their sum ``[dirs, 4H]``;
+    * a recurrent op's bias (input then recurrent biases, as ONNX stores it) becomes
+      their sum where the gates only ever see the sum: ``lstm`` ``[dirs, 8H]`` ->
+      ``[dirs, 4H]``, ``rnn`` ``[dirs, 2H]`` -> ``[dirs, H]``, ``gru`` ``[dirs, 6H]`` ->
+      ``[dirs, 3H]`` without ``linear_before_reset`` (with it, the reset gate multiplies
+      ``R_h·h + Rb_h``, so ``Rb_h`` cannot join ``Wb_h`` and the bias stays as it is);
     * result types are refined where the constants now known make dims static.
     """
 
     name: ClassVar[str] = "canonicalize"
-    doc: ClassVar[str] = "Fold constant shape arithmetic and LSTM biases, drop identity ops."
+    doc: ClassVar[str] = "Fold constant shape arithmetic and recurrent biases, drop identity ops."
 
     def run(self, module: Module) -> bool:
         changed = False
@@ -61,7 +64,7 @@ class Canonicalize(Pass):
             if _fold(module, op) or _drop_identity(module, op):
                 changed = True
                 continue
-            changed |= _fold_lstm_bias(op)
+            changed |= _fold_recurrent_bias(op)
             changed |= _refine_result_types(op)
         return changed
 
@@ -208,17 +211,19 @@ def _forward(module: Module, op: Op, source: Value) -> bool:
     return True
 
 
-# --- LSTM bias --------------------------------------------------------------------
+# --- recurrent bias -----------------------------------------------------------------
 
 
-def _fold_lstm_bias(op: Op) -> bool:
-    """Bias ``[dirs, 8H]`` (Wb then Rb) -> ``Wb + Rb`` of shape ``[dirs, 4H]``: the
-    gates only ever see the sum.  Float biases only: adding quantized biases would
-    change their fixed-point format."""
-    if op.kind != "lstm" or op.attrs["bias"] is None or op.attrs["bias"].dtype.kind != "f":
+def _fold_recurrent_bias(op: Op) -> bool:
+    """Bias ``[dirs, 2·gates·H]`` (Wb then Rb) -> ``Wb + Rb`` of shape ``[dirs, gates·H]``
+    where every gate sees only the sum (not a GRU with ``linear_before_reset``).  Float
+    biases only: adding quantized biases would change their fixed-point format."""
+    if op.kind not in RECURRENT or op.attrs["bias"] is None or op.attrs["bias"].dtype.kind != "f":
+        return False
+    if op.attrs.get("linear_before_reset"):
         return False
     bias = op.attrs["bias"]
-    gates = 4 * op.attrs["hidden_size"]
+    gates = gate_count(op) * op.attrs["hidden_size"]
     if bias.shape[-1] != 2 * gates:
         return False
     op.attrs["bias"] = bias[:, :gates] + bias[:, gates:]

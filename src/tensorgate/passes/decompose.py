@@ -1,12 +1,14 @@
-"""The ``decompose`` pass: replace the dense weight maps of LSTMs by TT, BT or HT maps.
+"""The ``decompose`` pass: replace the dense weight maps of recurrent ops (``lstm``,
+``gru``, ``rnn``) by TT, BT or HT maps.
 
 Which maps: ``weights=input`` decomposes ``W`` only (as TT-LSTM and BT-LSTM do),
 ``recurrent`` ``R`` only, ``all`` both; ``heads=true`` also the dense maps of ``linear``
 ops (Gemm/MatMul heads, such as a CTC classifier after the recurrent core), with an
-automatic tensorization and the same rank options.  ``gates=stacked`` makes one map of the four
-gates' ``4H`` rows per direction, ``separate`` one ``H``-row map per gate (ONNX order
-i, o, f, c); the pass regroups the dense rows as needed.  Maps that are already
-decomposed are left alone.
+automatic tensorization and the same rank options.  ``gates=stacked`` makes one map of
+all gates' rows per direction (``4H`` for an LSTM, ``3H`` for a GRU, ``H`` for an RNN),
+``separate`` one ``H``-row map per gate (ONNX order: LSTM i, o, f, c; GRU z, r, h; an
+RNN has one gate, so both are the same); the pass regroups the dense rows as needed.
+Maps that are already decomposed are left alone.
 
 Tensorization: ``shape`` (input maps) and ``recurrent-shape`` (recurrent maps) are
 ``auto`` — balanced factors into ``d`` modes, padding a size that has none unless
@@ -32,26 +34,26 @@ import numpy as np
 from ..errors import PassError, PipelineError
 from ..ir.core import Module, Op
 from ..ir.linear_map import DenseMap, LinearMap
+from ..ir.ops import gate_count, num_directions, recurrent_ops
 from .base import Pass, option
 from .decomposition import Decomposition, Tensorization, auto_tensorization, bt_als, ht_svd, parse_shape, tt_svd
 from .decomposition.factorize import shape_factors
 
-LSTM_MAPS = {"input": ("w",), "recurrent": ("r",), "all": ("w", "r")}
-GATES = 4
+RECURRENT_MAPS = {"input": ("w",), "recurrent": ("r",), "all": ("w", "r")}
 
 
 @dataclass(frozen=True)
 class Decompose(Pass):
-    """Decompose the dense ``W``/``R`` maps of every ``lstm`` op (see the module doc)."""
+    """Decompose the dense ``W``/``R`` maps of every recurrent op (see the module doc)."""
 
     name: ClassVar[str] = "decompose"
-    doc: ClassVar[str] = "Replace the dense weight maps of LSTMs by TT, BT or HT decompositions."
+    doc: ClassVar[str] = "Replace the dense weight maps of LSTMs, GRUs and RNNs by TT, BT or HT decompositions."
 
     method: Literal["tt", "bt", "ht"] = option("tt", doc="tensor train, block term or hierarchical Tucker")
     weights: Literal["input", "recurrent", "all"] = option(
         "input", doc="decompose W only, R only, or both")
     gates: Literal["stacked", "separate"] = option(
-        "stacked", doc="one map for the 4H gate rows of a direction, or one map per gate")
+        "stacked", doc="one map for all gate rows of a direction (4H, GRU 3H), or one map per gate")
     shape: str = option("auto", doc="input maps: auto, or factors N1x..:M1x.. (input factors first)")
     recurrent_shape: str = option("auto", doc="recurrent maps: auto, or factors N1x..:M1x..")
     d: int = option(4, min=1, doc="number of modes of an automatic shape")
@@ -94,8 +96,8 @@ class Decompose(Pass):
 
         require_float(module, f"pass '{self.name}'")
         changed = False
-        for op in module.ops_of("lstm"):
-            for key in LSTM_MAPS[self.weights]:
+        for op in recurrent_ops(module.ops):
+            for key in RECURRENT_MAPS[self.weights]:
                 maps = op.attrs[key]
                 if all(isinstance(m, DenseMap) for m in maps):
                     op.attrs[key] = self._decompose_maps(op, key, maps)
@@ -117,7 +119,8 @@ class Decompose(Pass):
         return decomposition.map
 
     def _decompose_maps(self, op: Op, key: str, maps: list[LinearMap]) -> list[LinearMap]:
-        matrices = regroup_gates([m.to_dense() for m in maps], _directions(op), self.gates == "stacked")
+        matrices = regroup_gates([m.to_dense() for m in maps], num_directions(op), gate_count(op),
+                                 self.gates == "stacked")
         result = []
         for index, matrix in enumerate(matrices):
             where = f"{op.describe()}: map '{key}' #{index} ({matrix.shape[0]}x{matrix.shape[1]})"
@@ -145,17 +148,13 @@ class Decompose(Pass):
         return method(matrix, tensorization, eps=self.eps, max_rank=self.max_rank, ranks=self.ranks)
 
 
-def _directions(op: Op) -> int:
-    return 2 if op.attrs["direction"] == "bidirectional" else 1
-
-
-def regroup_gates(matrices: list[np.ndarray], directions: int, stacked: bool) -> list[np.ndarray]:
-    """The per-direction (stacked, ``4H`` rows) or per-gate (``H`` rows, ONNX order
-    i, o, f, c) matrices of an LSTM weight, from either grouping."""
+def regroup_gates(matrices: list[np.ndarray], directions: int, gates: int, stacked: bool) -> list[np.ndarray]:
+    """The per-direction (stacked, ``gates·H`` rows) or per-gate (``H`` rows, in ONNX
+    order) matrices of a recurrent op's weight, from either grouping."""
     if len(matrices) == directions:
-        per_gate = [gate for m in matrices for gate in np.split(m, GATES)]
+        per_gate = [gate for m in matrices for gate in np.split(m, gates)]
     else:
         per_gate = matrices
     if not stacked:
         return per_gate
-    return [np.concatenate(per_gate[d * GATES:(d + 1) * GATES]) for d in range(directions)]
+    return [np.concatenate(per_gate[d * gates:(d + 1) * gates]) for d in range(directions)]

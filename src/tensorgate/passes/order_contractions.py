@@ -8,10 +8,11 @@ runs, so the pass writes it into the IR: each decomposed map gets a ``schedule``
 entry (``ir/contraction/map_schedule.py``) that the printer shows, the parser checks and
 the NumPy runtime executes step by step.
 
-Workload: one application of an ``lstm``'s input map ``w`` covers all time steps of
-the sequence (the runtime projects the whole input at once), so it is costed for
-``batch × time_steps`` input vectors; the recurrent map ``r`` runs once per time step
-for ``batch`` vectors; a map of any other op (``linear``) for ``batch`` vectors.
+Workload: one application of a recurrent op's (``lstm``, ``gru``, ``rnn``) input map
+``w`` covers all time steps of the sequence (the runtime projects the whole input at
+once), so it is costed for ``batch × time_steps`` input vectors; the recurrent map ``r``
+runs once per time step for ``batch`` vectors; a map of any other op (``linear``) for
+``batch`` vectors.
 The rows matter: weight-only steps cost the same for any number of rows, data steps
 scale with it, so the best order can change with the batch.
 """
@@ -24,6 +25,7 @@ from typing import ClassVar, Literal
 from ..ir.contraction.cost import CostModel
 from ..ir.core import Module, Op
 from ..ir.linear_map import LinearMap
+from ..ir.ops import RECURRENT
 from ..ir.tensor_formats import TensorizedMap
 from .base import Pass, option
 from .contraction.maps import search_map_schedule
@@ -45,7 +47,7 @@ class OrderContractions(Pass):
         "auto", doc="contract weight-only cores at compile time: where it lowers the cost, never, or all of them")
     batch: int = option(1, min=1, doc="sequences per batch the cost is computed for")
     time_steps: int | None = option(
-        None, min=1, doc="time steps per LSTM input projection (default: the input's static length, else 1)")
+        None, min=1, doc="time steps per recurrent input projection (default: the input's static length, else 1)")
     pes: int = option(64, min=1, doc="multiply-accumulate lanes of the PE array (cost=cycles)")
     overhead: int = option(8, min=0, doc="cycles each step costs beyond ceil(macs/pes) (cost=cycles)")
 
@@ -60,7 +62,7 @@ class OrderContractions(Pass):
                 maps = value if isinstance(value, list) else [value]
                 if not any(is_decomposed(m) for m in maps):
                     continue
-                steps = self._time_steps(op) if (op.kind, key) == ("lstm", "w") else 1
+                steps = self._time_steps(op) if op.kind in RECURRENT and key == "w" else 1
                 scheduled = [self._scheduled(m, steps, model) if is_decomposed(m) else m for m in maps]
                 changed |= any(new.meta() != old.meta() for new, old in zip(scheduled, maps))
                 op.attrs[key] = scheduled if isinstance(value, list) else scheduled[0]

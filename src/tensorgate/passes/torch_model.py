@@ -31,7 +31,7 @@ from opt_einsum.paths import ssa_to_linear
 from ..errors import ExecutionError
 from ..ir.core import Module, Op
 from ..ir.linear_map import DenseMap, LinearMap
-from ..ir.ops import activation_params, num_directions
+from ..ir.ops import RECURRENT, activation_params, num_directions
 from ..ir.tensor_formats import TensorizedMap
 from ..ir.types import FloatType, element_type
 from ..registry import registrar
@@ -299,7 +299,7 @@ def _expand(model, position, op, args):
     return [x.expand(np.broadcast_shapes(tuple(x.shape), tuple(int(d) for d in shape.tolist())))]
 
 
-# --- lstm ----------------------------------------------------------------------------------
+# --- recurrent ops ------------------------------------------------------------------------
 
 
 def _activation(name: str, alpha, beta) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -320,54 +320,135 @@ def _activation(name: str, alpha, beta) -> Callable[[torch.Tensor], torch.Tensor
     return table[name]
 
 
+class _Recurrent:
+    """One recurrent op of the torch model: its maps by direction, its bias, and the
+    sweep over directions, layout and time that the NumPy runtime's
+    ``interpreter.recurrent`` makes (all input projections at once, then the cell step
+    by step; rows past their length keep their state and output zeros)."""
+
+    def __init__(self, model: TorchModel, position: int, op: Op):
+        self.model, self.position, self.op = model, position, op
+        self.hidden = op.attrs["hidden_size"]
+        self.dirs = num_directions(op)
+        self.activations = [_activation(*params) for params in activation_params(op)]
+
+    def gates(self, key: str, d: int, value: torch.Tensor, maps: range | None = None) -> torch.Tensor:
+        """Direction ``d``'s maps of ``key`` (or those of ``maps``, indices within the
+        direction) applied to ``value``, concatenated."""
+        per_dir = len(self.op.attrs[key]) // self.dirs
+        indices = [d * per_dir + i for i in (maps if maps is not None else range(per_dir))]
+        parts = [self.model.apply_map(self.position, key, i, self.op.attrs[key][i], value) for i in indices]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+
+    def projection(self, d: int, x: torch.Tensor) -> torch.Tensor:
+        steps, batch = x.shape[0], x.shape[1]
+        return self.gates("w", d, x.reshape(steps * batch, -1)).reshape(steps, batch, -1)
+
+    def weight(self, key: str, d: int) -> torch.Tensor | None:
+        """Direction ``d``'s row of the ``bias`` or ``peepholes`` parameter."""
+        return None if self.op.attrs[key] is None else self.model.weight(WeightRef(self.position, key, None, None))[d]
+
+    def run(self, args: list, cell: Callable) -> list[torch.Tensor]:
+        """``cell(d, gates_x, states) -> step`` per direction gives ``step(t, states) -> new states``."""
+        count = len(RECURRENT[self.op.kind].states)
+        x, seq_lens, *initial = (list(args) + [None] * (2 + count))[:2 + count]
+        layout = self.op.attrs["layout"]
+        if layout:
+            x = x.transpose(0, 1)
+            initial = [None if s is None else s.transpose(0, 1) for s in initial]
+        steps, batch = x.shape[0], x.shape[1]
+        lens = None if seq_lens is None else seq_lens.to(torch.int64)
+        ys, finals = [], []
+        for d in range(self.dirs):
+            states = [torch.zeros(batch, self.hidden, dtype=FLOAT) if s is None else s[d] for s in initial]
+            step = cell(d, self.projection(d, x))
+            outputs = [None] * steps
+            for t in (range(steps - 1, -1, -1) if self.op.attrs["direction"] == "reverse" or d == 1 else range(steps)):
+                new = step(t, states)
+                if lens is None:
+                    states, outputs[t] = new, new[0]
+                else:
+                    active = (t < lens)[:, None]
+                    states = [torch.where(active, n, s) for n, s in zip(new, states)]
+                    outputs[t] = torch.where(active, new[0], torch.zeros_like(new[0]))
+            ys.append(torch.stack(outputs))
+            finals.append(states)
+        y = torch.stack(ys, dim=1)
+        states = [torch.stack([f[k] for f in finals]) for k in range(count)]
+        if layout:
+            return [y.permute(2, 0, 1, 3)] + [s.transpose(0, 1) for s in states]
+        return [y] + states
+
+    def clipped(self, x: torch.Tensor) -> torch.Tensor:
+        clip = self.op.attrs["clip"]
+        return x if clip is None else torch.clamp(x, -clip, clip)
+
+
 @kernel("lstm")
 def _lstm(model, position, op, args):
     """The NumPy runtime's LSTM: all input projections at once, then the cell step by step."""
-    x, seq_lens, h0, c0 = (list(args) + [None] * 4)[:4]
-    attrs = op.attrs
-    layout, hidden = attrs["layout"], attrs["hidden_size"]
-    dirs = num_directions(op)
-    if layout:
-        x = x.transpose(0, 1)
-        h0 = None if h0 is None else h0.transpose(0, 1)
-        c0 = None if c0 is None else c0.transpose(0, 1)
-    steps, batch = x.shape[0], x.shape[1]
-    lens = None if seq_lens is None else seq_lens.to(torch.int64)
-    activations = [_activation(*params) for params in activation_params(op)]
-    w_per_dir, r_per_dir = len(attrs["w"]) // dirs, len(attrs["r"]) // dirs
-    ys, hs, cs = [], [], []
-    for d in range(dirs):
-        def gates_of(key: str, per_dir: int, value: torch.Tensor) -> torch.Tensor:
-            parts = [model.apply_map(position, key, i, attrs[key][i], value)
-                     for i in range(d * per_dir, (d + 1) * per_dir)]
-            return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+    recurrent, attrs, hidden = _Recurrent(model, position, op), op.attrs, op.attrs["hidden_size"]
 
-        gates_x = gates_of("w", w_per_dir, x.reshape(steps * batch, -1)).reshape(steps, batch, 4 * hidden)
-        if attrs["bias"] is not None:
-            bias = model.weight(WeightRef(position, "bias", None, None))[d]
+    def cell(d, gates_x):
+        bias = recurrent.weight("bias", d)
+        if bias is not None:
             gates_x = gates_x + (bias[:4 * hidden] + bias[4 * hidden:] if bias.shape[0] == 8 * hidden else bias)
-        peepholes = None
-        if attrs["peepholes"] is not None:
-            peepholes = model.weight(WeightRef(position, "peepholes", None, None))[d].split(hidden)
-        cell = _Cell(peepholes, attrs["clip"], attrs["input_forget"], activations[3 * d:3 * d + 3])
-        h = torch.zeros(batch, hidden, dtype=FLOAT) if h0 is None else h0[d]
-        c = torch.zeros(batch, hidden, dtype=FLOAT) if c0 is None else c0[d]
-        outputs = [None] * steps
-        for t in (range(steps - 1, -1, -1) if attrs["direction"] == "reverse" or d == 1 else range(steps)):
-            h_new, c_new = cell.update(gates_of("r", r_per_dir, h) + gates_x[t], c)
-            if lens is None:
-                h, c, outputs[t] = h_new, c_new, h_new
+        peepholes = recurrent.weight("peepholes", d)
+        update = _Cell(None if peepholes is None else peepholes.split(hidden), attrs["clip"], attrs["input_forget"],
+                       recurrent.activations[3 * d:3 * d + 3]).update
+        return lambda t, states: list(update(recurrent.gates("r", d, states[0]) + gates_x[t], states[1]))
+
+    return recurrent.run(args, cell)
+
+
+@kernel("gru")
+def _gru(model, position, op, args):
+    """The NumPy runtime's GRU (``interpreter.gru``), with the same reading of a stacked R."""
+    recurrent, hidden, lbr = _Recurrent(model, position, op), op.attrs["hidden_size"], op.attrs["linear_before_reset"]
+    separate = len(op.attrs["r"]) == 3 * recurrent.dirs
+
+    def cell(d, gates_x):
+        bias = recurrent.weight("bias", d)
+        recurrent_bias = None
+        if bias is not None and bias.shape[0] == 6 * hidden:
+            folded = bias[3 * hidden:5 * hidden] if lbr else bias[3 * hidden:]
+            recurrent_bias = bias[5 * hidden:] if lbr else None
+            bias = bias[:3 * hidden] + torch.nn.functional.pad(folded, (0, 3 * hidden - folded.shape[0]))
+        if bias is not None:
+            gates_x = gates_x + bias
+        f, g = recurrent.activations[2 * d:2 * d + 2]
+
+        def step(t, states):
+            (h,) = states
+            rows = recurrent.gates("r", d, h, range(2) if separate and not lbr else None)
+            zr = f(recurrent.clipped(rows[:, :2 * hidden] + gates_x[t, :, :2 * hidden]))
+            z, r = zr[:, :hidden], zr[:, hidden:]
+            if lbr:
+                rn = rows[:, 2 * hidden:] if recurrent_bias is None else rows[:, 2 * hidden:] + recurrent_bias
+                candidate = r * rn
             else:
-                active = (t < lens)[:, None]
-                h, c = torch.where(active, h_new, h), torch.where(active, c_new, c)
-                outputs[t] = torch.where(active, h_new, torch.zeros_like(h_new))
-        ys.append(torch.stack(outputs))
-        hs.append(h)
-        cs.append(c)
-    y, h, c = torch.stack(ys, dim=1), torch.stack(hs), torch.stack(cs)
-    if layout:
-        return [y.permute(2, 0, 1, 3), h.transpose(0, 1), c.transpose(0, 1)]
-    return [y, h, c]
+                candidate = recurrent.gates("r", d, r * h, range(2, 3) if separate else None)[:, -hidden:]
+            n = g(recurrent.clipped(gates_x[t, :, 2 * hidden:] + candidate))
+            return [(1 - z) * n + z * h]
+
+        return step
+
+    return recurrent.run(args, cell)
+
+
+@kernel("rnn")
+def _rnn(model, position, op, args):
+    """The NumPy runtime's RNN: ``h' = f(clip(W x + R h + b))``."""
+    recurrent, hidden = _Recurrent(model, position, op), op.attrs["hidden_size"]
+
+    def cell(d, gates_x):
+        bias = recurrent.weight("bias", d)
+        if bias is not None:
+            gates_x = gates_x + (bias[:hidden] + bias[hidden:] if bias.shape[0] == 2 * hidden else bias)
+        f = recurrent.activations[d]
+        return lambda t, states: [f(recurrent.clipped(recurrent.gates("r", d, states[0]) + gates_x[t]))]
+
+    return recurrent.run(args, cell)
 
 
 class _Cell:
