@@ -235,8 +235,9 @@ class TorchRecurrent:
 
     @property
     def file_name(self) -> str:
-        fields = [self.cell, self.exporter, f"op{self.opset}", f"l{self.num_layers}", "bi" if self.bidirectional else "uni",
-                  "bf" if self.batch_first else "sf", self.head, "dyn" if self.dynamic else "static",
+        fields = [self.cell, self.exporter, f"op{self.opset}", f"l{self.num_layers}",
+                  "bi" if self.bidirectional else "uni", "bf" if self.batch_first else "sf", self.head,
+                  "dyn" if self.dynamic else "static",
                   "ext" if self.external_data and self.exporter == "dynamo" else "emb", f"s{self.seed}",
                   f"{self.input_size}x{self.hidden_size}x{self.num_classes}"]
         return "-".join(fields) + ".onnx"

@@ -462,7 +462,8 @@ def _recurrent_attrs(own: dict[str, Any], weights: tuple[str, ...] = ()) -> dict
 
 
 @_spec("lstm", "ONNX LSTM over a sequence; W and R are linear maps (any format).",
-       ["x", "sequence_lens?", "initial_h?", "initial_c?"], _recurrent_attrs({"input_forget": 0}, ("peepholes",)), num_results=3)
+       ["x", "sequence_lens?", "initial_h?", "initial_c?"], _recurrent_attrs({"input_forget": 0}, ("peepholes",)),
+       num_results=3)
 @_spec("gru", "ONNX GRU over a sequence; W and R are linear maps (any format).",
        ["x", "sequence_lens?", "initial_h?"], _recurrent_attrs({"linear_before_reset": 0}), num_results=2)
 @_spec("rnn", "ONNX RNN over a sequence; W and R are linear maps (any format).",
@@ -504,6 +505,16 @@ def activation_params(op: Op) -> list[tuple[str, float | None, float | None]]:
             beta = betas.pop(0)
         params.append((name, alpha, beta))
     return params
+
+
+def applies_stacked_r_twice(op: Op) -> bool:
+    """Whether each step applies R twice: a GRU without ``linear_before_reset`` whose R
+    is one decomposed ``3H`` map per direction reads ``h`` for the z and r gates and
+    ``r ⊙ h`` for the candidate, and a tensor network cannot give only some of its rows
+    (a dense R is split into its rows instead)."""
+    maps = op.attrs["r"]
+    return (op.kind == "gru" and not op.attrs["linear_before_reset"] and len(maps) == num_directions(op)
+            and any(m.format != "dense" for m in maps))
 
 
 def recurrent_result_types(op: Op) -> list[TensorType]:

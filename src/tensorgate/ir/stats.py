@@ -20,7 +20,7 @@ import numpy as np
 from .contraction.map_schedule import MapSchedule
 from .core import Module, Op
 from .linear_map import LinearMap
-from .ops import RECURRENT
+from .ops import RECURRENT, applies_stacked_r_twice
 
 
 @dataclass
@@ -116,8 +116,10 @@ def model_stats(module: Module) -> ModelStats:
 
 def recurrent_macs_per_step(op: Op) -> int:
     """MACs of one time step of a recurrent op (``lstm``, ``gru``, ``rnn``) for one batch
-    row, all directions: one application of each map of W and R."""
-    return sum(m.macs() for m in op.attrs["w"] + op.attrs["r"])
+    row, all directions: one application of each map of W and of R, two of R where a
+    GRU needs them (``ir.ops.applies_stacked_r_twice``)."""
+    r_applications = 2 if applies_stacked_r_twice(op) else 1
+    return sum(m.macs() for m in op.attrs["w"]) + r_applications * sum(m.macs() for m in op.attrs["r"])
 
 
 def contraction_report(module: Module) -> dict[str, Any]:
