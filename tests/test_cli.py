@@ -77,8 +77,8 @@ def test_inspect_reports_lstm_and_params(capsys):
     code, out, _ = run_cli(capsys, "inspect", str(MODEL), "--json")
     assert code == 0
     summary = json.loads(out)
-    (layer,) = summary["lstm_layers"]
-    assert (layer["input_size"], layer["hidden_size"], layer["direction"]) == (8, 16, "forward")
+    (layer,) = summary["recurrent_layers"]
+    assert (layer["op"], layer["input_size"], layer["hidden_size"], layer["direction"]) == ("lstm", 8, 16, "forward")
     assert layer["macs_per_step"] == 4 * 16 * (8 + 16)
     assert summary["params"]["dense"] == 4 * 16 * (8 + 16) + 8 * 16 + 16 * 10 + 10
 

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tensorgate",
-        description="Compile trained LSTMs from ONNX into tensor-compressed models and hardware.",
+        description="Compile trained LSTMs, GRUs and RNNs from ONNX into tensor-compressed models and hardware.",
     )
     parser.add_argument("--version", action="version", version=f"tensorgate {__version__}")
     common = argparse.ArgumentParser(add_help=False)
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     inspect = sub.add_parser("inspect", parents=[common], help="summarize a model or artifact",
-                             description="Ops, LSTM shapes, parameters and MACs per time step "
+                             description="Ops, recurrent layers (LSTM, GRU, RNN), parameters and MACs per time step "
                                          "of an ONNX model or a compiled artifact.")
     inspect.add_argument("model", type=Path, help="an .onnx file or an artifact directory")
     add_import_options(inspect)
@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     explore.add_argument("--bits", default="none,8,16",
                          help="comma-separated widths: none (float) or 2..32 (default: none,8,16)")
     explore.add_argument("--weights", choices=("input", "recurrent", "all"), default="all",
-                         help="LSTM weights to decompose (default: all)")
+                         help="recurrent weights to decompose, W, R or both (default: all)")
     explore.add_argument("--pes", default="16", metavar="P[,P...]",
                          help="comma-separated accelerator MAC lanes for the cycle estimate, powers of two "
                               "(default: 16)")

@@ -10,25 +10,29 @@ from rich.table import Table
 
 from .backend.artifact import contraction_totals, partition_summary, value_signature
 from .ir.core import Module
-from .ir.ops import num_directions
-from .ir.stats import recurrent_macs_per_step, model_stats
+from .ir.ops import activation_names, num_directions, recurrent_ops
+from .ir.stats import model_stats, recurrent_macs_per_step
 
 
 def inspect_summary(module: Module) -> dict:
-    """Inputs, outputs, op counts, LSTM layers, linear maps and parameter totals."""
+    """Inputs, outputs, op counts, recurrent layers (LSTM, GRU, RNN), linear maps and
+    parameter totals."""
     stats = model_stats(module)
-    lstms = []
-    for op in module.ops_of("lstm"):
+    layers = []
+    for op in recurrent_ops(module.ops):
         x = op.operands[0].type
-        lstms.append({
+        layers.append({
             "name": op.results[0].name,
             "node": op.loc,
+            "op": op.kind,
             "direction": op.attrs["direction"],
             "layout": op.attrs["layout"],
             "input_size": x.shape[2],
             "hidden_size": op.attrs["hidden_size"],
             "directions": num_directions(op),
             "gates": "stacked" if len(op.attrs["w"]) == num_directions(op) else "separate",
+            "activations": activation_names(op),
+            **({"linear_before_reset": op.attrs["linear_before_reset"]} if op.kind == "gru" else {}),
             "formats": sorted({m.format for m in op.attrs["w"] + op.attrs["r"]}),
             "macs_per_step": recurrent_macs_per_step(op),
         })
@@ -37,8 +41,8 @@ def inspect_summary(module: Module) -> dict:
         "inputs": [value_signature(v) for v in module.inputs],
         "outputs": [value_signature(v) for v in module.outputs],
         "ops": dict(sorted(Counter(op.kind for op in module.ops).items())),
-        "lstm_layers": lstms,
-        "macs_per_step": sum(layer["macs_per_step"] for layer in lstms),
+        "recurrent_layers": layers,
+        "macs_per_step": sum(layer["macs_per_step"] for layer in layers),
         "maps": [info.as_dict() for info in stats.maps],
         "params": {
             "dense": stats.params_dense,
@@ -62,13 +66,13 @@ def render_summary(summary: dict, console: Console | None = None) -> None:
         for sig in summary[key]:
             console.print(escape(f"  {key[:-1]:6} {sig['name']}: {sig['dtype']}[{','.join(map(str, sig['shape']))}]"))
     console.print("  ops    " + ", ".join(f"{k} x{v}" for k, v in summary["ops"].items()))
-    if summary["lstm_layers"]:
-        table = Table(title="LSTM layers")
-        for column in ("layer", "direction", "input", "hidden", "gates", "W/R formats", "MACs/step"):
+    if summary["recurrent_layers"]:
+        table = Table(title="recurrent layers")
+        for column in ("layer", "op", "direction", "input", "hidden", "gates", "W/R formats", "MACs/step"):
             table.add_column(column, justify="right" if column in ("input", "hidden", "MACs/step") else "left",
                              overflow="fold")
-        for layer in summary["lstm_layers"]:
-            table.add_row(escape(layer["name"]), layer["direction"], str(layer["input_size"]),
+        for layer in summary["recurrent_layers"]:
+            table.add_row(escape(layer["name"]), _op_label(layer), layer["direction"], str(layer["input_size"]),
                           str(layer["hidden_size"]), layer["gates"], ",".join(layer["formats"]),
                           f"{layer['macs_per_step']:,}")
         console.print(table)
@@ -93,7 +97,17 @@ def render_summary(summary: dict, console: Console | None = None) -> None:
         console.print(escape(f"warning: {warning}"))
     params = summary["params"]
     console.print(f"parameters: {params['dense']:,} dense, {params['compressed']:,} stored "
-                  f"({params['compression']:.1f}x); LSTM MACs per time step: {summary['macs_per_step']:,}")
+                  f"({params['compression']:.1f}x); recurrent MACs per time step: {summary['macs_per_step']:,}")
+
+
+def _op_label(layer: dict) -> str:
+    """``lstm``, ``gru`` (``gru lbr`` with linear_before_reset), ``rnn relu`` (its activations
+    where they are not the default tanh)."""
+    if layer["op"] == "gru":
+        return "gru lbr" if layer["linear_before_reset"] else "gru"
+    if layer["op"] == "rnn" and set(layer["activations"]) != {"Tanh"}:
+        return "rnn " + ",".join(dict.fromkeys(name.lower() for name in layer["activations"]))
+    return layer["op"]
 
 
 def _render_partition(partition: dict, console: Console) -> None:

@@ -539,6 +539,21 @@ def accelerator_stages(module: Module) -> Stages:
     return split_stages(module, on_accelerator)
 
 
+NOT_YET_ON_THE_ACCELERATOR = ("gru", "rnn")
+"""Op kinds the NumPy and ONNX targets and the golden model run but the PE array does not
+yet: it has an LSTM cell unit only."""
+
+
+def check_supported(module: Module) -> None:
+    """``LoweringError`` naming the first op the accelerator cannot run yet."""
+    for op in module.ops:
+        if op.kind in NOT_YET_ON_THE_ACCELERATOR:
+            raise LoweringError(f"{op.describe()}: {op.kind.upper()} layers are not yet supported on the "
+                                "accelerator (its cell unit runs LSTM layers); compile this model for "
+                                "--target numpy or onnx")
+
+
 def lower(module: Module, pes: int, shapes: dict[str, tuple[int, ...]]) -> Image:
     """The program and memory images of a quantized ``module`` for ``pes`` lanes."""
+    check_supported(module)
     return Lowering(module, pes, shapes).lower()
