@@ -22,8 +22,8 @@ from tensorgate.interpreter import run_module
 from tensorgate.ir.builder import Builder
 from tensorgate.ir.core import Module
 from tensorgate.ir.types import F32, F64, TensorType
-from tensorgate.onnx_form import ANNOTATIONS_KEY, LSTM_KEY, OPSET
-from tensorgate.onnx_form.lstm import lstm_strategy
+from tensorgate.onnx_form import ANNOTATIONS_KEY, OPSET, SCAN_KEYS
+from tensorgate.onnx_form.recurrent import recurrent_strategy
 from tensorgate.passes import PassManager
 
 
@@ -60,7 +60,7 @@ def test_decomposed_input_map_runs_as_identity_lstm(fmt, direction):
     dirs = 2 if direction == "bidirectional" else 1
     module = lstm_module(maps(fmt, rng, dirs), maps("dense", rng, dirs, in_factors=(4,), out_factors=(16,)),
                          H, I, direction=direction, sequence_lens=True, initial_h=True)
-    assert lstm_strategy(module.ops[0]) == "projected"
+    assert recurrent_strategy(module.ops[0]) == "projected"
     model = check_export(module, random_feeds(module, rng))
     assert {"Einsum", "EyeLike", "LSTM"} <= op_types(model) and "Scan" not in op_types(model)
     w_input = next(n for n in model.graph.node if n.op_type == "LSTM").input[1]
@@ -71,7 +71,7 @@ def test_decomposed_input_map_runs_as_identity_lstm(fmt, direction):
 def test_decomposed_recurrent_map_runs_as_scan(fmt):
     rng = np.random.default_rng(1)
     module = lstm_module(maps(fmt, rng, 1), maps(fmt, rng, 1, in_factors=(2, 2)), H, I)
-    assert lstm_strategy(module.ops[0]) == "scan"
+    assert recurrent_strategy(module.ops[0]) == "scan"
     model = check_export(module, random_feeds(module, rng))
     assert "Scan" in op_types(model) and "LSTM" not in op_types(model)
 
@@ -112,7 +112,7 @@ def test_float64_lstm_runs_as_scan():
     rng = np.random.default_rng(5)
     module = lstm_module(maps("tt", rng, 1), maps("dense", rng, 1, out_factors=(16,), in_factors=(4,)), H, I,
                          dtype=F64, peepholes=True, sequence_lens=True)
-    assert lstm_strategy(module.ops[0]) == "scan"
+    assert recurrent_strategy(module.ops[0]) == "scan"
     model = export_onnx(module)
     feeds = random_feeds(module, rng)
     expected, actual = run_module(module, feeds, dtype=np.float64), run_onnxruntime(model, feeds)
@@ -262,7 +262,7 @@ def test_models_from_elsewhere_and_edited_exports_are_not_raised():
     scan.metadata_props[0].value = json.dumps({**hint, "clip": 3.0})  # no longer what the body computes
     raiser = ExportRaiser(edited)
     assert all(scan.output[0] not in raiser.claimed for scan in edited.graph.node if scan.op_type == "Scan")
-    assert scan.metadata_props[0].key == LSTM_KEY
+    assert scan.metadata_props[0].key == SCAN_KEYS["lstm"]
 
 
 # --- property: any tensorization of a linear map ------------------------------------------

@@ -54,7 +54,8 @@ from ..ir.linear_map import LinearMap
 from ..ir.types import FixedType
 from ..onnx_form import ExportError, apply_map
 from ..onnx_form.host import lower_host
-from ..onnx_form.lstm import lower_lstm
+from ..onnx_form.lstm import direction_peepholes
+from ..onnx_form.recurrent import ScanCell, lower_recurrent
 
 EXACT_FLOAT32 = 1 << 24
 """Integers of smaller magnitude are exact in float32."""
@@ -173,7 +174,7 @@ def lower_quantized(b, op: Op, inputs: list[str], results: list[str]) -> None:
     """The QDQ lowering of a quantized ``const``, ``linear`` or ``lstm`` (the float Scan
     lowering with the cell of ``QuantizedLSTM``)."""
     if op.kind == "lstm":
-        lower_lstm(b, op, inputs, results, QuantizedLSTM)
+        lower_recurrent(b, op, inputs, results, QuantizedLSTM)
         return
     if op.kind == "host":
         _quantized_host(b, op, inputs, results)
@@ -203,19 +204,25 @@ def _quantized_host(b, op: Op, inputs: list[str], results: list[str]) -> None:
             requantize(b, real, value.type.dtype, rounding, f"{name}/boundary", name)
 
 
-class QuantizedLSTM:
-    """The parts of a quantized ``lstm``'s Scan lowering that differ from the float one:
-    the input projections, the peepholes and the cell."""
+class QuantizedLSTM(ScanCell):
+    """The cell of a quantized ``lstm``'s Scan lowering: the input projections, the
+    peepholes and the cell of the golden model."""
 
     def __init__(self, op: Op):
-        self.op = op
+        super().__init__(op)
         self.quant = LSTMQuant.of(op)
-        dirs = 2 if op.attrs["direction"] == "bidirectional" else 1
-        self.per_dir, self.r_per_dir = len(op.attrs["w"]) // dirs, len(op.attrs["r"]) // dirs
+        self.per_dir, self.r_per_dir = len(op.attrs["w"]) // self.dirs, len(op.attrs["r"]) // self.dirs
+        self.peepholes: list[list[str] | None] = [None] * self.dirs
 
-    def peepholes(self, b) -> str | None:
+    def prepare(self, b) -> None:
         peep = self.op.attrs["peepholes"]
-        return None if peep is None else dequantized_weights(b, peep, self.quant.peepholes, "P")
+        if peep is not None:
+            codes = dequantized_weights(b, peep, self.quant.peepholes, "P")
+            self.peepholes = [direction_peepholes(b, codes, d, self.hidden) for d in range(self.dirs)]
+
+    def step(self, b, d: int, states: list[str], gates_x: str) -> list[str]:
+        h, c = states
+        return list(self.cell(b, d, h, c, gates_x, self.peepholes[d]))
 
     def projection(self, b, d: int, x: str) -> str:
         """``gx = requantize(W·x + b, GX)`` per map of direction ``d``, gates concatenated."""

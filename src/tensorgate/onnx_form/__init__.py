@@ -23,42 +23,47 @@ their IR names and types (symbolic dims as ``dim_param``).
   error), ride on the last node as the metadata entry ``tensorgate.map``.
 * ``host``: the region's own nodes and initializers, renamed into the graph (``host``),
   converted to the target's opset where the region was written at another one.
-* ``lstm``, by what its maps allow (``lstm.lstm_strategy``):
+* ``lstm``, ``gru`` and ``rnn``, by what their maps allow (``recurrent.recurrent_strategy``):
 
-  - ``native``: W and R dense, one ``4H × ·`` map per direction, float32: the ONNX
-    ``LSTM`` op with every attribute.
+  - ``native``: W and R dense, one ``gates·H × ·`` map per direction, float32: the ONNX
+    ``LSTM``, ``GRU`` or ``RNN`` op with every attribute.  Activation alpha and beta are
+    written out with the specification's defaults filled in (onnxruntime reads an
+    omitted alpha/beta of Affine and ScaledTanh as 0).
   - ``projected``: R as above, W anything else (decomposed or per gate): ``W·x`` of all
     time steps is computed by the map lowering (per direction, gates concatenated) and
-    fed to an ``LSTM`` whose input size is ``4H·dirs`` and whose W is the identity
-    (``[I 0]`` and ``[0 I]`` for the two directions of a bidirectional LSTM), made by
+    fed to the op whose input size is ``gates·H·dirs`` and whose W is the identity
+    (``[I 0]`` and ``[0 I]`` for the two directions of a bidirectional op), made by
     ``EyeLike`` so nothing is stored.  ``X·Iᵀ`` adds exact zeros to exact products by
-    one, so the LSTM sees ``W·x`` bit for bit; it costs a ``(4H)² ·dirs`` product per
+    one, so the op sees ``W·x`` bit for bit; it costs a ``(gates·H)² ·dirs`` product per
     step and vector, done for all steps in one batched GEMM.
   - ``scan``: everything else (R decomposed or per gate; float64, which onnxruntime's
-    LSTM does not run): ``W·x + b`` for all steps as above, then one ``Scan`` over time
-    (both directions in one node) whose body applies R by the map lowering and runs
-    the cell in elementwise ops: peepholes, clip, the activations with their
-    alpha/beta, input_forget, and sequence_lens by masking (a finished row keeps its
-    state and outputs zeros, as in ONNX).  The op's scalar attributes ride on the Scan
-    as the metadata entry ``tensorgate.lstm``; the importer checks them against the
-    body by lowering them again.
+    recurrent ops do not run): ``W·x + b`` for all steps as above, then one ``Scan``
+    over time (both directions in one node) whose body applies R by the map lowering
+    and runs the cell in elementwise ops: peepholes, clip, the activations with their
+    alpha/beta, input_forget, the GRU's reset-gate product in both
+    ``linear_before_reset`` forms (a stacked R without it is applied twice, to ``h`` and
+    to ``r ⊙ h``), and sequence_lens by masking (a finished row keeps its state and
+    outputs zeros, as in ONNX).  The op's scalar attributes and where its maps end ride
+    on the Scan as the metadata entry ``tensorgate.<kind>``; the importer checks them
+    against the body by lowering them again.
 
-  The bias goes in as the IR holds it: ``[dirs, 8H]`` as the LSTM's ``B``; ``[dirs, 4H]``
-  (folded by ``canonicalize``) as ``B = Pad(b)``, whose recurrent half is zero, so an
-  8H bias whose recurrent half happens to be zero stays distinguishable.  Layout 1
-  (batch major, which onnxruntime's recurrent ops reject) is lowered as transposes
-  around the layout-0 lowering and comes back that way.  Float attributes (clip,
-  activation alpha/beta) are float32 in an ONNX node; the Scan keeps them exactly.
+  The bias goes in as the IR holds it: ONNX's ``[dirs, 2·gates·H]`` as the node's ``B``;
+  a folded ``[dirs, gates·H]`` (by ``canonicalize``) as ``B = Pad(b)``, whose recurrent
+  half is zero, so an unfolded bias whose recurrent half happens to be zero stays
+  distinguishable.  Layout 1 (batch major, which onnxruntime's recurrent ops reject) is
+  lowered as transposes around the layout-0 lowering and comes back that way.  Float
+  attributes (clip, activation alpha/beta) are float32 in an ONNX node; the Scan keeps
+  them exactly.
 """
 
-from . import host, lstm  # register the host and lstm lowerings
-from .conventions import ANNOTATIONS_KEY, ELEMENT_TYPES, IR_VERSION, LSTM_KEY, ONNX_TYPES, OPSET, PRODUCER, QDQ_OPSET
+from . import gru, host, lstm, rnn  # register the host and recurrent lowerings
+from .conventions import ANNOTATIONS_KEY, ELEMENT_TYPES, IR_VERSION, ONNX_TYPES, OPSET, PRODUCER, QDQ_OPSET, SCAN_KEYS
 from .graph import ExportError, GraphBuilder, Names, numpy_dtype, tensor_value_info
 from .maps import apply_map, apply_maps
 from .ops import LOWERINGS, lower_op
 
 __all__ = [
-    "host", "lstm", "ANNOTATIONS_KEY", "ELEMENT_TYPES", "IR_VERSION", "LSTM_KEY", "ONNX_TYPES", "OPSET", "PRODUCER",
-    "QDQ_OPSET", "ExportError", "GraphBuilder", "Names", "numpy_dtype", "tensor_value_info", "apply_map",
-    "apply_maps", "LOWERINGS", "lower_op",
+    "gru", "host", "lstm", "rnn", "ANNOTATIONS_KEY", "ELEMENT_TYPES", "IR_VERSION", "ONNX_TYPES", "OPSET",
+    "PRODUCER", "QDQ_OPSET", "SCAN_KEYS", "ExportError", "GraphBuilder", "Names", "numpy_dtype",
+    "tensor_value_info", "apply_map", "apply_maps", "LOWERINGS", "lower_op",
 ]

@@ -17,7 +17,9 @@ ANNOTATIONS_KEY = "tensorgate.map"
 STRUCTURAL_META = ("out_factors", "in_factors", "out_pad", "in_pad", "ranks", "tree")
 """Meta entries of a decomposed map that its lowering shows; the rest (the schedule, the
 decomposition error) are annotations, carried as the metadata entry ``tensorgate.map``."""
-LSTM_KEY = "tensorgate.lstm"
+SCAN_KEYS = {"lstm": "tensorgate.lstm", "gru": "tensorgate.gru", "rnn": "tensorgate.rnn"}
+"""Per recurrent op kind, the metadata key of its Scan lowering (its scalar attributes
+and where its maps, bias and peepholes are, for the importer)."""
 EXTERNAL_DATA_BYTES = 1 << 30
 """Models whose weights exceed this are written with the weights in ``model.onnx.data``
 (a protobuf message cannot exceed 2 GiB)."""

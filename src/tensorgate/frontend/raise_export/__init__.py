@@ -2,23 +2,24 @@
 
 The ``onnx`` target writes some ops (in ``onnx_form``) as several nodes: a ``linear``
 with a tt/bt/ht map as ``[Pad] → Reshape → Einsum… → [Sum] → Reshape → [Slice]`` (plus
-``Add`` of its bias), an ``lstm`` as an ``LSTM`` node fed by such projections or to a ``Scan`` over a
-cell.  Imported node by node, these would become generic ops; ``ExportRaiser`` finds
+``Add`` of its bias), a recurrent op (``lstm``, ``gru``, ``rnn``) as an ``LSTM``/``GRU``/``RNN``
+node fed by such projections or to a ``Scan`` over a cell.  Imported node by node, these would become generic ops; ``ExportRaiser`` finds
 them in a model whose producer is tensorgate and has the importer emit the original op
 instead, so ``import_onnx(export_onnx(m))`` is ``m`` again, with the same map formats
 and bit-identical cores.
 
-Each candidate is found from a *key* node (``LSTM``, a ``Scan`` carrying
-``tensorgate.lstm`` metadata, the ``MatMul``/``Reshape``/``Slice`` ending a map or the
-``Add`` of a bias) in two steps:
+Each candidate is found from a *key* node (``LSTM``, ``GRU``, ``RNN``, a ``Scan`` carrying
+``tensorgate.lstm``/``.gru``/``.rnn`` metadata, the ``MatMul``/``Reshape``/``Slice`` ending
+a map or the ``Add`` of a bias) in two steps:
 
 1. *propose*: read the op off the structure.  A map's einsum nodes are composed into
    one tensor network whose labels say which initializer is which core; the format
    follows from the network's shape (TT: a chain of 4-d cores; BT: per summand a core
    bonded to ``d`` factors; HT: leaves and transfer tensors forming a tree).  Padding
    comes from the Pad and Slice nodes, the map's annotations (schedule, decomposition
-   error) from the ``tensorgate.map`` metadata, a Scan cell's scalar attributes from its
-   ``tensorgate.lstm`` metadata.
+   error) from the ``tensorgate.map`` metadata, a Scan cell's scalar attributes and where
+   its maps end from its ``tensorgate.<kind>`` metadata.  Activation alpha/beta that are
+   exactly the specification's defaults (which the exporter writes out) mean none given.
 2. *confirm*: lower the proposed op again with the exporter and accept it only if those
    nodes match the model's node for node: op types, attributes (Scan bodies included),
    wiring, and the bits of every initializer.  The raised op then computes exactly what
@@ -27,8 +28,8 @@ Each candidate is found from a *key* node (``LSTM``, a ``Scan`` carrying
 
 Keys are tried from the last node back, so an op's group (e.g. an LSTM with its input
 projections) is claimed before the map ends inside it are tried alone.  The op is
-emitted where its group's last node stands.  Layout-1 LSTMs come back as transposes
-around a layout-0 ``lstm``, as they are lowered.
+emitted where its group's last node stands.  Layout-1 recurrent ops come back as
+transposes around a layout-0 op, as they are lowered.
 """
 
 from __future__ import annotations

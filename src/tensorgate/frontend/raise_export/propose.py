@@ -12,8 +12,10 @@ import onnx
 from ...errors import VerifyError
 from ...ir.core import Op, Value
 from ...ir.linear_map import DenseMap, LinearMap
+from ...ir.ops import RECURRENT
 from ...ir.tensor_formats import BTMap, HTMap, TTMap
-from ...onnx_form import ANNOTATIONS_KEY, LSTM_KEY
+from ...onnx_form import ANNOTATIONS_KEY, SCAN_KEYS
+from ...onnx_form.recurrent import OWN_ATTRS, SCALAR_ATTRS, explicit_alpha_beta
 from .view import GraphView, NotExported, node_attr
 
 
@@ -259,8 +261,10 @@ def _propose_linear(view: GraphView, node: onnx.NodeProto) -> Op | None:
     return _op(view, "linear", [source], [node.output[0]], {"weight": linear_map, "bias": bias})
 
 
-def _propose_lstm(view: GraphView, node: onnx.NodeProto) -> Op | None:
-    x, w, r, b, seq_lens, h0, c0, p = (list(node.input) + [""] * 8)[:8]
+def _propose_node(view: GraphView, node: onnx.NodeProto) -> Op | None:
+    """An ONNX LSTM, GRU or RNN node with a constant R (W constant, or fed by maps)."""
+    kind = node.op_type.lower()
+    x, w, r, b, seq_lens, *rest = (list(node.input) + [""] * 8)[:8]
     direction = node_attr(node, "direction", "forward")
     dirs = 2 if direction == "bidirectional" else 1
     w_array, r_array = view.array(w), view.array(r)
@@ -274,51 +278,57 @@ def _propose_lstm(view: GraphView, node: onnx.NodeProto) -> Op | None:
     if b:
         padded = view.node_of(b, "Pad")
         bias = view.array(padded.input[0] if padded is not None else b)
-    attrs = {
-        "hidden_size": node_attr(node, "hidden_size"), "direction": direction, "layout": 0,
-        "clip": node_attr(node, "clip"), "input_forget": node_attr(node, "input_forget", 0),
-        "activations": node_attr(node, "activations"), "activation_alpha": node_attr(node, "activation_alpha"),
-        "activation_beta": node_attr(node, "activation_beta"), "w": w_maps,
-        "r": [DenseMap(r_array[d]) for d in range(dirs)], "bias": bias, "peepholes": view.array(p) if p else None,
-    }
-    return _op(view, "lstm", [x, seq_lens, h0, c0], list(node.output), attrs)
+    attrs = {key: node_attr(node, key) for key in SCALAR_ATTRS}
+    attrs.update({key: node_attr(node, key, 0) for key in OWN_ATTRS[kind]})
+    attrs.update(direction=direction, layout=0, w=w_maps, r=[DenseMap(r_array[d]) for d in range(dirs)], bias=bias)
+    _default_alpha_beta(attrs, kind)
+    states = len(RECURRENT[kind].states)
+    if kind == "lstm":
+        attrs["peepholes"] = view.array(rest[2]) if rest[2] else None
+    return _op(view, kind, [x, seq_lens, *rest[:states]], list(node.output), attrs)
 
 
-def _propose_scan_lstm(view: GraphView, node: onnx.NodeProto) -> Op | None:
-    hint = {p.key: p.value for p in node.metadata_props}.get(LSTM_KEY)
-    if hint is None:
+def _default_alpha_beta(attrs: dict, kind: str) -> None:
+    """The exporter writes alpha/beta with the specification's defaults filled in; lists
+    that are exactly those defaults (as float32) stand for none given."""
+    probe = Op(kind, [], [], {**attrs, "activation_alpha": None, "activation_beta": None})
+    defaults = explicit_alpha_beta(probe)
+    for key, default in zip(("activation_alpha", "activation_beta"), defaults):
+        given = attrs[key]
+        if given is not None and default is not None and np.array_equal(np.float32(given), np.float32(default)):
+            attrs[key] = None
+
+
+def _propose_scan(view: GraphView, node: onnx.NodeProto) -> Op | None:
+    """A Scan carrying the ``tensorgate.<kind>`` metadata of a recurrent op."""
+    found = [(kind, p.value) for p in node.metadata_props for kind, key in SCAN_KEYS.items() if p.key == key]
+    if not found:
         return None
+    kind, hint = found[0]
     try:
         hint = json.loads(hint)
-        dirs = 2 if hint["direction"] == "bidirectional" else 1
         body = GraphView.of_graph(node_attr(node, "body"), view)
-        body_inputs = [info.name for info in node_attr(node, "body").input]
-        bias = view.array(hint["bias"]) if hint["bias"] else None
         w_maps, r_maps, sources = [], [], set()
-        for d in range(dirs):
-            projection = node.input[2 * dirs + d]
-            if bias is not None:
-                projection = view.node_of(projection, "Add").input[0]
-            maps, source = propose_maps(view, projection)
+        for w_end, r_ends in zip(hint["w"], hint["r"], strict=True):
+            maps, source = propose_maps(view, w_end)
             w_maps += maps
             sources.add(source)
-            gates = next(n for n in body.nodes if n.op_type == "Add" and n.input[1] == body_inputs[2 * dirs + d])
-            maps, _ = propose_maps(body, gates.input[0])
-            r_maps += maps
-        attrs = {key: hint[key] for key in ("hidden_size", "direction", "clip", "input_forget", "activations",
-                                            "activation_alpha", "activation_beta")}
-        attrs.update(layout=0, w=w_maps, r=r_maps, bias=bias,
-                     peepholes=view.array(hint["peepholes"]) if hint["peepholes"] else None)
+            for end in r_ends:
+                r_maps += propose_maps(body, end)[0]
+        attrs = {key: hint[key] for key in SCALAR_ATTRS + OWN_ATTRS[kind]}
+        attrs.update(layout=0, w=w_maps, r=r_maps, bias=view.array(hint["bias"]) if hint["bias"] else None)
+        if kind == "lstm":
+            attrs["peepholes"] = view.array(hint["peepholes"]) if hint["peepholes"] else None
         operands = [name or "" for name in hint["operands"]]
         results = hint["results"]
     except (KeyError, TypeError, ValueError, AttributeError, StopIteration, json.JSONDecodeError) as exc:
-        raise NotExported(f"the Scan's '{LSTM_KEY}' metadata does not describe it ({exc})") from None
+        raise NotExported(f"the Scan's '{SCAN_KEYS[kind]}' metadata does not describe it ({exc})") from None
     if sources != {operands[0]}:
         raise NotExported("the Scan's input projections do not read its input")
-    return _op(view, "lstm", operands, results, attrs)
+    return _op(view, kind, operands, results, attrs)
 
 
 _PROPOSERS = {
     "Add": _propose_linear, "MatMul": _propose_linear, "Reshape": _propose_linear, "Slice": _propose_linear,
-    "LSTM": _propose_lstm, "Scan": _propose_scan_lstm,
+    "LSTM": _propose_node, "GRU": _propose_node, "RNN": _propose_node, "Scan": _propose_scan,
 }
