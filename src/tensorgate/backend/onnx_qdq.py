@@ -48,14 +48,15 @@ from onnx import TensorProto
 from ..fixedpoint.activations import ActivationUnit
 from ..fixedpoint.formats import code_max, code_min
 from ..fixedpoint.maps import IntegerMap, MapQuant
-from ..fixedpoint.quant_attrs import LinearQuant, LSTMQuant
+from ..fixedpoint.quant_attrs import GRUQuant, LinearQuant, LSTMQuant, RNNQuant
 from ..ir.core import Module, Op
 from ..ir.linear_map import LinearMap
+from ..ir.ops import gate_count
 from ..ir.types import FixedType
 from ..onnx_form import ExportError, apply_map
 from ..onnx_form.host import lower_host
 from ..onnx_form.lstm import direction_peepholes
-from ..onnx_form.recurrent import ScanCell, lower_recurrent
+from ..onnx_form.recurrent import ScanCell, lower_recurrent, split_rows
 
 EXACT_FLOAT32 = 1 << 24
 """Integers of smaller magnitude are exact in float32."""
@@ -171,10 +172,10 @@ def _check_unit(unit: ActivationUnit, role: str) -> None:
 
 
 def lower_quantized(b, op: Op, inputs: list[str], results: list[str]) -> None:
-    """The QDQ lowering of a quantized ``const``, ``linear`` or ``lstm`` (the float Scan
-    lowering with the cell of ``QuantizedLSTM``)."""
-    if op.kind == "lstm":
-        lower_recurrent(b, op, inputs, results, QuantizedLSTM)
+    """The QDQ lowering of a quantized ``const``, ``linear`` or recurrent op (the float
+    Scan lowering with the cells of ``QUANTIZED_CELLS``)."""
+    if op.kind in QUANTIZED_CELLS:
+        lower_recurrent(b, op, inputs, results, QUANTIZED_CELLS[op.kind])
         return
     if op.kind == "host":
         _quantized_host(b, op, inputs, results)
@@ -204,14 +205,66 @@ def _quantized_host(b, op: Op, inputs: list[str], results: list[str]) -> None:
             requantize(b, real, value.type.dtype, rounding, f"{name}/boundary", name)
 
 
-class QuantizedLSTM(ScanCell):
-    """The cell of a quantized ``lstm``'s Scan lowering: the input projections, the
-    peepholes and the cell of the golden model."""
+class QuantizedCell(ScanCell):
+    """What the quantized recurrent cells share: the input projection ``gx =
+    requantize(W·x + b, GX)`` per map, ``R·h`` as gate blocks, and a pre-activation's
+    round-and-saturate with its clip, as ``fixedpoint.programs.RecurrentProgram`` computes them."""
+
+    def __init__(self, op: Op, quant, clipped: tuple[FixedType, ...]):
+        super().__init__(op)
+        self.quant = quant
+        self.per_dir, self.r_per_dir = len(op.attrs["w"]) // self.dirs, len(op.attrs["r"]) // self.dirs
+        clip = op.attrs["clip"]
+        self.limit = {fmt: None if clip is None else min(int(np.floor(np.ldexp(clip, fmt.frac))), code_max(fmt))
+                      for fmt in clipped}
+
+    def projection(self, b, d: int, x: str) -> str:
+        """``gx = requantize(W·x + b, GX)`` per map of direction ``d``, gates concatenated."""
+        q, attrs = self.quant, self.op.attrs
+        rows = gate_count(self.op) * self.hidden // self.per_dir
+        blocks = []
+        for k in range(self.per_dir):
+            index = d * self.per_dir + k
+            role = f"w{index}"
+            acc = apply_quantized_map(b, attrs["w"][index], q.w[index], x, 3, q.rounding, role)
+            if attrs["bias"] is not None:
+                codes = np.asarray(attrs["bias"][d])[k * rows:(k + 1) * rows]
+                acc = b.add("Add", [acc, dequantized_weights(b, codes, q.bias[index], f"{role}.bias")], f"{role}/biased")
+            blocks.append(requantize(b, acc, q.gates_x, q.rounding, f"{role}/gates_x"))
+        return blocks[0] if len(blocks) == 1 else b.add("Concat", blocks, f"gates_x{d}", axis=-1)
+
+    def blocks(self, b, d: int, h: str, positions=None, role: str = "r") -> list[str]:
+        """``R·h`` of direction ``d`` (its maps at ``positions`` within the direction, all
+        by default) as ``H``-wide gate blocks, exact accumulators."""
+        q, attrs, hidden = self.quant, self.op.attrs, self.hidden
+        blocks = []
+        for position in (positions if positions is not None else range(self.r_per_dir)):
+            index = d * self.r_per_dir + position
+            acc = apply_quantized_map(b, attrs["r"][index], q.r[index], h, 2, q.rounding, f"{role}{index}")
+            gates = int(attrs["r"][index].out_dim // hidden)
+            blocks += [acc] if gates == 1 else split_rows(b, acc, [hidden] * gates, f"{role}{index}_gates")
+        return blocks
+
+    def pre(self, b, d: int, terms: list[str], fmt: FixedType, role: str) -> str:
+        """``clip(requantize(Σ terms, fmt))``."""
+        total = terms[0]
+        for k, term in enumerate(terms[1:]):
+            total = b.add("Add", [total, term], f"{role}{d}_sum{k}" if k else f"{role}{d}_sum")
+        codes = requantize(b, total, fmt, self.quant.rounding, f"{role}{d}")
+        if self.limit[fmt] is None:
+            return codes
+        bound = self.limit[fmt] * 2.0 ** -fmt.frac
+        return b.add("Clip", [codes, b.scalar(-bound, np.float32, f"{role}{d}_clip_low"),
+                              b.scalar(bound, np.float32, f"{role}{d}_clip_high")], f"{role}{d}_clipped")
+
+
+class QuantizedLSTM(QuantizedCell):
+    """The cell of a quantized ``lstm``'s Scan lowering: the peepholes and the cell of the
+    golden model."""
 
     def __init__(self, op: Op):
-        super().__init__(op)
-        self.quant = LSTMQuant.of(op)
-        self.per_dir, self.r_per_dir = len(op.attrs["w"]) // self.dirs, len(op.attrs["r"]) // self.dirs
+        q = LSTMQuant.of(op)
+        super().__init__(op, q, (q.pre_sigmoid, q.pre_tanh))
         self.peepholes: list[list[str] | None] = [None] * self.dirs
 
     def prepare(self, b) -> None:
@@ -221,68 +274,86 @@ class QuantizedLSTM(ScanCell):
             self.peepholes = [direction_peepholes(b, codes, d, self.hidden) for d in range(self.dirs)]
 
     def step(self, b, d: int, states: list[str], gates_x: str) -> list[str]:
-        h, c = states
-        return list(self.cell(b, d, h, c, gates_x, self.peepholes[d]))
-
-    def projection(self, b, d: int, x: str) -> str:
-        """``gx = requantize(W·x + b, GX)`` per map of direction ``d``, gates concatenated."""
-        q, attrs, hidden = self.quant, self.op.attrs, self.op.attrs["hidden_size"]
-        blocks = []
-        for k in range(self.per_dir):
-            index = d * self.per_dir + k
-            role = f"w{index}"
-            acc = apply_quantized_map(b, attrs["w"][index], q.w[index], x, 3, q.rounding, role)
-            if attrs["bias"] is not None:
-                rows = slice(k * 4 * hidden // self.per_dir, (k + 1) * 4 * hidden // self.per_dir)
-                bias = dequantized_weights(b, np.asarray(attrs["bias"][d])[rows], q.bias[index], f"{role}.bias")
-                acc = b.add("Add", [acc, bias], f"{role}/biased")
-            blocks.append(requantize(b, acc, q.gates_x, q.rounding, f"{role}/gates_x"))
-        return blocks[0] if len(blocks) == 1 else b.add("Concat", blocks, f"gates_x{d}", axis=-1)
-
-    def cell(self, b, d: int, h: str, c: str, gates_x: str, peepholes: list[str] | None) -> tuple[str, str]:
         """One step of direction ``d``: ``(h', c')`` (see ``fixedpoint.programs``)."""
-        q, attrs = self.quant, self.op.attrs
-        hidden = attrs["hidden_size"]
-        r_blocks = []
-        for index in range(d * self.r_per_dir, (d + 1) * self.r_per_dir):
-            acc = apply_quantized_map(b, attrs["r"][index], q.r[index], h, 2, q.rounding, f"r{index}")
-            gates = int(attrs["r"][index].out_dim // hidden)
-            if gates == 1:
-                r_blocks.append(acc)
-            else:
-                b.add("Split", [acc, b.ints([hidden] * gates, f"r{index}_sizes")], f"r{index}_gates", count=gates, axis=1)
-                r_blocks += b.outputs_of_last()
-        b.add("Split", [gates_x, b.ints([hidden] * 4, f"gx{d}_sizes")], f"gx{d}_gates", count=4, axis=1)
-        gx = b.outputs_of_last()
-        limit = {fmt: None if attrs["clip"] is None else min(int(np.floor(np.ldexp(attrs["clip"], fmt.frac))),
-                                                             code_max(fmt))
-                 for fmt in (q.pre_sigmoid, q.pre_tanh)}
+        q, attrs, peepholes = self.quant, self.op.attrs, self.peepholes[d]
+        h, c = states
+        r_blocks = self.blocks(b, d, h)
+        gx = split_rows(b, gates_x, [self.hidden] * 4, f"gx{d}_gates")
 
-        def pre(gate: int, fmt: FixedType, extra: str | None, role: str) -> str:
-            total = b.add("Add", [r_blocks[gate], gx[gate]], f"{role}{d}_sum")
-            if extra is not None:
-                total = b.add("Add", [total, extra], f"{role}{d}_peephole")
-            codes = requantize(b, total, fmt, q.rounding, f"{role}{d}")
-            if limit[fmt] is None:
-                return codes
-            bound = limit[fmt] * 2.0 ** -fmt.frac
-            return b.add("Clip", [codes, b.scalar(-bound, np.float32, f"{role}{d}_clip_low"),
-                                  b.scalar(bound, np.float32, f"{role}{d}_clip_high")], f"{role}{d}_clipped")
+        def pre(gate: int, fmt: FixedType, state: str | None, role: str) -> str:
+            """Gate ``gate``'s pre-activation; i, o and f add their peephole of ``state``."""
+            extra = [] if peepholes is None or state is None else [
+                b.add("Mul", [peepholes[gate], state], f"peephole{gate}_{d}")]
+            return self.pre(b, d, [r_blocks[gate], gx[gate]] + extra, fmt, role)
 
-        def peep(gate: int, state: str) -> str | None:
-            return None if peepholes is None else b.add("Mul", [peepholes[gate], state], f"peephole{gate}_{d}")
-
-        i = unit(b, q.sigmoid, pre(0, q.pre_sigmoid, peep(0, c), "pre_i"), f"i{d}")
+        i = unit(b, q.sigmoid, pre(0, q.pre_sigmoid, c, "pre_i"), f"i{d}")
         if attrs["input_forget"]:
             f = b.add("Sub", [b.scalar(1, np.float32, f"one{d}"), i], f"f{d}")
         else:
-            f = unit(b, q.sigmoid, pre(2, q.pre_sigmoid, peep(2, c), "pre_f"), f"f{d}")
+            f = unit(b, q.sigmoid, pre(2, q.pre_sigmoid, c, "pre_f"), f"f{d}")
         g = unit(b, q.tanh, pre(3, q.pre_tanh, None, "pre_c"), f"g{d}")
         cell_sum = b.add("Add", [b.add("Mul", [f, c], f"keep{d}"), b.add("Mul", [i, g], f"write{d}")], f"cell{d}_sum")
         c_new = requantize(b, cell_sum, q.cell, q.rounding, f"c{d}")
-        o = unit(b, q.sigmoid, pre(1, q.pre_sigmoid, peep(1, c_new), "pre_o"), f"o{d}")
+        o = unit(b, q.sigmoid, pre(1, q.pre_sigmoid, c_new, "pre_o"), f"o{d}")
         product = b.add("Mul", [o, unit(b, q.tanh_cell, c_new, f"tanh_c{d}")], f"h{d}_product")
-        return requantize(b, product, q.hidden, q.rounding, f"h{d}"), c_new
+        return [requantize(b, product, q.hidden, q.rounding, f"h{d}"), c_new]
+
+
+class QuantizedGRU(QuantizedCell):
+    """The cell of a quantized ``gru``'s Scan lowering (``fixedpoint.programs.GRUProgram``;
+    a stacked R is applied whole and its rows picked, which for a dense R gives the codes
+    the golden model's row split gives)."""
+
+    def __init__(self, op: Op):
+        q = GRUQuant.of(op)
+        super().__init__(op, q, (q.pre_sigmoid, q.pre_tanh))
+        self.lbr = op.attrs["linear_before_reset"]
+        self.recurrent_bias: list[str | None] = [None] * self.dirs
+
+    def prepare(self, b) -> None:
+        bias = self.op.attrs["bias"]
+        if self.lbr and bias is not None:
+            self.recurrent_bias = [dequantized_weights(b, np.asarray(bias[d])[5 * self.hidden:],
+                                                       self.quant.recurrent_bias, f"rb_h{d}")
+                                   for d in range(self.dirs)]
+
+    def step(self, b, d: int, states: list[str], gates_x: str) -> list[str]:
+        q, hidden = self.quant, self.hidden
+        (h,) = states
+        g_z, g_r, g_h = split_rows(b, gates_x, [hidden] * 3, f"gx{d}_gates")
+        per_gate = self.r_per_dir == 3
+        blocks = self.blocks(b, d, h, range(2) if per_gate and not self.lbr else None)
+        z = unit(b, q.sigmoid, self.pre(b, d, [blocks[0], g_z], q.pre_sigmoid, "pre_z"), f"z{d}")
+        r = unit(b, q.sigmoid, self.pre(b, d, [blocks[1], g_r], q.pre_sigmoid, "pre_r"), f"r{d}")
+        if self.lbr:
+            acc = blocks[2] if self.recurrent_bias[d] is None else b.add(
+                "Add", [blocks[2], self.recurrent_bias[d]], f"candidate{d}_biased")
+            rn = requantize(b, acc, q.candidate, q.rounding, f"candidate{d}")
+            candidate = b.add("Mul", [r, rn], f"reset{d}")
+        else:
+            rh = requantize(b, b.add("Mul", [r, h], f"reset{d}_product"), q.hidden, q.rounding, f"reset{d}")
+            candidate = self.blocks(b, d, rh, range(2, 3) if per_gate else None, "rh")[0 if per_gate else 2]
+        n = unit(b, q.tanh, self.pre(b, d, [candidate, g_h], q.pre_tanh, "pre_h"), f"n{d}")
+        update = b.add("Sub", [b.scalar(1, np.float32, f"one{d}"), z], f"update{d}")
+        total = b.add("Add", [b.add("Mul", [update, n], f"write{d}"), b.add("Mul", [z, h], f"carry{d}")],
+                      f"h{d}_sum")
+        return [requantize(b, total, q.hidden, q.rounding, f"h{d}")]
+
+
+class QuantizedRNN(QuantizedCell):
+    """The cell of a quantized ``rnn``'s Scan lowering (``fixedpoint.programs.RNNProgram``)."""
+
+    def __init__(self, op: Op):
+        q = RNNQuant.of(op)
+        super().__init__(op, q, (q.pre,))
+
+    def step(self, b, d: int, states: list[str], gates_x: str) -> list[str]:
+        q = self.quant
+        pre = self.pre(b, d, [*self.blocks(b, d, states[0]), gates_x], q.pre, "pre")
+        return [b.add("Relu", [pre], f"h{d}") if q.activation is None else unit(b, q.activation, pre, f"h{d}")]
+
+
+QUANTIZED_CELLS = {"lstm": QuantizedLSTM, "gru": QuantizedGRU, "rnn": QuantizedRNN}
 
 
 # --- exactness ------------------------------------------------------------------------------
@@ -301,19 +372,27 @@ def check_exact(module: Module) -> None:
             bias = [] if op.attrs["bias"] is None else [(_largest(op.attrs["bias"]), quant.bias.frac)]
             _check(f"{op.describe()}: the output accumulator", _aligned([term] + bias))
         else:
-            _check_lstm(op)
+            {"lstm": _check_lstm, "gru": _check_gru, "rnn": _check_rnn}[op.kind](op)
+
+
+def _recurrent_terms(op: Op, q) -> list[tuple[int, int]]:
+    """Check the input projections' accumulators (maps, biases); return ``(bound, frac)``
+    of each map of R applied to ``h``."""
+    attrs, where = op.attrs, op.describe()
+    w_terms = [_map_bound(m, mq, q.rounding, op.operands[0].type.dtype, f"{where} w[{k}]")
+               for k, (m, mq) in enumerate(zip(attrs["w"], q.w))]
+    if attrs["bias"] is not None:
+        rows = gate_count(op) * attrs["hidden_size"]
+        blocks = np.split(np.asarray(attrs["bias"], np.int64)[:, :rows].reshape(-1), len(w_terms))
+        w_terms = [_aligned([term, (_largest(block), fmt.frac)]) for term, block, fmt in zip(w_terms, blocks, q.bias)]
+    for k, term in enumerate(w_terms):
+        _check(f"{where}: gates_x of w[{k}]", term[0])
+    return [_map_bound(m, mq, q.rounding, q.hidden, f"{where} r[{k}]") for k, (m, mq) in enumerate(zip(attrs["r"], q.r))]
 
 
 def _check_lstm(op: Op) -> None:
     q, attrs, where = LSTMQuant.of(op), op.attrs, op.describe()
-    w_terms = [_map_bound(m, mq, q.rounding, op.operands[0].type.dtype, f"{where} w[{k}]")
-               for k, (m, mq) in enumerate(zip(attrs["w"], q.w))]
-    r_terms = [_map_bound(m, mq, q.rounding, q.hidden, f"{where} r[{k}]") for k, (m, mq) in enumerate(zip(attrs["r"], q.r))]
-    if attrs["bias"] is not None:
-        blocks = np.split(np.asarray(attrs["bias"], np.int64).reshape(-1), len(w_terms))
-        w_terms = [_aligned([term, (_largest(block), fmt.frac)]) for term, block, fmt in zip(w_terms, blocks, q.bias)]
-    for k, term in enumerate(w_terms):
-        _check(f"{where}: gates_x of w[{k}]", term[0])
+    r_terms = _recurrent_terms(op, q)
     pre = [(-code_min(q.gates_x), q.gates_x.frac)]
     if attrs["peepholes"] is not None:
         pre.append((_largest(attrs["peepholes"]) * -code_min(q.cell), q.peepholes.frac + q.cell.frac))
@@ -322,6 +401,33 @@ def _check_lstm(op: Op) -> None:
     gate, cell = -code_min(q.gate), -code_min(q.cell)
     _check(f"{where}: the cell update", _aligned([(gate * cell, q.gate.frac + q.cell.frac), (gate * gate, 2 * q.gate.frac)])[0])
     _check(f"{where}: the hidden product", gate * gate)
+
+
+def _check_gru(op: Op) -> None:
+    q, attrs, where = GRUQuant.of(op), op.attrs, op.describe()
+    r_terms = _recurrent_terms(op, q)
+    gx = (-code_min(q.gates_x), q.gates_x.frac)
+    gate, hidden = -code_min(q.gate), -code_min(q.hidden)
+    for k, term in enumerate(r_terms):
+        _check(f"{where}: the pre-activations of r[{k}]", _aligned([term, gx])[0])
+    if q.candidate is not None:
+        recurrent_bias = [] if attrs["bias"] is None else [
+            (_largest(np.asarray(attrs["bias"])[:, 5 * attrs["hidden_size"]:]), q.recurrent_bias.frac)]
+        for k, term in enumerate(r_terms):
+            _check(f"{where}: the candidate of r[{k}]", _aligned([term] + recurrent_bias)[0])
+        _check(f"{where}: the candidate's pre-activation",
+               _aligned([(gate * -code_min(q.candidate), q.gate.frac + q.candidate.frac), gx])[0])
+    else:
+        _check(f"{where}: the reset product", gate * hidden)
+    one = 1 << q.gate.frac
+    _check(f"{where}: the hidden update", _aligned([((one + gate) * gate, 2 * q.gate.frac),
+                                                    (gate * hidden, q.gate.frac + q.hidden.frac)])[0])
+
+
+def _check_rnn(op: Op) -> None:
+    q, where = RNNQuant.of(op), op.describe()
+    for k, term in enumerate(_recurrent_terms(op, q)):
+        _check(f"{where}: the pre-activation of r[{k}]", _aligned([term, (-code_min(q.gates_x), q.gates_x.frac)])[0])
 
 
 def _map_bound(linear_map: LinearMap, quant: MapQuant, rounding: str, x_fmt: FixedType, where: str) -> tuple[int, int]:

@@ -20,6 +20,24 @@ attributes; ``quant`` gives their formats.
      gates_x, pre_sigmoid, pre_tanh, gate, cell, hidden: fmt,
      sigmoid, tanh, tanh_cell: activation units (``ActivationUnit.to_attr``)}
 
+``gru`` (bias codes ``[dirs, 3H]`` without ``linear_before_reset``; with it ``[dirs, 6H]``,
+the input-side codes first, ``Rb_z``/``Rb_r`` folded into them and zero in the recurrent
+half, whose last ``H`` hold ``Rb_h``)::
+
+    {rounding, results: [hidden, hidden], w: [...], r: [...],
+     bias: [fmt per map of w] | none, recurrent_bias: fmt | none,
+     gates_x, pre_sigmoid, pre_tanh, gate, hidden: fmt, candidate: fmt | none,
+     sigmoid, tanh: activation units}
+
+``candidate`` (``R_h·h + Rb_h`` before the reset gate multiplies it) and
+``recurrent_bias`` (``Rb_h``) are the ``linear_before_reset`` form's.
+
+``rnn`` (one activation for all directions; ``activation`` is none for Relu, whose
+pre-activation is in ``hidden``'s format)::
+
+    {rounding, results: [hidden, hidden], w: [...], r: [...], bias: [fmt per map of w] | none,
+     gates_x, pre, hidden: fmt, activation: activation unit | none}
+
 ``const``: ``{results: [fmt]}``.  See ``fixedpoint/programs.py`` for the arithmetic.
 """
 
@@ -34,7 +52,7 @@ from .activations import ActivationUnit
 from .formats import check_rounding
 from .maps import MapQuant, _fixed
 
-QUANTIZED_KINDS = ("const", "linear", "lstm")
+QUANTIZED_KINDS = ("const", "linear", "lstm", "gru", "rnn")
 
 
 def is_quantized(module: Module) -> bool:
@@ -107,6 +125,22 @@ class LinearQuant:
         return cls(_rounding(quant, op), op.result.type.dtype, weight, _optional_format(quant, "bias", op))
 
 
+def _bias_formats(quant: dict, op: Op) -> list[FixedType] | None:
+    """The bias formats of a recurrent op: one per map of ``w``, or none."""
+    bias = quant.get("bias")
+    if bias is None:
+        return None
+    if not isinstance(bias, list) or len(bias) != len(op.attrs["w"]):
+        raise VerifyError(f"{op.describe()}: quant 'bias' must give one format per map of 'w'")
+    return [_format({"bias": b}, "bias", op) for b in bias]
+
+
+def _check_unit(op: Op, key: str, unit: ActivationUnit, source: FixedType, target: FixedType) -> None:
+    if unit.input != source or unit.output != target:
+        raise VerifyError(f"{op.describe()}: quant '{key}' maps {unit.input} -> {unit.output}, "
+                          f"expected {source} -> {target}")
+
+
 @dataclass(frozen=True)
 class LSTMQuant:
     rounding: str
@@ -127,22 +161,70 @@ class LSTMQuant:
     @classmethod
     def of(cls, op: Op) -> "LSTMQuant":
         quant = op.attrs["quant"]
-        bias = quant.get("bias")
-        if bias is not None:
-            if not isinstance(bias, list) or len(bias) != len(op.attrs["w"]):
-                raise VerifyError(f"{op.describe()}: quant 'bias' must give one format per map of 'w'")
-            bias = [_format({"bias": b}, "bias", op) for b in bias]
         units = {key: _unit(quant, key, op) for key in ("sigmoid", "tanh", "tanh_cell")}
         formats = {key: _format(quant, key, op)
                    for key in ("gates_x", "pre_sigmoid", "pre_tanh", "gate", "cell", "hidden")}
         for key, source, target in (("sigmoid", "pre_sigmoid", "gate"), ("tanh", "pre_tanh", "gate"),
                                     ("tanh_cell", "cell", "gate")):
-            unit = units[key]
-            if unit.input != formats[source] or unit.output != formats[target]:
-                raise VerifyError(f"{op.describe()}: quant '{key}' maps {unit.input} -> {unit.output}, "
-                                  f"expected {formats[source]} -> {formats[target]}")
-        return cls(_rounding(quant, op), _maps(quant, "w", op), _maps(quant, "r", op), bias,
+            _check_unit(op, key, units[key], formats[source], formats[target])
+        return cls(_rounding(quant, op), _maps(quant, "w", op), _maps(quant, "r", op), _bias_formats(quant, op),
                    _optional_format(quant, "peepholes", op), **formats, **units)
+
+
+@dataclass(frozen=True)
+class GRUQuant:
+    rounding: str
+    w: list[MapQuant]
+    r: list[MapQuant]
+    bias: list[FixedType] | None
+    recurrent_bias: FixedType | None
+    gates_x: FixedType
+    pre_sigmoid: FixedType
+    pre_tanh: FixedType
+    gate: FixedType
+    hidden: FixedType
+    candidate: FixedType | None
+    sigmoid: ActivationUnit
+    tanh: ActivationUnit
+
+    @classmethod
+    def of(cls, op: Op) -> "GRUQuant":
+        quant = op.attrs["quant"]
+        units = {key: _unit(quant, key, op) for key in ("sigmoid", "tanh")}
+        formats = {key: _format(quant, key, op) for key in ("gates_x", "pre_sigmoid", "pre_tanh", "gate", "hidden")}
+        for key, source in (("sigmoid", "pre_sigmoid"), ("tanh", "pre_tanh")):
+            _check_unit(op, key, units[key], formats[source], formats["gate"])
+        candidate = _optional_format(quant, "candidate", op)
+        if (candidate is None) == bool(op.attrs["linear_before_reset"]):
+            raise VerifyError(f"{op.describe()}: quant 'candidate' is the format of linear_before_reset's "
+                              "R_h·h + Rb_h: given exactly when linear_before_reset is 1")
+        return cls(_rounding(quant, op), _maps(quant, "w", op), _maps(quant, "r", op), _bias_formats(quant, op),
+                   _optional_format(quant, "recurrent_bias", op), candidate=candidate, **formats, **units)
+
+
+@dataclass(frozen=True)
+class RNNQuant:
+    rounding: str
+    w: list[MapQuant]
+    r: list[MapQuant]
+    bias: list[FixedType] | None
+    gates_x: FixedType
+    pre: FixedType
+    hidden: FixedType
+    activation: ActivationUnit | None
+
+    @classmethod
+    def of(cls, op: Op) -> "RNNQuant":
+        quant = op.attrs["quant"]
+        formats = {key: _format(quant, key, op) for key in ("gates_x", "pre", "hidden")}
+        unit = None if quant.get("activation") is None else _unit(quant, "activation", op)
+        if unit is None and formats["pre"] != formats["hidden"]:
+            raise VerifyError(f"{op.describe()}: quant 'pre' must be 'hidden''s format when no unit maps one "
+                              "to the other (Relu)")
+        if unit is not None:
+            _check_unit(op, "activation", unit, formats["pre"], formats["hidden"])
+        return cls(_rounding(quant, op), _maps(quant, "w", op), _maps(quant, "r", op), _bias_formats(quant, op),
+                   activation=unit, **formats)
 
 
 def module_rounding(module: Module) -> str:

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import ExecutionError, VerifyError
 from ..fixedpoint.formats import code_max, code_min, dequantize, quantize
-from ..fixedpoint.programs import LinearProgram, LSTMProgram, Narrowing, Program, TensorStats
+from ..fixedpoint.programs import GRUProgram, LinearProgram, LSTMProgram, Narrowing, Program, RNNProgram, TensorStats
 from ..fixedpoint.quant_attrs import is_quantized, module_rounding
 from ..ir.core import Module, Op
 from ..ir.ops import DATA_MOVEMENT
@@ -28,6 +28,9 @@ from ..ir.types import FixedType, FloatType
 from .executor import check_inputs
 from .host import host_program
 from .kernels import KERNELS
+
+PROGRAMS = {"linear": LinearProgram, "lstm": LSTMProgram, "gru": GRUProgram, "rnn": RNNProgram}
+"""The integer program of each quantized op kind that computes (``fixedpoint.programs``)."""
 
 
 class FixedExecutor:
@@ -49,10 +52,8 @@ class FixedExecutor:
             if op.kind == "const":
                 value = np.asarray(op.attrs["value"], np.int64)
                 return lambda args, narrow: [value]
-            if op.kind == "linear":
-                return LinearProgram(op)
-            if op.kind == "lstm":
-                return LSTMProgram(op)
+            if op.kind in PROGRAMS:
+                return PROGRAMS[op.kind](op)
         if op.kind == "host":
             return host_program(op, self.rounding)
         fixed = [v for v in op.inputs + op.results if isinstance(v.type.dtype, FixedType)]

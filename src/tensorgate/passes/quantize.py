@@ -3,8 +3,9 @@
 Every real-valued tensor gets a signed format ``fix<w,f>``; weights become int64 codes;
 σ and tanh become integer units.  Widths: ``weight-bits`` for map tensors, cores,
 precontracted weights and peepholes; ``act-bits`` for module inputs, contraction
-intermediates, the LSTM's ``gates_x`` / pre-activations / gate outputs / ``h`` and ``linear``
-outputs; ``state-bits`` for the cell state ``c``; each defaults to ``bits``.
+intermediates, the recurrent ops' ``gates_x`` / pre-activations / gate outputs / ``h``
+(and a GRU's ``candidate``) and ``linear`` outputs; ``state-bits`` for the LSTM's cell
+state ``c``; each defaults to ``bits``.
 
 Formats (``fixedpoint.formats.fit_format``: the most fraction bits that keep the
 calibrated ``max |value|`` unsaturated):
@@ -20,7 +21,11 @@ calibrated ``max |value|`` unsaturated):
 * activations: from calibration ranges (``passes/quantization/calibrate.py``).  A gate's
   pre-activation range stops at ``clip`` and where σ (resp. tanh) is within a quarter
   output LSB of its limit: saturating beyond changes nothing.  The gate outputs
-  ``G = fix<A, A-2>`` (1.0 is exact) and ``h`` ``H = fix<A, A-1>`` (|h| <= 1) are fixed.
+  ``G = fix<A, A-2>`` (1.0 is exact) and ``h`` ``H = fix<A, A-1>`` (|h| <= 1) are fixed,
+  except an RNN with Relu, whose ``h`` (and pre-activation, the same format) is fitted
+  to its calibrated range (up to ``clip``).  Quantized recurrent ops take the default
+  activations (LSTM σ, tanh, tanh; GRU σ, tanh) or, for an RNN, one of Tanh, Sigmoid and
+  Relu in all directions.
 
 Calibration: ``calibration=FILE.npz`` holds inputs keyed by the module's input names
 (any batch and sequence length).  Without it, the documented default is one seeded
@@ -58,7 +63,7 @@ from ..fixedpoint.quant_attrs import is_quantized
 from ..interpreter import check_inputs
 from ..ir.core import Module, Op, Value
 from ..ir.linear_map import DenseMap, LinearMap
-from ..ir.ops import DATA_MOVEMENT, num_directions
+from ..ir.ops import DATA_MOVEMENT, RECURRENT, activation_names, gate_count, num_directions, recurrent_ops
 from ..ir.types import FixedType, FloatType, TensorType
 from .base import Pass, option
 from .dce import DeadCodeElimination
@@ -177,13 +182,13 @@ def load_calibration(path: Path, module: Module) -> dict[str, np.ndarray]:
 
 
 def _align_gate_grouping(module: Module) -> None:
-    """The integer LSTM adds W·x and R·h map by map into the same gate blocks, so W and R
-    must be grouped alike (stacked, or one map per gate).  A dense W or R is regrouped to
-    match the other, which changes no number; two decomposed maps grouped differently
-    cannot be."""
+    """The integer recurrent ops add W·x and R·h map by map into the same gate blocks, so
+    W and R must be grouped alike (stacked, or one map per gate).  A dense W or R is
+    regrouped to match the other, which changes no number; two decomposed maps grouped
+    differently cannot be."""
     from .decompose import regroup_gates
 
-    for op in module.ops_of("lstm"):
+    for op in recurrent_ops(module.ops):
         dirs = num_directions(op)
         w, r = op.attrs["w"], op.attrs["r"]
         if len(w) == len(r):
@@ -193,16 +198,16 @@ def _align_gate_grouping(module: Module) -> None:
             raise PassError(f"{op.describe()}: W has {len(w) // dirs} and R {len(r) // dirs} decomposed maps per "
                             "direction; decompose both with the same 'gates' option")
         stacked = len(op.attrs["w" if dense == "r" else "r"]) == dirs
-        matrices = regroup_gates([m.to_dense() for m in op.attrs[dense]], dirs, stacked)
+        matrices = regroup_gates([m.to_dense() for m in op.attrs[dense]], dirs, gate_count(op), stacked)
         op.attrs[dense] = [DenseMap(matrix) for matrix in matrices]
 
 
 def _drop_zero_states(module: Module) -> None:
-    """LSTM initial states that are zero by construction (a zero constant, moved around)
-    become absent operands, which mean zeros; the ops computing them go."""
+    """Initial states of recurrent ops that are zero by construction (a zero constant,
+    moved around) become absent operands, which mean zeros; the ops computing them go."""
     dropped = False
-    for op in module.ops_of("lstm"):
-        for index in (2, 3):
+    for op in recurrent_ops(module.ops):
+        for index in range(2, 2 + len(RECURRENT[op.kind].states)):
             if index < len(op.operands) and op.operands[index] is not None and _all_zero(op.operands[index]):
                 op.operands[index] = None
                 dropped = True
@@ -266,21 +271,29 @@ def _check_supported(module: Module) -> None:
     for op in module.ops:
         if op.kind == "host" or not any(_is_float(v) for v in op.operands + op.results):
             continue
-        if op.kind == "lstm":
-            _check_lstm(op)
+        if op.kind in RECURRENT:
+            _check_recurrent(op)
         elif op.kind not in ("linear", "const", "relu") + DATA_MOVEMENT:
             hint = " (the argmax of the logits is the same: export the logits without it)" if op.kind in (
                 "softmax", "log_softmax") else ""
-            raise PassError(f"{op.describe()} has no fixed-point form; quantize handles linear, lstm, relu and "
-                            f"data movement ops{hint}")
+            raise PassError(f"{op.describe()} has no fixed-point form; quantize handles linear, lstm, gru, rnn, "
+                            f"relu and data movement ops{hint}")
 
 
-def _check_lstm(op: Op) -> None:
-    dirs = num_directions(op)
-    activations = op.attrs["activations"]
-    if activations is not None and list(activations) != ["Sigmoid", "Tanh", "Tanh"] * dirs:
-        raise PassError(f"{op.describe()}: activations {activations} have no fixed-point units; quantize "
-                        "supports the default Sigmoid, Tanh, Tanh")
+RNN_ACTIVATIONS = ("Tanh", "Sigmoid", "Relu")
+"""The RNN activations with a fixed-point form (a σ/tanh unit, or a max with 0)."""
+
+
+def _check_recurrent(op: Op) -> None:
+    activations = activation_names(op)
+    if op.kind == "rnn":
+        if len(set(activations)) > 1 or activations[0] not in RNN_ACTIVATIONS:
+            raise PassError(f"{op.describe()}: activations {activations} have no fixed-point form; quantize "
+                            f"supports one of {', '.join(RNN_ACTIVATIONS)} for all directions")
+    elif activations != list(RECURRENT[op.kind].default_activations) * num_directions(op):
+        defaults = ", ".join(RECURRENT[op.kind].default_activations)
+        raise PassError(f"{op.describe()}: activations {op.attrs['activations']} have no fixed-point units; "
+                        f"quantize supports the default {defaults}")
     if not _is_float(op.operands[0]):
         raise PassError(f"{op.describe()}: input %{op.operands[0].name} is {op.operands[0].type.dtype}, not float")
 
@@ -318,12 +331,13 @@ class _Planner:
         self.demanded: dict[int, tuple[FixedType, str]] = {}
 
     def plan(self) -> _Plan:
-        lstm_formats = {id(op): self._lstm_formats(op) for op in self.module.ops_of("lstm")}
-        for op in self.module.ops_of("lstm"):
-            hidden, cell = lstm_formats[id(op)]["hidden"], lstm_formats[id(op)]["cell"]
-            for index, fmt in ((2, hidden), (3, cell)):
+        recurrent = recurrent_ops(self.module.ops)
+        state_formats = {id(op): getattr(self, f"_{op.kind}_formats")(op) for op in recurrent}
+        for op in recurrent:
+            formats = state_formats[id(op)]
+            for index, state in enumerate(RECURRENT[op.kind].states, start=2):
                 if index < len(op.operands) and op.operands[index] is not None:
-                    self._demand(op, index, fmt)
+                    self._demand(op, index, formats["hidden" if state == "h" else "cell"])
         for value in self.module.inputs:
             if _is_float(value) and not _host_only(self.module, value):
                 self._set(value, self._demanded_or(value, lambda: self._fit(value.name, self.act_bits)))
@@ -334,8 +348,8 @@ class _Planner:
                 self._const(op)
             elif op.kind == "linear":
                 self._linear(op)
-            elif op.kind == "lstm":
-                self._lstm(op, lstm_formats[id(op)])
+            elif op.kind in RECURRENT:
+                getattr(self, f"_{op.kind}")(op, state_formats[id(op)])
             elif any(id(v) in self.result.formats for v in op.inputs):
                 self._passthrough(op)
         return self.result
@@ -498,11 +512,12 @@ class _Planner:
                 "gate": gate, "cell": cell, "hidden": cell if _states_share_a_tensor(self.module, op) else
                 FixedType(a, a - 1)}
 
-    def _fit_pre(self, op: Op, function: str, gate: FixedType) -> FixedType:
-        """The pre-activation format of a gate: its calibrated range, but no wider than
-        ``clip`` or the input beyond which ``function`` is flat to a quarter LSB of
-        ``gate`` (saturating there changes the unit's output by less than that)."""
-        rng = self.calibration.ranges.get(f"{op.results[0].name}.pre_{function}")
+    def _fit_pre(self, op: Op, function: str, gate: FixedType, tensor: str | None = None) -> FixedType:
+        """The pre-activation format of a gate (calibrated as ``tensor``, by default
+        ``pre_<function>``): its calibrated range, but no wider than ``clip`` or the input
+        beyond which ``function`` is flat to a quarter LSB of ``gate`` (saturating there
+        changes the unit's output by less than that)."""
+        rng = self.calibration.ranges.get(f"{op.results[0].name}.{tensor or f'pre_{function}'}")
         limits = [0.0 if rng is None else rng.max_abs, saturation_input(function, gate)]
         if op.attrs["clip"] is not None:
             limits.append(float(op.attrs["clip"]))
@@ -521,15 +536,13 @@ class _Planner:
         new_attrs: dict[str, Any] = {"w": w_maps, "r": r_maps}
         quant: dict[str, Any] = {"rounding": self.rounding, "w": w_quant, "r": r_quant, "bias": None,
                                  "peepholes": None, **{key: str(fmt) for key, fmt in formats.items()}}
-        gates_x_terms = [[term] for term in w_terms]
         if attrs["bias"] is not None:
-            new_attrs["bias"], bias_formats = self._lstm_bias(op, [frac for _, frac in w_terms])
-            quant["bias"] = [str(fmt) for fmt in bias_formats]
-            per_map = np.split(new_attrs["bias"].reshape(-1), len(w_maps))
-            for terms, codes, fmt in zip(gates_x_terms, per_map, bias_formats):
-                terms.append((int(np.abs(codes).max(initial=0)), fmt.frac))
-        for k, terms in enumerate(gates_x_terms):
-            self._check_bound(f"{name}.gates_x (w{k})", _aligned_bound(terms))
+            bias = np.asarray(attrs["bias"], np.float64)
+            if bias.shape[1] == 8 * op.attrs["hidden_size"]:
+                bias = bias[:, :4 * op.attrs["hidden_size"]] + bias[:, 4 * op.attrs["hidden_size"]:]
+            new_attrs["bias"], quant["bias"] = self._projection_bias(op, bias, w_terms)
+        else:
+            self._projection_bias(op, None, w_terms)
         pre_terms = [(-code_min(formats["gates_x"]), formats["gates_x"].frac)]
         if attrs["peepholes"] is not None:
             peep = np.asarray(attrs["peepholes"], np.float64)
@@ -553,7 +566,7 @@ class _Planner:
             self._set(result, fmt)
 
     def _maps(self, maps: list[LinearMap], prefix: str, x_fmt: FixedType):
-        """Quantize the maps of an LSTM attribute: their integer maps, formats and the
+        """Quantize the maps of a recurrent op's attribute: their integer maps, formats and the
         ``(bound, fraction bits)`` of each one's output accumulator."""
         codes, formats, terms = [], [], []
         for k, linear_map in enumerate(maps):
@@ -563,18 +576,126 @@ class _Planner:
             terms.append(integer.bound(x_fmt)[:2])
         return codes, formats, terms
 
-    def _lstm_bias(self, op: Op, fracs: list[int]) -> tuple[np.ndarray, list[FixedType]]:
-        """The folded bias ``[dirs, 4H]`` as codes, each map's rows at the fraction bits of
-        that map's accumulator (``fracs``, one per map of ``w``)."""
-        hidden = op.attrs["hidden_size"]
-        bias = np.asarray(op.attrs["bias"], np.float64)
-        if bias.shape[1] == 8 * hidden:
-            bias = bias[:, :4 * hidden] + bias[:, 4 * hidden:]
-        blocks = np.split(bias.reshape(-1), len(fracs))
-        quantized = [self._bias(block, frac, f"{op.describe()} w[{k}]") for k, (block, frac) in
-                     enumerate(zip(blocks, fracs))]
-        codes = np.concatenate([c for c, _ in quantized]).reshape(bias.shape)
-        return codes, [fmt for _, fmt in quantized]
+    def _projection_bias(self, op: Op, bias: np.ndarray | None, w_terms: list[tuple[int, int]]):
+        """The input projection's bias ``[dirs, gates·H]`` (folded, float) as codes, each
+        map's rows at the fraction bits of that map's accumulator, and their formats; the
+        ``gates_x`` accumulator of every map of ``w`` (``w_terms``) is checked with them."""
+        name = op.results[0].name
+        terms = [[term] for term in w_terms]
+        codes, formats = None, None
+        if bias is not None:
+            blocks = np.split(bias.reshape(-1), len(w_terms))
+            quantized = [self._bias(block, frac, f"{op.describe()} w[{k}]")
+                         for k, (block, (_, frac)) in enumerate(zip(blocks, w_terms))]
+            codes = np.concatenate([c for c, _ in quantized]).reshape(bias.shape)
+            formats = [str(fmt) for _, fmt in quantized]
+            for map_terms, (block, fmt) in zip(terms, quantized):
+                map_terms.append((int(np.abs(block).max(initial=0)), fmt.frac))
+        for k, map_terms in enumerate(terms):
+            self._check_bound(f"{name}.gates_x (w{k})", _aligned_bound(map_terms))
+        return codes, formats
+
+    def _gru_formats(self, op: Op) -> dict[str, FixedType | None]:
+        name, a = op.results[0].name, self.act_bits
+        gate = FixedType(a, a - 2)
+        candidate = self._fit(f"{name}.candidate", a) if op.attrs["linear_before_reset"] else None
+        return {"gates_x": self._fit(f"{name}.gates_x", a),
+                "pre_sigmoid": self._fit_pre(op, "sigmoid", gate), "pre_tanh": self._fit_pre(op, "tanh", gate),
+                "gate": gate, "hidden": FixedType(a, a - 1), "candidate": candidate}
+
+    def _gru(self, op: Op, formats: dict[str, FixedType | None]) -> None:
+        """The integer GRU (``fixedpoint.programs.GRUProgram``): maps, biases, units and
+        every accumulator's bound."""
+        from ..interpreter.gru import gru_bias_parts
+
+        attrs, name = op.attrs, op.results[0].name
+        hidden, lbr = attrs["hidden_size"], attrs["linear_before_reset"]
+        x_fmt = self._format_of(op.operands[0], op)
+        gate, hidden_fmt, gx_fmt = formats["gate"], formats["hidden"], formats["gates_x"]
+        candidate = formats["candidate"]
+        w_maps, w_quant, w_terms = self._maps(attrs["w"], f"{name}.w", x_fmt)
+        r_maps, r_quant, r_terms = self._maps(attrs["r"], f"{name}.r", hidden_fmt)
+        new_attrs: dict[str, Any] = {"w": w_maps, "r": r_maps}
+        quant: dict[str, Any] = {"rounding": self.rounding, "w": w_quant, "r": r_quant, "bias": None,
+                                 "recurrent_bias": None,
+                                 **{key: None if fmt is None else str(fmt) for key, fmt in formats.items()}}
+        parts = [gru_bias_parts(None if attrs["bias"] is None else np.asarray(attrs["bias"][d], np.float64), hidden,
+                                lbr) for d in range(num_directions(op))]
+        input_bias = None if attrs["bias"] is None else np.stack([p[0] for p in parts])
+        codes, quant["bias"] = self._projection_bias(op, input_bias, w_terms)
+        gx_term = (-code_min(gx_fmt), gx_fmt.frac)
+        for k, term in enumerate(r_terms):
+            self._check_bound(f"{name}.pre (r{k})", _aligned_bound([term, gx_term]))
+        rb_term = []
+        if lbr and input_bias is not None:
+            frac = max(f for _, f in r_terms)
+            rb_codes, rb_fmt = self._bias(np.stack([p[1] for p in parts]), frac, f"{op.describe()} Rb_h")
+            quant["recurrent_bias"] = str(rb_fmt)
+            codes = np.concatenate([codes, np.zeros_like(codes[:, :2 * hidden]), rb_codes], axis=1)
+            rb_term = [(int(np.abs(rb_codes).max(initial=0)), rb_fmt.frac)]
+        if codes is not None:
+            new_attrs["bias"] = codes
+        gate_max = -code_min(gate)
+        if lbr:
+            for k, term in enumerate(r_terms):
+                self._check_bound(f"{name}.candidate (r{k})", _aligned_bound([term] + rb_term))
+            self._check_bound(f"{name}.pre_tanh",
+                              _aligned_bound([(gate_max * -code_min(candidate), gate.frac + candidate.frac), gx_term]))
+        else:
+            self._check_bound(f"{name}.reset_hidden", gate_max * -code_min(hidden_fmt))
+        one = 1 << gate.frac
+        self._check_bound(f"{name}.hidden", _aligned_bound([((one + gate_max) * gate_max, 2 * gate.frac),
+                                                            (gate_max * -code_min(hidden_fmt),
+                                                             gate.frac + hidden_fmt.frac)]))
+        quant["sigmoid"] = self._unit("sigmoid", formats["pre_sigmoid"], gate)
+        quant["tanh"] = self._unit("tanh", formats["pre_tanh"], gate)
+        quant["results"] = [str(hidden_fmt)] * 2
+        new_attrs["quant"] = quant
+        self.result.attrs[id(op)] = new_attrs
+        for result in op.results:
+            self._set(result, hidden_fmt)
+
+    def _rnn_formats(self, op: Op) -> dict[str, FixedType]:
+        """Tanh and sigmoid map the pre-activation onto ``H = fix<A, A-1>``; relu's
+        pre-activation and ``h`` share the format of ``h``'s calibrated range."""
+        name, a = op.results[0].name, self.act_bits
+        function = activation_names(op)[0].lower()
+        if function == "relu":
+            rng = self.calibration.ranges.get(f"{name}.hidden")
+            largest = 0.0 if rng is None else rng.max_abs
+            if op.attrs["clip"] is not None:
+                largest = min(largest, float(op.attrs["clip"]))
+            hidden = fit_format(largest, a, self.rounding)
+            return {"gates_x": self._fit(f"{name}.gates_x", a), "pre": hidden, "hidden": hidden}
+        hidden = FixedType(a, a - 1)
+        return {"gates_x": self._fit(f"{name}.gates_x", a), "pre": self._fit_pre(op, function, hidden, "pre"),
+                "hidden": hidden}
+
+    def _rnn(self, op: Op, formats: dict[str, FixedType]) -> None:
+        """The integer RNN (``fixedpoint.programs.RNNProgram``)."""
+        attrs, name, hidden = op.attrs, op.results[0].name, op.attrs["hidden_size"]
+        x_fmt = self._format_of(op.operands[0], op)
+        w_maps, w_quant, w_terms = self._maps(attrs["w"], f"{name}.w", x_fmt)
+        r_maps, r_quant, r_terms = self._maps(attrs["r"], f"{name}.r", formats["hidden"])
+        new_attrs: dict[str, Any] = {"w": w_maps, "r": r_maps}
+        quant: dict[str, Any] = {"rounding": self.rounding, "w": w_quant, "r": r_quant,
+                                 **{key: str(fmt) for key, fmt in formats.items()}}
+        bias = None if attrs["bias"] is None else np.asarray(attrs["bias"], np.float64)
+        if bias is not None and bias.shape[1] == 2 * hidden:
+            bias = bias[:, :hidden] + bias[:, hidden:]
+        codes, quant["bias"] = self._projection_bias(op, bias, w_terms)
+        if codes is not None:
+            new_attrs["bias"] = codes
+        gx_fmt = formats["gates_x"]
+        for k, term in enumerate(r_terms):
+            self._check_bound(f"{name}.pre (r{k})", _aligned_bound([term, (-code_min(gx_fmt), gx_fmt.frac)]))
+        function = activation_names(op)[0].lower()
+        quant["activation"] = None if function == "relu" else self._unit(function, formats["pre"], formats["hidden"])
+        quant["results"] = [str(formats["hidden"])] * 2
+        new_attrs["quant"] = quant
+        self.result.attrs[id(op)] = new_attrs
+        for result in op.results:
+            self._set(result, formats["hidden"])
 
 
 def _aligned_bound(terms: list[tuple[int, int]]) -> int:

@@ -8,10 +8,17 @@ and records, under the names the integer golden model narrows them by:
 * each ``lstm``: ``{name}.gates_x`` (``W x + b``, all gates), the pre-activations
   before ``clip`` of the σ gates i, o, f (``{name}.pre_sigmoid``) and of the tanh gate c
   (``{name}.pre_tanh``), ``{name}.cell`` (c), ``{name}.hidden`` (h), and the step
-  results of maps ``{name}.w{k}`` / ``{name}.r{k}``.
+  results of maps ``{name}.w{k}`` / ``{name}.r{k}``;
+* each ``gru``: ``{name}.gates_x``, the pre-activations before ``clip`` of z and r
+  (``{name}.pre_sigmoid``) and of the candidate (``{name}.pre_tanh``), with
+  ``linear_before_reset`` ``R_h·h + Rb_h`` (``{name}.candidate``), ``{name}.hidden``,
+  and the maps' step results;
+* each ``rnn``: ``{name}.gates_x``, the pre-activation before ``clip``
+  (``{name}.pre``), ``{name}.hidden``, and the maps' step results.
 
-The LSTM is run in the same structure as the integer model (projection of all steps,
-then the recurrence, maps applied in their contraction steps) with exact σ/tanh.
+The recurrent ops are run in the same structure as the integer model (projection of
+all steps, then the recurrence, maps applied in their contraction steps and as often
+as the integer model applies them) with exact activations.
 """
 
 from __future__ import annotations
@@ -23,9 +30,11 @@ import numpy as np
 from ...errors import ExecutionError
 from ...fixedpoint.maps import apply_float_steps
 from ...interpreter import KERNELS, check_inputs
+from ...interpreter.gru import gru_bias_parts
 from ...interpreter.kernels import sigmoid
+from ...interpreter.recurrent import clipped, initial_state, run_directions, sweep
 from ...ir.core import Module, Op
-from ...ir.ops import num_directions
+from ...ir.ops import activation_names, num_directions
 
 
 @dataclass
@@ -83,8 +92,8 @@ def calibrate(module: Module, inputs: dict[str, np.ndarray]) -> Calibration:
         try:
             if op.kind == "linear":
                 results = [_linear(op, args, calibration)]
-            elif op.kind == "lstm":
-                results = _lstm(op, args, calibration)
+            elif op.kind in RECORDING_KERNELS:
+                results = RECORDING_KERNELS[op.kind](op, args, calibration)
             else:
                 results = KERNELS[op.kind](op, args, dtype)
                 if op.kind == "host":
@@ -167,3 +176,105 @@ def _lstm(op: Op, args, calibration: Calibration) -> list[np.ndarray]:
     if attrs["layout"]:
         return [np.transpose(y, (2, 0, 1, 3)), np.swapaxes(h, 0, 1), np.swapaxes(c, 0, 1)]
     return [y, h, c]
+
+
+def _gru(op: Op, args, calibration: Calibration) -> list[np.ndarray]:
+    """The float GRU (sigmoid/tanh, the only activations ``quantize`` accepts), recording;
+    R is applied as ``fixedpoint.programs.GRUProgram`` applies it."""
+    attrs, name = op.attrs, op.results[0].name
+    hidden, lbr, clip = attrs["hidden_size"], attrs["linear_before_reset"], attrs["clip"]
+
+    def direction(d, x, lens, reverse, initial):
+        maps = _direction_maps(op, "r", d)
+        input_bias, recurrent_bias = gru_bias_parts(
+            None if attrs["bias"] is None else np.asarray(attrs["bias"][d], np.float64), hidden, lbr)
+        gx = _projection(op, d, x, input_bias, calibration)
+
+        def apply(positions, value):
+            return np.concatenate([calibration.apply_map(f"{name}.r{k}", attrs["r"][k], value)
+                                   for k in (maps[i] for i in positions)], axis=-1)
+
+        def step(t, states):
+            (h,) = states
+            rows = apply(range(2) if len(maps) == 3 and not lbr else range(len(maps)), h)
+            pre_zr = rows[:, :2 * hidden] + gx[t, :, :2 * hidden]
+            calibration.record(f"{name}.pre_sigmoid", pre_zr)
+            zr = sigmoid(clipped(pre_zr, clip))
+            z, r = zr[:, :hidden], zr[:, hidden:]
+            if lbr:
+                rn = rows[:, 2 * hidden:] + (0 if recurrent_bias is None else recurrent_bias)
+                calibration.record(f"{name}.candidate", rn)
+                candidate = r * rn
+            else:
+                candidate = apply(range(len(maps)) if len(maps) == 1 else range(2, 3), r * h)[:, -hidden:]
+            pre_h = gx[t, :, 2 * hidden:] + candidate
+            calibration.record(f"{name}.pre_tanh", pre_h)
+            h_new = (1 - z) * np.tanh(clipped(pre_h, clip)) + z * h
+            calibration.record(f"{name}.hidden", h_new)
+            return [h_new]
+
+        y, (h,) = sweep(x.shape[0], lens, reverse, [initial_state(initial[0], x.shape[1], hidden, np.float64)], step)
+        return y, h
+
+    return run_directions(op, [_float64(a) for a in args], direction)
+
+
+RNN_FUNCTIONS = {"Tanh": np.tanh, "Sigmoid": sigmoid, "Relu": lambda x: np.maximum(x, 0)}
+"""The RNN activations ``quantize`` accepts."""
+
+
+def _rnn(op: Op, args, calibration: Calibration) -> list[np.ndarray]:
+    """The float RNN (tanh, sigmoid or relu), recording."""
+    attrs, name = op.attrs, op.results[0].name
+    hidden = attrs["hidden_size"]
+    functions = [RNN_FUNCTIONS[activation] for activation in activation_names(op)]
+
+    def direction(d, x, lens, reverse, initial):
+        bias = None if attrs["bias"] is None else np.asarray(attrs["bias"][d], np.float64)
+        if bias is not None and bias.size == 2 * hidden:
+            bias = bias[:hidden] + bias[hidden:]
+        gx = _projection(op, d, x, bias, calibration)
+        maps = _direction_maps(op, "r", d)
+        if initial[0] is not None:  # with relu, h's format is fitted to its range: h0 must fit too
+            calibration.record(f"{name}.hidden", initial[0])
+
+        def step(t, states):
+            pre = np.concatenate([calibration.apply_map(f"{name}.r{k}", attrs["r"][k], states[0]) for k in maps],
+                                 axis=-1) + gx[t]
+            calibration.record(f"{name}.pre", pre)
+            h_new = functions[d](clipped(pre, attrs["clip"]))
+            calibration.record(f"{name}.hidden", h_new)
+            return [h_new]
+
+        y, (h,) = sweep(x.shape[0], lens, reverse, [initial_state(initial[0], x.shape[1], hidden, np.float64)], step)
+        return y, h
+
+    return run_directions(op, [_float64(a) for a in args], direction)
+
+
+def _direction_maps(op: Op, key: str, d: int) -> list[int]:
+    """The positions in ``op.attrs[key]`` of direction ``d``'s maps."""
+    per_dir = len(op.attrs[key]) // num_directions(op)
+    return list(range(d * per_dir, (d + 1) * per_dir))
+
+
+def _projection(op: Op, d: int, x: np.ndarray, bias: np.ndarray | None, calibration: Calibration) -> np.ndarray:
+    """``W x + bias`` of direction ``d`` for every step ``[T, B, gates·H]``, recorded as ``gates_x``."""
+    name = op.results[0].name
+    steps, batch, _ = x.shape
+    rows = x.reshape(steps * batch, -1)
+    gx = np.concatenate([calibration.apply_map(f"{name}.w{k}", op.attrs["w"][k], rows)
+                         for k in _direction_maps(op, "w", d)], axis=-1)
+    if bias is not None:
+        gx = gx + bias
+    calibration.record(f"{name}.gates_x", gx)
+    return gx.reshape(steps, batch, -1)
+
+
+def _float64(array):
+    """Float operands in float64; integers (sequence lengths) as they are."""
+    return array if array is None or array.dtype.kind != "f" else array.astype(np.float64)
+
+
+RECORDING_KERNELS = {"lstm": _lstm, "gru": _gru, "rnn": _rnn}
+"""The ops whose float run records more than their results (module docstring)."""

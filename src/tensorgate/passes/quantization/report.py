@@ -27,6 +27,10 @@ from ...ir.types import element_type
 from .calibrate import Calibration
 
 
+UNITS = {"lstm": ("sigmoid", "tanh", "tanh_cell"), "gru": ("sigmoid", "tanh"), "rnn": ("activation",)}
+"""The activation units in each quantized recurrent op's ``quant`` (an RNN with Relu has none)."""
+
+
 @dataclass(frozen=True)
 class TensorRow:
     name: str
@@ -138,9 +142,8 @@ def build_report(float_module: Module, quant_module: Module, inputs: dict[str, n
         if quant is None or op.kind == "const":
             continue
         report.tensors += _weight_rows(float_ops[op.results[0].name], op, quant)
-        if op.kind == "lstm":
-            report.activations += [f"{op.results[0].name}.{key}: {ActivationUnit.from_attr(quant[key]).describe()}"
-                                   for key in ("sigmoid", "tanh", "tanh_cell")]
+        report.activations += [f"{op.results[0].name}.{key}: {ActivationUnit.from_attr(quant[key]).describe()}"
+                               for key in UNITS.get(op.kind, ()) if quant.get(key) is not None]
     for name, record in stats.items():
         rng = calibration.ranges.get(name)
         low, high = (rng.low, rng.high) if rng is not None else (record.low, record.high)
