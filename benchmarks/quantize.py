@@ -1,6 +1,6 @@
 """Output SQNR and top-1 agreement of the integer golden model against float, versus bits.
 
-The model is the trained digits classifier of ``tests/digits_lstm.py`` (an ``nn.LSTM``
+The model is the trained digits classifier of ``tests/digits_classifier.py`` (an ``nn.LSTM``
 8 -> 32 with a linear head, exported by PyTorch), dense and with its LSTM maps in TT
 format.  For each width ``bits`` (weights, activations and cell state alike) it is
 quantized with calibration on 256 training digits and run on all 1797 digits; the
@@ -25,7 +25,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from digits_lstm import CALIBRATION, accuracy, decomposed, digits, float_module, train_digits_lstm  # noqa: E402
+from digits_classifier import CALIBRATION, accuracy, decomposed, digits, float_module, train_digits_classifier  # noqa: E402
 
 from tensorgate.passes.quantization.report import sqnr_db, top1_agreement  # noqa: E402
 from tensorgate.passes.quantize import Quantize  # noqa: E402
@@ -43,7 +43,7 @@ def main() -> None:
     sequences, labels = digits()
     with tempfile.TemporaryDirectory() as tmp:
         with console.status("training the digits classifier"):
-            dense = float_module(train_digits_lstm(Path(tmp) / "digits.onnx"))
+            dense = float_module(train_digits_classifier(Path(tmp) / "digits.onnx"))
         calibration = Path(tmp) / "calibration.npz"
         np.savez(calibration, x=sequences[:, :CALIBRATION])
         models = {"dense": dense, "tt": decomposed(dense, "tt")}

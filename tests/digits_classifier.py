@@ -1,16 +1,17 @@
-"""A trained LSTM classifier for the quantization tests and benchmark.
+"""Trained LSTM and GRU classifiers for the quantization tests and benchmark.
 
 scikit-learn's 8x8 digits (1797 images, bundled with the library), read row by row:
-a sequence of 8 steps of 8 features, 10 classes.  ``train_digits_lstm`` trains a
-one-layer ``nn.LSTM`` with a linear head on the last step (seeded, one thread, a few
-seconds) and exports it with PyTorch's TorchScript exporter (input ``x`` of shape
-``[seq, batch, 8]``, output ``logits``).  ``decomposed`` replaces the LSTM's W and R by
-TT, BT or HT maps fitted to the trained weights.
+a sequence of 8 steps of 8 features, 10 classes.  ``train_digits_classifier`` trains a
+one-layer ``nn.LSTM`` or ``nn.GRU`` with a linear head on the last step (seeded, one
+thread, a few seconds) and exports it with PyTorch's TorchScript exporter (input ``x``
+of shape ``[seq, batch, 8]``, output ``logits``; a GRU exports with
+``linear_before_reset=1``).  ``decomposed`` replaces the recurrent W and R by TT, BT or
+HT maps fitted to the trained weights.
 
-Tests use the model trained once and stored as ``data/digits_lstm.onnx`` (training
-again on another machine's BLAS gives other weights, and thresholds measured on one
-set of weights would not hold for the other); ``python tests/digits_lstm.py`` writes it
-again.
+Tests use the models trained once and stored as ``data/digits_lstm.onnx`` and
+``data/digits_gru.onnx`` (training again on another machine's BLAS gives other weights,
+and thresholds measured on one set of weights would not hold for the other);
+``python tests/digits_classifier.py`` writes them again.
 """
 
 from __future__ import annotations
@@ -24,12 +25,14 @@ import numpy as np
 
 from tensorgate.frontend import import_onnx
 from tensorgate.ir import Module
+from tensorgate.ir.ops import recurrent_ops
 from tensorgate.passes import PassManager
 from tensorgate.passes.decomposition import auto_tensorization, bt_als, ht_svd, tt_svd
 
 TRAIN = 1200
 CALIBRATION = 256
 STORED = Path(__file__).parent / "data" / "digits_lstm.onnx"
+STORED_GRU = Path(__file__).parent / "data" / "digits_gru.onnx"
 
 
 def digits() -> tuple[np.ndarray, np.ndarray]:
@@ -42,8 +45,9 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(images.transpose(1, 0, 2)), data.target.astype(np.int64)
 
 
-def train_digits_lstm(path: Path, hidden: int = 32, epochs: int = 30, seed: int = 0) -> Path:
-    """Train the classifier on the first ``TRAIN`` digits and export it to ``path``."""
+def train_digits_classifier(path: Path, hidden: int = 32, epochs: int = 30, seed: int = 0, cell: str = "lstm") -> Path:
+    """Train the classifier (``cell``: ``lstm`` or ``gru``) on the first ``TRAIN`` digits
+    and export it to ``path``."""
     import torch
 
     torch.manual_seed(seed)
@@ -55,11 +59,11 @@ def train_digits_lstm(path: Path, hidden: int = 32, epochs: int = 30, seed: int 
         class Classifier(torch.nn.Module):
             def __init__(self):
                 super().__init__()
-                self.lstm = torch.nn.LSTM(8, hidden)
+                self.recurrent = (torch.nn.GRU if cell == "gru" else torch.nn.LSTM)(8, hidden)
                 self.head = torch.nn.Linear(hidden, 10)
 
             def forward(self, x):
-                y, _ = self.lstm(x)
+                y, _ = self.recurrent(x)
                 return self.head(y[-1])
 
         model = Classifier()
@@ -88,11 +92,11 @@ def float_module(path: Path) -> Module:
 
 
 def decomposed(module: Module, method: str) -> Module:
-    """A copy whose LSTM maps are ``tt`` / ``bt`` / ``ht`` decompositions (3 modes) of the
-    trained ones, truncated where the classifier stays accurate (95-96% against 97% dense;
-    the trained matrices are small and nearly full rank, so lower ranks break it)."""
+    """A copy whose recurrent maps are ``tt`` / ``bt`` / ``ht`` decompositions (3 modes) of
+    the trained ones, truncated where the LSTM classifier stays accurate (95-96% against
+    97% dense; the trained matrices are small and nearly full rank, so lower ranks break it)."""
     result = module.copy()
-    for op in result.ops_of("lstm"):
+    for op in recurrent_ops(result.ops):
         for key in ("w", "r"):
             op.attrs[key] = [_decompose(m.to_dense(), method) for m in op.attrs[key]]
     return result
@@ -112,4 +116,5 @@ def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
 
 
 if __name__ == "__main__":
-    print(f"wrote {train_digits_lstm(STORED)}")
+    print(f"wrote {train_digits_classifier(STORED)}")
+    print(f"wrote {train_digits_classifier(STORED_GRU, cell='gru')}")
