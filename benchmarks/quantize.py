@@ -25,7 +25,9 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from digits_classifier import CALIBRATION, accuracy, decomposed, digits, float_module, train_digits_classifier  # noqa: E402
+from digits_classifier import (  # noqa: E402
+    CALIBRATION, accuracy, decomposed, digits, float_module, train_digits_classifier,
+)
 
 from tensorgate.passes.quantization.report import sqnr_db, top1_agreement  # noqa: E402
 from tensorgate.passes.quantize import Quantize  # noqa: E402

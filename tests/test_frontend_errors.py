@@ -200,7 +200,8 @@ def test_identity_from_graph_input_to_graph_output():
 
 @pytest.mark.parametrize("clip", [0.0, -1.5])
 def test_lstm_clip_must_be_positive(clip):
-    error_of(make_onnx_recurrent(OnnxRecurrent(clip=clip))[0], "node 'lstm' (LSTM)", f"clip must be positive, got {clip}")
+    error_of(make_onnx_recurrent(OnnxRecurrent(clip=clip))[0], "node 'lstm' (LSTM)",
+             f"clip must be positive, got {clip}")
 
 
 def test_lstm_bias_must_hold_both_onnx_biases():

@@ -173,7 +173,8 @@ def test_unknown_activation_is_named():
 
 
 def test_wrong_number_of_activations():
-    assert "needs 6 activations" in import_error(OnnxRecurrent(direction="bidirectional", activations=("Sigmoid", "Tanh", "Tanh")))
+    config = OnnxRecurrent(direction="bidirectional", activations=("Sigmoid", "Tanh", "Tanh"))
+    assert "needs 6 activations" in import_error(config)
 
 
 def test_unknown_direction():

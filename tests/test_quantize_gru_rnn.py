@@ -57,8 +57,12 @@ def dot(matrix, row: int, vector) -> int:
 def projection(op, q, x, gates):
     """``gx[t][b][j]`` of the contract, one element at a time (one stacked dense W)."""
     w, bias = op.attrs["w"][0].matrix, op.attrs["bias"]
-    terms = lambda t, b, j: [(dot(w, j, x[t, b]), op.operands[0].type.dtype.frac + q.w[0].tensors["w"].frac)] + (  # noqa: E731
-        [(int(bias[0][j]), q.bias[0].frac)] if bias is not None else [])
+    x_frac = op.operands[0].type.dtype.frac
+
+    def terms(t, b, j):
+        products = [(dot(w, j, x[t, b]), x_frac + q.w[0].tensors["w"].frac)]
+        return products + ([(int(bias[0][j]), q.bias[0].frac)] if bias is not None else [])
+
     return [[[narrow(terms(t, b, j), q.gates_x, q.rounding) for j in range(gates * H)] for b in range(B)]
             for t in range(T)]
 
@@ -260,7 +264,8 @@ def test_quantized_module_survives_the_text_form(case, tmp_path):
 
 
 def test_linear_before_reset_keeps_rb_h_apart_at_the_recurrent_accumulator(tmp_path):
-    module = quantized(dense_module("gru", 2, linear_before_reset=1), "bits=8", tmp_path, feeds(np.random.default_rng(2)))
+    module = quantized(dense_module("gru", 2, linear_before_reset=1), "bits=8", tmp_path,
+                       feeds(np.random.default_rng(2)))
     (gru,) = module.ops
     quant = GRUQuant.of(gru)
     assert gru.attrs["bias"].shape == (1, 6 * H) and not np.any(gru.attrs["bias"][:, 3 * H:5 * H])

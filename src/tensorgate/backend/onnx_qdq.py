@@ -229,7 +229,8 @@ class QuantizedCell(ScanCell):
             acc = apply_quantized_map(b, attrs["w"][index], q.w[index], x, 3, q.rounding, role)
             if attrs["bias"] is not None:
                 codes = np.asarray(attrs["bias"][d])[k * rows:(k + 1) * rows]
-                acc = b.add("Add", [acc, dequantized_weights(b, codes, q.bias[index], f"{role}.bias")], f"{role}/biased")
+                bias = dequantized_weights(b, codes, q.bias[index], f"{role}.bias")
+                acc = b.add("Add", [acc, bias], f"{role}/biased")
             blocks.append(requantize(b, acc, q.gates_x, q.rounding, f"{role}/gates_x"))
         return blocks[0] if len(blocks) == 1 else b.add("Concat", blocks, f"gates_x{d}", axis=-1)
 
@@ -387,7 +388,8 @@ def _recurrent_terms(op: Op, q) -> list[tuple[int, int]]:
         w_terms = [_aligned([term, (_largest(block), fmt.frac)]) for term, block, fmt in zip(w_terms, blocks, q.bias)]
     for k, term in enumerate(w_terms):
         _check(f"{where}: gates_x of w[{k}]", term[0])
-    return [_map_bound(m, mq, q.rounding, q.hidden, f"{where} r[{k}]") for k, (m, mq) in enumerate(zip(attrs["r"], q.r))]
+    return [_map_bound(m, mq, q.rounding, q.hidden, f"{where} r[{k}]")
+            for k, (m, mq) in enumerate(zip(attrs["r"], q.r))]
 
 
 def _check_lstm(op: Op) -> None:

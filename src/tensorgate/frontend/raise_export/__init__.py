@@ -3,10 +3,11 @@
 The ``onnx`` target writes some ops (in ``onnx_form``) as several nodes: a ``linear``
 with a tt/bt/ht map as ``[Pad] → Reshape → Einsum… → [Sum] → Reshape → [Slice]`` (plus
 ``Add`` of its bias), a recurrent op (``lstm``, ``gru``, ``rnn``) as an ``LSTM``/``GRU``/``RNN``
-node fed by such projections or to a ``Scan`` over a cell.  Imported node by node, these would become generic ops; ``ExportRaiser`` finds
-them in a model whose producer is tensorgate and has the importer emit the original op
-instead, so ``import_onnx(export_onnx(m))`` is ``m`` again, with the same map formats
-and bit-identical cores.
+node fed by such projections or to a ``Scan`` over a cell.  Imported node by node, these
+would become generic ops; ``ExportRaiser`` finds them in a model whose producer is
+tensorgate and has the importer emit the original op instead, so
+``import_onnx(export_onnx(m))`` is ``m`` again, with the same map formats and
+bit-identical cores.
 
 Each candidate is found from a *key* node (``LSTM``, ``GRU``, ``RNN``, a ``Scan`` carrying
 ``tensorgate.lstm``/``.gru``/``.rnn`` metadata, the ``MatMul``/``Reshape``/``Slice`` ending
