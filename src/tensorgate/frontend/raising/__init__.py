@@ -7,8 +7,8 @@ own ops.
 * ``raise_maps.raise_maps``: contractions of an input with constant cores (einsum
   chains, reshape/transpose/matmul chains) become ``linear`` ops with ``tt``/``bt``/``ht``
   maps holding the cores unchanged.
-* ``raise_lstm.raise_lstms``: an LSTM cell written out step by step and unrolled over
-  time becomes one ``lstm`` op.
+* ``raise_recurrent.raise_recurrent``: an LSTM or GRU cell written out step by step and
+  unrolled over time becomes one ``lstm`` or ``gru`` op.
 
 What is not recognized stays as generic ops, which the NumPy runtime runs; each such
 part gets a one-line note (``Module.notes``) saying what it is and why it was left.
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from ...ir.core import Module
 from .notes import Notes
-from .raise_lstm import raise_lstms
+from .raise_recurrent import raise_recurrent
 from .raise_maps import raise_maps
 from .static_shapes import fold_static_shapes
 
@@ -26,8 +26,8 @@ __all__ = ["fold_static_shapes", "raise_tensorized"]
 
 
 def raise_tensorized(module: Module) -> list[str]:
-    """Raise maps, then LSTMs, in place; returns the notes on what was left as it was."""
+    """Raise maps, then recurrent cells, in place; returns the notes on what was left as it was."""
     notes = Notes()
     raise_maps(module, notes)
-    raise_lstms(module, notes)
+    raise_recurrent(module, notes)
     return notes.lines()

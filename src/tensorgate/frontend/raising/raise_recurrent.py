@@ -1,38 +1,50 @@
-"""Raise an LSTM cell written out step by step, unrolled over time, to one ``lstm`` op.
+"""Raise a recurrent cell (LSTM or GRU) written out step by step, unrolled over time, to
+one ``lstm`` or ``gru`` op.
 
 PyTorch exports a Python loop over time steps as one copy of the cell per step.  A
 cell is recognized by its data flow, not by names or gate order::
 
-    pre = W x_t + R h + b          (sums of maps and constants, split into four gates,
-                                    or four separate sums)
-    c'  = sigmoid(pre_f) * c + sigmoid(pre_i) * tanh(pre_g)
-    h'  = sigmoid(pre_o) * tanh(c')
+    LSTM:  pre = W x_t + R h + b          (sums of maps and constants, split into four
+                                          gates, or four separate sums)
+           c'  = sigmoid(pre_f) * c + sigmoid(pre_i) * tanh(pre_g)
+           h'  = sigmoid(pre_o) * tanh(c')
+
+    GRU:   z = sigmoid(W_z x_t + R_z h + b_z)      r = sigmoid(W_r x_t + R_r h + b_r)
+           n = tanh(W_h x_t + r * (R_h h + b_hn) + b_in)      (linear_before_reset = 1)
+           n = tanh(W_h x_t + R_h (r * h) + b_h)              (linear_before_reset = 0)
+           h' = (1 - z) * n + z * h        or      h' = n + z * (h - n)
 
 ``x_t`` must be a time step of a rank-3 sequence ``X`` (``X[t]``, ``X[:, t]``, a slice
 or split of one step), ``W`` and ``R`` linear maps (the raised ``tt``/``bt``/``ht`` maps or
-dense layers), and the cells a chain: each takes the previous one's ``h'`` and ``c'``,
-at time steps ``0..T-1`` (a forward LSTM) or ``T-1..0`` (a reverse one), all with the
-same maps and biases (compared exactly).  The first cell's ``h``/``c`` are zeros
-(``initial_h``/``initial_c`` left out) or values of shape ``[B, H]`` (passed as the initial
-states).  An exporter that folded the first step's ``R·0 + b`` into a constant is
-understood too.
+dense layers), and the cells a chain: each takes the previous one's states (``h'``, and
+``c'`` for an LSTM), at time steps ``0..T-1`` (a forward op) or ``T-1..0`` (a reverse
+one), all with the same maps and biases (compared exactly).  The first cell's states
+are zeros (the initial-state operands left out) or values of shape ``[B, H]`` (passed
+as the initial states).  An exporter that folded an LSTM's first step ``R·0 + b`` into a
+constant is understood too; a GRU's first step folded that way (a static batch with a
+zero initial state) is not, and its chain stays generic ops, with a note.
 
-The chain becomes ``lstm(X)`` (``X`` transposed to time-major and cut to ``T`` steps
-where needed), semantically the ONNX LSTM: the gates in ONNX order ``i, o, f, c``,
-every bias folded into ``bias = [Wb, Rb]`` (``Wb`` from the input side and free
-constants, ``Rb`` from the recurrent map).  How the model's gate order is reordered:
+The chain becomes ``lstm(X)`` or ``gru(X)`` (``X`` transposed to time-major and cut to
+``T`` steps where needed), semantically the ONNX op: the gates in ONNX order (LSTM
+``i, o, f, c``, GRU ``z, r, h``), every bias folded into ``bias = [Wb, Rb]`` (``Wb`` from
+the input side and free constants, ``Rb`` from the recurrent map, and for the GRU's
+candidate with linear_before_reset the constants inside the reset product).  How the
+model's gate order is reordered:
 
-* four separate maps per side (one per gate): the list is reordered, cores untouched;
-* one stacked ``4H`` map whose gates are already ``i, o, f, c``: kept as it is;
-* one stacked map in another order (PyTorch's ``i, f, g, o``): a dense matrix has its
-  row blocks permuted; a decomposed map must hold the gate in its leading output
-  factor (``m_1`` a multiple of 4), and the slices of the one tensor holding ``m_1``
-  (TT core 0, each BT block's factor 0, HT leaf 0) are permuted along ``m_1`` — values
-  moved, none changed; every other tensor is the model's own.
+* one map per gate per side: the list is reordered, cores untouched;
+* one stacked map whose gates are already in ONNX order: kept as it is;
+* one stacked map in another order (PyTorch's LSTM ``i, f, g, o``, GRU ``r, z, n``): a
+  dense matrix has its row blocks permuted; a decomposed map must hold the gate in its
+  leading output factor (``m_1`` a multiple of the gate count), and the slices of the
+  one tensor holding ``m_1`` (TT core 0, each BT block's factor 0, HT leaf 0) are
+  permuted along ``m_1`` — values moved, none changed; every other tensor is the
+  model's own;
+* dense maps whose rows the gates take in another grouping (a GRU's ``z, r`` from one
+  layer and ``h`` from another): one dense map per gate, its rows.
 
 The per-step hidden states the graph uses become slices of ``Y`` (a ``torch.stack`` of
-all of them becomes ``Y`` itself), the last ``h``/``c`` ``Y_h``/``Y_c``.  Whatever does
-not fit stays as generic ops, with a note.
+all of them becomes ``Y`` itself), the last states ``Y_h``/``Y_c``.  Whatever does not
+fit stays as generic ops, with a note.
 """
 
 from __future__ import annotations
@@ -44,56 +56,62 @@ import numpy as np
 from ...errors import VerifyError
 from ...ir.core import Module, Op, Value
 from ...ir.ops import OP_SPECS, const_values
-from .lstm_cells import Cell, Layer, cell_anchor, vector_sum
+from .gate_terms import Layer, vector_sum
+from .gru_cells import GRUCell, gru_anchor
+from .lstm_cells import Cell, cell_anchor
 from .notes import Notes, NotRaised, place_of
+
+CELL_NAMES = {"lstm": "LSTM", "gru": "GRU"}
 from .rewrite import constant_array, remove_dead, topological_order
 
 
-def raise_lstms(module: Module, notes: Notes) -> None:
+def raise_recurrent(module: Module, notes: Notes) -> None:
     """Rewrite ``module`` in place; adds to ``notes`` the cells left as they were."""
     cells = []
     for op in list(module.ops):
-        anchor = cell_anchor(op)
-        if anchor is None:
-            continue
-        try:
-            cells.append(Cell.match(*anchor))
-        except NotRaised as exc:
-            notes.add("LSTM cell", place_of([exc.where or op]), str(exc))
+        for kind, anchor, match in (("lstm", cell_anchor(op), Cell.match), ("gru", gru_anchor(op), GRUCell.match)):
+            if anchor is None:
+                continue
+            try:
+                cells.append(match(*anchor))
+            except NotRaised as exc:
+                notes.add(f"{CELL_NAMES[kind]} cell", place_of([exc.where or op]), str(exc))
     for chain in _chains(cells, notes):
         try:
             _raise_chain(module, chain)
         except NotRaised as exc:
-            notes.add("LSTM", place_of([exc.where or chain[0].h_new.producer]), str(exc))
+            notes.add(CELL_NAMES[chain[0].kind], place_of([exc.where or chain[0].h_new.producer]), str(exc))
 
 
 # --- chains ----------------------------------------------------------------------------
 
 
-def _chains(cells: list[Cell], notes: Notes) -> list[list[Cell]]:
-    """Cells linked by their states into sequences, first step first."""
-    by_c = {id(cell.c_new): cell for cell in cells}
+def _chains(cells: list, notes: Notes) -> list[list]:
+    """Cells linked by their states into sequences, first step first (linked by the
+    cell state ``c`` of an LSTM, whose first ``h`` may be folded away, ``h`` of a GRU)."""
+    by_state = {id(cell.states_new[-1]): cell for cell in cells}
     followers = defaultdict(list)
     for cell in cells:
-        if id(cell.c_prev) in by_c:
-            followers[id(by_c[id(cell.c_prev)])].append(cell)
+        if id(cell.states_prev[-1]) in by_state:
+            followers[id(by_state[id(cell.states_prev[-1])])].append(cell)
     chains = []
     for cell in cells:
-        if id(cell.c_prev) in by_c:
+        if id(cell.states_prev[-1]) in by_state:
             continue
         chain = [cell]
         while len(followers[id(chain[-1])]) == 1:
             chain.append(followers[id(chain[-1])][0])
         if followers[id(chain[-1])]:
-            notes.add("LSTM", place_of([chain[-1].h_new.producer]), "a cell state feeds several next steps")
+            notes.add(CELL_NAMES[cell.kind], place_of([chain[-1].h_new.producer]),
+                      "a cell state feeds several next steps")
             continue
         chains.append(chain)
     return chains
 
 
-def _raise_chain(module: Module, chain: list[Cell]) -> None:
+def _raise_chain(module: Module, chain: list) -> None:
     first = chain[0]
-    hidden = first.c_new.type.shape[-1]
+    hidden = first.states_new[-1].type.shape[-1]
     if not isinstance(hidden, int):
         raise NotRaised("the cell state has no static width")
     for prev, cell in zip(chain, chain[1:]):
@@ -110,7 +128,7 @@ def _raise_chain(module: Module, chain: list[Cell]) -> None:
     if layer.r is None:
         raise NotRaised("the last step has no recurrent map")
     for k, other in enumerate(layers):
-        if k == 0 and other.r is None:
+        if k == 0 and other.r is None and first.kind == "lstm":
             other = _folded_first_step(other, layer)
         if not other.same_as(layer):
             raise NotRaised(f"step {k} uses other maps or biases than the last step")
@@ -146,9 +164,9 @@ def _is_zero(value: Value | None) -> bool:
 
 
 class _Rewriter:
-    """Builds the ``lstm`` op for a chain and gives the chain's outputs to its users."""
+    """Builds the ``lstm`` or ``gru`` op for a chain and gives the chain's outputs to its users."""
 
-    def __init__(self, module: Module, chain: list[Cell], layer: Layer, hidden: int, reverse: bool):
+    def __init__(self, module: Module, chain: list, layer: Layer, hidden: int, reverse: bool):
         self.module = module
         self.chain = chain
         self.layer = layer
@@ -163,18 +181,18 @@ class _Rewriter:
         first, last = self.chain[0], self.chain[-1]
         outside = {id(cell.h_new): self._outside_users(cell.h_new) for cell in self.chain}
         for cell in self.chain[:-1]:
-            if self._outside_users(cell.c_new):
+            if any(self._outside_users(state) for state in cell.states_new[1:]):
                 raise NotRaised("the cell state of a step before the last is used outside the recurrence")
-        h0 = None if first.h_prev is None or _is_zero(first.h_prev) else first.h_prev
-        c0 = None if _is_zero(first.c_prev) else first.c_prev
-        for state in (h0, c0):
+        initial = [None if state is None or _is_zero(state) else state for state in first.states_prev]
+        for state in initial:
             if state is not None and (state.type.rank != 2 or state.type.shape[-1] != self.hidden):
                 raise NotRaised(f"the initial state %{state.name} has type {state.type}, expected [batch, {self.hidden}]")
-        y, y_h, y_c = self._lstm(h0, c0)
-        old = [cell.h_new.producer for cell in self.chain] + [cell.c_new.producer for cell in self.chain]
+        y, y_h, *finals = self._recurrent(initial)
+        old = [state.producer for cell in self.chain for state in cell.states_new]
         self._stack_outputs(y, outside, old)
-        if self._outside_users(last.c_new):
-            self._emit("squeeze", [y_c], {"axes": [0]}, last.c_new)
+        for state, final in zip(last.states_new[1:], finals):
+            if self._outside_users(state):
+                self._emit("squeeze", [final], {"axes": [0]}, state)
         if outside[id(last.h_new)]:
             self._emit("squeeze", [y_h], {"axes": [0]}, last.h_new)
         for cell in self.chain[:-1]:
@@ -187,7 +205,8 @@ class _Rewriter:
         users = [op for op in self.module.users(value) if id(op) not in self.inside]
         return users + [None] * sum(v is value for v in self.module.outputs)
 
-    def _lstm(self, h0: Value | None, c0: Value | None) -> list[Value]:
+    def _recurrent(self, initial: list[Value | None]) -> list[Value]:
+        """The ``lstm`` or ``gru`` op over the chain's sequence; its results."""
         first = self.chain[0]
         x = first.sequence
         if first.time_axis is None:
@@ -196,11 +215,12 @@ class _Rewriter:
             x = self._emit("transpose", [x], {"perm": [1, 0, 2]})
         if x.type.shape[0] != len(self.chain):
             x = self._emit("slice", [x], {"starts": [0], "ends": [len(self.chain)], "axes": [0]})
-        states = [None if s is None else self._emit("unsqueeze", [s], {"axes": [0]}) for s in (h0, c0)]
+        states = [None if s is None else self._emit("unsqueeze", [s], {"axes": [0]}) for s in initial]
         layer = self.layer
         attrs = {"hidden_size": self.hidden, "direction": "reverse" if self.reverse else "forward",
-                 "w": layer.w, "r": layer.r, "bias": self._bias()}
-        return self._op("lstm", [x, None, *states], attrs, [None] * 3, roles=["Y", "Y_h", "Y_c"]).results
+                 "w": layer.w, "r": layer.r, "bias": self._bias(), **layer.attrs}
+        roles = ["Y", "Y_h", "Y_c"][:len(initial) + 1]
+        return self._op(first.kind, [x, None, *states], attrs, [None] * len(roles), roles=roles).results
 
     def _bias(self) -> np.ndarray | None:
         layer = self.layer
