@@ -1,4 +1,4 @@
-"""Compress a digits LSTM with TT, BT and HT, fine-tune, quantize, simulate: one table.
+"""Compress digits LSTM and GRU classifiers (TT, BT, HT), fine-tune, quantize, simulate: one table.
 
     python examples/digits/run.py            # the full study (~3.5 min on 2 shared cores)
     python examples/digits/run.py --quick    # a smoke run of every stage (~30 s)
@@ -12,7 +12,10 @@ with calibration sequences from the training set and evaluate the integer golden
 (accuracy and top-1 agreement with the float model).  Every 8-bit model is compiled for
 the Verilog accelerator (P MAC lanes) and simulated with Verilator on a few test
 sequences; its outputs must equal the golden model's bit for bit, and the table reports
-its cycles per time step.  The table is printed and written as markdown to ``results.md``.
+its cycles per time step.  A dense GRU classifier, trained the same way, goes through
+the same steps (fewer settings, cross-entropy only) except the simulation: the
+accelerator has no GRU cell unit yet.  The table is printed and written as markdown to
+``results.md``.
 """
 
 from __future__ import annotations
@@ -54,7 +57,9 @@ class Settings:
     dense_epochs: int
     finetune_epochs: int
     configs: tuple[tuple[str, str, str], ...]
-    """(method, label, decompose options) per compressed model."""
+    """(method, label, decompose options) per compressed LSTM."""
+    gru_configs: tuple[tuple[str, str, str], ...]
+    """The same for the GRU (fine-tuned with cross-entropy only)."""
     simulated_sequences: int
     calibration_sequences: int = 256
     finetune_lr: float = 3e-3
@@ -68,9 +73,12 @@ FULL = Settings(
     configs=(("tt", "r≤8", "method=tt max-rank=8"), ("tt", "r≤4", "method=tt max-rank=4"),
              ("bt", "4 blocks r≤4", "method=bt blocks=4 tucker-rank=4"),
              ("bt", "2 blocks r≤4", "method=bt blocks=2 tucker-rank=4"),
-             ("ht", "r≤8", "method=ht max-rank=8"), ("ht", "r≤4", "method=ht max-rank=4")))
+             ("ht", "r≤8", "method=ht max-rank=8"), ("ht", "r≤4", "method=ht max-rank=4")),
+    gru_configs=(("tt", "r≤8", "method=tt max-rank=8"), ("tt", "r≤4", "method=tt max-rank=4"),
+                 ("ht", "r≤8", "method=ht max-rank=8")))
 QUICK = Settings(dense_epochs=2, finetune_epochs=1, simulated_sequences=1, calibration_sequences=64,
-                 configs=(("tt", "r≤4", "method=tt max-rank=4"),))
+                 configs=(("tt", "r≤4", "method=tt max-rank=4"),),
+                 gru_configs=(("tt", "r≤4", "method=tt max-rank=4"),))
 LOSSES = ("ce", "focal")
 BITS = (8, 16)
 
@@ -79,6 +87,7 @@ BITS = (8, 16)
 class Row:
     """One model of the table: its size, float metrics, quantized metrics, hardware."""
 
+    layer: str
     model: str
     ranks: str
     loss: str
@@ -127,27 +136,31 @@ class Study:
                  f"{train_counts.tolist()}, test per class {test_counts.tolist()}")
         np.savez(self.train_data, x=split.train_x, labels=split.train_y)
         np.savez(self.calibration, x=split.train_x[:, :s.calibration_sequences])
-        onnx_path = train_dense(split.train_x, split.train_y, self.work / "dense.onnx", s.dense_epochs, s.seed)
-        self.log(f"trained the dense LSTM ({s.dense_epochs} epochs) and exported {onnx_path.name}")
-        rows = self.evaluate_all(onnx_path)
+        rows = []
+        for layer, configs, losses in (("LSTM", s.configs, LOSSES), ("GRU", s.gru_configs, ("ce",))):
+            onnx_path = train_dense(split.train_x, split.train_y, self.work / f"dense-{layer.lower()}.onnx",
+                                    s.dense_epochs, s.seed, cell=layer.lower())
+            self.log(f"trained the dense {layer} ({s.dense_epochs} epochs) and exported {onnx_path.name}")
+            rows += self.evaluate_all(layer, onnx_path, configs, losses)
         render(rows, split, s, time.perf_counter() - self.started, results)
 
-    def evaluate_all(self, onnx_path: Path) -> list[Row]:
+    def evaluate_all(self, layer: str, onnx_path: Path, configs, losses) -> list[Row]:
         """The dense model, then every compressed one fine-tuned with each loss."""
         dense_pipeline = "canonicalize, dce"
         dense = PassManager.parse(dense_pipeline).run(import_onnx(onnx_path))
         dense_params = model_stats(dense).params_compressed
-        rows = [self.evaluate(Row("dense", "-", "ce", dense_params, 1.0), dense, dense_pipeline)]
-        for method, ranks, options in self.settings.configs:
+        rows = [self.evaluate(Row(layer, "dense", "-", "ce", dense_params, 1.0), dense, dense_pipeline)]
+        for method, ranks, options in configs:
             compress = f"decompose{{weights=all {options}}}, order-contractions"
             decomposed = PassManager.parse(compress).run(dense.copy())
             params = model_stats(decomposed).params_compressed
-            for loss in LOSSES:
-                finetune = self.finetune_pass(loss, self.work / f"finetune-{slug(method, ranks, loss)}.json")
+            for loss in losses:
+                report = self.work / f"finetune-{slug(layer, method, ranks, loss)}.json"
+                finetune = self.finetune_pass(loss, report)
                 tuned = decomposed.copy()
                 with contextlib.nullcontext() if self.verbose else contextlib.redirect_stderr(io.StringIO()):
                     PassManager.parse(finetune).run(tuned)
-                row = Row(method, ranks, loss, params, dense_params / params)
+                row = Row(layer, method, ranks, loss, params, dense_params / params)
                 rows.append(self.evaluate(row, tuned, f"{dense_pipeline}, {compress}, {finetune}"))
         return rows
 
@@ -169,18 +182,19 @@ class Study:
             logits = run_fixed(quantized, {"x": self.split.test_x})["logits"]
             row.quantized[bits] = {**classification_metrics(logits, self.split.test_y),
                                    "agreement": float(np.mean(logits.argmax(-1) == float_logits.argmax(-1)))}
-            if bits == 8:
+            if bits == 8 and row.layer in ON_THE_ACCELERATOR:
                 row.cycles_per_step, row.bit_exact = self.simulate(quantized, f"{pipeline}, {quantize}",
-                                                                   slug(row.model, row.ranks, row.loss))
+                                                                   slug(row.layer, row.model, row.ranks, row.loss))
+        hardware = (f"{row.cycles_per_step:,.0f} cycles/step, bit-exact: {row.bit_exact}"
+                    if row.cycles_per_step is not None else "not simulated (no GRU cell unit yet)")
         self.log(f"{describe(row)}: {row.params:,} params ({row.compression:.1f}x), accuracy "
-                 f"{row.float_metrics['accuracy']:.2%} float, {row.quantized[8]['accuracy']:.2%} 8-bit, "
-                 f"{row.cycles_per_step:,.0f} cycles/step, bit-exact: {row.bit_exact}")
+                 f"{row.float_metrics['accuracy']:.2%} float, {row.quantized[8]['accuracy']:.2%} 8-bit, {hardware}")
         return row
 
     def simulate(self, quantized, pipeline: str, name: str) -> tuple[float, bool]:
         """Cycles per time step on the Verilated accelerator, and whether its output codes
         equal the golden model's, on the first test sequences."""
-        artifact = write_verilog_artifact(quantized, self.work / f"verilog-{name}", pipeline, "dense.onnx",
+        artifact = write_verilog_artifact(quantized, self.work / f"verilog-{name}", pipeline, "dense-lstm.onnx",
                                           self.settings.pes)
         inputs = {"x": self.split.test_x[:, :self.settings.simulated_sequences]}
         outputs, stats = Simulator(artifact, progress=False).run(inputs, raw=True)
@@ -206,21 +220,29 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray) -> dict:
 
 # --- the table ----------------------------------------------------------------------------
 
-COLUMNS = ("model", "ranks", "loss", "params", "compression", "accuracy", "macro P", "macro R", "macro F1",
+ON_THE_ACCELERATOR = ("LSTM",)
+"""The layers the Verilog accelerator runs (it has an LSTM cell unit only, so far)."""
+COLUMNS = ("layer", "model", "ranks", "loss", "params", "compression", "accuracy", "macro P", "macro R", "macro F1",
            "recall 7-9", "8-bit acc", "8-bit agree", "16-bit acc", "16-bit agree")
 
 
 def table_cells(row: Row) -> list[str]:
     f, q8, q16 = row.float_metrics, row.quantized[8], row.quantized[16]
     percent = "{:.1%}".format
-    return [row.model, row.ranks, row.loss, f"{row.params:,}", f"{row.compression:.1f}x", percent(f["accuracy"]),
+    if row.cycles_per_step is None:
+        hardware = "-"
+    else:
+        hardware = f"{row.cycles_per_step:,.0f}" + ("" if row.bit_exact else " (not bit-exact)")
+    return [row.layer, row.model, row.ranks, row.loss, f"{row.params:,}", f"{row.compression:.1f}x", percent(f["accuracy"]),
             percent(f["precision"]), percent(f["recall"]), percent(f["f1"]), percent(f["minority_recall"]),
             percent(q8["accuracy"]), percent(q8["agreement"]), percent(q16["accuracy"]), percent(q16["agreement"]),
-            f"{row.cycles_per_step:,.0f}" + ("" if row.bit_exact else " (not bit-exact)")]
+            hardware]
 
 
-def targets(rows: list[Row]) -> list[str]:
-    """The example's targets, each with the figures that decide it."""
+def targets(all_rows: list[Row]) -> list[str]:
+    """The example's targets, each with the figures that decide it (on the LSTM rows;
+    the GRU's own line last)."""
+    rows = [r for r in all_rows if r.layer == "LSTM"]
     dense, compressed = rows[0], rows[1:]
     base = dense.float_metrics["accuracy"]
     small = [r for r in compressed if r.compression >= 20]
@@ -245,7 +267,14 @@ def targets(rows: list[Row]) -> list[str]:
                  + ", ".join(f"{model} {ranks} {100 * gain:+.1f}" for (model, ranks), gain in zip(settings, gains))
                  + " points)")
     lines.append(f"- Verilator outputs equal the golden model's bit for bit: {met(all(r.bit_exact for r in rows))} "
-                 "(every 8-bit model)")
+                 "(every 8-bit LSTM model)")
+    grus = [r for r in all_rows if r.layer == "GRU"]
+    if grus:
+        agreeing = [r for r in grus if r.quantized[8]["agreement"] >= 0.98]
+        lines.append(f"- GRU: 8-bit golden model agrees with the float model on >= 98% of the test digits: "
+                     f"{met(len(agreeing) == len(grus))} ({len(agreeing)} of {len(grus)}; "
+                     + ", ".join(f"{describe(r)} {r.quantized[8]['agreement']:.1%}" for r in grus)
+                     + "); not simulated: the accelerator has no GRU cell unit yet")
     return lines
 
 
@@ -254,13 +283,17 @@ def met(condition) -> str:
 
 
 def describe(row: Row) -> str:
-    return f"{row.model} {row.ranks} {row.loss}"
+    """``tt r≤8 ce`` for an LSTM row, ``GRU tt r≤8`` (``GRU dense``) for a GRU row."""
+    if row.layer == "LSTM":
+        return f"{row.model} {row.ranks} {row.loss}"
+    return f"{row.layer} {row.model}" + ("" if row.ranks == "-" else f" {row.ranks}")
 
 
 def render(rows: list[Row], split: Split, settings: Settings, elapsed: float, results: Path) -> None:
     """Print the table and the targets; write both, with the setup, as markdown."""
     train_counts, test_counts = split.class_counts()
-    setup = (f"Digits as 7 frames of 256 pixels; LSTM(256, {HIDDEN}) + linear head. Training set: every image of "
+    setup = (f"Digits as 7 frames of 256 pixels; LSTM(256, {HIDDEN}) or GRU(256, {HIDDEN}) + linear head. "
+             f"Training set: every image of "
              f"digits 0-6, {MINORITY_FRACTION:.0%} of digits 7-9 ({train_counts.tolist()} per class); balanced "
              f"test set ({test_counts[0]} per class). Fine-tuning: {settings.finetune_epochs} epochs, Adam lr "
              f"{settings.finetune_lr}, batch {settings.finetune_batch}, seed {settings.seed}; focal gamma 2, no alpha. "
@@ -269,16 +302,16 @@ def render(rows: list[Row], split: Split, settings: Settings, elapsed: float, re
              f"P={settings.pes}. Total run time {elapsed:.0f} s.")
     columns = COLUMNS + (f"cycles/step (batch {settings.simulated_sequences})",)
     console = Console(width=None if sys.stdout.isatty() else 200)
-    table = Table(title="digits: dense vs TT/BT/HT LSTM, fine-tuned, quantized, simulated")
+    table = Table(title="digits: dense vs TT/BT/HT LSTM and GRU, fine-tuned, quantized, simulated")
     for column in columns:
-        table.add_column(column, justify="left" if column in ("model", "ranks", "loss") else "right")
+        table.add_column(column, justify="left" if column in ("layer", "model", "ranks", "loss") else "right")
     for row in rows:
         table.add_row(*table_cells(row))
     console.print(table)
     lines = targets(rows)
     console.print("\n".join(lines))
     markdown = ["| " + " | ".join(columns) + " |",
-                "|" + "|".join("---" if c in ("model", "ranks", "loss") else "--:" for c in columns) + "|"]
+                "|" + "|".join("---" if c in ("layer", "model", "ranks", "loss") else "--:" for c in columns) + "|"]
     markdown += ["| " + " | ".join(table_cells(row)) + " |" for row in rows]
     results.write_text("\n".join([setup, "", *markdown, "", *lines]) + "\n")
     console.print(f"wrote {results}")

@@ -1,8 +1,8 @@
-"""Train the dense LSTM classifier in PyTorch and export it to ONNX.
+"""Train the dense LSTM or GRU classifier in PyTorch and export it to ONNX.
 
-One ``nn.LSTM`` layer (256 inputs, 128 hidden) reads the frame sequence; a linear head on
-its last hidden state gives the 10 logits (no softmax: the quantizer refuses it, and the
-argmax is the same).  Training is seeded and runs on CPU with cross-entropy and Adam.
+One ``nn.LSTM`` or ``nn.GRU`` layer (256 inputs, 128 hidden) reads the frame sequence; a
+linear head on its last hidden state gives the 10 logits (no softmax: the quantizer
+refuses it, and the argmax is the same).  Training is seeded and runs on CPU with cross-entropy and Adam.
 The ONNX export (TorchScript exporter, opset 17) has input ``x`` ``[steps, batch, 256]``
 with a dynamic batch and output ``logits`` ``[batch, 10]``.
 """
@@ -22,12 +22,13 @@ HIDDEN = 128
 
 
 def train_dense(train_x: np.ndarray, train_y: np.ndarray, path: Path, epochs: int, seed: int = 0,
-                lr: float = 3e-3, batch: int = 32) -> Path:
-    """Train the classifier on the sequences ``train_x`` and export it to ``path``."""
+                lr: float = 3e-3, batch: int = 32, cell: str = "lstm") -> Path:
+    """Train the classifier (``cell``: ``lstm`` or ``gru``) on the sequences ``train_x``
+    and export it to ``path``."""
     import torch
 
     torch.manual_seed(seed)
-    model = _classifier(torch)
+    model = _classifier(torch, cell)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     x, y = torch.from_numpy(train_x), torch.from_numpy(train_y)
     order = np.random.default_rng(seed)
@@ -45,15 +46,17 @@ def train_dense(train_x: np.ndarray, train_y: np.ndarray, path: Path, epochs: in
     return path
 
 
-def _classifier(torch):
+def _classifier(torch, cell: str):
+    layer = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]
+
     class Classifier(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.lstm = torch.nn.LSTM(FEATURES, HIDDEN)
+            self.recurrent = layer(FEATURES, HIDDEN)
             self.head = torch.nn.Linear(HIDDEN, CLASSES)
 
         def forward(self, x):
-            y, _ = self.lstm(x)
+            y, _ = self.recurrent(x)
             return self.head(y[-1])
 
     return Classifier()
