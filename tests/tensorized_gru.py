@@ -17,17 +17,14 @@ raising must not take for ONNX's GRU.  ``expected_*`` say what the raised ``gru`
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from tensorized_models import LEADING_FACTOR_TENSORS, TorchTensorizedLinear
+from tensorized_models import LEADING_FACTOR_TENSORS, TorchTensorizedLinear, export_unrolled
 from tensorgate.ir.linear_map import LinearMap
 
 TORCH_ORDER = ("r", "z", "n")
@@ -133,23 +130,7 @@ def tensorized_gru(config: TensorizedGRU) -> TorchTensorizedGRU:
 def export_tensorized_gru(config: TensorizedGRU, directory: Path) -> Path:
     """Export ``config``'s GRU (inputs ``x`` and, with ``initial_state``, ``h0``; outputs
     ``y``, ``h``), the batch symbolic unless ``dynamic_batch`` is off."""
-    path = Path(directory) / config.file_name
-    example = {name: torch.from_numpy(a) for name, a in config.feeds(2, np.random.default_rng(0)).items()}
-    batch_axes = {"x": 0 if config.batch_first else 1, "h0": 0}
-    kwargs = {"input_names": list(example), "output_names": ["y", "h"], "opset_version": config.opset}
-    if config.exporter == "dynamo":
-        kwargs.update(dynamo=True, external_data=False, verbose=False)
-        if config.dynamic_batch:
-            batch = torch.export.Dim("batch")
-            kwargs["dynamic_shapes"] = {name: {batch_axes[name]: batch} for name in example}
-    else:
-        kwargs["dynamo"] = False
-        if config.dynamic_batch:
-            kwargs["dynamic_axes"] = {name: {batch_axes[name]: "batch"} for name in example}
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        torch.onnx.export(tensorized_gru(config), tuple(example.values()), path, **kwargs)
-    return path
+    return export_unrolled(tensorized_gru(config), config, Path(directory) / config.file_name, ["y", "h"])
 
 
 def _onnx_rows(array: np.ndarray, axis: int = 0) -> np.ndarray:

@@ -342,17 +342,21 @@ def exporter_of(configs: dict[str, "TensorizedLSTM"], directory: Path):
 
 def export_tensorized_lstm(config: TensorizedLSTM, directory: Path) -> Path:
     """Export ``config``'s LSTM (inputs ``x`` and, with ``initial_state``, ``h0``, ``c0``;
-    outputs ``y``, ``h``, ``c``) to ``directory``.
+    outputs ``y``, ``h``, ``c``) to ``directory``."""
+    return export_unrolled(tensorized_lstm(config), config, Path(directory) / config.file_name, ["y", "h", "c"])
+
+
+def export_unrolled(model: torch.nn.Module, config, path: Path, outputs: list[str]) -> Path:
+    """Export an unrolled recurrent ``model`` with ``config``'s exporter and opset (inputs
+    ``config.feeds``, batch axes ``x``'s and the states' first).
 
     The batch is symbolic unless ``dynamic_batch`` is off (then 2); the sequence length
     is ``config.seq`` (the unrolled loop handles that many steps).  Exporter warnings
     are silenced as in ``models.py``.
     """
-    path = Path(directory) / config.file_name
-    model = tensorized_lstm(config)
     example = {name: torch.from_numpy(a) for name, a in config.feeds(2, np.random.default_rng(0)).items()}
-    batch_axes = {"x": 0 if config.batch_first else 1, "h0": 0, "c0": 0}
-    kwargs = {"input_names": list(example), "output_names": ["y", "h", "c"], "opset_version": config.opset}
+    batch_axes = {name: 0 for name in example} | {"x": 0 if config.batch_first else 1}
+    kwargs = {"input_names": list(example), "output_names": outputs, "opset_version": config.opset}
     if config.exporter == "dynamo":
         kwargs.update(dynamo=True, external_data=False, verbose=False)
         if config.dynamic_batch:

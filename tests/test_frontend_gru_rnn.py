@@ -20,6 +20,7 @@ from onnx import helper, numpy_helper
 
 from models import OnnxRecurrent, TorchRecurrent, assert_close_f32, make_onnx_recurrent, run_onnxruntime
 from models import export_torch_recurrent, torch_classifier
+from test_frontend_lstm import compare_with_onnxruntime
 from tensorgate.errors import FrontendError
 from tensorgate.frontend import import_onnx
 from tensorgate.interpreter import run_module
@@ -42,17 +43,6 @@ NODES = {"gru_lbr0": ("GRU", 0), "gru_lbr1": ("GRU", 1), "rnn": ("RNN", 0)}
 def gru_or_rnn(node: str, **kwargs) -> OnnxRecurrent:
     op_type, lbr = NODES[node]
     return OnnxRecurrent(op_type=op_type, linear_before_reset=lbr, outputs=("Y", "Y_h"), **kwargs)
-
-
-def compare_with_onnxruntime(config: OnnxRecurrent) -> dict:
-    model, feeds = make_onnx_recurrent(config)
-    expected = run_onnxruntime(model, feeds)
-    module = import_onnx(model)
-    assert [v.name for v in module.outputs] == list(expected)
-    outputs = run_module(module, feeds)
-    for name, want in expected.items():
-        assert_close_f32(outputs[name], want, name)
-    return outputs
 
 
 @pytest.mark.parametrize("direction", DIRECTIONS)

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from models import OnnxRecurrent, TorchRecurrent, assert_close_f32, make_onnx_recurrent, run_onnxruntime
 from onnx import helper
+from test_onnx_export import check_export, op_types
 
 from tensorgate.backend.onnx_export import export_onnx
 from tensorgate.frontend import import_onnx
@@ -22,21 +23,6 @@ from tensorgate.passes import PassManager
 
 H, I = 4, 6
 GATES = {"gru": 3, "rnn": 1}
-
-
-def check_export(module, feeds, atol_eps: float = 4):
-    """onnxruntime on the export equals the NumPy runtime; the import is the module."""
-    model = export_onnx(module)
-    expected = run_module(module, feeds)
-    actual = run_onnxruntime(model, feeds)
-    for name, value in expected.items():
-        assert_close_f32(actual[name], value, name, atol_eps)
-    assert module_differences(module, import_onnx(model)) == []
-    return model
-
-
-def op_types(model) -> set[str]:
-    return {node.op_type for node in model.graph.node}
 
 
 def maps(kind: str, fmt: str, rng, per_dir: int, dirs: int, columns: int):

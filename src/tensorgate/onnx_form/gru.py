@@ -4,13 +4,10 @@ or a ``Scan`` over the cell of ``GRUCell`` (``scan``); see the package docstring
 
 from __future__ import annotations
 
-from ..ir.ops import activation_params
 from .graph import GraphBuilder
 from .maps import apply_maps
 from .ops import lowers
-from .recurrent import (
-    ScanCell, activation, bias_row, clipped, direction_bias, lower_recurrent, slice_rows, split_rows,
-)
+from .recurrent import FloatCell, activation, clipped, lower_recurrent, slice_rows, split_rows
 
 
 @lowers("gru")
@@ -18,37 +15,22 @@ def lower_gru(b, op, inputs, results):
     lower_recurrent(b, op, inputs, results, GRUCell)
 
 
-class GRUCell(ScanCell):
+class GRUCell(FloatCell):
     """The float GRU cell in elementwise ONNX ops, in the float kernel's order
     (``interpreter.gru``).  R is applied as the kernel reads it, except that a stacked
     R of ``linear_before_reset = 0`` is applied whole twice, dense or not (to ``h`` for
-    the z and r rows, to ``r ⊙ h`` for the candidate's)."""
+    the z and r rows, to ``r ⊙ h`` for the candidate's).  With ``linear_before_reset``
+    only ``Rb_z`` and ``Rb_r`` join the projection; ``Rb_h`` joins ``R_h·h``."""
 
     def __init__(self, op):
         super().__init__(op)
-        self.params = activation_params(op)
         self.lbr = op.attrs["linear_before_reset"]
-        self.bias = None
+        self.folded_rows = 2 * self.hidden if self.lbr else None
         self.recurrent_bias: list[str | None] = [None] * self.dirs
 
-    def prepare(self, b: GraphBuilder) -> None:
-        bias = self.op.attrs["bias"]
-        if bias is not None:
-            self.bias = b.init(bias.astype(self.dtype, copy=False), "B")
-
-    def hint(self) -> dict:
-        return {"bias": self.bias}
-
-    def projection(self, b: GraphBuilder, d: int, x: str) -> str:
-        projection = apply_maps(b, self.maps("w", d), x, 3, self.dtype, f"w{d}")
-        if self.bias is None:
-            return projection
-        hidden, width = self.hidden, self.op.attrs["bias"].shape[1]
-        row = bias_row(b, self.bias, d)
-        bias = direction_bias(b, row, d, 3 * hidden, width, 2 * hidden if self.lbr else None)
+    def projected(self, b: GraphBuilder, d: int, row: str) -> None:
         if self.lbr:
-            self.recurrent_bias[d] = slice_rows(b, row, 5 * hidden, 6 * hidden, f"bias{d}_rb_h")
-        return b.add("Add", [projection, bias], f"gates_x{d}")
+            self.recurrent_bias[d] = slice_rows(b, row, 5 * self.hidden, 6 * self.hidden, f"bias{d}_rb_h")
 
     def step(self, b: GraphBuilder, d: int, states: list[str], gates_x: str) -> list[str]:
         (h,) = states

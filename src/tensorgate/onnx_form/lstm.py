@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ir.ops import activation_params
 from .graph import GraphBuilder
 from .maps import apply_maps
 from .ops import lowers
-from .recurrent import ScanCell, activation, bias_row, clipped, direction_bias, lower_recurrent, split_rows
+from .recurrent import FloatCell, activation, clipped, lower_recurrent, split_rows
 
 
 @lowers("lstm")
@@ -25,33 +24,23 @@ def direction_peepholes(b: GraphBuilder, peepholes: str, d: int, hidden: int) ->
     return b.outputs_of_last()
 
 
-class LSTMCell(ScanCell):
+class LSTMCell(FloatCell):
     """The float LSTM cell in elementwise ONNX ops, in the float kernel's order."""
 
     def __init__(self, op):
         super().__init__(op)
-        self.params = activation_params(op)
-        self.bias = self.peepholes = None
+        self.peepholes = None
         self.per_direction_peepholes: list[list[str] | None] = [None] * self.dirs
 
     def prepare(self, b: GraphBuilder) -> None:
-        attrs = self.op.attrs
-        if attrs["bias"] is not None:
-            self.bias = b.init(attrs["bias"].astype(self.dtype, copy=False), "B")
-        if attrs["peepholes"] is not None:
-            self.peepholes = b.init(attrs["peepholes"].astype(self.dtype, copy=False), "P")
+        super().prepare(b)
+        if self.op.attrs["peepholes"] is not None:
+            self.peepholes = b.init(self.op.attrs["peepholes"].astype(self.dtype, copy=False), "P")
             self.per_direction_peepholes = [direction_peepholes(b, self.peepholes, d, self.hidden)
                                             for d in range(self.dirs)]
 
     def hint(self) -> dict:
         return {"bias": self.bias, "peepholes": self.peepholes}
-
-    def projection(self, b: GraphBuilder, d: int, x: str) -> str:
-        projection = apply_maps(b, self.maps("w", d), x, 3, self.dtype, f"w{d}")
-        if self.bias is None:
-            return projection
-        bias = direction_bias(b, bias_row(b, self.bias, d), d, 4 * self.hidden, self.op.attrs["bias"].shape[1])
-        return b.add("Add", [projection, bias], f"gates_x{d}")
 
     def step(self, b: GraphBuilder, d: int, states: list[str], gates_x: str) -> list[str]:
         h, c = states

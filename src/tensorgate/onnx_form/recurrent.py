@@ -75,6 +75,39 @@ class ScanCell:
         return None
 
 
+class FloatCell(ScanCell):
+    """What the float cells share: the activations with their alpha/beta, the bias as an
+    initializer, and the projection ``W·x`` plus direction ``d``'s bias (``Wb`` and the
+    first ``folded_rows`` rows of ``Rb``, all by default); ``projected`` sees the bias row."""
+
+    folded_rows: int | None = None
+
+    def __init__(self, op: Op):
+        super().__init__(op)
+        self.params = activation_params(op)
+        self.bias: str | None = None
+
+    def prepare(self, b: GraphBuilder) -> None:
+        if self.op.attrs["bias"] is not None:
+            self.bias = b.init(self.op.attrs["bias"].astype(self.dtype, copy=False), "B")
+
+    def hint(self) -> dict:
+        return {"bias": self.bias}
+
+    def projection(self, b: GraphBuilder, d: int, x: str) -> str:
+        projection = apply_maps(b, self.maps("w", d), x, 3, self.dtype, f"w{d}")
+        if self.bias is None:
+            return projection
+        row = bias_row(b, self.bias, d)
+        bias = direction_bias(b, row, d, gate_count(self.op) * self.hidden, self.op.attrs["bias"].shape[1],
+                              self.folded_rows)
+        self.projected(b, d, row)
+        return b.add("Add", [projection, bias], f"gates_x{d}")
+
+    def projected(self, b: GraphBuilder, d: int, row: str) -> None:
+        """What else the cell takes from direction ``d``'s bias ``row`` (nothing by default)."""
+
+
 CellFactory = Callable[[Op], ScanCell]
 
 
