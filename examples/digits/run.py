@@ -1,6 +1,6 @@
 """Compress digits LSTM and GRU classifiers (TT, BT, HT), fine-tune, quantize, simulate: one table.
 
-    python examples/digits/run.py            # the full study (~3.5 min on 2 shared cores)
+    python examples/digits/run.py            # the full study (~11 min on 2 busy shared cores)
     python examples/digits/run.py --quick    # a smoke run of every stage (~30 s)
 
 Steps: build the imbalanced digits split (``data.py``), train the dense LSTM classifier

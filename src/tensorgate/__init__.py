@@ -1,2 +1,2 @@
-"""tensorgate: ONNX LSTMs to tensor-compressed models and PE-array hardware."""
+"""tensorgate: ONNX LSTMs, GRUs and RNNs to tensor-compressed models and PE-array hardware."""
 __version__ = "0.1.0"

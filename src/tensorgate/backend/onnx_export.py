@@ -6,9 +6,9 @@ module assembles the graph, checks it and writes the artifact.
 
 Quantized modules (``quantize``) are written in QDQ form, opset 21: weights as integer
 codes behind ``DequantizeLinear``, every round-and-saturate as ``QuantizeLinear`` →
-``DequantizeLinear``, σ/tanh units and the LSTM cell as the golden model computes them,
+``DequantizeLinear``, σ/tanh units and the recurrent cells as the golden model computes them,
 so onnxruntime's results equal ``run_fixed``'s bit for bit (``onnx_qdq``, which also
-says when that cannot hold and the export is refused).  Their LSTMs always take the
+says when that cannot hold and the export is refused).  Their recurrent ops always take the
 Scan; they are not raised back on import.
 """
 

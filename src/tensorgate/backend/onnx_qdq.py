@@ -22,7 +22,8 @@ as long as the integers involved stay below ``2^24`` (float32's exact integers):
 * the σ and tanh units (PWL or table) are evaluated on the codes as the golden model
   does, with float ops on integer-valued tensors: clamp, index by ``Floor``, ``Gather``
   of the tables, the PWL product and its rounding shift;
-* the LSTM is a ``Scan`` over time whose body is the golden model's cell;
+* a recurrent op (``lstm``, ``gru``, ``rnn``) is a ``Scan`` over time whose body is the
+  golden model's cell;
 * a host region is its own nodes on the real values (``onnx_form.host``), its results
   that are fixed point rounded to their formats as above: the golden model runs the same
   region in onnxruntime, so the two agree as far as onnxruntime computes a region's
@@ -32,8 +33,9 @@ Module inputs of a fixed-point type take floats, quantized on entry in the modul
 rounding mode; outputs are the dequantized values (exact in float32).
 
 ``check_exact`` bounds every accumulator over all inputs, as the quantize pass does
-(``IntegerMap.bound`` for the maps' steps, aligned sums for biases, LSTM pre-activations,
-cell and hidden products); a model where one could reach ``2^24`` is refused with an
+(``IntegerMap.bound`` for the maps' steps, aligned sums for biases, the recurrent ops'
+pre-activations, an LSTM's cell and hidden products, a GRU's reset products and state
+update); a model where one could reach ``2^24`` is refused with an
 ``ExportError`` naming it, as are formats wider than 16 bits at a rounding point (no
 QuantizeLinear target) and weight codes of ``2^24`` or more.  8-bit quantization of
 the layers here needs 15-bit accumulators and 12-bit about 23; 16-bit quantization

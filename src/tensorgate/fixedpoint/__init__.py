@@ -8,8 +8,9 @@ Where each part is defined:
 * ``activations``: σ and tanh as integer PWL or table units, and their exact error bounds;
 * ``maps``: linear maps as integer GEMMs / contraction steps, in the map's schedule;
 * ``quant_attrs``: the ``quant`` attribute quantized ops carry in the IR;
-* ``programs``: the integer ``linear`` and ``lstm`` of one op (its docstring gives the
-  arithmetic), shared by the golden model and the accelerator's lowering.
+* ``programs``: the integer ``linear``, ``lstm``, ``gru`` and ``rnn`` of one op (its
+  docstring gives the arithmetic), shared by the golden model and the accelerator's
+  lowering.
 
 ``passes/quantize.py`` chooses the formats (calibrating on float runs,
 ``passes/quantization``); ``interpreter/golden.py`` is the golden model that executes

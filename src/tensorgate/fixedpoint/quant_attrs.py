@@ -1,9 +1,9 @@
 """The ``quant`` attribute of quantized ops: what their integer codes mean.
 
 ``quantize`` rewrites a float module into one whose real-valued values have element
-type ``fix<w,f>`` and hold integer codes.  An op that computes (``linear``, ``lstm``)
-or holds numbers (``const``) carries ``attrs["quant"]``, a dictionary of plain strings,
-ints, lists and int64 arrays (so it prints and parses with the IR).  Its ``results``
+type ``fix<w,f>`` and hold integer codes.  An op that computes (``linear``, ``lstm``,
+``gru``, ``rnn``) or holds numbers (``const``) carries ``attrs["quant"]``, a dictionary of
+plain strings, ints, lists and int64 arrays (so it prints and parses with the IR).  Its ``results``
 entry lists the result formats (``ir.ops.quantized_types`` types the results from it).
 Weights (map tensors, biases, peepholes) are stored as int64 codes in the op's usual
 attributes; ``quant`` gives their formats.

@@ -52,8 +52,8 @@ def import_onnx(source: str | Path | onnx.ModelProto, raising: bool = True, bind
     ``bind`` fixes inputs to constants (``{"sr": 16000}``): the module has no such input,
     and ``If``s whose condition becomes constant are replaced by the branch taken.
     ``shapes`` fixes the dims of inputs (``{"input": [1, 576]}``).  With ``raising`` (the
-    default), tensorized maps and LSTM cells written out step by step are raised to
-    ``linear`` ops with decomposed maps and ``lstm`` ops (``frontend.raising``);
+    default), tensorized maps and LSTM or GRU cells written out step by step are raised
+    to ``linear`` ops with decomposed maps and ``lstm``/``gru`` ops (``frontend.raising``);
     ``module.notes`` lists the parts left as generic ops and why, ``module.warnings``
     what the import did not take as the model says (module docstring, ``graph_import``).
     """

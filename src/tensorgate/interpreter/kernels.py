@@ -3,7 +3,8 @@
 Each kernel in ``KERNELS`` takes the op and its operand arrays (``None`` for an absent
 optional operand) and the run's float dtype, and returns the list of result arrays.
 Floating tensors are computed in that dtype; integer tensors (shapes, indices, sequence
-lengths) stay int64.  The recurrent ops' kernels are in ``interpreter.lstm``.
+lengths) stay int64.  The recurrent ops' kernels are in ``interpreter.lstm``, ``.gru``
+and ``.rnn`` (their shared sweep in ``interpreter.recurrent``).
 """
 
 from __future__ import annotations

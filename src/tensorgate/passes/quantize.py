@@ -332,7 +332,9 @@ class _Planner:
 
     def plan(self) -> _Plan:
         recurrent = recurrent_ops(self.module.ops)
-        state_formats = {id(op): getattr(self, f"_{op.kind}_formats")(op) for op in recurrent}
+        formats_of = {"lstm": self._lstm_formats, "gru": self._gru_formats, "rnn": self._rnn_formats}
+        plan_recurrent = {"lstm": self._lstm, "gru": self._gru, "rnn": self._rnn}
+        state_formats = {id(op): formats_of[op.kind](op) for op in recurrent}
         for op in recurrent:
             formats = state_formats[id(op)]
             for index, state in enumerate(RECURRENT[op.kind].states, start=2):
@@ -349,7 +351,7 @@ class _Planner:
             elif op.kind == "linear":
                 self._linear(op)
             elif op.kind in RECURRENT:
-                getattr(self, f"_{op.kind}")(op, state_formats[id(op)])
+                plan_recurrent[op.kind](op, state_formats[id(op)])
             elif any(id(v) in self.result.formats for v in op.inputs):
                 self._passthrough(op)
         return self.result
@@ -449,7 +451,7 @@ class _Planner:
         if demanded is None:
             users = ", ".join(user.describe() for user in self.module.users(op.result))
             raise PassError(f"{op.describe()}: a float constant feeding {users} has no fixed-point form; quantize "
-                            "takes float constants only as LSTM initial states")
+                            "takes float constants only as initial states of recurrent ops")
         fmt = demanded[0]
         self._set(op.result, fmt)
         self.result.attrs[id(op)] = {"value": quantize(op.attrs["value"], fmt, self.rounding),

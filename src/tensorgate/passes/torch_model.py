@@ -2,13 +2,13 @@
 
 ``TorchModel(module)`` is a ``torch.nn.Module`` whose forward runs the module's ops with
 torch kernels that follow the NumPy runtime (the executable definition of every op):
-same formulas, and the LSTM's sums in the same order, so its outputs match
+same formulas, and the recurrent ops' sums in the same order, so its outputs match
 ``run_module`` to float32 rounding.  Its parameters are the module's weights:
 
 * every tensor of every linear map: a dense matrix, or the cores of a tt/bt/ht map,
   which are applied by contracting the input with them as the map's networks say
   (``TensorizedMap.networks``, in their default pairwise order), never by rebuilding ``W``;
-* the biases and peepholes of ``linear`` and ``lstm`` ops;
+* the biases and peepholes of ``linear`` and recurrent ops;
 * float ``const`` tensors of more than one element (a MatMul head's weight, say).
 
 ``trainable="maps"`` makes only the linear maps' tensors parameters (the rest stays
