@@ -281,3 +281,42 @@ def test_torch_gru_weights_are_torchs_with_gates_reordered(tmp_path):
     np.testing.assert_array_equal(gru.attrs["w"][0].to_dense(), np.concatenate([z, r, n]))
     r, z, n = np.split(layer.weight_hh_l0.detach().numpy(), 3)
     np.testing.assert_array_equal(gru.attrs["r"][0].to_dense(), np.concatenate([z, r, n]))
+
+
+def dynamo_defaults(cell: str) -> TorchRecurrent:
+    """torch 2.13's default exporter at a size where it computes weights in the graph."""
+    return TorchRecurrent(cell=cell, exporter="dynamo", opset=18, input_size=40, hidden_size=64, num_layers=2,
+                          bidirectional=True, batch_first=True, head="linear", dynamic=False)
+
+
+def assert_computes_what_torch_does(module, path, config: TorchRecurrent) -> None:
+    x = np.random.default_rng(3).standard_normal(config.input_shape(2, 4)).astype(np.float32)
+    outputs = run_module(module, {"x": x})
+    for got, torch_value, (name, ort_value) in zip(outputs.values(), torch_reference(config, x),
+                                                   run_onnxruntime(path, {"x": x}).items()):
+        assert_close_f32(got, torch_value, f"{name} vs torch")
+        assert_close_f32(got, ort_value, f"{name} vs onnxruntime")
+
+
+def test_gru_weights_torch_computes_in_the_graph_are_folded_like_an_lstms(torch_export):
+    """The dynamo exporter writes a GRU's W, R and B above 8192 elements as
+    Slice/Concat/Unsqueeze chains over initializers (the gate reordering); the importer
+    folds them as it does an LSTM's, so each layer is one gru op."""
+    config = dynamo_defaults("gru")
+    path = torch_export(config)
+    module = import_onnx(path)
+    assert len(module.ops_of("gru")) == 2 and not module.ops_of("host")
+    assert_computes_what_torch_does(module, path, config)
+
+
+def test_rnn_unrolled_by_the_dynamo_exporter_stays_generic(torch_export):
+    """The dynamo exporter writes ``nn.RNN`` unrolled over time (the input projection of
+    the whole sequence, then per step an activation of sums), not as an ONNX RNN node;
+    that is imported as the generic ops it is (no ``rnn`` op: unrolled RNN cells are not
+    raised), and computes what torch does.  The TorchScript exporter writes the RNN node
+    (``test_torch_exports_match_torch_and_onnxruntime``)."""
+    config = dynamo_defaults("rnn_relu")
+    path = torch_export(config)
+    module = import_onnx(path)
+    assert not module.ops_of("rnn") and not module.ops_of("host") and module.ops_of("relu")
+    assert_computes_what_torch_does(module, path, config)

@@ -28,7 +28,7 @@ CONFIGS = {
                                            num_classes=2, dynamic=False, external_data=False),
     # torch 2.13's defaults on weights above 8192 elements: the gate reordering is left as
     # Slice/Concat/Unsqueeze chains over the initializers, which the importer folds
-    "dynamo_defaults_computed_weights": TorchLSTM(exporter="dynamo", opset=18, input_size=40, hidden_size=64,
+    "dynamo_defaults_computed_weights": TorchRecurrent(exporter="dynamo", opset=18, input_size=40, hidden_size=64,
                                                   num_layers=2, bidirectional=True, batch_first=True,
                                                   head="linear", dynamic=False),
 }
