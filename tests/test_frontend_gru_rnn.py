@@ -243,6 +243,21 @@ def torch_reference(config: TorchRecurrent, x: np.ndarray) -> list[np.ndarray]:
     return [t.numpy() for t in (outputs if isinstance(outputs, tuple) else (outputs,))]
 
 
+def dynamo_defaults(cell: str) -> TorchRecurrent:
+    """torch 2.13's default exporter at a size where it computes weights in the graph."""
+    return TorchRecurrent(cell=cell, exporter="dynamo", opset=18, input_size=40, hidden_size=64, num_layers=2,
+                          bidirectional=True, batch_first=True, head="linear", dynamic=False)
+
+
+def assert_computes_what_torch_does(module, path, config: TorchRecurrent, x: np.ndarray) -> None:
+    """The module on ``x`` equals torch's module and onnxruntime on the exported file."""
+    outputs = run_module(module, {"x": x})
+    for got, torch_value, (name, ort_value) in zip(outputs.values(), torch_reference(config, x),
+                                                   run_onnxruntime(path, {"x": x}).items()):
+        assert_close_f32(got, torch_value, f"{name} vs torch")
+        assert_close_f32(got, ort_value, f"{name} vs onnxruntime")
+
+
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                   HealthCheck.function_scoped_fixture])
 @given(cell=st.sampled_from(["gru", "rnn_tanh", "rnn_relu"]), layers=st.integers(1, 2),
@@ -263,12 +278,8 @@ def test_torch_exports_match_torch_and_onnxruntime(tmp_path, cell, layers, bidir
         assert all(op.attrs["linear_before_reset"] == 1 for op in module.ops_of("gru"))
     rng = np.random.default_rng(seed)
     for batch, seq in [(2, 4), (3, 1)]:
-        x = rng.standard_normal(config.input_shape(batch, seq)).astype(np.float32)
-        outputs = run_module(module, {"x": x})
-        for got, torch_value, (name, ort_value) in zip(outputs.values(), torch_reference(config, x),
-                                                       run_onnxruntime(path, {"x": x}).items()):
-            assert_close_f32(got, torch_value, f"{name} vs torch")
-            assert_close_f32(got, ort_value, f"{name} vs onnxruntime")
+        assert_computes_what_torch_does(module, path, config,
+                                        rng.standard_normal(config.input_shape(batch, seq)).astype(np.float32))
 
 
 def test_torch_gru_weights_are_torchs_with_gates_reordered(tmp_path):
@@ -283,21 +294,6 @@ def test_torch_gru_weights_are_torchs_with_gates_reordered(tmp_path):
     np.testing.assert_array_equal(gru.attrs["r"][0].to_dense(), np.concatenate([z, r, n]))
 
 
-def dynamo_defaults(cell: str) -> TorchRecurrent:
-    """torch 2.13's default exporter at a size where it computes weights in the graph."""
-    return TorchRecurrent(cell=cell, exporter="dynamo", opset=18, input_size=40, hidden_size=64, num_layers=2,
-                          bidirectional=True, batch_first=True, head="linear", dynamic=False)
-
-
-def assert_computes_what_torch_does(module, path, config: TorchRecurrent) -> None:
-    x = np.random.default_rng(3).standard_normal(config.input_shape(2, 4)).astype(np.float32)
-    outputs = run_module(module, {"x": x})
-    for got, torch_value, (name, ort_value) in zip(outputs.values(), torch_reference(config, x),
-                                                   run_onnxruntime(path, {"x": x}).items()):
-        assert_close_f32(got, torch_value, f"{name} vs torch")
-        assert_close_f32(got, ort_value, f"{name} vs onnxruntime")
-
-
 def test_gru_weights_torch_computes_in_the_graph_are_folded_like_an_lstms(torch_export):
     """The dynamo exporter writes a GRU's W, R and B above 8192 elements as
     Slice/Concat/Unsqueeze chains over initializers (the gate reordering); the importer
@@ -306,7 +302,8 @@ def test_gru_weights_torch_computes_in_the_graph_are_folded_like_an_lstms(torch_
     path = torch_export(config)
     module = import_onnx(path)
     assert len(module.ops_of("gru")) == 2 and not module.ops_of("host")
-    assert_computes_what_torch_does(module, path, config)
+    assert_computes_what_torch_does(module, path, config, np.random.default_rng(3).standard_normal(
+        config.input_shape(2, 4)).astype(np.float32))
 
 
 def test_rnn_unrolled_by_the_dynamo_exporter_stays_generic(torch_export):
@@ -319,4 +316,5 @@ def test_rnn_unrolled_by_the_dynamo_exporter_stays_generic(torch_export):
     path = torch_export(config)
     module = import_onnx(path)
     assert not module.ops_of("rnn") and not module.ops_of("host") and module.ops_of("relu")
-    assert_computes_what_torch_does(module, path, config)
+    assert_computes_what_torch_does(module, path, config, np.random.default_rng(3).standard_normal(
+        config.input_shape(2, 4)).astype(np.float32))
