@@ -1,11 +1,19 @@
-"""Parameter counts of the papers' reference configurations (DESIGN.md section 3),
-built directly in the IR with seeded random cores (no decomposition needed)."""
+"""Parameter counts of the papers' reference configurations (DESIGN.md section 3):
+built directly in the IR with seeded random cores (no decomposition needed), and the
+FL-TT-LSTM exported from torch, where the exporter's own constants (the zero initial
+states of a static batch) must not count."""
 
 from __future__ import annotations
+
+import contextlib
+import io
+import warnings
 
 import numpy as np
 import pytest
 
+from models import TorchLSTM, torch_classifier
+from tensorgate.frontend import import_onnx
 from tensorgate.ir.stats import model_stats
 from tensorgate.ir import F32, DenseMap, Module, TensorType, TTMap, verify_module
 from tensorgate.ir.builder import Builder
@@ -54,3 +62,48 @@ def test_fl_tt_lstm_parameter_counts(fold_biases, dense, compressed):
         assert module.ops_of("lstm")[0].attrs["bias"].shape == (1, 4 * HIDDEN)
     stats = model_stats(module)
     assert (stats.params_dense, stats.params_compressed) == (dense, compressed)
+
+
+@pytest.mark.slow
+def test_fl_tt_lstm_exported_from_torch_counts_the_papers_parameters(tmp_path):
+    """nn.LSTM(61056, 384) + Linear(384, 11), batch 1: torch writes h0 and c0 as two
+    [1, 1, 384] zero constants (768 numbers) that are inputs of the recurrence, not weights."""
+    torch = pytest.importorskip("torch")
+
+    class FLTTLSTM(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = torch.nn.LSTM(INPUT, HIDDEN)
+            self.head = torch.nn.Linear(HIDDEN, CLASSES)
+
+        def forward(self, x):
+            _, (h, _) = self.lstm(x)
+            return self.head(h[-1])
+
+    torch.manual_seed(0)
+    path = tmp_path / "fl_tt_lstm.onnx"
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(FLTTLSTM().eval(), (torch.zeros(6, 1, INPUT),), path, input_names=["x"],
+                          output_names=["logits"], opset_version=17, dynamo=False)
+    module = PassManager.parse("canonicalize, dce").run(import_onnx(path))
+    initial_states = [op for op in module.ops if op.kind == "const" and op.attrs["value"].shape == (1, 1, HIDDEN)]
+    assert len(initial_states) == 2, "the export should carry h0 and c0 as constants"
+    assert model_stats(module).params_dense == 94_377_611
+    shape = "x".join(map(str, IN_FACTORS)) + ":" + "x".join(map(str, OUT_FACTORS))
+    PassManager.parse(f"decompose{{weights=input gates=separate shape={shape} ranks=1,4,4,4,1}}").run(module)
+    stats = model_stats(module)
+    assert (stats.params_dense, stats.params_compressed) == (94_377_611, 606_059)
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+@pytest.mark.parametrize("dynamic", [True, False])
+@pytest.mark.parametrize("layers, bidirectional", [(1, False), (2, True)])
+def test_imported_parameters_are_torchs_parameters(torch_export, exporter, dynamic, layers, bidirectional):
+    """Before any pass, the count is torch's own ``sum(p.numel())``, whatever constants
+    the exporter adds (static batches get their zero initial states as constants)."""
+    pytest.importorskip("torch")
+    config = TorchLSTM(exporter=exporter, dynamic=dynamic, num_layers=layers, bidirectional=bidirectional,
+                       head="linear", input_size=6, hidden_size=5)
+    expected = sum(p.numel() for p in torch_classifier(config).parameters())
+    assert model_stats(import_onnx(torch_export(config))).params_dense == expected

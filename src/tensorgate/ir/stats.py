@@ -2,11 +2,13 @@
 the linear maps, what their contraction schedules cost, and the partition into
 tensorgate and host regions with their multiply-accumulates.
 
-Parameter counts follow the papers' convention: every stored weight counts (linear
-maps, biases, peepholes, float ``const`` tensors such as a MatMul head's weights);
-integer tensors (shapes, indices) and float scalars (fill values, scale constants) do
-not.  ``dense`` counts each linear map as its full matrix, ``compressed`` as the map's
-own storage.
+Parameter counts follow the papers' convention: the model's weights count (linear
+maps, biases, peepholes, float ``const`` tensors a computation uses as weights, such as
+a MatMul head's); what an exporter adds to run the graph does not: integer tensors
+(shapes, indices), float scalars (fill values, scale constants) and tensors that only
+feed a recurrent op's initial state (torch writes ``h0 = c0 = 0`` as constants when
+the batch is static), directly or through data movement.  ``dense`` counts each linear
+map as its full matrix, ``compressed`` as the map's own storage.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from .contraction.map_schedule import MapSchedule
-from .core import Module, Op
+from .core import Module, Op, Value
 from .linear_map import LinearMap
-from .ops import RECURRENT, applies_stacked_r_twice
+from .ops import DATA_MOVEMENT, OP_SPECS, RECURRENT, applies_stacked_r_twice
 
 
 @dataclass
@@ -68,14 +70,54 @@ class ModelStats:
 
 
 WEIGHT_ATTRS = ("value", "bias", "peepholes")
+STATE_OPERAND_PREFIX = "initial_"
+"""Operands named so (``initial_h``, ``initial_c``) take a recurrence's starting state, not a weight."""
+MOVED_OPERANDS = ("x", "xs*")
+"""The operands whose elements a data-movement op moves (not its shape or indices)."""
 
 
-def _weight_count(op: Op) -> int:
+def _weight_count(op: Op, uses: "_Uses") -> int:
     """Float weights an op stores outside its linear maps."""
+    if op.kind == "const" and uses.only_initial_state(op.results[0]):
+        return 0
     keys = WEIGHT_ATTRS if op.kind == "const" else WEIGHT_ATTRS[1:]
     arrays = [op.attrs.get(key) for key in keys]
     return sum(int(a.size) for a in arrays
                if isinstance(a, np.ndarray) and a.dtype.kind == "f" and a.ndim > 0)
+
+
+class _Uses:
+    """Where each value of a module is used: ``(op, operand position)`` pairs, and
+    whether the module returns it."""
+
+    def __init__(self, module: Module):
+        self.by_value: dict[int, list[tuple[Op, int]]] = {}
+        for op in module.ops:
+            for position, operand in enumerate(op.operands):
+                if operand is not None:
+                    self.by_value.setdefault(id(operand), []).append((op, position))
+        self.returned = {id(v) for v in module.outputs}
+
+    def only_initial_state(self, value: Value) -> bool:
+        """Whether ``value`` is used, and only as an initial state, directly or through data movement."""
+        uses = self.by_value.get(id(value), [])
+        if not uses or id(value) in self.returned:
+            return False
+        for op, position in uses:
+            if op.kind in DATA_MOVEMENT and _operand_name(op, position) in MOVED_OPERANDS:
+                if not all(self.only_initial_state(result) for result in op.results):
+                    return False
+            elif not _operand_name(op, position).startswith(STATE_OPERAND_PREFIX):
+                return False
+        return True
+
+
+def _operand_name(op: Op, position: int) -> str:
+    """The spec's name of operand ``position`` (a variadic tail's name for all its operands)."""
+    names = OP_SPECS[op.kind].operands if op.kind in OP_SPECS else ()
+    if names and names[-1].endswith("*") and position >= len(names) - 1:
+        return names[-1]
+    return names[position] if position < len(names) else ""
 
 
 def module_maps(module: Module) -> list[MapInfo]:
@@ -108,7 +150,8 @@ def model_stats(module: Module) -> ModelStats:
     for info in stats.maps:
         stats.params_dense += info.map.out_dim * info.map.in_dim
         stats.params_compressed += info.map.params()
-    other = sum(_weight_count(op) for op in module.ops)
+    uses = _Uses(module)
+    other = sum(_weight_count(op, uses) for op in module.ops)
     stats.params_dense += other
     stats.params_compressed += other
     return stats
