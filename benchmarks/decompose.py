@@ -11,7 +11,7 @@ while waiting for a core distort the short runs most.
 
 Table 2 — the whole FL-TT-LSTM model (input 61056 = 16·8·9·53, hidden 384 = 4·4·4·6,
 11-class Gemm head; seeded random weights written as ONNX with external data), loaded
-and compiled with ``canonicalize, decompose{gates=separate shape=16x8x9x53:4x4x4x6 ...}``
+and compiled with ``canonicalize, decompose{weights=input gates=separate shape=16x8x9x53:4x4x4x6 ...}``
 by each method (TT ranks [1,4,4,4,1], BT 2 blocks of Tucker rank 4, HT max-rank 4), each
 in a fresh process: wall time of load + passes and the process's peak RSS, and the
 parameter counts (the paper's 94.38M -> 0.60M for TT).  Target: under 20 s and 3 GB.
@@ -175,7 +175,7 @@ def whole_model(workdir: Path) -> tuple[Table, bool]:
         table.add_column(column, justify="left" if column in ("method", "W ranks") else "right")
     ok = True
     for name, ranks in METHODS.items():
-        pipeline = f"canonicalize, decompose{{method={name} gates=separate shape={INPUT_SHAPE} {ranks}}}"
+        pipeline = f"canonicalize, decompose{{method={name} weights=input gates=separate shape={INPUT_SHAPE} {ranks}}}"
         run = measure_pipeline(model, pipeline)
         ok &= run["seconds"] < MODEL_SECONDS and run["peak_bytes"] < MODEL_BYTES
         ok &= run["dense"] == FL_TT_DENSE and (name != "tt" or run["compressed"] == FL_TT_COMPRESSED)
@@ -190,7 +190,7 @@ def tt_latency(workdir: Path, repeats: int) -> tuple[Table, bool]:
     x = np.random.default_rng(3).standard_normal((6, 1, UCF_INPUT)).astype(np.float32)
     session = onnxruntime.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     dense_s = best_of(lambda: session.run(None, {"x": x}), repeats)
-    module = PassManager.parse(f"canonicalize, decompose{{method=tt gates=stacked shape={UCF_SHAPE} "
+    module = PassManager.parse(f"canonicalize, decompose{{method=tt weights=input gates=stacked shape={UCF_SHAPE} "
                                "ranks=1,4,4,4,1}, order-contractions{batch=1}").run(import_onnx(model))
     executor = Executor(module)
     tt_s = best_of(lambda: executor.run({"x": x}), repeats)

@@ -377,7 +377,7 @@ def test_unwritable_output_is_a_clear_error(capsys, tmp_path):
 
 def test_manifest_and_inspect_report_contraction_costs(tmp_path, capsys):
     out = tmp_path / "tt"
-    pipeline = "canonicalize, decompose{method=tt max-rank=4 d=2 weights=all}, order-contractions"
+    pipeline = "canonicalize, decompose{method=tt max-rank=4 d=2 weights=all dense-fallback=false}, order-contractions"
     assert run_cli(capsys, "compile", str(MODEL), "-p", pipeline, "-o", str(out))[0] == 0
     manifest = json.loads((out / "manifest.json").read_text())
     scheduled = [m for m in manifest["maps"] if "macs_per_step" in m]

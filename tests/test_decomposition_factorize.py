@@ -105,7 +105,7 @@ def test_too_many_modes_is_an_error_naming_the_limit(out_dim, in_dim, d, most):
     assert len(auto_tensorization(out_dim, in_dim, most).out_factors) == most
 
 
-def test_decompose_with_too_many_modes_is_a_clear_pass_error():
+def test_a_map_too_small_for_its_modes_stays_dense_with_a_note_or_is_a_clear_error():
     from tensorgate.ir import F32, DenseMap, Module, TensorType
     from tensorgate.ir.builder import Builder
     from tensorgate.passes import PassManager
@@ -115,5 +115,8 @@ def test_decompose_with_too_many_modes_is_a_clear_pass_error():
     x = build.input("x", TensorType((2, 1, 6), F32))
     module.outputs = build.op("lstm", [x], {"hidden_size": 2, "w": [DenseMap(np.ones((8, 6), np.float32))],
                                             "r": [DenseMap(np.ones((8, 2), np.float32))]}).results
+    assert PassManager.parse("decompose{d=50}").run(module) is module
+    assert all(m.format == "dense" for key in ("w", "r") for m in module.ops[0].attrs[key])
+    assert any("map 'w' #0 (8x6) left dense: too small to factor into d=50 modes (at most 3)" in n for n in module.notes)
     with pytest.raises(PassError, match="d=50 modes is too many"):
-        PassManager.parse("decompose{d=50}").run(module)
+        PassManager.parse("decompose{d=50 dense-fallback=false}").run(module)

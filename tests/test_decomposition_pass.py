@@ -63,7 +63,7 @@ def run(module, seed: int = 1):
 def test_exact_decomposition_keeps_the_outputs(method, weights, gates, direction, monkeypatch):
     module = lstm_module(12, 4, direction, separate=(gates == "stacked"))
     expected = run(module)
-    PassManager([Decompose(method=method, weights=weights, gates=gates, d=2)]).run(module)
+    PassManager([Decompose(method=method, weights=weights, gates=gates, d=2, eps=0)]).run(module)
     (op,) = module.ops_of("lstm")
     for key in ("w", "r"):
         decomposed = weights == "all" or key == {"input": "w", "recurrent": "r"}[weights]
@@ -85,7 +85,7 @@ def test_gate_grouping_and_shapes():
 
 def test_a_prime_input_size_is_padded_and_the_manifest_says_so():
     module = lstm_module(61, 4)
-    PassManager([Decompose(d=2, max_rank=3)]).run(module)
+    PassManager([Decompose(d=2, max_rank=3, dense_fallback=False)]).run(module)
     (tt,) = module.ops_of("lstm")[0].attrs["w"]
     assert tt.in_dim == 61 and tt.in_pad > 0 and tt.meta()["in_pad"] == tt.in_pad
     entry = next(m for m in build_manifest(module, "numpy", "decompose", "test")["maps"] if m["name"] == "lstm.w.fwd")
@@ -112,7 +112,7 @@ def test_ucf11_tt_and_bt_configurations_through_the_pipeline():
 def test_eps_bounds_each_map_and_text_round_trips():
     module = lstm_module(16, 4)
     dense = module.ops_of("lstm")[0].attrs["w"][0].to_dense()
-    PassManager.parse("decompose{method=ht eps=0.5}").run(module)
+    PassManager.parse("decompose{method=ht eps=0.5 dense-fallback=false}").run(module)
     (ht,) = module.ops_of("lstm")[0].attrs["w"]
     assert isinstance(ht, HTMap)
     assert np.linalg.norm(ht.to_dense() - dense) <= 0.5 * np.linalg.norm(dense) + 1e-6
@@ -122,9 +122,9 @@ def test_eps_bounds_each_map_and_text_round_trips():
 
 def test_already_decomposed_maps_are_left_alone():
     module = lstm_module(16, 4)
-    assert Decompose(max_rank=2).run(module)
+    assert Decompose(max_rank=2, dense_fallback=False).run(module)
     before = print_module(module)
-    assert not Decompose(max_rank=2).run(module)
+    assert not Decompose(max_rank=2, dense_fallback=False).run(module)
     assert print_module(module) == before
 
 
@@ -139,8 +139,8 @@ def test_regroup_gates_round_trips():
 
 @pytest.mark.parametrize("text,message", [
     ("decompose{method=svd}", "must be one of tt, bt, ht"),
-    ("decompose{eps=1.5}", "pass 'decompose': option 'eps' must be in (0, 1), got 1.5"),
-    ("decompose{eps=0}", "option 'eps' must be in (0, 1), got 0.0"),
+    ("decompose{eps=1.5}", "pass 'decompose': option 'eps' must be in [0, 1), got 1.5"),
+    ("decompose{eps=-0.1}", "option 'eps' must be in [0, 1), got -0.1"),
     ("decompose{method=bt max-rank=4}", "option 'max-rank' caps tt and ht ranks; bt takes 'tucker-rank'"),
     ("decompose{method=bt eps=0.3}", "method=bt with 'eps' needs 'tucker-rank'"),
     ("decompose{tucker-rank=4}", "options 'tucker-rank' and 'blocks' are for method=bt, not tt"),

@@ -16,7 +16,7 @@ from tensorgate.interpreter import run_module
 
 from test_decomposition_pass import lstm_module
 
-EXACT = "decompose{weights=all d=2}, "
+EXACT = "decompose{weights=all d=2 eps=0}, "
 
 
 def decomposed(seed: int = 0, pipeline: str = EXACT):
@@ -60,7 +60,7 @@ def test_compression_target():
 
 @pytest.mark.parametrize("method", ["tt", "bt", "ht"])
 def test_eps_bound_on_the_weights(method):
-    module, dense = decomposed(pipeline=f"decompose{{method={method} weights=all d=2}}")
+    module, dense = decomposed(pipeline=f"decompose{{method={method} weights=all d=2 eps=0}}")
     full = maps_params(module)
     PassManager.parse("select-ranks{eps=0.3}").run(module)
     assert weight_error(module, dense) <= 0.3 + 1e-9
@@ -80,7 +80,8 @@ def test_eps_bound_on_the_outputs_with_calibration(tmp_path):
 
 
 def test_mixed_formats_and_determinism():
-    pipeline = "decompose{method=tt d=2}, decompose{method=ht weights=recurrent d=2}, select-ranks{params=500}"
+    pipeline = ("decompose{method=tt weights=input d=2 eps=0}, decompose{method=ht weights=recurrent d=2 eps=0}, "
+                "select-ranks{params=500}")
     texts = []
     for _ in range(2):
         module = lstm_module(48, 8)

@@ -181,7 +181,8 @@ def test_pipeline_text_report_progress_and_validation(tmp_path, capsys):
                                 f"report={report}}}").run(teacher.copy())
     history = json.loads(report.read_text())
     assert [epoch["epoch"] for epoch in history] == [1, 2, 3]
-    assert set(history[0]["validation"]) == {"loss", "accuracy", "macro_recall"}
+    assert set(history[0]["validation"]) == {"loss", "accuracy", "macro_recall", "agreement"}
+    assert history[0]["validation"]["agreement"] is None  # no teacher with labels unless asked
     assert all(0 <= e[split]["macro_recall"] <= 1 for e in history for split in ("train", "validation"))
     err = capsys.readouterr().err
     assert "epoch 3/3" in err and "validation: loss" in err
@@ -235,8 +236,7 @@ def bad_data(tmp_path, **arrays):
 
 
 @pytest.mark.parametrize("arrays,message", [
-    (dict(x=np.zeros((T, 4, I), np.float32)), r"lacks labels .*inputs x and 'labels'"),
-    (dict(labels=np.zeros(4, np.int64)), "lacks x"),
+    (dict(labels=np.zeros(4, np.int64)), r"lacks x .*inputs x and, optionally, 'labels'"),
     (dict(x=np.zeros((T, 4, I), np.float32), labels=np.zeros(4), extra=np.zeros(1)), "unknown arrays extra"),
     (dict(x=np.zeros((T, 4, I), np.float32), labels=np.zeros(4)), "'labels' must be a non-empty 1-d integer"),
     (dict(x=np.zeros((T, 4), np.float32), labels=np.zeros(4, np.int64)), r"input 'x' has shape \[6, 4\], expected rank 3"),

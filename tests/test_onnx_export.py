@@ -156,9 +156,9 @@ def test_dense_lstm_is_the_onnx_lstm_op(config):
 
 
 @pytest.mark.parametrize("pipeline", [
-    "decompose{method=tt weights=input d=2 max-rank=2}",
-    "decompose{method=bt weights=all gates=separate d=2 tucker-rank=2}, canonicalize",
-    "decompose{method=ht weights=recurrent d=2 max-rank=2}, order-contractions",
+    "decompose{method=tt weights=input d=2 max-rank=2 dense-fallback=false}",
+    "decompose{method=bt weights=all gates=separate d=2 tucker-rank=2 dense-fallback=false}, canonicalize",
+    "decompose{method=ht weights=recurrent d=2 max-rank=2 dense-fallback=false}, order-contractions",
 ])
 def test_decompose_pass_output(pipeline):
     """Maps as the decompose pass makes them (padding included) on an imported LSTM."""

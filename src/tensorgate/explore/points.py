@@ -122,7 +122,7 @@ class Point:
         passes = ["canonicalize", "dce"]
         if self.method != "dense":
             passes.append(f"decompose{{method={self.method} weights={options.weights} "
-                          f"{RANK_OPTION[self.method]}={self.rank}}}")
+                          f"{RANK_OPTION[self.method]}={self.rank} dense-fallback=false}}")
             if finetune_step:
                 passes.append(finetune_step)
             passes.append(f"order-contractions{{cost=cycles pes={self.pes}}}")

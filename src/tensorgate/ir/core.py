@@ -81,9 +81,12 @@ class Module:
     """A function: inputs, ops in execution order, outputs.
 
     ``notes`` are one-line remarks from the stage that built the module (the frontend
-    lists there the parts of a model it left as generic ops, and why); ``warnings`` are
-    one-line warnings from it (a declared shape it did not follow, a recurrent op it left
-    to a host region).  Neither is part of the IR text.
+    lists there the parts of a model it left as generic ops, and why; ``decompose`` the
+    maps it left dense); ``warnings`` are one-line warnings from it (a declared shape it
+    did not follow, a recurrent op it left to a host region).  Neither is part of the IR
+    text.  ``imported`` is the module as a pass pipeline first received it, set by the
+    pass manager: the reference that distillation and the output-error report compare
+    with (in memory only).
     """
 
     def __init__(self, name: str = "main", inputs=(), ops=(), outputs=()):
@@ -93,6 +96,7 @@ class Module:
         self.outputs: list[Value] = list(outputs)
         self.notes: list[str] = []
         self.warnings: list[str] = []
+        self.imported: Module | None = None
 
     def values(self) -> Iterator[Value]:
         yield from self.inputs
@@ -130,6 +134,8 @@ class Module:
         """Deep copy of the structure; tensors and maps (immutable) are shared.  ``replace``
         maps ids of values to the values that stand for them in the copy."""
         memo: dict[int, Any] = dict(replace or {})
+        if self.imported is not None:
+            memo[id(self.imported)] = self.imported
         for op in self.ops:
             for value in op.attrs.values():
                 for leaf in value if isinstance(value, list) else [value]:

@@ -1,32 +1,56 @@
-"""The ``finetune`` pass: train a (decomposed) model's weights on labelled data with PyTorch.
+"""The ``finetune`` pass: train a (decomposed) model's weights with PyTorch, on labelled
+data or, without labels, to match the imported model's outputs (distillation).
 
 Decomposing a trained LSTM costs accuracy; a few epochs of training the cores (and the
-other weights) on the task's data win most of it back.  The pass builds the module's
-torch twin (``passes.torch_model``: the cores are parameters and are contracted, never
-multiplied out), trains it with Adam, and writes the trained tensors back into the
-module's maps, which keep their formats, ranks and schedules.
+other weights) win most of it back.  The pass builds the module's torch twin
+(``passes.torch_model``: the cores are parameters and are contracted, never multiplied
+out), trains it with Adam, and writes the trained tensors back into the module's maps,
+which keep their formats, ranks and schedules.
 
-Data: ``data=FILE.npz`` holds the model's input(s) by input name and ``labels``, integer
-class indices, one per sample.  The samples run along each input's batch axis: its dim
-named ``batch``, or else the one axis whose length is the number of labels.  The model
-is a classifier: the trained output (``output=NAME``, needed only if there are several)
-is ``[batch, classes]``; the loss is taken on its logits, i.e. the operand of a final
-``softmax`` / ``log_softmax``, or the output itself.
+Data: ``data=FILE.npz`` holds the model's input(s) by input name and, optionally,
+``labels``, integer class indices, one per sample.  The samples run along each input's
+batch axis: its dim named ``batch``, or else (with labels) the one axis whose length is
+the number of labels, (without) the input's one symbolic dim.
 
-Loss, per sample with ``p_t`` the softmax probability of the true class:
+Teacher: ``teacher=imported`` trains the module to match the outputs of the imported
+model, the module as its pass pipeline first received it (``Module.imported``, kept by
+the pass manager), run in float64 on the same inputs.  A user compressing a model
+usually has inputs but no labels, and the imported model is then the only reference
+there is.  ``teacher=auto`` (the default) is ``imported`` when the data has no labels
+and ``none`` when it has; ``none`` trains on the labels alone.  With labels and
+``teacher=imported`` the loss mixes both: ``(1 - w) · label loss + w · teacher loss``,
+``w = teacher-weight``.
+
+Trained outputs: with labels, the model is a classifier: the trained output
+(``output=NAME``, needed only if there are several) is ``[batch, classes]`` and the loss
+is taken on its logits, i.e. the operand of a final ``softmax`` / ``log_softmax``, or
+the output itself.  Without labels: ``output=NAME``, or every float output.
+
+Label loss, per sample with ``p_t`` the softmax probability of the true class:
 
 * ``ce``: ``-α_t log p_t``;
 * ``focal`` (Lin et al., 2017): ``-α_t (1 - p_t)^γ log p_t``, ``γ = gamma`` (default 2);
 
 with ``α_t = alpha[label]`` for per-class ``alpha``, the one value for a scalar, 1 without;
-the batch loss is their mean.  Metrics per epoch, on the training samples (as seen
-during the epoch) and on the validation split (``val-split``, held out at random, after
-the epoch): loss, accuracy, and macro recall (the mean over classes of the fraction of
-each class's samples predicted right; classes absent from a split are left out).
+the batch loss is their mean.  Teacher loss (``distill``), summed over the trained outputs:
 
-Everything random (the validation split, the order of the samples) follows ``seed``,
-and torch is seeded with it, so a run is repeatable.  PyTorch is an optional
-dependency: without it the pass fails saying how to install it.
+* ``mse``: the mean squared difference from the teacher's output, divided by the
+  variance of the teacher's output over the data (so outputs of any scale weigh alike);
+* ``kl``: ``KL(p_teacher || p_student)`` of the softmax over the last axis, per sample,
+  averaged; a softmax (log-softmax) output is compared as the probabilities it holds,
+  any other output as logits;
+* ``auto``: ``kl`` for an output made by a softmax or log-softmax, ``mse`` otherwise.
+
+Metrics per epoch, on the training samples (as seen during the epoch) and on the
+validation split (``val-split``, held out at random, after the epoch): loss; with
+labels, accuracy and macro recall (the mean over classes of the fraction of each class's
+samples predicted right; classes absent from a split are left out); with a teacher and
+a ``[batch, classes]`` output, the top-1 agreement with the teacher.
+
+``schedule=cosine`` lowers the learning rate from ``lr`` to 0 over all steps (a cosine);
+``constant`` keeps it.  Everything random (the validation split, the order of the
+samples) follows ``seed``, and torch is seeded with it, so a run is repeatable.
+PyTorch is an optional dependency: without it the pass fails saying how to install it.
 """
 
 from __future__ import annotations
@@ -34,7 +58,7 @@ from __future__ import annotations
 import json
 import math
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -59,25 +83,33 @@ class Finetune(Pass):
     """Train the module's weights on ``data`` (see the module docstring)."""
 
     name: ClassVar[str] = "finetune"
-    doc: ClassVar[str] = "Train the cores and other weights on labelled data (.npz) with PyTorch."
+    doc: ClassVar[str] = ("Train the cores and other weights with PyTorch: on labelled data, or to match the "
+                          "imported model (.npz without labels).")
 
-    data: Path | None = option(None, doc=".npz with the model's input(s) by name and integer 'labels'")
+    data: Path | None = option(None, doc=".npz with the model's input(s) by name and, optionally, integer 'labels'")
     epochs: int = option(10, min=1, doc="passes over the training samples")
     lr: float = option(1e-3, min=0, doc="Adam learning rate (> 0)")
     batch: int = option(32, min=1, doc="samples per optimization step")
-    loss: Literal["ce", "focal"] = option("ce", doc="cross-entropy or focal loss")
+    loss: Literal["ce", "focal"] = option("ce", doc="label loss: cross-entropy or focal loss")
     gamma: float | None = option(None, min=0, doc="focal loss focusing exponent (default 2)")
     alpha: tuple[float, ...] | None = option(None, min=0, doc="loss weight: one value, or one per class")
+    teacher: Literal["auto", "imported", "none"] = option(
+        "auto", doc="match the imported model's outputs: auto (when the data has no labels), imported, none")
+    distill: Literal["auto", "mse", "kl"] = option(
+        "auto", doc="teacher loss: kl on softmax outputs and mse on others (auto), mse, or kl")
+    teacher_weight: float = option(0.5, min=0, max=1, doc="with labels and a teacher: the teacher loss's weight")
+    schedule: Literal["constant", "cosine"] = option("constant", doc="learning rate: constant, or cosine decay to 0")
     val_split: float = option(0.0, min=0, max=0.9, doc="fraction of the samples held out for validation")
     seed: int = option(0, doc="seed of the split, the sample order and torch")
-    output: str | None = option(None, doc="the output to train (needed if the model has several)")
+    output: str | None = option(None, doc="the output to train (with labels: needed if the model has several)")
     trainable: Literal["all", "maps"] = option("all", doc="train every weight, or only the linear maps")
     report: Path | None = option(None, doc="write the per-epoch metrics to this JSON file")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.data is None:
-            raise PipelineError("pass 'finetune': option 'data' is required (an .npz of inputs and 'labels')")
+            raise PipelineError("pass 'finetune': option 'data' is required (an .npz of the model's inputs, "
+                                "with 'labels' or without)")
         if self.lr <= 0:
             raise PipelineError(f"pass 'finetune': option 'lr' must be > 0, got {self.lr}")
         if self.gamma is not None and self.loss != "focal":
@@ -98,9 +130,13 @@ class Finetune(Pass):
 
 @dataclass(frozen=True)
 class Metrics:
+    """One epoch's loss; accuracy and macro recall with labels, top-1 agreement with the
+    teacher for a ``[batch, classes]`` output (``None`` where they do not apply)."""
+
     loss: float
-    accuracy: float
-    macro_recall: float
+    accuracy: float | None
+    macro_recall: float | None
+    agreement: float | None = None
 
 
 @dataclass(frozen=True)
@@ -126,22 +162,33 @@ def import_torch():
 
 @dataclass
 class Dataset:
-    """Inputs by name, their batch axes and the labels."""
+    """Inputs by name and their batch axes; the labels, if any; the teacher's outputs
+    (``targets``, by output name) and their batch axes, once known."""
 
     inputs: dict[str, np.ndarray]
     axes: dict[str, int]
-    labels: np.ndarray
+    labels: np.ndarray | None
+    targets: dict[str, np.ndarray] = field(default_factory=dict)
+    target_axes: dict[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
-        return len(self.labels)
+        name = next(iter(self.inputs))
+        return self.inputs[name].shape[self.axes[name]]
 
     def take(self, rows: np.ndarray) -> "Dataset":
         return Dataset({name: np.take(array, rows, axis=self.axes[name]) for name, array in self.inputs.items()},
-                       self.axes, self.labels[rows])
+                       self.axes, None if self.labels is None else self.labels[rows],
+                       {name: np.take(array, rows, axis=self.target_axes[name])
+                        for name, array in self.targets.items()}, self.target_axes)
 
 
 def load_dataset(path: Path, module: Module) -> Dataset:
     """The arrays of ``path``, checked against the module's inputs."""
+    return dataset_of(path, module, *read_data(path, module))
+
+
+def read_data(path: Path, module: Module) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """The inputs and the labels (``None`` if there are none) of ``path``."""
     path = Path(path)
     if not path.is_file():
         raise PassError(f"finetune: data file '{path}' does not exist")
@@ -151,22 +198,33 @@ def load_dataset(path: Path, module: Module) -> Dataset:
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise PassError(f"finetune: data file '{path}' is not a readable .npz ({exc})") from None
     expected = [v.name for v in module.inputs] + ["labels"]
-    missing = [name for name in expected if name not in arrays]
+    missing = [name for name in expected[:-1] if name not in arrays]
     unknown = [name for name in arrays if name not in expected]
     if missing or unknown:
         problem = f"lacks {', '.join(missing)}" if missing else f"has unknown arrays {', '.join(unknown)}"
         raise PassError(f"finetune: data file '{path}' {problem} (expected the model's inputs "
-                        f"{', '.join(expected[:-1])} and 'labels')")
-    labels = arrays.pop("labels")
-    if labels.ndim != 1 or labels.dtype.kind not in "iu" or not len(labels):
+                        f"{', '.join(expected[:-1])} and, optionally, 'labels')")
+    labels = arrays.pop("labels", None)
+    if labels is not None and (labels.ndim != 1 or labels.dtype.kind not in "iu" or not len(labels)):
         raise PassError(f"finetune: data file '{path}': 'labels' must be a non-empty 1-d integer array "
                         f"of class indices, got {labels.dtype}{list(labels.shape)}")
-    axes = {value.name: _batch_axis(path, value, arrays[value.name], len(labels)) for value in module.inputs}
-    return Dataset(arrays, axes, labels.astype(np.int64))
+    return arrays, labels
 
 
-def _batch_axis(path: Path, value: Value, array: np.ndarray, samples: int) -> int:
-    """The axis of ``array`` along which the samples run; the others must fit the type."""
+def dataset_of(path: Path, module: Module, arrays: dict[str, np.ndarray], labels: np.ndarray | None) -> Dataset:
+    """The samples of ``arrays`` (read from ``path``) along each input's batch axis."""
+    samples = None if labels is None else len(labels)
+    axes = {value.name: _batch_axis(path, value, arrays[value.name], samples) for value in module.inputs}
+    counts = {name: arrays[name].shape[axis] for name, axis in axes.items()}
+    if len(set(counts.values())) > 1:
+        raise PassError(f"finetune: data file '{path}': the inputs hold different numbers of samples "
+                        f"({', '.join(f'{name}: {count}' for name, count in counts.items())})")
+    return Dataset(arrays, axes, None if labels is None else labels.astype(np.int64))
+
+
+def _batch_axis(path: Path, value: Value, array: np.ndarray, samples: int | None) -> int:
+    """The axis of ``array`` along which the samples run; the others must fit the type.
+    ``samples`` is the number of labels (``None`` without labels)."""
     where = f"finetune: data file '{path}': input '{value.name}'"
     dims = value.type.shape
     if array.ndim != len(dims):
@@ -176,13 +234,19 @@ def _batch_axis(path: Path, value: Value, array: np.ndarray, samples: int) -> in
     if isinstance(value.type.dtype, IntType) and array.dtype.kind not in "iu":
         raise PassError(f"{where} must hold integers ({value.type})")
     named = [axis for axis, dim in enumerate(dims) if dim == "batch"]
-    candidates = named or [axis for axis, size in enumerate(array.shape) if size == samples]
-    if len(candidates) != 1:
-        reason = "no axis" if not candidates else f"axes {candidates} all"
-        raise PassError(f"{where}: {reason} of shape {list(array.shape)} match the {samples} labels; "
-                        "name the batch dim 'batch' in the model to say which")
+    if samples is None:
+        candidates = named or [axis for axis, dim in enumerate(dims) if not isinstance(dim, int)]
+        if len(candidates) != 1:
+            raise PassError(f"{where} ({value.type}): without labels the samples run along the dim named 'batch' "
+                            "or the one symbolic dim; name the batch dim 'batch' in the model")
+    else:
+        candidates = named or [axis for axis, size in enumerate(array.shape) if size == samples]
+        if len(candidates) != 1:
+            reason = "no axis" if not candidates else f"axes {candidates} all"
+            raise PassError(f"{where}: {reason} of shape {list(array.shape)} match the {samples} labels; "
+                            "name the batch dim 'batch' in the model to say which")
     axis = candidates[0]
-    if array.shape[axis] != samples:
+    if samples is not None and array.shape[axis] != samples:
         raise PassError(f"{where} has {array.shape[axis]} samples along its batch axis {axis}, "
                         f"but there are {samples} labels")
     for index, (dim, size) in enumerate(zip(dims, array.shape)):
@@ -200,6 +264,106 @@ def split_dataset(data: Dataset, fraction: float, rng: np.random.Generator) -> t
     return data.take(np.sort(order[held:])), data.take(np.sort(order[:held]))
 
 
+# --- the teacher ----------------------------------------------------------------------------
+
+
+def uses_teacher(config: Finetune, labelled: bool) -> bool:
+    """Whether the loss matches the imported model (``teacher``: auto is yes without labels)."""
+    if config.teacher == "none" and not labelled:
+        raise PassError(f"finetune: data file '{config.data}' has no 'labels' and teacher=none: give labels, "
+                        "or learn from the imported model (teacher=imported or auto)")
+    return config.teacher == "imported" or config.teacher == "auto" and not labelled
+
+
+def distilled_outputs(module: Module, output: str | None) -> list[Value]:
+    """The outputs matched to the teacher's: ``output``, or every float output."""
+    names = [v.name for v in module.outputs]
+    if output is not None:
+        if output not in names:
+            raise PassError(f"finetune: the model has no output '{output}' (outputs: {', '.join(names)})")
+        return [module.outputs[names.index(output)]]
+    chosen = [v for v in module.outputs if isinstance(v.type.dtype, FloatType)]
+    if not chosen:
+        raise PassError("finetune: the model has no float output to match to the teacher's")
+    return chosen
+
+
+def attach_targets(data: Dataset, module: Module, outputs: list[Value]) -> Dataset:
+    """``data`` with the imported model's ``outputs`` on its inputs (float64, then float32)
+    and the batch axis of each."""
+    from ..interpreter import run_module
+
+    teacher = module.imported
+    if teacher is None:
+        raise PassError("finetune: the teacher is the imported model, and this module has none: run finetune "
+                        "in a pass pipeline (the pass manager keeps the module it was given as the teacher)")
+    missing = [v.name for v in outputs if v.name not in {o.name for o in teacher.outputs}]
+    if missing:
+        raise PassError(f"finetune: the imported model has no output {', '.join(missing)} to learn from")
+    reference = run_module(teacher, data.inputs, dtype=np.float64)
+    targets = {v.name: reference[v.name].astype(np.float32) for v in outputs}
+    axes = {v.name: _target_axis(v, targets[v.name], len(data)) for v in outputs}
+    return Dataset(data.inputs, data.axes, data.labels, targets, axes)
+
+
+def _target_axis(value: Value, array: np.ndarray, samples: int) -> int:
+    """The batch axis of the teacher's output ``value``: its dim named ``batch``, or the
+    one axis as long as the data has samples."""
+    named = [axis for axis, dim in enumerate(value.type.shape) if dim == "batch"]
+    candidates = named or [axis for axis, size in enumerate(array.shape) if size == samples]
+    if len(candidates) != 1:
+        raise PassError(f"finetune: cannot tell the batch axis of output '{value.name}' (shape {list(array.shape)}, "
+                        f"{samples} samples); name the batch dim 'batch' in the model")
+    return candidates[0]
+
+
+def softmax_producer(value: Value):
+    """The ``softmax`` / ``log_softmax`` op over the last axis that makes ``value``, or ``None``."""
+    producer = value.producer
+    if producer is not None and producer.kind in ("softmax", "log_softmax") and \
+            producer.attrs["axis"] % value.type.rank == value.type.rank - 1:
+        return producer
+    return None
+
+
+@dataclass(frozen=True)
+class TeacherLoss:
+    """How one output is matched to the teacher's: by ``kl`` or ``mse`` (see the module
+    docstring); ``computed`` is the value the student computes for it (a softmax
+    output's logits), ``scale`` the teacher output's variance (mse)."""
+
+    output: str
+    computed: str
+    kind: str
+    target_form: str  # "probabilities", "log_probabilities" or "logits" (kl); "values" (mse)
+    scale: float
+
+    @classmethod
+    def of(cls, value: Value, target: np.ndarray, distill: str) -> "TeacherLoss":
+        producer = softmax_producer(value)
+        kind = distill if distill != "auto" else ("kl" if producer is not None else "mse")
+        if kind == "mse":
+            return cls(value.name, value.name, "mse", "values", float(np.var(target)) or 1.0)
+        if producer is None:
+            return cls(value.name, value.name, "kl", "logits", 1.0)
+        form = "probabilities" if producer.kind == "softmax" else "log_probabilities"
+        return cls(value.name, producer.operands[0].name, "kl", form, 1.0)
+
+    def __call__(self, computed, target):
+        torch = import_torch()
+        if self.kind == "mse":
+            return torch.mean((computed - target) ** 2) / self.scale
+        if self.target_form == "probabilities":
+            log_target = torch.log(target.clamp_min(1e-30))
+        elif self.target_form == "log_probabilities":
+            log_target = target
+        else:
+            log_target = torch.log_softmax(target, dim=-1)
+        log_student = torch.log_softmax(computed, dim=-1)
+        per_row = torch.sum(torch.exp(log_target) * (log_target - log_student), dim=-1)
+        return per_row.mean()
+
+
 # --- training ---------------------------------------------------------------------------
 
 
@@ -214,9 +378,8 @@ def logits_value(module: Module, output: str | None) -> Value:
     if output not in names:
         raise PassError(f"finetune: the model has no output '{output}' (outputs: {', '.join(names)})")
     value = module.outputs[names.index(output)]
-    producer = value.producer
-    if producer is not None and producer.kind in ("softmax", "log_softmax") and \
-            producer.attrs["axis"] % value.type.rank == value.type.rank - 1:
+    producer = softmax_producer(value)
+    if producer is not None:
         value = producer.operands[0]
     if value.type.rank != 2 or not isinstance(value.type.dtype, FloatType):
         raise PassError(f"finetune: output '{output}' is {value.type}; a classifier's [batch, classes] is needed")
@@ -235,9 +398,91 @@ def classification_loss(logits, labels, loss: str, gamma: float | None, alpha):
     return per_sample.mean()
 
 
-def metrics(loss_sum: float, predictions: np.ndarray, labels: np.ndarray) -> Metrics:
+def metrics(loss_sum: float, samples: int, predictions: np.ndarray | None, labels: np.ndarray | None,
+            teacher_predictions: np.ndarray | None) -> Metrics:
+    """The metrics of ``samples`` samples (see ``Metrics``); ``predictions`` are the
+    predicted classes (``None`` for a model that is no classifier)."""
+    if predictions is None:
+        return Metrics(loss_sum / samples, None, None)
+    agreement = None if teacher_predictions is None else float(np.mean(predictions == teacher_predictions))
+    if labels is None:
+        return Metrics(loss_sum / samples, None, None, agreement)
     recalls = [np.mean(predictions[labels == c] == c) for c in np.unique(labels)]
-    return Metrics(loss_sum / len(labels), float(np.mean(predictions == labels)), float(np.mean(recalls)))
+    return Metrics(loss_sum / samples, float(np.mean(predictions == labels)), float(np.mean(recalls)), agreement)
+
+
+class Objective:
+    """The loss of a batch and the class predictions it makes, for ``config`` on ``data``."""
+
+    def __init__(self, module: Module, config: Finetune):
+        torch = import_torch()
+        self.config = config
+        arrays, labels = read_data(config.data, module)
+        self.labelled = labels is not None
+        self.teacher = uses_teacher(config, self.labelled)
+        self.classifier: str | None = None
+        self.classifier_target: str | None = None
+        if self.labelled:
+            logits = logits_value(module, config.output)
+            _check_labels(labels, logits.type.shape[-1], config)
+            self.classifier = logits.name
+            outputs = [module.outputs[[v.name for v in module.outputs].index(config.output)]
+                       if config.output is not None else module.outputs[0]]
+        else:
+            outputs = distilled_outputs(module, config.output)
+        data = dataset_of(config.data, module, arrays, labels)
+        self.data = attach_targets(data, module, outputs) if self.teacher else data
+        self.teacher_losses = [TeacherLoss.of(v, self.data.targets[v.name], config.distill)
+                               for v in outputs] if self.teacher else []
+        if self.classifier is None:
+            self.classifier, self.classifier_target = self._distilled_classifier(outputs)
+        elif self.teacher:
+            self.classifier_target = outputs[0].name
+        computed = {loss.computed for loss in self.teacher_losses}
+        self.names = sorted(computed if self.classifier is None else computed | {self.classifier})
+        self.alpha = None if config.alpha is None else torch.tensor(
+            config.alpha if len(config.alpha) > 1 else config.alpha[0], dtype=torch.float32)
+
+    def _distilled_classifier(self, outputs: list[Value]) -> tuple[str | None, str | None]:
+        """The class scores the metrics follow without labels: the first ``[batch, classes]``
+        output, by the value the student computes for it."""
+        for value, loss in zip(outputs, self.teacher_losses):
+            if value.type.rank == 2 and self.data.target_axes[value.name] == 0:
+                return loss.computed, value.name
+        return None, None
+
+    def __call__(self, values: dict, batch: Dataset):
+        torch = import_torch()
+        label_loss = teacher_loss = 0.0
+        if self.labelled:
+            label_loss = classification_loss(values[self.classifier], torch.as_tensor(batch.labels),
+                                             self.config.loss, self.config.gamma, self.alpha)
+        if self.teacher:
+            teacher_loss = sum(loss(values[loss.computed], torch.as_tensor(batch.targets[loss.output]))
+                               for loss in self.teacher_losses)
+        if not self.labelled:
+            return teacher_loss
+        if not self.teacher:
+            return label_loss
+        weight = self.config.teacher_weight
+        return (1 - weight) * label_loss + weight * teacher_loss
+
+    def predictions(self, values: dict) -> np.ndarray | None:
+        """The predicted class of each sample (``None`` for a model that is no classifier)."""
+        if self.classifier is None:
+            return None
+        return values[self.classifier].detach().argmax(dim=-1).numpy()
+
+    def metrics(self, loss_sum: float, predictions: np.ndarray | None, data: Dataset,
+                order: np.ndarray | None = None) -> Metrics:
+        """The metrics of ``predictions`` for the samples of ``data`` (taken in ``order``)."""
+        order = np.arange(len(data)) if order is None else order
+        if self.classifier is None:
+            return metrics(loss_sum, len(data), None, None, None)
+        labels = None if data.labels is None else data.labels[order]
+        teacher = None if self.classifier_target is None else \
+            data.targets[self.classifier_target].argmax(axis=-1)[order]
+        return metrics(loss_sum, len(data), predictions, labels, teacher)
 
 
 def finetune(module: Module, config: Finetune) -> list[Epoch]:
@@ -245,56 +490,57 @@ def finetune(module: Module, config: Finetune) -> list[Epoch]:
     torch = import_torch()
     from .torch_model import TorchModel
 
-    logits = logits_value(module, config.output)
-    logits_name, classes = logits.name, logits.type.shape[-1]
-    data = load_dataset(config.data, module)
-    _check_labels(data.labels, classes, config)
+    objective = Objective(module, config)
     rng = np.random.default_rng(config.seed)
-    train, validation = split_dataset(data, config.val_split, rng)
+    train, validation = split_dataset(objective.data, config.val_split, rng)
     torch.manual_seed(config.seed)
     model = TorchModel(module, config.trainable)
     if not len(model.weights):
         raise PassError("finetune: the model has no weights to train")
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    alpha = None if config.alpha is None else torch.tensor(
-        config.alpha if len(config.alpha) > 1 else config.alpha[0], dtype=torch.float32)
+    steps_per_epoch = math.ceil(len(train) / config.batch)
+    scheduler = None if config.schedule == "constant" else torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, config.epochs * steps_per_epoch)
 
-    def run(batch: Dataset, learn: bool) -> tuple[float, np.ndarray]:
-        labels = torch.as_tensor(batch.labels)
+    def run(batch: Dataset, learn: bool) -> tuple[float, np.ndarray | None]:
         with torch.set_grad_enabled(learn):
-            logits = model(batch.inputs, [logits_name])[logits_name]
-            loss = classification_loss(logits, labels, config.loss, config.gamma, alpha)
+            values = model(batch.inputs, objective.names)
+            loss = objective(values, batch)
         if learn:
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-        return loss.item() * len(batch), logits.detach().argmax(dim=-1).numpy()
+            if scheduler is not None:
+                scheduler.step()
+        return loss.item() * len(batch), objective.predictions(values)
 
     history = []
     threads = torch.get_num_threads()
     if _macs_per_sample(module) * config.batch < SINGLE_THREAD_MACS:
         torch.set_num_threads(1)
     try:
-        with _Progress(config.epochs, math.ceil(len(train) / config.batch)) as progress:
+        with _Progress(config.epochs, steps_per_epoch) as progress:
             for epoch in range(1, config.epochs + 1):
-                history.append(_epoch(epoch, train, validation, rng, config, run, progress))
+                history.append(_epoch(epoch, train, validation, rng, config, run, objective, progress))
     finally:
         torch.set_num_threads(threads)
     model.write_back()
     return history
 
 
-def _epoch(epoch, train, validation, rng, config, run, progress) -> Epoch:
+def _epoch(epoch, train, validation, rng, config, run, objective, progress) -> Epoch:
     """One pass over ``train`` in a fresh random order, then the validation split."""
     order = rng.permutation(len(train))
     loss_sum, predictions = 0.0, np.empty(len(train), np.int64)
     for start in range(0, len(train), config.batch):
         rows = order[start:start + config.batch]
-        batch_loss, predictions[start:start + len(rows)] = run(train.take(rows), learn=True)
+        batch_loss, batch_predictions = run(train.take(rows), learn=True)
+        if batch_predictions is not None:
+            predictions[start:start + len(rows)] = batch_predictions
         loss_sum += batch_loss
         progress.advance()
-    result = Epoch(epoch, metrics(loss_sum, predictions, train.labels[order]),
-                   None if validation is None else metrics(*run(validation, learn=False), validation.labels))
+    result = Epoch(epoch, objective.metrics(loss_sum, predictions, train, order),
+                   None if validation is None else objective.metrics(*run(validation, learn=False), validation))
     progress.log(result)
     return result
 
@@ -339,7 +585,11 @@ class _Progress:
 
     def log(self, epoch: Epoch) -> None:
         def text(m: Metrics) -> str:
-            return f"loss {m.loss:.4f}  accuracy {m.accuracy:.3f}  macro recall {m.macro_recall:.3f}"
+            parts = [f"loss {m.loss:.4f}"]
+            parts += [f"{name} {value:.3f}" for name, value in (
+                ("accuracy", m.accuracy), ("macro recall", m.macro_recall), ("agreement", m.agreement))
+                if value is not None]
+            return "  ".join(parts)
 
         line = f"epoch {epoch.epoch}/{self.epochs}  train: {text(epoch.train)}"
         if epoch.validation is not None:

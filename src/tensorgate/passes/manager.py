@@ -200,7 +200,10 @@ class PassManager:
                                     f"pipeline (its passes: {', '.join(present) or 'none'})")
 
     def run(self, module: Module) -> Module:
-        """Run every pass over ``module`` in place and return it."""
+        """Run every pass over ``module`` in place and return it.  A module that no
+        pipeline ran on before keeps a copy of itself as ``module.imported``."""
+        if module.imported is None:
+            module.imported = module.copy()
         for instrument in self.instrumentations:
             instrument.before_pipeline(module)
         for position, pass_ in enumerate(self.pipeline, start=1):

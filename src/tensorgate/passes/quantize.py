@@ -48,7 +48,6 @@ top-1 agreement; activation error bounds; accumulator widths), as JSON if FILE e
 from __future__ import annotations
 
 import math
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -60,14 +59,13 @@ from ..fixedpoint.activations import build_unit, saturation_input
 from ..fixedpoint.formats import MAX_FLOAT_WIDTH, code_min, fit_format, quantize, round_float, signed_width
 from ..fixedpoint.maps import IntegerMap, MapQuant, network_plans
 from ..fixedpoint.quant_attrs import is_quantized
-from ..interpreter import check_inputs
 from ..ir.core import Module, Op, Value
 from ..ir.linear_map import DenseMap, LinearMap
 from ..ir.ops import DATA_MOVEMENT, RECURRENT, activation_names, gate_count, num_directions, recurrent_ops
 from ..ir.types import FixedType, FloatType, TensorType
 from .base import Pass, option
 from .dce import DeadCodeElimination
-from .quantization.calibrate import Calibration, calibrate
+from .quantization.calibrate import Calibration, calibrate, load_calibration
 
 DEFAULT_DIM = 32
 DEFAULT_SEED = 0
@@ -148,34 +146,6 @@ def default_inputs(module: Module) -> dict[str, np.ndarray]:
         shape = [d if isinstance(d, int) else DEFAULT_DIM for d in value.type.shape]
         inputs[value.name] = rng.standard_normal(shape)
     return inputs
-
-
-def load_calibration(path: Path, module: Module) -> dict[str, np.ndarray]:
-    """The arrays of a calibration ``.npz``, checked against the module's inputs."""
-    path = Path(path)
-    if not path.is_file():
-        raise PassError(f"calibration file '{path}' does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise PassError(f"calibration file '{path}' is not a readable .npz ({exc})") from None
-    expected = [v.name for v in module.inputs]
-    missing = [n for n in expected if n not in arrays]
-    unknown = [n for n in arrays if n not in expected]
-    if missing or unknown:
-        problem = f"lacks {', '.join(missing)}" if missing else f"has unknown arrays {', '.join(unknown)}"
-        raise PassError(f"calibration file '{path}' {problem} (the model's inputs are {', '.join(expected)})")
-    try:
-        check_inputs(module, arrays)
-    except ExecutionError as exc:
-        raise PassError(f"calibration file '{path}': {exc}") from None
-    for value in module.inputs:
-        array = arrays[value.name]
-        if isinstance(value.type.dtype, FloatType) and array.dtype.kind not in "fiu" or not np.isfinite(
-                array.astype(np.float64)).all():
-            raise PassError(f"calibration file '{path}': array '{value.name}' must hold finite numbers")
-    return arrays
 
 
 # --- preparation ---------------------------------------------------------------------

@@ -114,7 +114,7 @@ def auto_tensorization(out_dim: int, in_dim: int, d: int, allow_pad: bool = True
     """
     if d < 1:
         raise PassError(f"the number of modes d must be at least 1, got {d}")
-    most = max(max(out_dim, in_dim).bit_length() - 1, 1)
+    most = max_modes(out_dim, in_dim)
     if d > most:
         raise PassError(f"d={d} modes is too many for a {out_dim}x{in_dim} map: every mode needs a factor of "
                         f"at least 2 on its larger side, so d can be at most {most}")
@@ -127,6 +127,12 @@ def auto_tensorization(out_dim: int, in_dim: int, d: int, allow_pad: bool = True
         raise PassError(f"{sizes} has no balanced factorization into {d} factors; allow padding "
                         f"(it would use {found.describe()}) or give an explicit shape")
     return found
+
+
+def max_modes(out_dim: int, in_dim: int) -> int:
+    """The most modes an automatic shape gives a map: every mode needs a factor of at least
+    2 on the map's larger side."""
+    return max(max(out_dim, in_dim).bit_length() - 1, 1)
 
 
 def balanced_factors(size: int, d: int) -> tuple[tuple[int, ...], int]:

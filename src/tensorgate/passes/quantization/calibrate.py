@@ -23,11 +23,13 @@ as the integer model applies them) with exact activations.
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from ...errors import ExecutionError
+from ...errors import ExecutionError, PassError
 from ...fixedpoint.maps import apply_float_steps
 from ...interpreter import KERNELS, check_inputs
 from ...interpreter.gru import gru_bias_parts
@@ -35,6 +37,7 @@ from ...interpreter.kernels import sigmoid
 from ...interpreter.recurrent import clipped, initial_state, run_directions, sweep
 from ...ir.core import Module, Op
 from ...ir.ops import activation_names, num_directions
+from ...ir.types import FloatType
 
 
 @dataclass
@@ -278,3 +281,31 @@ def _float64(array):
 
 RECORDING_KERNELS = {"lstm": _lstm, "gru": _gru, "rnn": _rnn}
 """The ops whose float run records more than their results (module docstring)."""
+
+
+def load_calibration(path: Path, module: Module) -> dict[str, np.ndarray]:
+    """The arrays of a calibration ``.npz``, checked against the module's inputs."""
+    path = Path(path)
+    if not path.is_file():
+        raise PassError(f"calibration file '{path}' does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise PassError(f"calibration file '{path}' is not a readable .npz ({exc})") from None
+    expected = [v.name for v in module.inputs]
+    missing = [n for n in expected if n not in arrays]
+    unknown = [n for n in arrays if n not in expected]
+    if missing or unknown:
+        problem = f"lacks {', '.join(missing)}" if missing else f"has unknown arrays {', '.join(unknown)}"
+        raise PassError(f"calibration file '{path}' {problem} (the model's inputs are {', '.join(expected)})")
+    try:
+        check_inputs(module, arrays)
+    except ExecutionError as exc:
+        raise PassError(f"calibration file '{path}': {exc}") from None
+    for value in module.inputs:
+        array = arrays[value.name]
+        if isinstance(value.type.dtype, FloatType) and array.dtype.kind not in "fiu" or not np.isfinite(
+                array.astype(np.float64)).all():
+            raise PassError(f"calibration file '{path}': array '{value.name}' must hold finite numbers")
+    return arrays
