@@ -222,7 +222,8 @@ def test_per_gate_w_with_stacked_dense_r_is_regrouped_exactly(tmp_path):
     with np.load(inputs) as data:
         images = data["image_rows"]
     module, _ = without_trailing_softmax(import_onnx(model), "probabilities")
-    PassManager.parse("canonicalize, decompose{method=tt weights=input max-rank=4 d=2 gates=separate dense-fallback=false}").run(module)
+    PassManager.parse("canonicalize, decompose{method=tt weights=input max-rank=4 d=2 gates=separate "
+                      "dense-fallback=false}").run(module)
     lstm = module.ops_of("lstm")[0]
     assert (len(lstm.attrs["w"]), len(lstm.attrs["r"])) == (4, 1)
     stacked_r = lstm.attrs["r"][0].to_dense()
