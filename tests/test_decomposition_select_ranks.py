@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 from tensorgate.errors import PassError, PipelineError
+from tensorgate.ir.contraction.cost import CostModel
 from tensorgate.ir.printer import print_module
 from tensorgate.passes import PassManager
+from tensorgate.passes.contraction.maps import search_map_schedule
 from tensorgate.passes.select_ranks import decomposed_maps
 from tensorgate.interpreter import run_module
 
@@ -58,6 +60,29 @@ def test_compression_target():
     assert dense_size / maps_params(module) >= 4
 
 
+def step_costs(module, cost: CostModel) -> int:
+    """MACs or cycles of one vector through every decomposed map, each in its best order (searched afresh)."""
+    total = 0
+    for *_, linear_map in decomposed_maps(module):
+        schedule = search_map_schedule(linear_map, 1, 1, cost, "never")
+        total += (sum(s.cycles(cost.pes, cost.overhead) for s in schedule.schedules) if cost.objective == "cycles"
+                  else schedule.macs_per_vector())
+    return total
+
+
+@pytest.mark.parametrize("target, cost", [("macs", CostModel("macs")), ("cycles", CostModel("cycles", 4, 2))])
+def test_macs_and_cycles_budgets_are_met_and_a_bigger_one_errs_less(target, cost):
+    errors, spent = [], []
+    options = "" if target == "macs" else " pes=4 overhead=2"
+    for budget in (600, 1200, 2400):
+        module, dense = decomposed()
+        PassManager.parse(f"select-ranks{{{target}={budget}{options}}}").run(module)
+        spent.append(step_costs(module, cost))
+        assert spent[-1] <= budget
+        errors.append(weight_error(module, dense))
+    assert errors[0] > errors[1] > errors[2] and spent[0] < spent[2]
+
+
 @pytest.mark.parametrize("method", ["tt", "bt", "ht"])
 def test_eps_bound_on_the_weights(method):
     module, dense = decomposed(pipeline=f"decompose{{method={method} weights=all d=2 eps=0}}")
@@ -99,8 +124,9 @@ def test_no_decomposed_maps_changes_nothing():
 
 
 @pytest.mark.parametrize("text,message", [
-    ("select-ranks", "pass 'select-ranks': a target is required: params, compression or eps"),
+    ("select-ranks", "pass 'select-ranks': a target is required: params, compression, macs, cycles or eps"),
     ("select-ranks{params=5 eps=0.1}", "options params and eps are alternative targets; give one"),
+    ("select-ranks{macs=5 cycles=9}", "options macs and cycles are alternative targets; give one"),
     ("select-ranks{eps=2}", "option 'eps' must be in (0, 1), got 2.0"),
     ("select-ranks{compression=0}", "option 'compression' must be positive, got 0.0"),
 ])
@@ -112,6 +138,8 @@ def test_bad_targets(text, message):
 
 @pytest.mark.parametrize("target,message", [
     ("params=10", "the budget of 10 parameters is below the"),
+    ("macs=10", "the budget of 10 multiply-accumulates is below the"),
+    ("cycles=10 pes=1", "the budget of 10 cycles is below the"),
     ("eps=0.01 max-rank=1", "eps=0.01 is out of reach: the error is still"),
     ("eps=0.1 calibration=missing.npz", "calibration file 'missing.npz' does not exist"),
 ])

@@ -1,9 +1,13 @@
 """The ``select-ranks`` pass: choose the ranks of every decomposed map to meet one target.
 
 Targets (exactly one): ``params=N`` — the decomposed maps store at most N parameters in
-all; ``compression=X`` — their dense size over their stored size is at least X; both
-keep the error as low as the budget allows.  ``eps=E`` — the error is at most E, with
-as few parameters as the search finds.
+all; ``compression=X`` — their dense size over their stored size is at least X;
+``macs=N`` — one vector through every decomposed map (one time step of an LSTM) costs
+at most N multiply-accumulates, each map in its cheapest contraction order;
+``cycles=N`` — it costs at most N PE-array cycles on ``pes`` lanes (each contraction
+step ``⌈macs/pes⌉ + overhead``, each map in its fastest order, as
+``order-contractions{cost=cycles}`` costs it).  Budgets keep the error as low as they
+allow.  ``eps=E`` — the error is at most E, with as few parameters as the search finds.
 
 The error is the relative Frobenius error of all decomposed weights together,
 ``√(Σ‖W − Ŵ‖²) / √(Σ‖W‖²)``, measured against the maps as the pass finds them.  With
@@ -14,7 +18,8 @@ float64, against the outputs of the module as the pass finds it.
 Search (greedy, deterministic): every map starts at rank cap 1 — ``max-rank`` for tt and
 ht maps, ``tucker-rank`` for bt maps with their number of blocks kept — and each step
 raises by one the cap of the map whose raise lowers the squared error most per added
-parameter (ties: the first map in module order).  A budget target stops when no raise
+unit of the budget (parameters, MACs or cycles; parameters for ``eps``; a raise that
+costs nothing goes first; ties: the first map in module order).  A budget target stops when no raise
 fits the budget or lowers the error; ``eps`` stops as soon as the error is at most E.
 Each map is re-decomposed from its dense matrix with its own format, factors, padding
 and tree, so start from exact or generously truncated maps (``decompose`` without rank
@@ -33,9 +38,11 @@ import numpy as np
 
 from ..errors import PassError, PipelineError
 from ..interpreter import run_module
+from ..ir.contraction.cost import CostModel
 from ..ir.core import Module, Op
 from ..ir.tensor_formats import BTMap, HTMap, TensorizedMap, TTMap
 from .base import Pass, option
+from .contraction.maps import search_map_schedule
 from .decomposition import (
     Decomposition, Tensorization, bt_als, bt_rank_bounds, ht_rank_bounds, ht_svd, tt_rank_bounds, tt_svd,
 )
@@ -51,6 +58,10 @@ class SelectRanks(Pass):
 
     params: int | None = option(None, min=1, doc="budget: parameters stored by all decomposed maps together")
     compression: float | None = option(None, doc="budget: their dense size over their stored size, at least")
+    macs: int | None = option(None, min=1, doc="budget: multiply-accumulates of one vector through all of them")
+    cycles: int | None = option(None, min=1, doc="budget: PE-array cycles of one vector through all of them")
+    pes: int = option(64, min=1, doc="multiply-accumulate lanes of the PE array (cycles)")
+    overhead: int = option(8, min=0, doc="cycles each contraction step costs beyond ceil(macs/pes) (cycles)")
     eps: float | None = option(None, doc="bound on the relative error (weights, or outputs with calibration)")
     calibration: Path | None = option(None, doc="module inputs (.npz): measure the error on the model's outputs")
     max_rank: int | None = option(None, min=1, doc="the largest cap tried for any map (default: what it allows)")
@@ -58,9 +69,9 @@ class SelectRanks(Pass):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        given = [key for key in ("params", "compression", "eps") if getattr(self, key) is not None]
+        given = [key for key in TARGETS if getattr(self, key) is not None]
         if not given:
-            raise PipelineError(f"pass '{self.name}': a target is required: params, compression or eps")
+            raise PipelineError(f"pass '{self.name}': a target is required: params, compression, macs, cycles or eps")
         if len(given) > 1:
             raise PipelineError(f"pass '{self.name}': options {' and '.join(given)} are alternative targets; "
                                 "give one")
@@ -79,22 +90,41 @@ class SelectRanks(Pass):
             return False
         error = self._error_measure(module, sites)
         budget = self._budget(sites)
-        caps = greedy_caps(sites, error, budget, self.eps)
+        caps = greedy_caps(sites, error, budget, self.eps, self._cost())
         for site, cap in zip(sites, caps):
             site.install(site.decomposition(cap).map)
         return any(site.decomposition(cap).map != site.original for site, cap in zip(sites, caps))
 
     def _budget(self, sites: list["_Site"]) -> int | None:
-        if self.params is not None:
-            return self.params
         if self.compression is not None:
             return math.floor(sum(s.original.out_dim * s.original.in_dim for s in sites) / self.compression)
-        return None
+        return next((getattr(self, key) for key in ("params", "macs", "cycles") if getattr(self, key) is not None),
+                    None)
+
+    def _cost(self) -> "Cost":
+        """What the budget counts for a site at a cap."""
+        if self.macs is not None:
+            return Cost("multiply-accumulates", lambda site, cap: site.step_cost(cap, CostModel("macs")))
+        if self.cycles is not None:
+            model = CostModel("cycles", self.pes, self.overhead)
+            return Cost("cycles", lambda site, cap: site.step_cost(cap, model))
+        return Cost("parameters", lambda site, cap: site.params(cap))
 
     def _error_measure(self, module: Module, sites: list["_Site"]) -> Callable[[list[int]], float]:
         if self.calibration is None:
             return WeightError(sites)
         return OutputError(module, sites, load_calibration(self.calibration, module))
+
+
+TARGETS = ("params", "compression", "macs", "cycles", "eps")
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What a budget counts (``unit``), and its amount for a site at a cap."""
+
+    unit: str
+    of: Callable[["_Site", int], int]
 
 
 def decomposed_maps(module: Module) -> list[tuple[Op, str, int | None, TensorizedMap]]:
@@ -144,6 +174,14 @@ class _Site:
 
     def params(self, cap: int) -> int:
         return self.decomposition(cap).map.params()
+
+    def step_cost(self, cap: int, model: CostModel) -> int:
+        """MACs (``model`` macs) or cycles (cycles) of one vector through the map at ``cap``,
+        in its cheapest contraction order under ``model``."""
+        schedule = search_map_schedule(self.decomposition(cap).map, 1, 1, model, "never")
+        if model.objective == "cycles":
+            return sum(s.cycles(model.pes, model.overhead) for s in schedule.schedules)
+        return schedule.macs_per_vector()
 
     def next_cap(self, cap: int) -> int | None:
         """The next cap above ``cap`` that changes the map (stores more), if any."""
@@ -220,12 +258,14 @@ class OutputError:
 
 
 def greedy_caps(sites: list[_Site], error: Callable[[list[int]], float], budget: int | None,
-                eps: float | None) -> list[int]:
-    """The caps the greedy search settles on (see the module doc)."""
+                eps: float | None, cost: Cost | None = None) -> list[int]:
+    """The caps the greedy search settles on (see the module doc); ``cost`` is what the
+    budget counts (default: parameters)."""
+    cost = cost or Cost("parameters", lambda site, cap: site.params(cap))
     caps = [1] * len(sites)
-    params = sum(site.params(1) for site in sites)
-    if budget is not None and params > budget:
-        raise PassError(f"the budget of {budget:,} parameters is below the {params:,} that the decomposed maps "
+    spent = sum(cost.of(site, 1) for site in sites)
+    if budget is not None and spent > budget:
+        raise PassError(f"the budget of {budget:,} {cost.unit} is below the {spent:,} that the decomposed maps "
                         "need at rank 1")
     current = error(caps)
     while eps is None or current > eps:
@@ -234,18 +274,19 @@ def greedy_caps(sites: list[_Site], error: Callable[[list[int]], float], budget:
             higher = site.next_cap(caps[i])
             if higher is None:
                 continue
-            cost = site.params(higher) - site.params(caps[i])
-            if budget is not None and params + cost > budget:
+            added = cost.of(site, higher) - cost.of(site, caps[i])
+            if budget is not None and spent + added > budget:
                 continue
             trial = caps[:i] + [higher] + caps[i + 1:]
             trial_error = error(trial)
-            gain = (current**2 - trial_error**2) / cost
+            lowered = current**2 - trial_error**2
+            gain = lowered / added if added > 0 else (math.inf if lowered > 0 else lowered)
             if best is None or gain > best[0]:
-                best = (gain, trial, trial_error, cost)
+                best = (gain, trial, trial_error, added)
         if best is None or budget is not None and best[0] <= 0:
             break
-        _, caps, current, cost = best
-        params += cost
+        _, caps, current, added = best
+        spent += added
     if eps is not None and current > eps:
         raise PassError(f"eps={eps} is out of reach: the error is still {current:.3g} with every map at its "
                         f"largest cap ({', '.join(str(s.limit) for s in sites)})")
