@@ -11,7 +11,11 @@ HT maps fitted to the trained weights.
 Tests use the models trained once and stored as ``data/digits_lstm.onnx`` and
 ``data/digits_gru.onnx`` (training again on another machine's BLAS gives other weights,
 and thresholds measured on one set of weights would not hold for the other);
-``python tests/digits_classifier.py`` writes them again.
+``python tests/digits_classifier.py`` writes them again.  Likewise
+``data/digits_lstm_tt{2,8}_distilled.tgir`` (+ ``.npz``) are the stored LSTM decomposed
+to TT max-rank 2 and 8 and fine-tuned without labels to match it (``DISTILL_PIPELINE``
+on the first ``TRAIN`` digits' inputs); ``python tests/digits_classifier.py
+--distilled`` writes them again from the stored model.
 """
 
 from __future__ import annotations
@@ -33,6 +37,9 @@ TRAIN = 1200
 CALIBRATION = 256
 STORED = Path(__file__).parent / "data" / "digits_lstm.onnx"
 STORED_GRU = Path(__file__).parent / "data" / "digits_gru.onnx"
+DISTILLED = {rank: Path(__file__).parent / "data" / f"digits_lstm_tt{rank}_distilled.tgir" for rank in (2, 8)}
+DECOMPOSE_PIPELINE = "decompose{method=tt max-rank=%d}"
+DISTILL_PIPELINE = "finetune{data=%s epochs=30 lr=0.02 schedule=cosine distill=kl seed=%d}"
 
 
 def digits() -> tuple[np.ndarray, np.ndarray]:
@@ -115,6 +122,32 @@ def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(logits.argmax(axis=-1) == labels))
 
 
+def distill_digits_lstm(path: Path | None, rank: int, seed: int = 0) -> Module:
+    """The stored LSTM decomposed (``DECOMPOSE_PIPELINE`` at ``rank``) and fine-tuned to
+    match it on the unlabeled first ``TRAIN`` digits; saved to ``path`` unless it is ``None``."""
+    import tempfile
+
+    from tensorgate.ir.serialize import save_module
+
+    sequences, _ = digits()
+    teacher = float_module(STORED)
+    with tempfile.TemporaryDirectory() as tmp:
+        unlabeled = Path(tmp) / "unlabeled.npz"
+        np.savez(unlabeled, x=sequences[:, :TRAIN])
+        pipeline = f"{DECOMPOSE_PIPELINE % rank}, {DISTILL_PIPELINE % (unlabeled, seed)}"
+        student = PassManager.parse(pipeline).run(teacher)
+    if path is not None:
+        save_module(student, path)
+    return student
+
+
 if __name__ == "__main__":
-    print(f"wrote {train_digits_classifier(STORED)}")
-    print(f"wrote {train_digits_classifier(STORED_GRU, cell='gru')}")
+    import sys
+
+    if "--distilled" in sys.argv:
+        for rank, path in DISTILLED.items():
+            distill_digits_lstm(path, rank)
+            print(f"wrote {path}")
+    else:
+        print(f"wrote {train_digits_classifier(STORED)}")
+        print(f"wrote {train_digits_classifier(STORED_GRU, cell='gru')}")

@@ -79,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--pes", type=pes_count, default=16, metavar="P",
                       help="multiply-accumulate lanes of the verilog accelerator, a power of two (default: 16)")
     comp.add_argument("-o", "--output", type=Path, required=True, help="artifact directory to write")
+    comp.add_argument("--calibration", type=Path, metavar="FILE.npz",
+                      help="model inputs by input name: measure the compiled model's output error against the "
+                           "imported model on them (default: the calibration= of the pipeline's decompose, "
+                           "select-ranks or quantize)")
+    comp.add_argument("--warn-error", type=fraction, metavar="FRACTION",
+                      help="warn when an output moves by more than this share of its range, or a classifier "
+                           "changes more than this share of its top-1 decisions (default: 0.05)")
     comp.add_argument("--time-passes", action="store_true", help="print a table of pass run times")
     comp.add_argument("--print-ir-after-all", action="store_true", help="print the IR after every pass")
     comp.add_argument("--print-ir-after", action="append", default=[], metavar="PASS",
@@ -253,8 +260,22 @@ def pes_count(text: str) -> int:
     return value
 
 
+def fraction(text: str) -> float:
+    """``--warn-error``: a share in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a share in [0, 1] (0.05 is 5%)")
+    return value
+
+
 def cmd_compile(args) -> None:
+    from .inspect import compile_report
     from .passes import PassManager
+    from .passes.fidelity import DEFAULT_WARN_ERROR, pipeline_calibration
+    from .passes.quantization.calibrate import load_calibration
 
     pm = PassManager.parse(
         args.pipeline,
@@ -264,36 +285,49 @@ def cmd_compile(args) -> None:
         print_ir_after=args.print_ir_after,
         dump_ir=args.dump_ir,
     )
+    if args.calibration is not None and not args.calibration.is_file():
+        raise UsageError(f"--calibration: file '{args.calibration}' does not exist")
     console = Console(stderr=True)
     with console.status(f"importing {args.model}"):
         module = import_model(args)
     print_warnings(module)
+    data = args.calibration or pipeline_calibration(pm.pipeline)
+    inputs = None if data is None else load_calibration(data, module)
     if any(p.name == "finetune" for p in pm.pipeline):
         module = pm.run(module)  # finetune shows its own progress bars
     else:
         with console.status(f"running {pm}"):
             module = pm.run(module)
+    with console.status("measuring the output error" if inputs is not None else "summarizing"):
+        threshold = DEFAULT_WARN_ERROR if args.warn_error is None else args.warn_error
+        report = compile_report(module, inputs, str(data), threshold)
     with console.status(f"writing {args.output}"):
-        write_target(module, args, str(pm))
+        write_target(module, args, str(pm), report.manifest)
     if args.time_passes:
         console.print(pm.timing_table())
+    for note in module.notes:
+        print(f"note: {note}", file=sys.stderr)
     print(f"wrote {args.output}")
+    for line in report.lines:
+        print(line)
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
 
 
-def write_target(module, args, pipeline: str) -> None:
-    """Write the artifact of ``args.target``."""
+def write_target(module, args, pipeline: str, report: dict | None = None) -> None:
+    """Write the artifact of ``args.target`` (``report``: manifest entries the compile measured)."""
     from .backend.artifact import write_numpy_artifact
 
     if args.target == "onnx":
         from .backend.onnx_export import write_onnx_artifact
 
-        write_onnx_artifact(module, args.output, pipeline, str(args.model))
+        write_onnx_artifact(module, args.output, pipeline, str(args.model), report)
     elif args.target == "verilog":
         from .backend.verilog.artifact import write_verilog_artifact
 
-        write_verilog_artifact(module, args.output, pipeline, str(args.model), args.pes)
+        write_verilog_artifact(module, args.output, pipeline, str(args.model), args.pes, report)
     else:
-        write_numpy_artifact(module, args.output, pipeline, str(args.model))
+        write_numpy_artifact(module, args.output, pipeline, str(args.model), report)
 
 
 def read_inputs(path: Path, input_names: list[str]) -> dict[str, np.ndarray]:

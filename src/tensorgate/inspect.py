@@ -1,8 +1,10 @@
-"""`tensorgate inspect`: a summary of a module as data, and its rendering as tables."""
+"""`tensorgate inspect`: a summary of a module as data, and its rendering as tables; and
+the summary a compile prints (parameters, output error, warnings)."""
 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass, field
 
 from rich.console import Console
 from rich.markup import escape
@@ -12,6 +14,10 @@ from .backend.artifact import contraction_totals, partition_summary, value_signa
 from .ir.core import Module
 from .ir.ops import activation_names, num_directions, recurrent_ops
 from .ir.stats import model_stats, recurrent_macs_per_step
+from .passes.fidelity import measure_fidelity, unmeasured
+
+NO_DATA = ("no calibration data: give compile --calibration FILE.npz, or calibration= to decompose, "
+           "select-ranks or quantize")
 
 
 def inspect_summary(module: Module) -> dict:
@@ -150,3 +156,30 @@ def _render_contraction(summary: dict, console: Console) -> None:
                   f"{total['peak_intermediate']:,}")
     console.print(table)
     console.print(f"schedule search time: {total['contraction_search_seconds'] * 1e3:.1f} ms")
+
+
+@dataclass
+class CompileReport:
+    """What a compile adds to the manifest (``output_error``), prints (``lines``) and warns."""
+
+    manifest: dict
+    lines: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def compile_report(module: Module, inputs: dict | None, data: str, threshold: float) -> CompileReport:
+    """The parameters and the output error of the compiled ``module`` against the imported
+    model (``module.imported``) on ``inputs`` (named ``data``), warning above ``threshold``.
+    Without inputs the error is unmeasured, and each decomposed map's weight error is shown."""
+    stats = model_stats(module)
+    lines = [f"parameters: {stats.params_dense:,} -> {stats.params_compressed:,} ({stats.compression:.1f}x)"]
+    if inputs is None:
+        errors = [f"{info.name} {info.map.rel_error:.1%}" for info in stats.maps
+                  if info.map.format != "dense" and getattr(info.map, "rel_error", None) is not None]
+        lines.append(f"output error: unmeasured ({NO_DATA})" +
+                     (f"; weight error per decomposed map: {', '.join(errors)}" if errors else ""))
+        return CompileReport({"output_error": unmeasured(NO_DATA)}, lines)
+    fidelity = measure_fidelity(module.imported or module, module, inputs, data)
+    lines.append(fidelity.summary())
+    warnings = [fidelity.warning(threshold)] if fidelity.exceeds(threshold) else []
+    return CompileReport({"output_error": fidelity.as_dict(threshold)}, lines, warnings)

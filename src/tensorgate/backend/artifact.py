@@ -28,9 +28,11 @@ def value_signature(value: Value) -> dict:
     return {"name": value.name, "shape": list(value.type.shape), "dtype": str(value.type.dtype)}
 
 
-def build_manifest(module: Module, target: str, pipeline: str, source: str) -> dict:
+def build_manifest(module: Module, target: str, pipeline: str, source: str, report: dict | None = None) -> dict:
+    """The manifest of ``module``; ``report`` adds entries the compile measured (its
+    ``output_error``), and the module's notes (maps left dense, ...) come last."""
     stats = model_stats(module)
-    return {
+    manifest = {
         "tensorgate_version": __version__,
         "target": target,
         "source": source,
@@ -46,7 +48,11 @@ def build_manifest(module: Module, target: str, pipeline: str, source: str) -> d
         "maps": [info.as_dict() for info in stats.maps],
         **contraction_totals(module),
         **({"partition": partition_summary(module)} if module.ops_of("host") else {}),
+        **(report or {}),
     }
+    if module.notes:
+        manifest["notes"] = list(module.notes)
+    return manifest
 
 
 def contraction_totals(module: Module) -> dict:
@@ -123,13 +129,15 @@ def write_artifact(out_dir: Path, fill: Callable[[Path], None], marker: str = MA
     return out_dir
 
 
-def write_numpy_artifact(module: Module, out_dir: Path, pipeline: str, source: str) -> Path:
-    """The ``numpy`` target: IR text, sidecar weights and the manifest."""
+def write_numpy_artifact(module: Module, out_dir: Path, pipeline: str, source: str,
+                         report: dict | None = None) -> Path:
+    """The ``numpy`` target: IR text, sidecar weights and the manifest (``report``: see
+    ``build_manifest``)."""
     from ..ir.serialize import save_module
 
     def fill(tmp: Path) -> None:
         save_module(module, tmp / IR_FILE)
-        manifest = build_manifest(module, "numpy", pipeline, source)
+        manifest = build_manifest(module, "numpy", pipeline, source, report)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
     return write_artifact(out_dir, fill)

@@ -80,9 +80,10 @@ def _quantize_inputs(b: GraphBuilder, module: Module) -> None:
             b.aliases[value.name] = requantize(b, value.name, value.type.dtype, rounding, "quantized")
 
 
-def write_onnx_artifact(module: Module, out_dir: Path, pipeline: str, source: str) -> Path:
+def write_onnx_artifact(module: Module, out_dir: Path, pipeline: str, source: str,
+                        report: dict | None = None) -> Path:
     """The ``onnx`` target: ``model.onnx``, the IR it came from (so ``tensorgate run``
-    works on the artifact too) and ``manifest.json``."""
+    works on the artifact too) and ``manifest.json`` (``report``: see ``build_manifest``)."""
     model = export_onnx(module)
 
     def fill(tmp: Path) -> None:
@@ -90,7 +91,7 @@ def write_onnx_artifact(module: Module, out_dir: Path, pipeline: str, source: st
         onnx.save_model(model, tmp / ONNX_FILE, save_as_external_data=weights > EXTERNAL_DATA_BYTES,
                         location=f"{ONNX_FILE}.data")
         save_module(module, tmp / IR_FILE)
-        manifest = build_manifest(module, "onnx", pipeline, source)
+        manifest = build_manifest(module, "onnx", pipeline, source, report)
         manifest.update(onnx=ONNX_FILE, opset=model.opset_import[0].version)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 

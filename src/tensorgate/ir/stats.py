@@ -3,8 +3,9 @@ the linear maps, what their contraction schedules cost, and the partition into
 tensorgate and host regions with their multiply-accumulates.
 
 Parameter counts follow the papers' convention: the model's weights count (linear
-maps, biases, peepholes, float ``const`` tensors a computation uses as weights, such as
-a MatMul head's); what an exporter adds to run the graph does not: integer tensors
+maps, biases, peepholes, real-valued ``const`` tensors a computation uses as weights,
+such as a MatMul head's; float, or their integer codes once quantized); what an
+exporter adds to run the graph does not: integer tensors
 (shapes, indices), float scalars (fill values, scale constants) and tensors that only
 feed a recurrent op's initial state (torch writes ``h0 = c0 = 0`` as constants when
 the batch is static), directly or through data movement.  ``dense`` counts each linear
@@ -23,6 +24,7 @@ from .contraction.map_schedule import MapSchedule
 from .core import Module, Op, Value
 from .linear_map import LinearMap
 from .ops import DATA_MOVEMENT, OP_SPECS, RECURRENT, applies_stacked_r_twice
+from .types import FixedType, FloatType
 
 
 @dataclass
@@ -77,13 +79,16 @@ MOVED_OPERANDS = ("x", "xs*")
 
 
 def _weight_count(op: Op, uses: "_Uses") -> int:
-    """Float weights an op stores outside its linear maps."""
-    if op.kind == "const" and uses.only_initial_state(op.results[0]):
-        return 0
-    keys = WEIGHT_ATTRS if op.kind == "const" else WEIGHT_ATTRS[1:]
-    arrays = [op.attrs.get(key) for key in keys]
-    return sum(int(a.size) for a in arrays
-               if isinstance(a, np.ndarray) and a.dtype.kind == "f" and a.ndim > 0)
+    """Weights an op stores outside its linear maps: its biases and peepholes (float, or
+    integer codes once quantized), or a ``const``'s real-valued tensor (not a scalar, not
+    an integer shape or index tensor, not only an initial state)."""
+    if op.kind == "const":
+        if not isinstance(op.results[0].type.dtype, (FloatType, FixedType)) or uses.only_initial_state(op.results[0]):
+            return 0
+        arrays = [op.attrs.get("value")]
+    else:
+        arrays = [op.attrs.get(key) for key in WEIGHT_ATTRS[1:]]
+    return sum(int(a.size) for a in arrays if isinstance(a, np.ndarray) and a.ndim > 0)
 
 
 class _Uses:

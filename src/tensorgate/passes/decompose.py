@@ -30,9 +30,9 @@ or from the imported model without).  Measure what it costs with calibration inp
 (``compile --calibration``, or ``calibration=`` here).
 
 Maps that do not pay stay dense, each with a note (``Module.notes``): a map too small
-for ``d`` modes of an automatic shape, or whose decomposition would store no fewer
-parameters or cost no fewer multiply-accumulates (in its best contraction order) than
-the matrix.  ``dense-fallback=false`` keeps every decomposition and makes a map too
+for ``d`` modes of an automatic shape, or whose decomposition would be neither smaller
+(parameters) nor cheaper (multiply-accumulates per vector in its best contraction order)
+than the matrix.  ``dense-fallback=false`` keeps every decomposition and makes a map too
 small for its shape an error; ``eps=0``, explicit ``ranks`` and an explicit ``shape``
 keep their maps decomposed too, since they ask for one decomposition.
 
@@ -198,12 +198,10 @@ class Decompose(Pass):
             return decomposed, None
         dense_params = matrix.shape[0] * matrix.shape[1]
         macs = search_map_schedule(decomposed, 1, 1, CostModel("macs"), "never").macs_per_vector()
-        if decomposed.params() >= dense_params:
+        if decomposed.params() >= dense_params and macs >= dense_params:
             return DenseMap(matrix), (f"its {self.method} form at relative error {decomposition.error:.3g} stores "
-                                      f"{decomposed.params():,} parameters, the matrix {dense_params:,}")
-        if macs >= dense_params:
-            return DenseMap(matrix), (f"its {self.method} form costs {macs:,} multiply-accumulates per vector, "
-                                      f"the matrix {dense_params:,}")
+                                      f"{decomposed.params():,} parameters and costs {macs:,} multiply-accumulates "
+                                      f"per vector, the matrix {dense_params:,} of each")
         return decomposed, None
 
     def tensorization(self, shape: tuple[int, int], key: str) -> Tensorization:

@@ -41,8 +41,10 @@ def _hex(words, width: int) -> str:
     return "".join(f"{int(w) & mask:0{digits}x}\n" for w in words)
 
 
-def write_verilog_artifact(module: Module, out_dir: Path, pipeline: str, source: str, pes: int) -> Path:
-    """``compile --target verilog --pes P``: lower ``module`` and write the artifact."""
+def write_verilog_artifact(module: Module, out_dir: Path, pipeline: str, source: str, pes: int,
+                           report: dict | None = None) -> Path:
+    """``compile --target verilog --pes P``: lower ``module`` and write the artifact
+    (``report``: see ``build_manifest``)."""
     check_supported(module)
     if not is_quantized(module):
         raise TensorgateError("the verilog target needs a quantized module; add 'quantize' to the pipeline "
@@ -61,7 +63,7 @@ def write_verilog_artifact(module: Module, out_dir: Path, pipeline: str, source:
         for path in accel_sources():
             shutil.copyfile(path, rtl / path.name)
         write_images(tmp, image, config)
-        manifest = build_manifest(module, "verilog", pipeline, source)
+        manifest = build_manifest(module, "verilog", pipeline, source, report)
         manifest["hardware"] = hardware_summary(image, config)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
