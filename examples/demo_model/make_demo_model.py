@@ -2,7 +2,9 @@
 
 scikit-learn's 8x8 digits are read row by row (8 steps of 8 pixels); an LSTM with
 16 hidden units and a linear+softmax head classifies them.  Writes
-src/tensorgate/data/demo_lstm.onnx and demo_inputs.npz (held-out images + labels).
+src/tensorgate/data/demo_lstm.onnx, demo_inputs.npz (8 held-out images + labels) and
+demo_digits.npz (the 1,500 training images without labels, for label-free fine-tuning,
+and the 297 held-out images with labels; pixels as the integers 0..16 they are).
 Needs torch and scikit-learn; seeded, so rerunning gives the same weights.
 """
 
@@ -49,6 +51,8 @@ def main() -> None:
                       opset_version=17, dynamo=False)
     pick = test[:8]
     np.savez(DATA / "demo_inputs.npz", image_rows=images[pick], labels=labels[pick])
+    pixels = digits.images.astype(np.uint8)
+    np.savez_compressed(DATA / "demo_digits.npz", train=pixels[train], test=pixels[test], test_labels=labels[test])
 
 
 if __name__ == "__main__":
