@@ -104,15 +104,22 @@ def test_passes_lists_every_pass(capsys):
         assert name in out
 
 
-def test_demo_prints_table_agreeing_with_onnxruntime(capsys):
+def test_demo_runs_the_whole_compiler(capsys):
+    """Import beside onnxruntime, TT, label-free fine-tuning, 8 bits, Verilator.  The
+    fine-tuning trains (seeded), so its bound is loose: from TT-SVD's 13.5% agreement it
+    reaches 92% here, and the test asks for half of that gain."""
     from tensorgate.demo import run_demo
 
     outputs = run_demo()
     np.testing.assert_allclose(outputs["tensorgate"], outputs["onnxruntime"], rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(outputs["verilator"], outputs["golden"])
-    assert (outputs["golden"].argmax(-1) == outputs["onnxruntime"].argmax(-1)).all()
+    imported, tt_svd, tuned, hardware = outputs["stages"]
+    assert imported.agreement == 1.0 and tt_svd.params == tuned.params < imported.params
+    assert tuned.agreement > tt_svd.agreement + 0.4
+    assert hardware.params == tuned.params and hardware.cycles_per_step == outputs["cycles_per_step"] > 0
     printed = capsys.readouterr().out
     assert "onnxruntime" in printed and "every output code equal" in printed
+    assert "label-free fine-tuning" in printed and "cycles/step" in printed
 
 
 def test_entry_point_reports_usage_error_exit_2():

@@ -107,3 +107,18 @@ def test_imported_parameters_are_torchs_parameters(torch_export, exporter, dynam
                        head="linear", input_size=6, hidden_size=5)
     expected = sum(p.numel() for p in torch_classifier(config).parameters())
     assert model_stats(import_onnx(torch_export(config))).params_dense == expected
+
+
+def test_quantized_weights_still_count():
+    """Quantizing turns weights, biases included, into integer codes; they are the same parameters."""
+    from tensorgate.demo import demo_files
+    from tensorgate.explore import without_trailing_softmax
+
+    module, _ = without_trailing_softmax(PassManager.parse("canonicalize, dce").run(import_onnx(demo_files()[0])),
+                                         "probabilities")
+    before = model_stats(module)
+    PassManager.parse("decompose{method=tt max-rank=2}, quantize{bits=8}").run(module)
+    after = model_stats(module)
+    assert after.params_dense == before.params_dense and after.params_compressed < before.params_compressed
+    assert after.params_compressed == sum(info.map.params() for info in after.maps) + before.params_dense - sum(
+        info.map.out_dim * info.map.in_dim for info in before.maps)
