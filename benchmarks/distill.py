@@ -46,7 +46,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from digits_lstm import STORED, TRAIN, digits  # noqa: E402
+from digits_classifier import STORED, TRAIN, digits  # noqa: E402
 from tensorgate.errors import TensorgateError  # noqa: E402
 from tensorgate.frontend import import_onnx  # noqa: E402
 from tensorgate.passes import PassManager  # noqa: E402

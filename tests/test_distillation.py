@@ -1,10 +1,10 @@
 """Label-free distillation: ``finetune`` on inputs without labels, the imported model as
 the teacher.
 
-The claims on the trained digits LSTM (``digits_lstm``: 8 rows of 8 pixels, LSTM(8, 32)
+The claims on the trained digits LSTM (``digits_classifier``: 8 rows of 8 pixels, LSTM(8, 32)
 + linear) are checked on stored weights: ``data/digits_lstm_tt{2,8}_distilled.tgir`` are
 the stored classifier decomposed to TT max-rank 2 and 8 and fine-tuned without labels
-(``digits_lstm.DISTILL_PIPELINE``: 30 epochs, seeded, one torch thread).  Distillation
+(``digits_classifier.DISTILL_PIPELINE``: 30 epochs, seeded, one torch thread).  Distillation
 is training, and a threshold asserted on weights trained at test time moves with the
 BLAS that trained them; a model read from disk and run by the NumPy runtime in float64
 (or the integer golden model) gives the same classes everywhere, so its agreement
@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from decomposed import classifier_module, lstm_module, random_map
-from digits_lstm import (
+from digits_classifier import (
     CALIBRATION, DECOMPOSE_PIPELINE, DISTILLED, STORED, TRAIN, accuracy, digits, distill_digits_lstm, float_module,
 )
 from tensorgate.errors import PassError

@@ -18,13 +18,14 @@ import json
 import numpy as np
 import pytest
 
-from digits_lstm import STORED, digits
+from digits_classifier import STORED, digits
 from test_cli import MODEL, assert_clean_error, run_cli
 from test_decomposition_pass import lstm_module
 from test_frontend_conformance import CASES, load_case
 from tensorgate.cli import main
 from tensorgate.frontend import import_onnx
 from tensorgate.interpreter import run_module
+from tensorgate.ir.ops import recurrent_ops
 from tensorgate.ir.tensor_formats import TensorizedMap
 from tensorgate.passes import PassManager
 from tensorgate.passes.decompose import DEFAULT_EPS, LARGE_RECURRENT, Decompose
@@ -173,16 +174,16 @@ def test_a_decomposition_that_is_neither_smaller_nor_cheaper_stays_dense_with_a_
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_default_decompose_runs_on_the_conformance_lstms(name):
-    """Their maps are tiny (12x2 W, 12x3 R): every map is decomposed or stays dense with a
+def test_default_decompose_runs_on_the_conformance_cases(name):
+    """LSTM, GRU and RNN; their maps are tiny (an LSTM's 12x2 W): every map is decomposed or stays dense with a
     note (a 12x2 map is too small for 4 modes), and a model left dense computes what it did."""
     model, feeds, _ = load_case(name)
     module = import_onnx(model)
     expected = run_module(module, feeds)
     PassManager.parse("decompose").run(module)
-    (lstm,) = module.ops_of("lstm")
-    dense = [f"map 'w' #{i} " for i, m in enumerate(lstm.attrs["w"]) if m.format == "dense"]
+    (op,) = recurrent_ops(module.ops)
+    dense = [f"map 'w' #{i} " for i, m in enumerate(op.attrs["w"]) if m.format == "dense"]
     assert all(any(where in note and "left dense" in note for note in module.notes) for where in dense)
-    if all(m.format == "dense" for key in ("w", "r") for m in lstm.attrs[key]):
+    if all(m.format == "dense" for key in ("w", "r") for m in op.attrs[key]):
         for key, value in run_module(module, feeds).items():
             np.testing.assert_array_equal(value, expected[key])

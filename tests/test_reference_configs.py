@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 import pytest
 
-from models import TorchLSTM, torch_classifier
+from models import TorchRecurrent, torch_classifier
 from tensorgate.frontend import import_onnx
 from tensorgate.ir.stats import model_stats
 from tensorgate.ir import F32, DenseMap, Module, TensorType, TTMap, verify_module
@@ -103,7 +103,7 @@ def test_imported_parameters_are_torchs_parameters(torch_export, exporter, dynam
     """Before any pass, the count is torch's own ``sum(p.numel())``, whatever constants
     the exporter adds (static batches get their zero initial states as constants)."""
     pytest.importorskip("torch")
-    config = TorchLSTM(exporter=exporter, dynamic=dynamic, num_layers=layers, bidirectional=bidirectional,
+    config = TorchRecurrent(exporter=exporter, dynamic=dynamic, num_layers=layers, bidirectional=bidirectional,
                        head="linear", input_size=6, hidden_size=5)
     expected = sum(p.numel() for p in torch_classifier(config).parameters())
     assert model_stats(import_onnx(torch_export(config))).params_dense == expected
