@@ -63,7 +63,7 @@ def test_exact_decomposition_keeps_the_outputs(case, method, weights, gates, dir
     to the decomposition's rounding), and the runtime never rebuilds W or R."""
     module = dense_module(case, direction, separate=gates == "stacked", sequence_lens=True, initial_h=True, clip=2.0)
     expected = outputs(module)
-    PassManager.parse(f"decompose{{method={method} weights={weights} gates={gates} d=2}}").run(module)
+    PassManager.parse(f"decompose{{method={method} weights={weights} gates={gates} d=2 eps=0}}").run(module)
     (op,) = module.ops
     per_dir = 3 if op.kind == "gru" and gates == "separate" else 1
     for key in ("w", "r"):
@@ -77,7 +77,7 @@ def test_exact_decomposition_keeps_the_outputs(case, method, weights, gates, dir
 
 def test_gru_map_names_per_gate_and_direction():
     module = dense_module("gru_lbr1", "bidirectional")
-    PassManager.parse("decompose{weights=all gates=separate d=2 max-rank=2}").run(module)
+    PassManager.parse("decompose{weights=all gates=separate d=2 max-rank=2 dense-fallback=false}").run(module)
     names = [info.name for info in module_maps(module)]
     assert names[:6] == [f"Y.w.{d}.{g}" for d in ("fwd", "bwd") for g in ("z", "r", "h")]
     rnn = dense_module("rnn", "reverse")
@@ -87,7 +87,7 @@ def test_gru_map_names_per_gate_and_direction():
 def test_truncated_tt_gru_text_round_trips_and_counts_parameters():
     module = dense_module("gru_lbr0")
     dense_params = model_stats(module).params_dense
-    PassManager.parse("decompose{method=tt weights=all max-rank=2 d=2}").run(module)
+    PassManager.parse("decompose{method=tt weights=all max-rank=2 d=2 dense-fallback=false}").run(module)
     stats = model_stats(module)
     assert stats.params_dense == dense_params and stats.params_compressed < dense_params
     parsed = parse_module(print_module(module), module_tensors(module))
@@ -111,7 +111,7 @@ def test_canonicalize_folds_the_bias_where_the_gates_see_only_the_sum(case, befo
 
 def test_select_ranks_meets_a_parameter_budget_on_a_gru():
     module = dense_module("gru_lbr1", "bidirectional")
-    PassManager.parse("decompose{method=tt weights=all d=2}").run(module)
+    PassManager.parse("decompose{method=tt weights=all d=2 eps=0}").run(module)
     exact = model_stats(module).params_compressed
     PassManager.parse("select-ranks{params=600}").run(module)
     decomposed = sum(info.map.params() for info in module_maps(module) if isinstance(info.map, TensorizedMap))
@@ -121,7 +121,7 @@ def test_select_ranks_meets_a_parameter_budget_on_a_gru():
 def test_order_contractions_costs_the_input_map_over_all_steps():
     """The GRU's W covers every time step in one application (5 steps here), R one step."""
     module = dense_module("gru_lbr1")
-    PassManager.parse("decompose{method=tt weights=all d=2 max-rank=3}").run(module)
+    PassManager.parse("decompose{method=tt weights=all d=2 max-rank=3 dense-fallback=false}").run(module)
     expected = outputs(module)
     PassManager.parse("order-contractions{cost=macs}").run(module)
     (op,) = module.ops
@@ -135,7 +135,7 @@ def test_order_contractions_costs_the_input_map_over_all_steps():
 def test_a_stacked_decomposed_r_without_linear_before_reset_runs_twice_per_step():
     """R_h reads r ⊙ h there, a second application of the stacked map; the MACs say so."""
     module = dense_module("gru_lbr0")
-    PassManager.parse("decompose{method=tt weights=recurrent d=2 max-rank=2}").run(module)
+    PassManager.parse("decompose{method=tt weights=recurrent d=2 max-rank=2 dense-fallback=false}").run(module)
     (op,) = module.ops
     assert recurrent_macs_per_step(op) == op.attrs["w"][0].macs() + 2 * op.attrs["r"][0].macs()
 
