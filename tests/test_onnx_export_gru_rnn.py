@@ -149,9 +149,9 @@ def test_dense_imports_are_the_onnx_op_as_imported_and_canonicalized(config):
 
 
 @pytest.mark.parametrize("pipeline", [
-    "decompose{method=tt weights=input d=2 max-rank=2}",
-    "decompose{method=bt weights=all gates=separate d=2 tucker-rank=2}, canonicalize",
-    "decompose{method=ht weights=recurrent d=2 max-rank=2}, order-contractions",
+    "decompose{method=tt weights=input d=2 max-rank=2 dense-fallback=false}",
+    "decompose{method=bt weights=all gates=separate d=2 tucker-rank=2 dense-fallback=false}, canonicalize",
+    "decompose{method=ht weights=recurrent d=2 max-rank=2 dense-fallback=false}, order-contractions",
 ])
 @pytest.mark.parametrize("op_type, lbr", [("GRU", 0), ("GRU", 1), ("RNN", 0)])
 def test_decompose_pass_output(op_type, lbr, pipeline):
@@ -172,7 +172,7 @@ def test_torch_models_compressed_round_trip(torch_export, cell, layers, bidirect
     config = TorchRecurrent(cell=cell, num_layers=layers, bidirectional=bidirectional, batch_first=batch_first,
                             hidden_size=6, input_size=4)
     module = import_onnx(torch_export(config))
-    module = PassManager.parse(f"canonicalize, dce, decompose{{method={method} weights=all d=2 max-rank=2}}, "
-                               "order-contractions").run(module)
+    module = PassManager.parse(f"canonicalize, dce, decompose{{method={method} weights=all d=2 max-rank=2 "
+                               "dense-fallback=false}, order-contractions").run(module)
     feeds = {"x": np.random.default_rng(9).standard_normal(config.input_shape(batch=3, seq=5)).astype(np.float32)}
     check_export(module, feeds)

@@ -7,7 +7,7 @@ model on all 1797 digits.  Top-1 agreement with the float model of the same
 (decomposed) network: at least 99.9% at 16 bits and 98% at 8 bits (measured on these
 weights: LSTM 99.2-99.7%, and 98.6% for BT, whose near-tie logits flip first; GRU
 99.5-99.9%).  The GRU also goes through the pipeline the accelerator will take,
-``decompose{method=tt max-rank=4}, order-contractions{cost=cycles pes=16},
+``decompose{method=tt weights=input max-rank=4}, order-contractions{cost=cycles pes=16},
 quantize{bits=8}``: its TT maps at rank 4 cost accuracy (60% float, untuned), and the
 8-bit golden model agrees with that float model on at least 96% of the digits
 (measured 97.7%; at 16 bits 100%).  SQNR and agreement are printed (``pytest -s``).
@@ -55,8 +55,8 @@ def test_quantized_classifier_agrees_with_float(calibration, cell, method):
 
 def test_tt_gru_through_the_accelerators_pipeline_agrees_with_its_float_model(calibration):
     """The pipeline of the GRU accelerator check (its Verilator half is phase 2)."""
-    network = PassManager.parse("decompose{method=tt max-rank=4}, order-contractions{cost=cycles pes=16}").run(
-        float_module(STORED_GRU))
+    network = PassManager.parse("decompose{method=tt weights=input max-rank=4}, "
+                                "order-contractions{cost=cycles pes=16}").run(float_module(STORED_GRU))
     (gru,) = network.ops_of("gru")
     assert gru.attrs["linear_before_reset"] == 1 and all(m.format == "tt" for m in gru.attrs["w"])
     assert all(m.schedule is not None for m in gru.attrs["w"])

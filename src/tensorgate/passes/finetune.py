@@ -57,7 +57,6 @@ from __future__ import annotations
 
 import json
 import math
-import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -189,14 +188,10 @@ def load_dataset(path: Path, module: Module) -> Dataset:
 
 def read_data(path: Path, module: Module) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """The inputs and the labels (``None`` if there are none) of ``path``."""
+    from .quantization.calibrate import read_npz
+
     path = Path(path)
-    if not path.is_file():
-        raise PassError(f"finetune: data file '{path}' does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise PassError(f"finetune: data file '{path}' is not a readable .npz ({exc})") from None
+    arrays = read_npz(path, "finetune: data file")
     expected = [v.name for v in module.inputs] + ["labels"]
     missing = [name for name in expected[:-1] if name not in arrays]
     unknown = [name for name in arrays if name not in expected]

@@ -283,16 +283,23 @@ RECORDING_KERNELS = {"lstm": _lstm, "gru": _gru, "rnn": _rnn}
 """The ops whose float run records more than their results (module docstring)."""
 
 
+def read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
+    """The arrays of the ``.npz`` at ``path``; ``what`` names the file in errors
+    (``calibration file``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PassError(f"{what} '{path}' does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise PassError(f"{what} '{path}' is not a readable .npz ({exc})") from None
+
+
 def load_calibration(path: Path, module: Module) -> dict[str, np.ndarray]:
     """The arrays of a calibration ``.npz``, checked against the module's inputs."""
     path = Path(path)
-    if not path.is_file():
-        raise PassError(f"calibration file '{path}' does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise PassError(f"calibration file '{path}' is not a readable .npz ({exc})") from None
+    arrays = read_npz(path, "calibration file")
     expected = [v.name for v in module.inputs]
     missing = [n for n in expected if n not in arrays]
     unknown = [n for n in arrays if n not in expected]
