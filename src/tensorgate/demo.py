@@ -12,7 +12,7 @@ the golden model, with its cycles per time step.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
@@ -141,8 +141,8 @@ def run_compression(module, digits: Digits, images: np.ndarray, source: str, con
         name = logits.outputs[0].name
         fixed = run_fixed(logits, {"image_rows": digits.test})[name].argmax(-1)
         hardware = run_hardware(logits, images, source, Path(tmp), console)
-        stages.append(Stage(f"+ {HARDWARE_BITS}-bit, PE array", quantize.replace(str(calibration), "CAL.npz"),
-                            *astuple(stage("", "", logits, fixed))[2:5], hardware["cycles_per_step"]))
+        stages.append(replace(stage(f"+ {HARDWARE_BITS}-bit, PE array", quantize.replace(str(calibration), "CAL.npz"),
+                                    logits, fixed), cycles_per_step=hardware["cycles_per_step"]))
     float_agreement = float(np.mean(fixed == float_classes(student)))
     console.print(stages_table(stages, len(digits.test)))
     for row in stages:

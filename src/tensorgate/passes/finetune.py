@@ -181,11 +181,6 @@ class Dataset:
                         for name, array in self.targets.items()}, self.target_axes)
 
 
-def load_dataset(path: Path, module: Module) -> Dataset:
-    """The arrays of ``path``, checked against the module's inputs."""
-    return dataset_of(path, module, *read_data(path, module))
-
-
 def read_data(path: Path, module: Module) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """The inputs and the labels (``None`` if there are none) of ``path``."""
     from .quantization.calibrate import read_npz
