@@ -1,7 +1,7 @@
 """Scaling of `tensorgate explore`: one worker against two on this machine, and a model
 of a 500-point sweep on W workers.
 
-The sweep: the trained digits classifier of ``tests/digits_lstm.py`` (an ``nn.LSTM``
+The sweep: the trained digits classifier of ``tests/digits_classifier.py`` (an ``nn.LSTM``
 8 -> 32 with a linear head, stored as ``tests/data/digits_lstm.onnx``) on all 1797
 digits with their labels, methods tt, bt, ht × ranks 4, 8 × bits float, 8 × P 8, 16:
 24 points.  It runs three times, side by side in one process, each from a fresh output
@@ -40,7 +40,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from digits_lstm import STORED, digits  # noqa: E402
+from digits_classifier import STORED, digits  # noqa: E402
 
 from tensorgate.explore import TIMING_COLUMNS, Execution, ExploreOptions, run_explore  # noqa: E402
 from tensorgate.explore.schedule import local_cluster  # noqa: E402
