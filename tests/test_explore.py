@@ -227,11 +227,44 @@ def test_finetune_step_is_the_finetune_pass(demo_sweep, tmp_path):
     assert tt["rel_error"] != by_config(read_csv(demo_sweep / "explore.csv"))["tt", "2", "none"]["rel_error"]
 
 
-def test_finetune_needs_labels(relu_lstm, tmp_path, capsys):
+def test_finetune_without_labels_distills(tmp_path):
+    """On data without labels the fine-tune step is label-free distillation: the row measures
+    the module that decompose + finetune (the imported model as teacher, seed 0) make."""
+    from tensorgate.interpreter import run_module
+
+    with np.load(INPUTS) as data:
+        images = data["image_rows"]
+    np.savez(tmp_path / "unlabelled.npz", image_rows=images)
+    out = tmp_path / "out"
+    assert main(["explore", str(MODEL), "--data", str(tmp_path / "unlabelled.npz"), "--methods", "tt",
+                 "--ranks", "2", "--bits", "none", "--finetune", "--finetune-epochs", "2", "--workers", "1",
+                 "-o", str(out)]) == 0
+    (row,) = read_csv(out / "explore.csv")
+    assert row["finetune"] == "distill" and row["accuracy"] == ""
+    module = PassManager.parse(f"canonicalize, dce, decompose{{method=tt weights=all max-rank=2}}, "
+                               f"finetune{{data={tmp_path / 'unlabelled.npz'} epochs=2 seed=0}}, "
+                               "order-contractions{cost=cycles pes=16}").run(import_onnx(MODEL))
+    session = onnxruntime.InferenceSession(str(MODEL), providers=["CPUExecutionProvider"])
+    reference = session.run(None, {"image_rows": images})[0].astype(np.float64)
+    output = run_module(module, {"image_rows": images})[module.outputs[0].name]
+    assert float(row["rel_error"]) == pytest.approx(np.linalg.norm(output - reference) / np.linalg.norm(reference),
+                                                    rel=1e-4)
+
+
+def test_finetune_teacher_with_labels_is_mixed(tmp_path):
+    out = tmp_path / "out"
+    assert main(["explore", str(MODEL), "--data", str(INPUTS), "--methods", "tt", "--ranks", "2", "--bits", "none",
+                 "--finetune", "--finetune-teacher", "imported", "--finetune-epochs", "1", "--workers", "1",
+                 "-o", str(out)]) == 0
+    (row,) = read_csv(out / "explore.csv")
+    assert row["finetune"] == "labels+distill" and row["accuracy"] != ""
+
+
+def test_finetune_on_labels_alone_needs_labels(relu_lstm, tmp_path, capsys):
     model, data = relu_lstm
     assert main(["explore", str(model), "--data", str(data), "--methods", "tt", "--ranks", "2", "--bits", "none",
-                 "--finetune", "--workers", "1", "-o", str(tmp_path / "out")]) == 2
-    assert "--finetune: data file" in capsys.readouterr().err and not (tmp_path / "out").exists()
+                 "--finetune", "--finetune-teacher", "none", "--workers", "1", "-o", str(tmp_path / "out")]) == 2
+    assert "--finetune-teacher none: data file" in capsys.readouterr().err and not (tmp_path / "out").exists()
 
 
 def test_simulate_runs_quantized_points_on_verilator(tmp_path):

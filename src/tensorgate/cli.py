@@ -145,7 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help="comma-separated accelerator MAC lanes for the cycle estimate, powers of two "
                               "(default: 16)")
     explore.add_argument("--finetune", action="store_true",
-                         help="fine-tune each decomposed point on the data's labels before measuring it")
+                         help="fine-tune each decomposed point before measuring it: on the data's labels, or "
+                              "without labels to match the imported model (distillation)")
+    explore.add_argument("--finetune-teacher", choices=("auto", "imported", "none"), default="auto",
+                         help="the fine-tune step's teacher: auto (the imported model when the data has no "
+                              "labels), imported (also with labels: mixed), none (labels only)")
     explore.add_argument("--finetune-epochs", type=int, default=5, metavar="N",
                          help="epochs of the fine-tune step (default: 5)")
     explore.add_argument("--simulate", action="store_true",
@@ -403,7 +407,8 @@ def cmd_explore(args) -> None:
     options = ExploreOptions(methods=parse_methods(args.methods), ranks=parse_ranks(args.ranks),
                              bits=parse_bits(args.bits), pes=parse_pes(args.pes), weights=args.weights,
                              labels_key=args.labels_key, output=args.output, finetune=args.finetune,
-                             finetune_epochs=args.finetune_epochs, simulate=args.simulate)
+                             finetune_epochs=args.finetune_epochs, finetune_teacher=args.finetune_teacher,
+                             simulate=args.simulate)
     execution = Execution(workers=args.workers, scheduler=args.scheduler)
     try:
         sweep = run_explore(args.model, args.data, args.output_dir, options, execution, resume=args.resume,

@@ -6,8 +6,9 @@ Every point is the pipeline ``canonicalize, dce, decompose{method=M weights=W <r
 option>=R}, [finetune{...}], order-contractions{cost=cycles pes=P}`` and, for an integer
 bit width B, ``quantize{bits=B calibration=<the data's inputs>}``.  The rank is
 ``max-rank`` for TT and HT and ``tucker-rank`` (one block) for BT; method ``dense`` skips
-``decompose`` (no rank).  With ``finetune`` each decomposed point is trained on the
-data's labels (the ``finetune`` pass, seeded) before its contraction order is chosen.
+``decompose`` (no rank).  With ``finetune`` each decomposed point is trained (the
+``finetune`` pass, seeded) before its contraction order is chosen: on the data's labels,
+or without labels to match the imported model (``finetune_teacher``).
 
 Points are independent tasks (``measure.evaluate_point``): run one after another in this
 process, on a ``LocalCluster`` of worker processes, or on an existing Dask cluster

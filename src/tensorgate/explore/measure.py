@@ -95,9 +95,10 @@ def prepare_inputs(model_path: Path, data_path: Path, options: ExploreOptions) -
         raise TensorgateError(f"cannot read model '{model_path}': {exc.strerror or exc}") from None
     module = _import_model(model_bytes, model_path.name)
     inputs, labels, output, reference = load_validation(Path(data_path), module, options)
-    if options.finetune and labels is None:
-        raise UsageError(f"--finetune: data file '{data_path}' has no labels "
-                         f"('{options.labels_key or DEFAULT_LABELS_KEY}'); the fine-tune step trains on them")
+    if options.finetune and options.finetune_teacher == "none" and labels is None:
+        raise UsageError(f"--finetune-teacher none: data file '{data_path}' has no labels "
+                         f"('{options.labels_key or DEFAULT_LABELS_KEY}') to train on; without labels the "
+                         "fine-tune step distills from the imported model (--finetune-teacher auto)")
     digest = hashlib.sha256(model_bytes)
     digest.update(Path(data_path).read_bytes())
     digest.update(json.dumps(options.measurement(), sort_keys=True).encode())
@@ -285,11 +286,23 @@ class Workspace:
         self._directory.cleanup()
 
     def _finetune_step(self) -> str:
-        """The labelled fine-tune pass on the validation data, seeded."""
+        """The fine-tune pass on the validation data, seeded: on its labels, or without
+        labels distilled from the imported model, or both (``--finetune-teacher``)."""
         data = Path(self._directory.name) / "finetune.npz"
-        np.savez(data, **self.inputs.inputs, labels=self.inputs.labels)
+        labels = {} if self.inputs.labels is None else {"labels": self.inputs.labels}
+        np.savez(data, **self.inputs.inputs, **labels)
         output = f" output={self.inputs.output}" if len(self.module.outputs) > 1 else ""
-        return f"finetune{{data={data} epochs={self.inputs.options.finetune_epochs} seed=0{output}}}"
+        options = self.inputs.options
+        return (f"finetune{{data={data} epochs={options.finetune_epochs} teacher={options.finetune_teacher} "
+                f"seed=0{output}}}")
+
+    def finetune_mode(self) -> str:
+        """What the fine-tune step trains on, as the ``finetune`` column says it: ``labels``,
+        ``distill`` (the imported model's outputs) or ``labels+distill``."""
+        teacher = self.inputs.options.finetune_teacher
+        if not self.inputs.has_labels:
+            return "distill"
+        return "labels+distill" if teacher == "imported" else "labels"
 
     def structure(self, point: Point) -> Module:
         """The float module of ``point`` (decomposition, fine-tune, contraction order), built
@@ -318,7 +331,7 @@ class Workspace:
 
         structure = self.structure(point)
         stats = model_stats(structure)
-        result = Result(point, finetune="labels" if self.finetune_step and point.method != "dense" else "",
+        result = Result(point, finetune=self.finetune_mode() if self.finetune_step and point.method != "dense" else "",
                         params=stats.params_compressed,
                         compression=self.dense_params / max(stats.params_compressed, 1),
                         macs_per_step=sum(recurrent_macs_per_step(op) for op in recurrent_ops(structure.ops)))

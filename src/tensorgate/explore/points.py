@@ -13,6 +13,7 @@ WEIGHTS = ("input", "recurrent", "all")
 MIN_BITS, MAX_BITS = 2, 32
 FLOAT_BITS = "none"
 DEFAULT_FINETUNE_EPOCHS = 5
+FINETUNE_TEACHERS = ("auto", "imported", "none")
 
 
 def parse_methods(text: str) -> tuple[str, ...]:
@@ -87,6 +88,7 @@ class ExploreOptions:
     output: str | None = None
     finetune: bool = False
     finetune_epochs: int = DEFAULT_FINETUNE_EPOCHS
+    finetune_teacher: str = "auto"
     simulate: bool = False
 
     def __post_init__(self) -> None:
@@ -96,6 +98,9 @@ class ExploreOptions:
             raise UsageError(f"--weights must be one of {', '.join(WEIGHTS)}, got '{self.weights}'")
         if not (self.methods and self.bits and (self.ranks or set(self.methods) == {"dense"})):
             raise UsageError("--methods, --ranks and --bits must each name at least one value")
+        if self.finetune_teacher not in FINETUNE_TEACHERS:
+            raise UsageError(f"--finetune-teacher must be one of {', '.join(FINETUNE_TEACHERS)}, "
+                             f"got {self.finetune_teacher!r}")
         if self.finetune_epochs < 1:
             raise UsageError(f"--finetune-epochs must be >= 1, got {self.finetune_epochs}")
 
@@ -104,6 +109,7 @@ class ExploreOptions:
         the fingerprint that decides whether a stored point may be resumed."""
         return {"weights": self.weights, "labels_key": self.labels_key, "output": self.output,
                 "finetune": self.finetune, "finetune_epochs": self.finetune_epochs if self.finetune else None,
+                "finetune_teacher": self.finetune_teacher if self.finetune else None,
                 "simulate": self.simulate}
 
 
