@@ -1,10 +1,14 @@
 """Cycle-accurate simulation of a verilog artifact with Verilator.
 
-``Simulator(artifact_dir).run(inputs)`` lowers the artifact's quantized module for the
-inputs' shapes (the same lowering ``compile --target verilog`` wrote), builds the generic
-accelerator for the artifact's P and widths (cached by content hash: one build per
-configuration serves every model that fits it), loads program and memory images through
-the bulk host port, runs until ``done`` and reads the outputs back (``io="stream"`` moves
+``Simulator(artifact_dir).run(inputs)`` builds the artifact's own RTL (``rtl/``) with
+Verilator for its P and widths (cached by content hash: one build per configuration and
+RTL serves every model that fits it), loads the program and memory images through the
+bulk host port, runs until ``done`` and reads the outputs back.  The images are the
+artifact's .hex files when the inputs have the shapes it was compiled for; inputs of
+other sizes along a symbolic dimension lower the artifact's model again for their shapes.
+Either way the .hex files must hold what the artifact's model compiles to, and the
+manifest's hardware parameters what its images need: a tampered or incomplete artifact
+is refused, never silently replaced by the package's copy (``io="stream"`` moves
 inputs and outputs through the accelerator's valid/ready streams instead).  Outputs are what
 ``run`` (the integer golden model) returns for the artifact: dequantized floats, or codes
 with ``raw=True``.  A module with host regions runs them here, before and after the
@@ -17,11 +21,13 @@ import itertools
 import math
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..backend.artifact import load_artifact
+from ..backend.verilog.artifact import IMAGE_FILES, MemoryImages, artifact_sources, read_images, static_shapes
 from ..backend.verilog.hardware import TOP, AccelConfig, accel_sources, module_code_width
 from ..backend.verilog.image import Image
 from ..backend.verilog.lower import accelerator_stages, lower
@@ -40,16 +46,29 @@ STREAM_STALL_CYCLES = 1 << 16
 """How long a stream may go without a transfer before the transfer is declared stuck."""
 
 
-def accel_design(config: AccelConfig, trace: bool = False) -> RtlDesign:
-    """The generic accelerator of ``config`` as a Verilator design."""
-    return RtlDesign.of(TOP, accel_sources(), config.parameters(), trace=trace)
+def accel_design(config: AccelConfig, trace: bool = False, sources: list[Path] | None = None) -> RtlDesign:
+    """The generic accelerator of ``config`` as a Verilator design, built from ``sources``
+    (default: the package's RTL)."""
+    return RtlDesign.of(TOP, sources or accel_sources(), config.parameters(), trace=trace)
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """What an artifact was compiled to: its core's input shapes, the lowering for them,
+    the accelerator build and the memory images read from the artifact's files."""
+
+    shapes: dict[str, tuple[int, ...]]
+    image: Image
+    config: AccelConfig
+    memories: MemoryImages
 
 
 class Simulator:
     """Runs a verilog artifact directory on the Verilated accelerator."""
 
     def __init__(self, artifact_dir: str | Path, progress: bool | None = None):
-        self.module, self.manifest = load_artifact(Path(artifact_dir))
+        self.directory = Path(artifact_dir)
+        self.module, self.manifest = load_artifact(self.directory)
         hardware = self.manifest.get("hardware")
         if self.manifest.get("target") != "verilog" or not hardware:
             raise TensorgateError(f"'{artifact_dir}' is not a verilog artifact; compile with --target verilog")
@@ -57,6 +76,26 @@ class Simulator:
         self.progress = progress
         self.executor = FixedExecutor(self.module)
         self.stages = accelerator_stages(self.module)
+        self.sources = artifact_sources(self.directory)
+        self.compiled = self._compiled(hardware)
+
+    def _compiled(self, hardware: dict) -> Compiled:
+        """The artifact's images and build, checked against what its model compiles to."""
+        core = self.stages.core
+        shapes = static_shapes(core)
+        image = lower(core, self.pes, shapes)
+        config = AccelConfig.for_image(image, module_code_width(core))
+        if hardware.get("parameters") != config.parameters():
+            raise TensorgateError(f"the manifest of '{self.directory}' gives hardware parameters "
+                                  f"{hardware.get('parameters')}, but its model compiles to {config.parameters()}; "
+                                  "compile it again")
+        memories = read_images(self.directory, config.code_width)
+        differing = memories.differing(MemoryImages.of(image, config.code_width))
+        if differing:
+            files = ", ".join(IMAGE_FILES[name] for name in differing)
+            raise TensorgateError(f"{files} in '{self.directory}' do not hold what its model compiles to; "
+                                  "compile it again")
+        return Compiled(shapes, image, config, memories)
 
     def run(self, inputs: dict[str, np.ndarray], trace: str | Path | None = None, raw: bool = False,
             max_cycles: int = 1 << 32, io: str = "host") -> tuple[dict[str, np.ndarray], dict]:
@@ -80,16 +119,23 @@ class Simulator:
                    else dequantize(values[v.name], v.type.dtype) for v in self.module.outputs}
         return outputs, stats
 
+    def _lowered(self, shapes: dict[str, tuple[int, ...]]) -> tuple[Image, AccelConfig, MemoryImages]:
+        """The lowering, build and memory images for the core's input shapes: the artifact's
+        own for the shapes it was compiled for, a new lowering of its model for others."""
+        if shapes == self.compiled.shapes:
+            return self.compiled.image, self.compiled.config, self.compiled.memories
+        image = lower(self.stages.core, self.pes, shapes)
+        config = AccelConfig.for_image(image, module_code_width(self.stages.core))
+        return image, config, MemoryImages.of(image, config.code_width)
+
     def _run_core(self, codes: dict[str, np.ndarray], trace, max_cycles: int, io: str) -> tuple[dict, dict]:
         """The accelerator's output codes and the run's statistics, for the core's input codes."""
-        core = self.stages.core
-        image = lower(core, self.pes, {name: np.shape(array) for name, array in codes.items()})
-        config = AccelConfig.for_image(image, module_code_width(core))
-        built = build(accel_design(config, trace=trace is not None), progress=self.progress)
+        image, config, memories = self._lowered({name: tuple(np.shape(array)) for name, array in codes.items()})
+        built = build(accel_design(config, trace=trace is not None, sources=self.sources), progress=self.progress)
         started = time.perf_counter()
         with RtlSim(built, vcd=trace) as sim:
             sim.reset()
-            load_image(sim, image)
+            load_memories(sim, memories)
             for name, addresses in image.inputs.items():
                 words = np.asarray(codes[name], np.int64).ravel()
                 if io == "stream":
@@ -107,14 +153,16 @@ class Simulator:
 
 
 def load_image(sim: RtlSim, image: Image) -> None:
-    """Program, weights, constants/zeroed scratchpad and activation tables, in bulk."""
-    sim.write_memory(PROGRAM, image.program_words())
-    if image.weight_rows:
-        sim.write_memory(WEIGHTS, image.weight_words())
-    if image.scratch:
-        sim.write_memory(SCRATCH, np.asarray(image.scratch, np.int64))
-    if image.tables:
-        sim.write_memory(TABLES, np.asarray(image.tables, np.uint64))
+    """Program, weights, constants/zeroed scratchpad and activation tables of a lowering, in bulk."""
+    load_memories(sim, MemoryImages.of(image, 64))
+
+
+def load_memories(sim: RtlSim, memories: MemoryImages) -> None:
+    """Every memory's image, in bulk through the host port."""
+    for memory, words in ((PROGRAM, memories.program), (WEIGHTS, memories.weights), (SCRATCH, memories.scratch),
+                          (TABLES, memories.tables)):
+        if words.size:
+            sim.write_memory(memory, words)
 
 
 def read_codes(sim: RtlSim, addresses: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -35,10 +36,52 @@ def static_shapes(module: Module) -> dict[str, tuple[int, ...]]:
     return {v.name: tuple(d if isinstance(d, int) else STATIC_DIM for d in v.type.shape) for v in module.inputs}
 
 
+RTL_DIR_NAME = "rtl"
+IMAGE_FILES = {"program": "program.hex", "weights": "weights.hex", "scratch": "scratch.hex", "tables": "tables.hex"}
+"""The $readmemh image of each memory, by the ``MemoryImages`` field it fills."""
+
+
+@dataclass(frozen=True)
+class MemoryImages:
+    """The words loaded into each memory before a run, as unsigned ``width``-bit codes:
+    what the artifact's .hex files hold and what the simulator loads."""
+
+    program: np.ndarray
+    weights: np.ndarray
+    scratch: np.ndarray
+    tables: np.ndarray
+    code_width: int
+
+    @classmethod
+    def of(cls, image: Image, code_width: int) -> "MemoryImages":
+        words = {"program": image.program_words(), "weights": image.weight_words(), "scratch": image.scratch,
+                 "tables": image.tables}
+        return cls(**{name: _unsigned(values, cls.width(name, code_width)) for name, values in words.items()},
+                   code_width=code_width)
+
+    @staticmethod
+    def width(memory: str, code_width: int) -> int:
+        """Bits per word of ``memory``: a weight is one code, every other word 64 bits."""
+        return code_width if memory == "weights" else 64
+
+    def memories(self) -> dict[str, np.ndarray]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name in IMAGE_FILES}
+
+    def differing(self, other: "MemoryImages") -> list[str]:
+        """The memories whose words differ between the two."""
+        return [name for name, words in self.memories().items() if not np.array_equal(words, getattr(other, name))]
+
+
+def _unsigned(values, width: int) -> np.ndarray:
+    """Integers (negatives as two's complement) as their low ``width`` bits."""
+    array = np.asarray(values)
+    words = array.astype(np.uint64) if array.dtype.kind == "u" else array.astype(np.int64).view(np.uint64)
+    return words & np.uint64((1 << width) - 1) if width < 64 else words
+
+
 def _hex(words, width: int) -> str:
-    mask = (1 << width) - 1
     digits = (width + 3) // 4
-    return "".join(f"{int(w) & mask:0{digits}x}\n" for w in words)
+    return "".join(f"{int(w):0{digits}x}\n" for w in words)
 
 
 def write_verilog_artifact(module: Module, out_dir: Path, pipeline: str, source: str, pes: int,
@@ -58,7 +101,7 @@ def write_verilog_artifact(module: Module, out_dir: Path, pipeline: str, source:
 
     def fill(tmp: Path) -> None:
         save_module(module, tmp / IR_FILE)
-        rtl = tmp / "rtl"
+        rtl = tmp / RTL_DIR_NAME
         rtl.mkdir()
         for path in accel_sources():
             shutil.copyfile(path, rtl / path.name)
@@ -73,10 +116,50 @@ def write_verilog_artifact(module: Module, out_dir: Path, pipeline: str, source:
 def write_images(directory: Path, image: Image, config: AccelConfig) -> None:
     """$readmemh files: program (64-bit words, NW per instruction), weights (one code per
     word, P per row), scratchpad (constants and zeroed regions), activation tables."""
-    (directory / "program.hex").write_text(_hex(image.program_words(), 64))
-    (directory / "weights.hex").write_text(_hex(image.weight_words(), config.code_width))
-    (directory / "scratch.hex").write_text(_hex(image.scratch, 64))
-    (directory / "tables.hex").write_text(_hex(image.tables, 64))
+    images = MemoryImages.of(image, config.code_width)
+    for name, words in images.memories().items():
+        (directory / IMAGE_FILES[name]).write_text(_hex(words, MemoryImages.width(name, config.code_width)))
+
+
+def artifact_sources(directory: Path) -> list[Path]:
+    """The RTL files of the artifact at ``directory``, in compile order with the top last:
+    every file of the package's accelerator must be there, and any other .sv file there is
+    built too (a simulation builds what a user synthesizes)."""
+    rtl = Path(directory) / RTL_DIR_NAME
+    names = [path.name for path in accel_sources()]
+    missing = [name for name in names if not (rtl / name).is_file()]
+    if missing:
+        raise TensorgateError(f"the artifact has no {RTL_DIR_NAME}/{', '.join(missing)} ({rtl}); compile it again")
+    others = sorted(path.name for path in rtl.glob("*.sv") if path.name not in names)
+    return [rtl / name for name in others + names]
+
+
+def read_images(directory: Path, code_width: int) -> MemoryImages:
+    """The memory images of the artifact at ``directory`` (the inverse of ``write_images``);
+    a missing file or a line that is not a word of its memory's width is refused by name."""
+    return MemoryImages(**{name: _read_hex(Path(directory) / file, MemoryImages.width(name, code_width))
+                           for name, file in IMAGE_FILES.items()}, code_width=code_width)
+
+
+def _read_hex(path: Path, width: int) -> np.ndarray:
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        raise TensorgateError(f"the artifact has no {path.name} ({path}); compile it again") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TensorgateError(f"cannot read the artifact's {path.name} ({path}): {exc}") from None
+    digits = (width + 3) // 4
+    words = np.zeros(len(lines), np.uint64)
+    for number, line in enumerate(lines):
+        try:
+            value = int(line, 16) if 0 < len(line) <= digits and line.isalnum() else -1
+        except ValueError:
+            value = -1
+        if not 0 <= value < 1 << width:
+            raise TensorgateError(f"the artifact's {path.name} line {number + 1} is not a {width}-bit hex word: "
+                                  f"{line[:40]!r} ({path})")
+        words[number] = value
+    return words
 
 
 def hardware_summary(image: Image, config: AccelConfig) -> dict:
