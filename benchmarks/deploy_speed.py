@@ -1,0 +1,256 @@
+"""Deployable speed on one thread: a TT-LSTM in onnxruntime and in the NumPy runtime,
+against the dense model and a hand-written tensordot chain (issue 16).
+
+Table 1, per configuration (the TT-LSTM UCF11 shape, input 57600 = 8·20·20·18, hidden
+256, the four gates' W stacked as 1024 = 16·4·4·4, TT ranks 4; the FL-TT-LSTM shape,
+input 61056 = 16·8·9·53, hidden 384 = 4·4·4·6, one TT of ranks 4 per gate), T=6:
+
+* dense onnxruntime: the ONNX ``LSTM`` node with W rebuilt densely from the same cores,
+  so every row computes the same function (``max |diff|`` is against this row);
+* tensorgate numpy: the NumPy runtime (``interpreter.Executor``) on the module after
+  ``order-contractions``;
+* tensorgate onnx: onnxruntime on the ``onnx`` target's export of that module;
+* hand tensordot: the reference, written out here: each TT contracted from its last
+  core to its first by ``np.tensordot`` for all time steps at once, then the LSTM cell
+  loop with preallocated buffers.
+
+Every row runs on one thread (onnxruntime ``intra_op_num_threads=1``, threadpoolctl for
+NumPy's BLAS), on the same inputs in the same process; times are the best of repeated
+runs (the least disturbed by other work on the machine).  Targets: both tensorgate rows
+at least 20x faster than dense onnxruntime on UCF11 batch 1, and within 1.3x of the
+hand chain.
+
+Table 2: the dense NumPy runtime against onnxruntime on ``runtime_dense.py``'s
+configurations (one LSTM layer, T=16), one thread.  Target: within 2x.
+
+    python benchmarks/deploy_speed.py [--repeats N] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnxruntime
+from onnx import TensorProto, helper, numpy_helper
+from rich.console import Console
+from rich.table import Table
+from threadpoolctl import threadpool_limits
+
+from runtime_dense import CONFIGS as DENSE_CONFIGS
+from runtime_dense import STEPS as DENSE_STEPS
+from runtime_dense import lstm_model
+from tensorgate.backend.onnx_export import export_onnx
+from tensorgate.frontend import import_onnx
+from tensorgate.interpreter import Executor
+from tensorgate.ir import F32, DenseMap, Module, TensorType, TTMap, verify_module
+from tensorgate.ir.builder import Builder
+from tensorgate.ir.stats import recurrent_macs_per_step
+from tensorgate.passes import PassManager
+
+STEPS = 6
+SPEEDUP_TARGET, HAND_TARGET, DENSE_RUNTIME_TARGET = 20.0, 1.3, 2.0
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A TT-LSTM: W of ``gates`` maps (1 stacked or 4 per gate), each a TT of these factors."""
+
+    name: str
+    inputs: int
+    hidden: int
+    in_factors: tuple[int, ...]
+    out_factors: tuple[int, ...]
+    ranks: tuple[int, ...]
+    gates: int
+
+
+UCF11 = Shape("TT-LSTM UCF11", 57600, 256, (8, 20, 20, 18), (16, 4, 4, 4), (1, 4, 4, 4, 1), 1)
+FL_TT = Shape("FL-TT-LSTM", 61056, 384, (16, 8, 9, 53), (4, 4, 4, 6), (1, 4, 4, 4, 1), 4)
+CASES = [(UCF11, 1), (UCF11, 32), (FL_TT, 1), (FL_TT, 32)]
+
+
+def tt_module(shape: Shape, batch: int, seed: int = 0) -> Module:
+    """The TT-LSTM as IR (seeded random cores scaled to keep the gates in range, dense R,
+    ONNX's two biases), its final h the output, contraction orders chosen for ``batch``."""
+    rng = np.random.default_rng(seed)
+    std = shape.inputs ** (-1 / (2 * len(shape.in_factors)))
+
+    def tt(out_factors):
+        return TTMap.from_cores([(rng.standard_normal((shape.ranks[k], m, n, shape.ranks[k + 1])) * std / 2)
+                                 .astype(np.float32) for k, (m, n) in enumerate(zip(out_factors, shape.in_factors))])
+
+    hidden = shape.hidden
+    module = Module(shape.name.lower().replace(" ", "_").replace("-", "_"))
+    build = Builder(module)
+    x = build.input("x", TensorType((STEPS, batch, shape.inputs), F32))
+    lstm = build.op("lstm", [x], {
+        "hidden_size": hidden,
+        "w": [tt(shape.out_factors) for _ in range(shape.gates)],
+        "r": [DenseMap((rng.uniform(-1, 1, (4 * hidden, hidden)) / np.sqrt(hidden)).astype(np.float32))],
+        "bias": (rng.uniform(-1, 1, (1, 8 * hidden)) / np.sqrt(hidden)).astype(np.float32),
+    }, names=["y", "y_h", "y_c"])
+    module.outputs = [lstm.results[1]]
+    verify_module(module)
+    return PassManager.parse(f"order-contractions{{batch={batch}}}").run(module)
+
+
+def dense_model(module: Module) -> onnx.ModelProto:
+    """The same LSTM with W rebuilt densely: what the uncompressed model computes."""
+    lstm = module.ops_of("lstm")[0]
+    weights = {
+        "W": np.concatenate([m.to_dense() for m in lstm.attrs["w"]])[None].astype(np.float32),
+        "R": lstm.attrs["r"][0].matrix[None],
+        "B": lstm.attrs["bias"],
+    }
+    x = module.inputs[0]
+    node = helper.make_node("LSTM", ["x", "W", "R", "B"], ["", "y_h"], hidden_size=lstm.attrs["hidden_size"])
+    graph = helper.make_graph(
+        [node], "dense", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.type.shape))],
+        [helper.make_tensor_value_info("y_h", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(v, k) for k, v in weights.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def one_thread_session(model: onnx.ModelProto) -> onnxruntime.InferenceSession:
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    return onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def tt_chain(cores: list[np.ndarray], x: np.ndarray) -> np.ndarray:
+    """``W x`` for the rows of ``x`` ``[rows, Πn]``: the cores contracted from the last to
+    the first by tensordot, the output modes collected in reverse and flipped at the end."""
+    d = len(cores)
+    t = x.reshape((x.shape[0],) + tuple(c.shape[2] for c in cores))
+    t = np.tensordot(t, cores[-1][..., 0], axes=([d], [2]))  # rows, n_1..n_{d-1}, r, m_d
+    for k in range(d - 2, 0, -1):
+        t = np.tensordot(t, cores[k], axes=([k + 1, t.ndim - 2], [2, 3]))  # ..., r_k, m_{k+1}
+    t = np.tensordot(t, cores[0][0], axes=([1, t.ndim - 2], [1, 2]))  # rows, m_d .. m_1
+    return t.transpose((0,) + tuple(range(d, 0, -1))).reshape(x.shape[0], -1)
+
+
+class HandLSTM:
+    """The reference: the input projection of all steps by ``tt_chain``, then the cell
+    with σ as 0.5 + 0.5·tanh(x/2) over one preallocated gate buffer per step."""
+
+    def __init__(self, module: Module):
+        lstm = module.ops_of("lstm")[0]
+        self.cores = [[c.astype(np.float32) for c in m.cores] for m in lstm.attrs["w"]]
+        self.r_t = np.ascontiguousarray(lstm.attrs["r"][0].matrix.T)
+        hidden = self.hidden = lstm.attrs["hidden_size"]
+        bias = lstm.attrs["bias"][0]
+        self.bias = bias[:4 * hidden] + bias[4 * hidden:]
+        self.halves = np.repeat(np.array([0.5, 0.5, 0.5, 1.0], np.float32), hidden)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        steps, batch, _ = x.shape
+        hidden, rows = self.hidden, x.reshape(steps * batch, -1)
+        gates_x = np.concatenate([tt_chain(cores, rows) for cores in self.cores], axis=1)
+        gates_x += self.bias
+        gates_x = gates_x.reshape(steps, batch, 4 * hidden)
+        h = np.zeros((batch, hidden), np.float32)
+        c = np.zeros_like(h)
+        gates = np.empty((batch, 4 * hidden), np.float32)
+        for t in range(steps):
+            np.matmul(h, self.r_t, out=gates)
+            gates += gates_x[t]
+            gates *= self.halves
+            np.tanh(gates, out=gates)
+            sigmoids = gates[:, :3 * hidden]
+            sigmoids *= 0.5
+            sigmoids += 0.5
+            c *= gates[:, 2 * hidden:3 * hidden]
+            c += gates[:, :hidden] * gates[:, 3 * hidden:]
+            h = gates[:, hidden:2 * hidden] * np.tanh(c)
+        return h[None]
+
+
+def best_ms(fn, repeats: int) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best * 1e3
+
+
+def tt_table(repeats: int, cases) -> tuple[Table, bool]:
+    table = Table(title=f"TT-LSTM latency, T={STEPS}, one thread (best of {repeats}; dense onnxruntime: "
+                        f"best of {max(3, repeats // 10)})")
+    for column in ("shape", "batch", "LSTM MACs/step", "runtime", "ms", "vs dense", "vs hand", "max |diff|"):
+        table.add_column(column, justify="left" if column in ("shape", "runtime") else "right")
+    met = True
+    for shape, batch in cases:
+        module = tt_module(shape, batch)
+        x = np.random.default_rng(1).standard_normal((STEPS, batch, shape.inputs)).astype(np.float32)
+        dense = one_thread_session(dense_model(module))
+        executor, hand = Executor(module), HandLSTM(module)
+        exported = one_thread_session(export_onnx(module))
+        runs = {
+            "dense onnxruntime": (lambda: dense.run(None, {"x": x})[0], max(3, repeats // 10)),
+            "tensorgate numpy": (lambda: executor.run({"x": x})["y_h"], repeats),
+            "tensorgate onnx": (lambda: exported.run(None, {"x": x})[0], repeats),
+            "hand tensordot": (lambda: hand.run(x), repeats),
+        }
+        reference = runs["dense onnxruntime"][0]()
+        times = {name: best_ms(fn, count) for name, (fn, count) in runs.items()}
+        dense_macs = 4 * shape.hidden * (shape.inputs + shape.hidden)
+        for name, (fn, _) in runs.items():
+            macs = dense_macs if name.startswith("dense") else recurrent_macs_per_step(module.ops_of("lstm")[0])
+            vs_dense, vs_hand = times["dense onnxruntime"] / times[name], times[name] / times["hand tensordot"]
+            if shape is UCF11 and batch == 1 and name.startswith("tensorgate"):
+                met &= vs_dense >= SPEEDUP_TARGET and vs_hand <= HAND_TARGET
+            table.add_row(shape.name, str(batch), f"{macs:,}", name, f"{times[name]:.3f}", f"{vs_dense:.1f}x",
+                          f"{vs_hand:.2f}x", f"{np.abs(fn() - reference).max():.1e}")
+        table.add_section()
+    return table, met
+
+
+def dense_runtime_table(repeats: int) -> tuple[Table, bool]:
+    table = Table(title=f"dense LSTM, NumPy runtime vs onnxruntime, T={DENSE_STEPS}, one thread (best of {repeats})")
+    for column in ("hidden", "input", "batch", "onnxruntime ms", "tensorgate ms", "ratio", "max |diff|"):
+        table.add_column(column, justify="right")
+    worst = 0.0
+    for hidden, features, batch in DENSE_CONFIGS:
+        model = lstm_model(features, hidden)
+        x = np.random.default_rng(1).standard_normal((DENSE_STEPS, batch, features)).astype(np.float32)
+        session, executor = one_thread_session(model), Executor(import_onnx(model))
+        theirs = best_ms(lambda: session.run(["Y_h"], {"x": x}), repeats)
+        ours = best_ms(lambda: executor.run({"x": x}), repeats)
+        worst = max(worst, ours / theirs)
+        diff = np.abs(executor.run({"x": x})["Y_h"] - session.run(["Y_h"], {"x": x})[0]).max()
+        table.add_row(str(hidden), str(features), str(batch), f"{theirs:.3f}", f"{ours:.3f}", f"{ours / theirs:.2f}x",
+                      f"{diff:.1e}")
+    return table, worst <= DENSE_RUNTIME_TARGET
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--quick", action="store_true", help="UCF11 batch 1 only, no dense-runtime table")
+    args = parser.parse_args(argv)
+    console = Console(width=max(Console().width, 160))
+    with threadpool_limits(limits=1):
+        tt, tt_met = tt_table(args.repeats, CASES[:1] if args.quick else CASES)
+        console.print(tt)
+        dense_met = True
+        if not args.quick:
+            dense, dense_met = dense_runtime_table(args.repeats)
+            console.print(dense)
+    console.print(f"UCF11 batch 1: both tensorgate rows >= {SPEEDUP_TARGET:.0f}x dense onnxruntime and within "
+                  f"{HAND_TARGET}x of the hand chain -> {'met' if tt_met else 'NOT met'}")
+    if not args.quick:
+        console.print(f"dense NumPy runtime within {DENSE_RUNTIME_TARGET:.0f}x of onnxruntime -> "
+                      f"{'met' if dense_met else 'NOT met'}")
+    return 0 if tt_met and dense_met else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
