@@ -110,7 +110,7 @@ module tg_accel #(
   end
 
   // ------------------------------------------------------------------ program memory
-  logic [63:0] ins[NW];
+  logic [NW-1:0][63:0] ins;
   logic [63:0] prog_host_rdata[NW];
   logic fetch;
   assign fetch = (state == FETCH);

@@ -33,7 +33,7 @@ module tg_lstm_cell #(
     input  logic                   clk,
     input  logic                   rst,
     input  logic                   start,
-    input  logic        [63:0]     ins     [NW],
+    input  logic [NW-1:0][63:0]     ins,
     output logic                   finished,
     output logic                   rd_en,
     output logic        [S_AW-1:0] rd_addr,
