@@ -40,5 +40,10 @@ class PassError(TensorgateError):
     """A pass could not transform the module (bad option for this model, ...)."""
 
 
+class ArtifactError(TensorgateError):
+    """An artifact directory is incomplete, was changed after it was written, or names a
+    file outside itself."""
+
+
 class ExecutionError(TensorgateError):
     """A module cannot be executed on the given inputs."""

@@ -2,7 +2,8 @@
 
 An artifact is written into a temporary sibling directory and renamed into place,
 so ``OUT`` is either complete or absent; an existing artifact at ``OUT`` is replaced
-only once the new one is complete.
+only once the new one is complete.  The manifest lists every file written with its
+sha256 (``files``); ``load_artifact`` (``loading.py``) reads only those, unchanged.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from ..errors import TensorgateError
 from ..ir.core import Module, Value
 from ..ir.stats import contraction_report, model_stats, partition_regions, recurrent_steps
 from ..onnx_form.host import region_op_counts
+from .loading import IR_FILE, MANIFEST, file_hashes, is_artifact, load_artifact
 
-MANIFEST = "manifest.json"
-IR_FILE = "model.tgir"
+__all__ = ["IR_FILE", "MANIFEST", "build_manifest", "is_artifact", "load_artifact", "write_artifact",
+           "write_numpy_artifact"]
 
 
 def value_signature(value: Value) -> dict:
@@ -116,6 +118,8 @@ def write_artifact(out_dir: Path, fill: Callable[[Path], None], marker: str = MA
         raise TensorgateError(f"cannot create output '{out_dir}': {exc.strerror or exc}") from None
     try:
         fill(tmp)
+        if marker == MANIFEST:
+            record_file_hashes(tmp)
         if out_dir.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
             out_dir.rename(old / "previous")
@@ -127,6 +131,15 @@ def write_artifact(out_dir: Path, fill: Callable[[Path], None], marker: str = MA
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def record_file_hashes(directory: Path) -> None:
+    """Add the ``files`` map {relative name: sha256} of everything ``directory`` holds to
+    its manifest, so that ``load_artifact`` reads only those files, unchanged."""
+    manifest_path = directory / MANIFEST
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"] = file_hashes(directory)
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
 
 
 def write_numpy_artifact(module: Module, out_dir: Path, pipeline: str, source: str,
@@ -141,21 +154,3 @@ def write_numpy_artifact(module: Module, out_dir: Path, pipeline: str, source: s
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
     return write_artifact(out_dir, fill)
-
-
-def is_artifact(path: Path) -> bool:
-    return Path(path).is_dir() and (Path(path) / MANIFEST).is_file()
-
-
-def load_artifact(path: Path) -> tuple[Module, dict]:
-    """Read an artifact directory back: its module and manifest."""
-    from ..ir.serialize import load_module
-
-    path = Path(path)
-    if not is_artifact(path):
-        raise TensorgateError(f"'{path}' is not a tensorgate artifact (no {MANIFEST})")
-    try:
-        manifest = json.loads((path / MANIFEST).read_text())
-    except json.JSONDecodeError as exc:
-        raise TensorgateError(f"'{path / MANIFEST}' is not valid JSON: {exc}") from None
-    return load_module(path / manifest.get("ir", IR_FILE)), manifest

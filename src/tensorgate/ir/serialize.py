@@ -13,6 +13,7 @@ import os
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -57,8 +58,13 @@ def _stage(final: Path, write) -> str:
     return temporary
 
 
-def load_module(path: str | os.PathLike) -> Module:
-    """Read a module written by ``save_module`` (not verified: call ``verify_module``)."""
+def load_module(path: str | os.PathLike, resolve_sidecar: Callable[[str], Path] | None = None) -> Module:
+    """Read a module written by ``save_module`` (not verified: call ``verify_module``).
+
+    The weights file its header names must be a bare file name beside ``path`` (as
+    ``save_module`` writes it), never a path elsewhere; ``resolve_sidecar(name)`` may
+    check it further (the artifact loader checks it is listed with its hash) and returns
+    its path."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -67,7 +73,10 @@ def load_module(path: str | os.PathLike) -> Module:
     parsed = parse_text(text, source=str(path))
     if parsed.sidecar is None:
         return parsed.build({})
-    sidecar = path.parent / parsed.sidecar
+    name = parsed.sidecar
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise ParseError(f"{path}: its weights file must be a file name beside it, not '{name[:60]}'")
+    sidecar = path.parent / name if resolve_sidecar is None else resolve_sidecar(name)
     try:
         with np.load(sidecar, allow_pickle=False) as npz:
             tensors = {key: npz[key] for key in npz.files}
