@@ -8,7 +8,7 @@ import numpy as np
 from ..ir.ops import DEFAULT_LSTM_ACTIVATIONS, activation_names
 from .kernels import kernel
 from .recurrent import (
-    activations, apply_gates, blas_threads_for, direction_maps, initial_state, project, run_directions, sweep,
+    RecurrentProduct, activations, blas_threads_for, direction_maps, initial_state, project, run_directions, sweep,
 )
 
 
@@ -29,9 +29,11 @@ def _lstm(op, args, dtype):
         fused = tuple(names[3 * d:3 * d + 3]) == DEFAULT_LSTM_ACTIVATIONS and peep is None
         cell = _Cell(hidden, peep, attrs["clip"], attrs["input_forget"], functions[3 * d:3 * d + 3], fused, dtype)
 
+        recurrent = RecurrentProduct(r, batch, dtype)
+
         def step(t, states):
             h, c = states
-            gates = apply_gates(r, h)
+            gates = recurrent(h)
             gates += gates_x[t]
             return list(cell.update(gates, c))
 

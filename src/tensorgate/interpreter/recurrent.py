@@ -75,6 +75,7 @@ SINGLE_THREAD_MACS = 1 << 22
 (up to 2x on 2 cores); below it, waking the threads costs more than it saves.  On a
 machine busy with other work threads can cost 10x instead: then OPENBLAS_NUM_THREADS=1."""
 _THREADPOOLS = ThreadpoolController()  # inspecting the loaded BLAS once costs ~0.3 ms
+_BLAS = _THREADPOOLS.select(user_api="blas").lib_controllers
 
 
 def blas_threads_for(maps: list[LinearMap], rows: int):
@@ -84,7 +85,41 @@ def blas_threads_for(maps: list[LinearMap], rows: int):
     dense = all(isinstance(m, DenseMap) for m in maps)
     if dense and rows * sum(m.macs() for m in maps) >= SINGLE_THREAD_MACS:
         return contextlib.nullcontext()
-    return _THREADPOOLS.limit(limits=1, user_api="blas")
+    return _single_blas_thread()
+
+
+@contextlib.contextmanager
+def _single_blas_thread():
+    """One BLAS thread inside, the previous counts restored after.  Asking each library
+    directly costs a microsecond where a threadpoolctl limit costs ~15: a short run
+    enters this twice."""
+    previous = [lib.get_num_threads() for lib in _BLAS]
+    for lib, count in zip(_BLAS, previous):
+        if count != 1:
+            lib.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for lib, count in zip(_BLAS, previous):
+            if count != 1:
+                lib.set_num_threads(count)
+
+
+class RecurrentProduct:
+    """``R·h`` of one direction written into one buffer reused every step (the caller
+    adds to it and overwrites it): a single dense map is one ``matmul`` into the buffer,
+    anything else is applied and copied in."""
+
+    def __init__(self, maps: list[LinearMap], batch: int, dtype):
+        self.maps = maps
+        self.single_dense = len(maps) == 1 and isinstance(maps[0], DenseMap)
+        self.buffer = np.empty((batch, sum(m.out_dim for m in maps)), dtype)
+
+    def __call__(self, h: np.ndarray) -> np.ndarray:
+        if self.single_dense:
+            return np.matmul(h, self.maps[0].matrix.T, out=self.buffer)
+        self.buffer[...] = apply_gates(self.maps, h)
+        return self.buffer
 
 
 DirectionKernel = Callable[[int, np.ndarray, np.ndarray, bool, list], tuple]
@@ -106,8 +141,11 @@ def run_directions(op: Op, args: list, run: DirectionKernel) -> list[np.ndarray]
     for d in range(num_directions(op)):
         reverse = op.attrs["direction"] == "reverse" or d == 1
         outputs.append(run(d, x, lens, reverse, [None if s is None else s[d] for s in initial]))
-    y = np.stack([o[0] for o in outputs], axis=1)
-    finals = [np.stack([o[k] for o in outputs]) for k in range(1, states + 1)]
+    if len(outputs) == 1:
+        y, finals = outputs[0][0][:, None], [state[None] for state in outputs[0][1:]]
+    else:
+        y = np.stack([o[0] for o in outputs], axis=1)
+        finals = [np.stack([o[k] for o in outputs]) for k in range(1, states + 1)]
     if layout:
         return [np.transpose(y, (2, 0, 1, 3))] + [np.swapaxes(s, 0, 1) for s in finals]
     return [y] + finals
@@ -117,8 +155,8 @@ def sweep(steps: int, lens: np.ndarray, reverse: bool, states: list[np.ndarray],
           step: Callable[[int, list[np.ndarray]], list[np.ndarray]]) -> tuple[np.ndarray, list[np.ndarray]]:
     """Run ``step(t, states) -> new states`` (``h`` first) over time: ``Y`` ``[T, B, H]``
     and the final states.  A row past its length keeps its states and outputs zeros."""
-    y = np.zeros((steps,) + states[0].shape, states[0].dtype)
     ragged = bool((lens < steps).any())
+    y = (np.zeros if ragged else np.empty)((steps,) + states[0].shape, states[0].dtype)
     for t in (range(steps - 1, -1, -1) if reverse else range(steps)):
         new = step(t, states)
         if ragged:

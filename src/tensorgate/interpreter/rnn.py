@@ -7,8 +7,8 @@ from __future__ import annotations
 from ..ir.core import Op
 from .kernels import kernel
 from .recurrent import (
-    activations, apply_gates, blas_threads_for, clipped, direction_maps, initial_state, project, run_directions,
-    sweep,
+    RecurrentProduct, activations, blas_threads_for, clipped, direction_maps, initial_state, project,
+    run_directions, sweep,
 )
 
 
@@ -25,9 +25,12 @@ def _rnn(op: Op, args, dtype):
             bias = attrs["bias"][d].astype(dtype)
             gates_x += bias[:hidden] + bias[hidden:] if bias.size == 2 * hidden else bias
         r, f = direction_maps(op, "r", d), functions[d]
+        recurrent = RecurrentProduct(r, batch, dtype)
 
         def step(t, states):
-            return [f(clipped(apply_gates(r, states[0]) + gates_x[t], clip))]
+            gates = recurrent(states[0])
+            gates += gates_x[t]
+            return [f(clipped(gates, clip))]
 
         with blas_threads_for(r, batch):
             y, (h,) = sweep(steps, lens, reverse, [initial_state(initial[0], batch, hidden, dtype)], step)

@@ -11,8 +11,8 @@ application.  The last step yields the network's output, labels in output order.
 
 A ``Schedule`` checks all of this when it is built, so a schedule read back from
 IR text is either consistent with its network or rejected with a ``VerifyError``.
-``execute`` runs exactly the listed steps, one ``opt_einsum.contract`` of two
-operands per step.
+``execute`` runs exactly the listed steps, one matrix product of two operands per
+step (an ``opt_einsum`` contraction where a label is shared and kept).
 """
 
 from __future__ import annotations
@@ -317,19 +317,59 @@ def _load(schedule: Schedule, arrays: Mapping[str, np.ndarray], with_input: bool
 
 
 def _run_steps(schedule: Schedule, values: dict[int, np.ndarray], stage: str) -> None:
-    symbols = schedule.network.symbols()
     count = len(schedule.network.tensors)
     for index, step in enumerate(schedule.steps):
         if step.stage != stage:
             continue
-        terms = [schedule.operand_labels(op) for op in (step.lhs, step.rhs, count + index)]
-        equation = "{},{}->{}".format(*("".join(symbols[label] for label in term) for term in terms))
+        terms = tuple(schedule.operand_labels(op) for op in (step.lhs, step.rhs, count + index))
         lhs, rhs = values.pop(step.lhs), values.pop(step.rhs)
-        values[count + index] = _pairwise(equation, lhs.shape, rhs.shape)(lhs, rhs)
+        values[count + index] = _pairwise(*terms, lhs.shape, rhs.shape)(lhs, rhs)
 
 
 @functools.lru_cache(maxsize=4096)
-def _pairwise(equation: str, lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...]):
-    """A compiled two-operand contraction: planning it (opt_einsum's path and BLAS choice)
-    costs far more than a small step itself, and a step recurs every time step."""
-    return opt_einsum.contract_expression(equation, lhs_shape, rhs_shape, optimize=[(0, 1)])
+def _pairwise(lhs_labels: tuple[str, ...], rhs_labels: tuple[str, ...], output: tuple[str, ...],
+              lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...]):
+    """A planned two-operand contraction: planning costs far more than a small step
+    itself, and a step recurs every time step (and every application)."""
+    shared = set(lhs_labels) & set(rhs_labels)
+    if shared & set(output) or len(set(lhs_labels)) < len(lhs_labels) or len(set(rhs_labels)) < len(rhs_labels):
+        symbols = {label: opt_einsum.get_symbol(i) for i, label in enumerate(dict.fromkeys(lhs_labels + rhs_labels))}
+        equation = "{},{}->{}".format(*("".join(symbols[label] for label in term)
+                                        for term in (lhs_labels, rhs_labels, output)))
+        return opt_einsum.contract_expression(equation, lhs_shape, rhs_shape, optimize=[(0, 1)])
+    return _MatmulStep(lhs_labels, rhs_labels, output, lhs_shape, rhs_shape)
+
+
+class _MatmulStep:
+    """``lhs ⋆ rhs`` as one matrix product: ``lhs`` with its kept axes first and the summed
+    ones last, times ``rhs`` with the summed axes first (in ``lhs``'s order), the result
+    seen in the output's label order.  The output order is a view: the next step's
+    reshape copies at most once, and not at all when the order already fits, as in a TT
+    chain contracted from one end."""
+
+    def __init__(self, lhs_labels, rhs_labels, output, lhs_shape, rhs_shape):
+        summed = [label for label in lhs_labels if label in rhs_labels]
+        lhs_kept = [label for label in lhs_labels if label not in summed]
+        rhs_kept = [label for label in rhs_labels if label not in summed]
+        self.lhs_perm = _perm(lhs_labels, lhs_kept + summed)
+        self.rhs_perm = _perm(rhs_labels, summed + rhs_kept)
+        size = dict(zip(lhs_labels, lhs_shape)) | dict(zip(rhs_labels, rhs_shape))
+        self.inner = math.prod(size[label] for label in summed)
+        self.lhs_rows = math.prod(size[label] for label in lhs_kept)
+        self.result_shape = tuple(size[label] for label in lhs_kept + rhs_kept)
+        self.out_perm = _perm(lhs_kept + rhs_kept, list(output))
+
+    def __call__(self, lhs: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+        a = _transposed(lhs, self.lhs_perm).reshape(self.lhs_rows, self.inner)
+        b = _transposed(rhs, self.rhs_perm).reshape(self.inner, -1)
+        return _transposed((a @ b).reshape(self.result_shape), self.out_perm)
+
+
+def _perm(labels, order) -> tuple[int, ...] | None:
+    """The axes of ``labels`` in ``order`` (``None`` when already in it)."""
+    perm = tuple(list(labels).index(label) for label in order)
+    return None if perm == tuple(range(len(perm))) else perm
+
+
+def _transposed(array: np.ndarray, perm: tuple[int, ...] | None) -> np.ndarray:
+    return array if perm is None else array.transpose(perm)
