@@ -146,6 +146,8 @@ def test_regroup_gates_round_trips():
     ("decompose{tucker-rank=4}", "options 'tucker-rank' and 'blocks' are for method=bt, not tt"),
     ("decompose{ranks=1,2,1 eps=0.1}", "option 'ranks' excludes 'eps', 'max-rank' and 'tucker-rank'"),
     ("decompose{shape=16x8:4}", "option 'shape': shape '16x8:4' has 2 input factors but 1 output factors"),
+    ("decompose{method=bt blocks=100000}", "option 'blocks' of pass 'decompose' must be <= 1024, got 100000"),
+    ("decompose{method=bt tucker-rank=2 iters=1099511627776}", "option 'iters' of pass 'decompose' must be <= 1000"),
 ])
 def test_bad_options_are_pipeline_errors(text, message):
     with pytest.raises(PipelineError) as caught:
@@ -167,6 +169,23 @@ def test_bad_shapes_and_ranks_name_the_op_and_numbers(text, message):
         PassManager.parse(text).run(lstm_module(96, 4))
     assert message in str(caught.value)
     assert "pass 'decompose' (position 1 of 1) failed" in str(caught.value)
+
+
+@pytest.mark.parametrize("options", ["blocks=200 tucker-rank=2", "blocks=200 tucker-rank=3", "blocks=200"])
+def test_bt_blocks_never_pass_the_dense_parameters(options):
+    """Issue 15: blocks=200 on a small LSTM kept fitting blocks after the residual was zero
+    (126,122 parameters for 1,834).  Blocks stop at a zero residual or before one more would
+    store more than the matrix; only the first block may (full Tucker ranks, one exact block)."""
+    module = lstm_module(12, 6)
+    dense = {key: m.to_dense() for key in ("w", "r") for m in module.ops_of("lstm")[0].attrs[key]}
+    PassManager.parse(f"decompose{{method=bt weights=all d=2 dense-fallback=false {options}}}").run(module)
+    for key in ("w", "r"):
+        (bt,) = module.ops_of("lstm")[0].attrs[key]
+        assert isinstance(bt, BTMap)
+        blocks = len(bt.meta()["ranks"])
+        assert blocks == 1 or bt.params() <= dense[key].size, (key, blocks, bt.params(), dense[key].size)
+        if "tucker-rank" not in options:
+            assert blocks == 1 and bt.rel_error < 1e-5
 
 
 @pytest.mark.parametrize("method, options", [("tt", "max-rank=2"), ("ht", "max-rank=2"), ("bt", "blocks=1 tucker-rank=2")])

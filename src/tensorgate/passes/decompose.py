@@ -20,7 +20,8 @@ TT-LSTM UCF11 shape ``8x20x20x18:16x4x4x4`` for four stacked gates of a 57600-in
 
 Ranks: ``max-rank`` (tt, ht) or ``tucker-rank`` (bt) cap them, clamped to what the
 shape allows; ``eps`` bounds each map's relative Frobenius error (bt: blocks are added
-until it holds, up to ``blocks``); ``ranks`` fixes them exactly (tt: ``1,r1,…,1``; ht:
+until it holds, up to ``blocks``, and never past a zero residual or the
+dense matrix's parameter count); ``ranks`` fixes them exactly (tt: ``1,r1,…,1``; ht:
 one per tree node in pre-order; bt: one Tucker rank per mode).  With none of these
 (tt, ht), ``eps`` is ``DEFAULT_EPS``.  ``eps=0`` asks for the exact decomposition — no
 smaller than the matrix — which ``select-ranks`` then truncates to a budget.  The
@@ -65,6 +66,10 @@ from .decomposition.factorize import max_modes, shape_factors
 RECURRENT_MAPS = {"auto": ("w", "r"), "input": ("w",), "recurrent": ("r",), "all": ("w", "r")}
 DEFAULT_EPS = 0.9
 """The relative Frobenius error each tt/ht map may have when no rank option is given."""
+MAX_BLOCKS = 1024
+"""The most BT blocks one map may ask for (a bound checked before any work)."""
+MAX_ITERS = 1000
+"""The most HOOI sweeps per block (each sweep is as costly as a block's first fit)."""
 LARGE_RECURRENT = 1024
 """``weights=auto`` decomposes a recurrent op's ``R`` when its matrices hold at least this
 many entries per direction (an LSTM's ``4H·H``: H >= 16)."""
@@ -90,9 +95,11 @@ class Decompose(Pass):
     eps: float | None = option(
         None, doc=f"bound on each map's relative Frobenius error, in [0, 1) (0: exact; tt, ht default {DEFAULT_EPS})")
     ranks: tuple[int, ...] | None = option(None, min=1, doc="exact ranks (tt: 1,r1,..,1; ht: per node; bt: per mode)")
-    blocks: int = option(1, min=1, doc="bt: number of Tucker blocks (the most, with eps)")
+    blocks: int = option(1, min=1, max=MAX_BLOCKS,
+                         doc="bt: the most Tucker blocks (fewer once the error meets eps, the residual is zero, or "
+                             "one more would pass the dense matrix's parameters)")
     tucker_rank: int | None = option(None, min=1, doc="bt: cap on every Tucker rank")
-    iters: int = option(10, min=0, doc="bt: HOOI sweeps per block")
+    iters: int = option(10, min=0, max=MAX_ITERS, doc="bt: HOOI sweeps per block")
     heads: bool = option(False, doc="also decompose the dense maps of linear ops (Gemm/MatMul heads)")
     dense_fallback: bool = option(
         True, doc="leave a map dense, with a note, when its decomposition is neither smaller nor cheaper")

@@ -6,6 +6,10 @@ Tucker approximation initialized from the truncated HOSVD of the residual and re
 singular subspace of the residual projected on all other factors).  A Tucker fit is an
 orthogonal projection, so every block lowers the residual by the energy of its core and
 the error never grows with the number of blocks.  Deterministic: no random starts.
+
+Blocks stop being added once the residual is zero (to the matrix's precision) or when one
+more block would store more parameters than the dense matrix: past that point a block term
+can only cost more than the matrix it approximates.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ from .common import (
 )
 from .factorize import Tensorization
 
+ZERO_RESIDUAL_EPS = 16
+"""A residual whose relative error is within this many machine epsilons of the matrix's
+dtype is zero: what remains is rounding, and another block would only fit noise."""
 HOOI_TOLERANCE = 1e-6
 """HOOI stops early once a sweep raises the core's energy by less than this fraction: the
 captured energy is the fitted part of ‖W‖², so the error then changes by less than about
@@ -42,7 +49,9 @@ def bt_als(matrix: np.ndarray, tensorization: Tensorization, *, blocks: int = 1,
     ``tucker_rank``: a cap on every mode's Tucker rank, clamped to ``bt_rank_bounds``;
     ``ranks``: the exact Tucker ranks, one per mode (excludes ``tucker_rank``); with
     neither, the bounds (one block is then exact).  ``iters``: HOOI sweeps per block;
-    ``eps``: stop adding blocks once the relative error is at most ``eps``.
+    ``eps``: stop adding blocks once the relative error is at most ``eps``.  Blocks also
+    stop once the residual is zero or when the next one would take the parameter count
+    past the dense matrix's (the first block is always fitted).
     """
     check_eps("bt", eps)
     check_cap("bt", "blocks", blocks)
@@ -57,13 +66,17 @@ def bt_als(matrix: np.ndarray, tensorization: Tensorization, *, blocks: int = 1,
     caps = list(ranks) if ranks is not None else [min(b, tucker_rank or b) for b in bounds]
     residual = tensorization.tensor(matrix)
     norm_sq = squared_norm(residual)
-    fitted = []
-    for _ in range(blocks):
-        if fitted and (eps is not None and squared_norm(residual) <= eps**2 * norm_sq or norm_sq == 0):
+    target = max(eps or 0.0, ZERO_RESIDUAL_EPS * float(np.finfo(output_dtype(matrix)).eps))
+    fitted: list[tuple[np.ndarray, list[np.ndarray]]] = []
+    params = 0
+    while len(fitted) < blocks:
+        if fitted and (squared_norm(residual) <= target**2 * norm_sq
+                       or params + _block_params(caps, tensorization) > matrix.size):
             break
         core, factors = _fit_tucker(residual, caps, iters)
         residual -= _expand(core, factors)
         fitted.append((core, factors))
+        params += core.size + sum(f.size for f in factors)
 
     dtype = output_dtype(matrix)
     blocks_out = [(core.astype(dtype), [f.reshape(m, n, -1).astype(dtype) for f, m, n in
@@ -71,6 +84,11 @@ def bt_als(matrix: np.ndarray, tensorization: Tensorization, *, blocks: int = 1,
                   for core, factors in fitted]
     bt = BTMap.from_blocks(blocks_out, out_pad=tensorization.out_pad, in_pad=tensorization.in_pad)
     return Decomposition(bt, [list(r) for r in bt.ranks], relative_error(squared_norm(residual), norm_sq))
+
+
+def _block_params(caps: list[int], tensorization: Tensorization) -> int:
+    """The most parameters one block of Tucker ranks ``caps`` stores: its core and factors."""
+    return math.prod(caps) + sum(p * r for p, r in zip(tensorization.mode_sizes, caps))
 
 
 def check_bt_ranks(ranks: Sequence[int], tensorization: Tensorization) -> None:
