@@ -19,6 +19,7 @@ from tensorgate.runtime import verilator as vl
 ROUNDINGS = {0: "half-away", 1: "nearest-even"}
 
 IN_W, OUT_W, SHIFT_W = 40, 8, 7
+REQUANT_PIPE_LATENCY = 4
 A_W, B_W, ACC_W, LANE_OUT_W = 8, 8, 20, 12
 
 
@@ -31,12 +32,29 @@ def requant():
 
 
 @pytest.fixture(scope="module")
+def requant_pipe():
+    build = vl.build(vl.RtlDesign.of("tg_requant_pipe", rtl_sources(),
+                                     {"IN_W": IN_W, "OUT_W": OUT_W, "SHIFT_W": SHIFT_W}))
+    with vl.RtlSim(build) as sim:
+        yield sim
+
+
+@pytest.fixture(scope="module")
 def lane():
     build = vl.build(vl.RtlDesign.of("tg_mac_lane", rtl_sources(),
                                      {"A_W": A_W, "B_W": B_W, "ACC_W": ACC_W, "OUT_W": LANE_OUT_W,
                                       "SHIFT_W": SHIFT_W}))
     with vl.RtlSim(build) as sim:
         yield sim
+
+
+@pytest.fixture(scope="module", params=[1, 2])
+def piped_lane(request):
+    build = vl.build(vl.RtlDesign.of("tg_mac_lane", rtl_sources(),
+                                     {"A_W": A_W, "B_W": B_W, "ACC_W": ACC_W, "OUT_W": LANE_OUT_W,
+                                      "SHIFT_W": SHIFT_W, "MUL_STAGES": request.param}))
+    with vl.RtlSim(build) as sim:
+        yield sim, request.param
 
 
 def exact_requant(value: int, shift: int, round_even: int, out_w: int) -> tuple[int, bool]:
@@ -101,6 +119,18 @@ def test_requant_matches_exact_rational_rounding(requant):
     saturated = [flag for _, flag in expected]
     np.testing.assert_array_equal(got["saturated"].astype(bool), saturated)
     assert any(saturated) and not all(saturated)
+
+
+def test_pipelined_requant_equals_the_combinational_one_four_edges_later(requant, requant_pipe):
+    rng = np.random.default_rng(5)
+    values, shifts, modes = requant_vectors(rng, 20_000)
+    stimulus = {"value": values, "shift": shifts, "round_even": modes}
+    want = requant.drive(stimulus, ["result", "saturated"], signed=["result"])
+    padded = {name: np.r_[column, np.zeros(REQUANT_PIPE_LATENCY, np.int64)] for name, column in stimulus.items()}
+    got = requant_pipe.drive(padded, ["result", "saturated"], signed=["result"])
+    for name in ("result", "saturated"):
+        np.testing.assert_array_equal(got[name][REQUANT_PIPE_LATENCY:], want[name], err_msg=name)
+    assert want["saturated"].any()
 
 
 @pytest.mark.parametrize("value, shift, even, expected", [
@@ -187,3 +217,31 @@ def test_mac_lane_back_to_back_dot_products_need_no_idle_cycle(lane, rounding_mo
     exact = (a * b).sum(axis=1) + bias
     expected = requantize(exact, shift, FixedType(LANE_OUT_W, 0), ROUNDINGS[rounding_mode])
     np.testing.assert_array_equal(results, expected)
+
+
+def test_pipelined_mac_lane_is_the_lane_delayed_by_its_stages(piped_lane):
+    """With MUL_STAGES registers in the multiply, every output is the plain lane's for the
+    same stream, MUL_STAGES edges later."""
+    sim, stages = piped_lane
+    rng = np.random.default_rng(6)
+    count = 3_000
+    stimulus = {
+        "rst": np.r_[1, np.zeros(count - 1, np.int64)],
+        "acc_en": (rng.random(count) < 0.8).astype(np.int64),
+        "clear": (rng.random(count) < 0.1).astype(np.int64),
+        "acc_init": rng.integers(-(1 << 12), 1 << 12, count),
+        "a": rng.integers(-(1 << (A_W - 1)), 1 << (A_W - 1), count),
+        "b": rng.integers(-(1 << (B_W - 1)), 1 << (B_W - 1), count),
+        "emit": (rng.random(count) < 0.2).astype(np.int64),
+        "shift": rng.integers(-3, ACC_W + 2, count),
+        "round_even": rng.integers(0, 2, count),
+    }
+    padded = {name: np.r_[column, np.zeros(stages, np.int64)] for name, column in stimulus.items()}
+    padded["acc_en"][1:1 + stages] = 0  # the reset edge is not delayed: nothing may be in flight over it
+    padded["emit"][1:1 + stages] = 0
+    got = sim.drive(padded, ["acc", "out", "out_valid", "out_saturated"], signed=["acc", "out"])
+    delayed = {name: np.r_[column[:1], np.zeros(stages, np.int64), column[1:]] for name, column in padded.items()}
+    want = lane_model({name: column[:count + stages] for name, column in delayed.items()})
+    for name in want:
+        np.testing.assert_array_equal(got[name][1 + stages:], want[name][1 + stages:], err_msg=name)
+    assert want["out_valid"].sum() > 100

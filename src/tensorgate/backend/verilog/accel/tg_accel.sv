@@ -85,6 +85,9 @@ module tg_accel #(
   localparam int NW_AW = $clog2(NW);
   localparam int LANE_AW = (P > 1) ? $clog2(P) : 1;
   localparam int LOG_P = $clog2(P);
+  // A lane's sum of K <= W_DEPTH products of CODE_W-bit codes never needs more bits.
+  localparam int SUM_W = 2 * CODE_W + $clog2(W_DEPTH);
+  localparam int ACC_W = (SUM_W < 64) ? SUM_W : 64;
 
   localparam logic [63:0] OP_GEMM = 64'd1;
   localparam logic [63:0] OP_EW = 64'd2;
@@ -219,7 +222,7 @@ module tg_accel #(
   // ------------------------------------------------------------------ weights and lanes
   logic signed [CODE_W-1:0] weight[P];
   logic [CODE_W-1:0] weight_host_rdata[P];
-  logic signed [63:0] lane_out[P];
+  logic signed [ACC_W-1:0] lane_out[P];
   /* verilator lint_off UNUSEDSIGNAL */
   logic [P-1:0] lane_out_valid;  // the lanes emit together; lane 0 speaks for all
   /* verilator lint_on UNUSEDSIGNAL */
@@ -241,9 +244,10 @@ module tg_accel #(
         .b_en(host_weight && (host_addr % 32'(P)) == 32'(l)), .b_we(host_we),
         .b_addr(W_AW'(host_addr / 32'(P))), .b_wdata(host_wdata[CODE_W-1:0]),
         .b_rdata(weight_host_rdata[l]));
-    logic signed [63:0] unused_acc;
+    logic signed [ACC_W-1:0] unused_acc;
     logic unused_saturated;
-    tg_mac_lane #(.A_W(CODE_W), .B_W(CODE_W), .ACC_W(64), .OUT_W(64), .SHIFT_W(8)) lane (
+    // The operand registers take the block RAMs' words, the product register the multiply.
+    tg_mac_lane #(.A_W(CODE_W), .B_W(CODE_W), .ACC_W(ACC_W), .OUT_W(ACC_W), .SHIFT_W(8), .MUL_STAGES(2)) lane (
         .clk(clk), .rst(rst), .acc_en(s1_valid), .clear(s1_valid && s1_first), .acc_init('0),
         .a(group_a_rdata[lane_group(l)][CODE_W-1:0]), .b(weight[l]), .emit(s2_emit), .shift('0), .round_even(1'b0),
         .acc(unused_acc), .out(lane_out[l]), .out_valid(lane_out_valid[l]), .out_saturated(unused_saturated));
@@ -297,27 +301,24 @@ module tg_accel #(
     if (rst) e1_valid <= 1'b0;
     else e1_valid <= drain_issue || ew_issue;
     e1_from_x <= ew_issue;
-    e1_value <= lane_out[drained_lane];
+    e1_value <= 64'(lane_out[drained_lane]);
     e1_addr <= S_AW'(o_addr);
   end
 
-  logic signed [63:0] scratch_i_rdata, x_value, init_value, total, rounded, narrowed;
-  logic unused_total_saturated;
-  logic init_en, round_even;
-  assign round_even = ins[60][0];
-  assign init_en = ins[60][1];
+  // The narrowing of every result, in tg_drain's pipeline; its writes go to the scratchpad.
+  logic signed [63:0] scratch_i_rdata, x_value, drained_value;
+  logic drained, drain_pending;
+  logic [S_AW-1:0] drained_addr;
   assign x_value = e1_from_x ? scratch_a_rdata : e1_value;
-  assign init_value = init_en ? scratch_i_rdata : '0;
-  assign total = (x_value <<< ins[57][5:0]) + (init_value <<< ins[58][5:0]);
-  tg_requant #(.IN_W(64), .OUT_W(64), .SHIFT_W(8)) narrow (
-      .value(total), .shift(ins[59][7:0]), .round_even(round_even), .result(rounded),
-      .saturated(unused_total_saturated));
-  assign narrowed = ($signed(rounded) < $signed(ins[61])) ? ins[61] :
-                    (($signed(rounded) > $signed(ins[62])) ? ins[62] : rounded);
+  tg_drain #(.ADDR_W(S_AW)) narrow (
+      .clk(clk), .rst(rst), .load(gens_start), .acc_shift(ins[57][5:0]), .init_shift(ins[58][5:0]),
+      .shift(ins[59][7:0]), .init_en(ins[60][1]), .round_even(ins[60][0]), .lo(ins[61]), .hi(ins[62]),
+      .in_valid(e1_valid), .x(x_value), .init(scratch_i_rdata), .in_addr(e1_addr),
+      .out_valid(drained), .out_addr(drained_addr), .out_value(drained_value), .busy(drain_pending));
 
   always_ff @(posedge clk) begin
     if (gens_start) written <= '0;
-    else if (e1_valid) written <= written + 32'd1;
+    else if (drained) written <= written + 32'd1;
   end
 
   // ------------------------------------------------------------------ cell unit
@@ -415,9 +416,9 @@ module tg_accel #(
       s_read_addr = S_AW'(host_addr);
     end
     s_write_en = 1'b0;
-    s_write_addr = e1_addr;
-    s_write_data = narrowed;
-    if (e1_valid) s_write_en = 1'b1;
+    s_write_addr = drained_addr;
+    s_write_data = drained_value;
+    if (drained) s_write_en = 1'b1;
     else if (state == RUN_CELL) begin
       s_write_en = cell_wr_en;
       s_write_addr = cell_wr_addr;
@@ -500,7 +501,7 @@ module tg_accel #(
             end
           endcase
         end
-        RUN_GEMM, RUN_EW: if (written == ins[63][31:0] && !e1_valid) state <= NEXT;
+        RUN_GEMM, RUN_EW: if (written == ins[63][31:0] && !e1_valid && !drain_pending) state <= NEXT;
         RUN_CELL: if (cell_finished) state <= NEXT;
         NEXT: begin
           pc <= pc + P_AW'(1);

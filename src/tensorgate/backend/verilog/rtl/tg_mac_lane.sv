@@ -12,12 +12,19 @@
 // It reads the accumulator before that edge, so `emit` may coincide with the
 // `clear` that starts the next sum: the output register is the second buffer of
 // a double-buffered accumulator.  out_valid follows `emit` by one cycle.
+//
+// MUL_STAGES (0, 1 or 2) registers the multiply: 1 the product (a DSP's pipeline register),
+// 2 the operands too (the block RAM's or DSP's input register).  Every input then takes
+// effect MUL_STAGES edges later, as if it had been given MUL_STAGES cycles later (`rst`
+// acts at once); a multiplier of A_W x B_W bits and an accumulator of ACC_W bits (at most
+// 48, a DSP slice's, for the compiler's formats and depths) are all the lane needs.
 module tg_mac_lane #(
-    parameter int A_W     = 8,
-    parameter int B_W     = 8,
-    parameter int ACC_W   = 32,
-    parameter int OUT_W   = 8,
-    parameter int SHIFT_W = 7
+    parameter int A_W        = 8,
+    parameter int B_W        = 8,
+    parameter int ACC_W      = 32,
+    parameter int OUT_W      = 8,
+    parameter int SHIFT_W    = 7,
+    parameter int MUL_STAGES = 0
 ) (
     input  logic                      clk,
     input  logic                      rst,
@@ -37,16 +44,68 @@ module tg_mac_lane #(
   if (ACC_W < A_W + B_W) begin : g_bad_width
     $error("tg_mac_lane: ACC_W (%0d) must hold a full product (A_W + B_W = %0d)", ACC_W, A_W + B_W);
   end
+  if (MUL_STAGES < 0 || MUL_STAGES > 2) begin : g_bad_stages
+    $error("tg_mac_lane: MUL_STAGES (%0d) must be 0, 1 or 2", MUL_STAGES);
+  end
 
   logic signed [A_W+B_W-1:0] product;
   logic signed [  ACC_W-1:0] addend;
   logic signed [  ACC_W-1:0] acc_base;
   logic signed [  OUT_W-1:0] requantized;
   logic                      requant_saturated;
+  // The controls as they reach the accumulator, MUL_STAGES edges after they were given.
+  logic                      acc_en_d, clear_d, emit_d, round_even_d;
+  logic signed [  ACC_W-1:0] acc_init_d;
+  logic signed [SHIFT_W-1:0] shift_d;
 
-  assign product  = a * b;
-  assign addend   = acc_en ? ACC_W'(product) : '0;
-  assign acc_base = clear ? acc_init : acc;
+  if (MUL_STAGES == 0) begin : g_direct
+    assign product = a * b;
+    assign {acc_en_d, clear_d, emit_d, round_even_d, acc_init_d, shift_d} =
+        {acc_en, clear, emit, round_even, acc_init, shift};
+  end else begin : g_piped
+    logic [MUL_STAGES-1:0] acc_en_q, clear_q, emit_q, round_even_q;
+    logic signed [ACC_W-1:0] acc_init_q[MUL_STAGES];
+    logic signed [SHIFT_W-1:0] shift_q[MUL_STAGES];
+    logic signed [A_W+B_W-1:0] product_q;
+    always_ff @(posedge clk) begin
+      if (rst) begin
+        acc_en_q <= '0;
+        emit_q <= '0;
+      end else begin
+        acc_en_q <= MUL_STAGES'({acc_en_q, acc_en});
+        emit_q <= MUL_STAGES'({emit_q, emit});
+      end
+      clear_q <= MUL_STAGES'({clear_q, clear});
+      round_even_q <= MUL_STAGES'({round_even_q, round_even});
+      acc_init_q[0] <= acc_init;
+      shift_q[0] <= shift;
+      for (int i = 1; i < MUL_STAGES; i++) begin
+        acc_init_q[i] <= acc_init_q[i-1];
+        shift_q[i] <= shift_q[i-1];
+      end
+    end
+    if (MUL_STAGES == 1) begin : g_product_reg
+      always_ff @(posedge clk) product_q <= a * b;
+    end else begin : g_operand_regs
+      logic signed [A_W-1:0] a_q;
+      logic signed [B_W-1:0] b_q;
+      always_ff @(posedge clk) begin
+        a_q <= a;
+        b_q <= b;
+        product_q <= a_q * b_q;
+      end
+    end
+    assign product = product_q;
+    assign acc_en_d = acc_en_q[MUL_STAGES-1];
+    assign clear_d = clear_q[MUL_STAGES-1];
+    assign emit_d = emit_q[MUL_STAGES-1];
+    assign round_even_d = round_even_q[MUL_STAGES-1];
+    assign acc_init_d = acc_init_q[MUL_STAGES-1];
+    assign shift_d = shift_q[MUL_STAGES-1];
+  end
+
+  assign addend   = acc_en_d ? ACC_W'(product) : '0;
+  assign acc_base = clear_d ? acc_init_d : acc;
 
   tg_requant #(
       .IN_W   (ACC_W),
@@ -54,8 +113,8 @@ module tg_mac_lane #(
       .SHIFT_W(SHIFT_W)
   ) requant (
       .value     (acc),
-      .shift     (shift),
-      .round_even(round_even),
+      .shift     (shift_d),
+      .round_even(round_even_d),
       .result    (requantized),
       .saturated (requant_saturated)
   );
@@ -66,12 +125,12 @@ module tg_mac_lane #(
       out_valid <= 1'b0;
     end else begin
       acc       <= acc_base + addend;
-      out_valid <= emit;
+      out_valid <= emit_d;
     end
   end
 
   always_ff @(posedge clk) begin
-    if (emit) begin
+    if (emit_d) begin
       out           <= requantized;
       out_saturated <= requant_saturated;
     end

@@ -1,0 +1,88 @@
+// The narrowing every GEMM drain and EW instruction writes through, pipelined:
+//
+//   out = clamp(round((x << acc_shift) + (init_en ? i : 0) << init_shift, shift), lo, hi)
+//
+// in 64-bit two's complement arithmetic (the golden requantize, rounding half away from
+// zero or to even), one result per cycle, LATENCY = 8 edges from `in_valid` to `out_valid`:
+//   1  operands registered (the scratchpad's and the lanes' output registers)
+//   2  the two run-time left shifts
+//   3  the add
+//   4-7  tg_requant_pipe (bias, rounding add, shift, saturation)
+//   8  the clamp to [lo, hi]
+// `load` samples the instruction's fields (acc_shift, init_shift, shift, flags {init_en,
+// round_even}, lo, hi) for the results that follow.  `busy` is high while any result is
+// in flight.  The write address travels with its result.
+module tg_drain #(
+    parameter int ADDR_W = 13
+) (
+    input  logic                     clk,
+    input  logic                     rst,
+    input  logic                     load,
+    input  logic        [       5:0] acc_shift,
+    input  logic        [       5:0] init_shift,
+    input  logic        [       7:0] shift,
+    input  logic                     init_en,
+    input  logic                     round_even,
+    input  logic signed [      63:0] lo,
+    input  logic signed [      63:0] hi,
+    input  logic                     in_valid,
+    input  logic signed [      63:0] x,
+    input  logic signed [      63:0] init,
+    input  logic        [ADDR_W-1:0] in_addr,
+    output logic                     out_valid,
+    output logic        [ADDR_W-1:0] out_addr,
+    output logic signed [      63:0] out_value,
+    output logic                     busy
+);
+  localparam int LATENCY = 8;
+  localparam int REQUANT_AT = 3;  // stages before the requantizer's input
+
+  logic [5:0] acc_shift_q, init_shift_q;
+  logic [7:0] shift_q;
+  logic init_en_q, round_even_q;
+  logic signed [63:0] lo_q, hi_q;
+  always_ff @(posedge clk) begin
+    if (load) begin
+      acc_shift_q <= acc_shift;
+      init_shift_q <= init_shift;
+      shift_q <= shift;
+      init_en_q <= init_en;
+      round_even_q <= round_even;
+      lo_q <= lo;
+      hi_q <= hi;
+    end
+  end
+
+  logic [LATENCY-1:0] valid;
+  logic [ADDR_W-1:0] addr[LATENCY];
+  always_ff @(posedge clk) begin
+    if (rst) valid <= '0;
+    else valid <= {valid[LATENCY-2:0], in_valid};
+    addr[0] <= in_addr;
+    for (int s = 1; s < LATENCY; s++) addr[s] <= addr[s-1];
+  end
+  assign busy = |valid;
+  assign out_valid = valid[LATENCY-1];
+  assign out_addr = addr[LATENCY-1];
+
+  logic signed [63:0] x1, init1, x2, init2, total3, rounded, clamped;
+  logic unused_saturated;
+  always_ff @(posedge clk) begin
+    x1 <= x;
+    init1 <= init_en_q ? init : '0;
+    x2 <= x1 <<< acc_shift_q;
+    init2 <= init1 <<< init_shift_q;
+    total3 <= x2 + init2;
+  end
+
+  tg_requant_pipe #(.IN_W(64), .OUT_W(64), .SHIFT_W(8)) narrow (
+      .clk(clk), .value(total3), .shift(shift_q), .round_even(round_even_q), .result(rounded),
+      .saturated(unused_saturated));
+
+  always_comb clamped = (rounded < lo_q) ? lo_q : ((rounded > hi_q) ? hi_q : rounded);
+  always_ff @(posedge clk) out_value <= clamped;
+
+  if (REQUANT_AT + 4 + 1 != LATENCY) begin : g_bad_latency
+    $error("tg_drain: its stages do not add up to LATENCY");
+  end
+endmodule
