@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from accel_models import AccelCase, quantized
+from tensorgate.backend.artifact import file_hashes
 from tensorgate.backend.verilog.artifact import write_verilog_artifact
 from tensorgate.cli import main
 from tensorgate.interpreter import run_fixed
@@ -50,25 +51,43 @@ def test_simulation_builds_the_artifacts_rtl_and_equals_the_golden_model(artifac
         assert np.array_equal(outputs[name], expected), name
 
 
-def test_rtl_replaced_by_syntax_errors_is_refused(artifact, tmp_path, capsys):
+def rehash(artifact_dir) -> None:
+    """Record the files' current hashes in the manifest: an artifact edited consistently,
+    so that what it holds, not the hash check, is what gets refused."""
+    manifest = json.loads((artifact_dir / "manifest.json").read_text())
+    manifest["files"] = file_hashes(artifact_dir)
+    (artifact_dir / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("consistent", [False, True], ids=["tampered", "rehashed"])
+def test_rtl_replaced_by_syntax_errors_is_refused(artifact, tmp_path, capsys, consistent):
     path, _, _ = artifact
     for source in (path / "rtl").iterdir():
         source.write_text("this is not verilog (\n")
+    if consistent:
+        rehash(path)
     code, err = simulate(capsys, path, tmp_path)
-    assert_refused(code, err, "Verilator build of tg_accel failed", str(path / "rtl"))
+    if consistent:  # built from the artifact's own files: Verilator names them
+        assert_refused(code, err, "Verilator build of tg_accel failed", str(path / "rtl"))
+    else:
+        assert_refused(code, err, "rtl/", "does not match its sha256")
     assert not (tmp_path / "sim.npz").exists()
 
 
 def test_missing_rtl_file_is_refused(artifact, tmp_path, capsys):
     path, _, _ = artifact
     (path / "rtl" / "tg_mac_lane.sv").unlink()
-    assert_refused(*simulate(capsys, path, tmp_path), "rtl/tg_mac_lane.sv")
+    assert_refused(*simulate(capsys, path, tmp_path), "rtl/tg_mac_lane.sv", "missing")
+    rehash(path)
+    assert_refused(*simulate(capsys, path, tmp_path), "rtl/tg_mac_lane.sv", "compile it again")
 
 
 @pytest.mark.parametrize("image", ["program.hex", "weights.hex", "scratch.hex", "tables.hex"])
 def test_missing_image_is_refused(artifact, tmp_path, capsys, image):
     path, _, _ = artifact
     (path / image).unlink()
+    assert_refused(*simulate(capsys, path, tmp_path), image, "missing")
+    rehash(path)
     assert_refused(*simulate(capsys, path, tmp_path), image, "compile it again")
 
 
@@ -77,6 +96,8 @@ def test_junk_program_is_refused(artifact, tmp_path, capsys):
     lines = (path / "program.hex").read_text().splitlines()
     lines[3] = "not a word"
     (path / "program.hex").write_text("\n".join(lines) + "\n")
+    assert_refused(*simulate(capsys, path, tmp_path), "program.hex", "does not match its sha256")
+    rehash(path)
     assert_refused(*simulate(capsys, path, tmp_path), "program.hex line 4", "64-bit hex word")
 
 
@@ -85,6 +106,7 @@ def test_a_changed_weight_is_refused(artifact, tmp_path, capsys):
     lines = (path / "weights.hex").read_text().splitlines()
     lines[0] = f"{(int(lines[0], 16) + 1) % (1 << 4 * len(lines[0])):0{len(lines[0])}x}"
     (path / "weights.hex").write_text("\n".join(lines) + "\n")
+    rehash(path)
     assert_refused(*simulate(capsys, path, tmp_path), "weights.hex", "do not hold what its model compiles to")
 
 

@@ -16,8 +16,11 @@ TEST_TOPS = sorted((Path(__file__).parent / "rtl").glob("*.sv"))
 
 VARIANTS = {
     "tg_requant": [{"IN_W": 16, "OUT_W": 16, "SHIFT_W": 3}, {"IN_W": 63, "OUT_W": 2, "SHIFT_W": 8}],
+    "tg_requant_pipe": [{"IN_W": 64, "OUT_W": 64, "SHIFT_W": 8}, {"IN_W": 47, "OUT_W": 18, "SHIFT_W": 8}],
     "tg_mac_lane": [{"A_W": 16, "B_W": 16, "ACC_W": 48, "OUT_W": 16}, {"A_W": 4, "B_W": 8, "ACC_W": 12,
-                                                                      "OUT_W": 4, "SHIFT_W": 4}],
+                                                                      "OUT_W": 4, "SHIFT_W": 4},
+                    {"A_W": 16, "B_W": 16, "ACC_W": 44, "OUT_W": 44, "MUL_STAGES": 2},
+                    {"A_W": 8, "B_W": 8, "ACC_W": 20, "OUT_W": 8, "MUL_STAGES": 1}],
     "tg_addr_gen": [{"DIMS": 1}, {"DIMS": 4, "ADDR_W": 20, "COUNT_W": 6}],
     "tg_lut_act": [{"IN_W": 8, "DEPTH": 4096, "OFFSET_W": 4}, {"IN_W": 32, "OUT_W": 8, "DEPTH": 100}],
     "tg_ram_dp": [{"WIDTH": 1, "DEPTH": 2}, {"WIDTH": 72, "DEPTH": 1000}],

@@ -76,7 +76,7 @@ class Simulator:
         self.progress = progress
         self.executor = FixedExecutor(self.module)
         self.stages = accelerator_stages(self.module)
-        self.sources = artifact_sources(self.directory)
+        self.sources = artifact_sources(self.directory, self.manifest.get("files", {}))
         self.compiled = self._compiled(hardware)
 
     def _compiled(self, hardware: dict) -> Compiled:

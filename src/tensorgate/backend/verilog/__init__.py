@@ -4,12 +4,15 @@ Leaf modules (one per file, file name = module name):
 
 * ``tg_ram_dp``   dual-port synchronous RAM, optional ``$readmemh`` image
 * ``tg_requant``  round (half-away or half-even) by a run-time shift, saturate
+* ``tg_requant_pipe`` the same in four register stages (the drain's and the cell's)
 * ``tg_mac_lane`` multiply-accumulate lane with a requantizing output register
+  (optionally registered operands and product: block RAM and DSP registers)
 * ``tg_addr_gen`` nested-loop address generator (strides, one address per cycle)
 * ``tg_lut_act``  table-lookup activation over a ``tg_ram_dp``
 
 The accelerator (``accel/``): ``tg_accel`` (top: controller, P lanes, memories, host
-port), ``tg_lstm_cell`` (cell unit), ``tg_act_unit`` (σ/tanh, PWL or LUT).  ``isa``
+port), ``tg_drain`` (the pipelined narrowing every GEMM and EW result is written
+through), ``tg_lstm_cell`` (cell unit), ``tg_act_unit`` (σ/tanh, PWL or LUT).  ``isa``
 encodes its instructions, ``lower`` compiles a quantized module to program and memory
 images, ``hardware`` names the build, ``artifact`` writes the ``verilog`` target.
 """

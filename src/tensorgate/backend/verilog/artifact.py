@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -121,17 +122,19 @@ def write_images(directory: Path, image: Image, config: AccelConfig) -> None:
         (directory / IMAGE_FILES[name]).write_text(_hex(words, MemoryImages.width(name, config.code_width)))
 
 
-def artifact_sources(directory: Path) -> list[Path]:
-    """The RTL files of the artifact at ``directory``, in compile order with the top last:
-    every file of the package's accelerator must be there, and any other .sv file there is
-    built too (a simulation builds what a user synthesizes)."""
-    rtl = Path(directory) / RTL_DIR_NAME
+def artifact_sources(directory: Path, listed: Iterable[str]) -> list[Path]:
+    """The RTL files of the artifact at ``directory`` among the files its manifest lists
+    (``listed``, relative names), in compile order with the top last: every file of the
+    package's accelerator must be there, and any other listed .sv file in ``rtl/`` is built
+    too (a simulation builds what a user synthesizes)."""
+    rtl = sorted(name.removeprefix(f"{RTL_DIR_NAME}/") for name in listed
+                 if name.startswith(f"{RTL_DIR_NAME}/") and name.endswith(".sv") and name.count("/") == 1)
     names = [path.name for path in accel_sources()]
-    missing = [name for name in names if not (rtl / name).is_file()]
+    missing = [name for name in names if name not in rtl]
     if missing:
-        raise TensorgateError(f"the artifact has no {RTL_DIR_NAME}/{', '.join(missing)} ({rtl}); compile it again")
-    others = sorted(path.name for path in rtl.glob("*.sv") if path.name not in names)
-    return [rtl / name for name in others + names]
+        raise TensorgateError(f"the artifact '{directory}' has no {RTL_DIR_NAME}/{', '.join(missing)}; "
+                              "compile it again")
+    return [Path(directory) / RTL_DIR_NAME / name for name in [n for n in rtl if n not in names] + names]
 
 
 def read_images(directory: Path, code_width: int) -> MemoryImages:
