@@ -119,6 +119,27 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--raw", action="store_true", help="write integer output codes, not real values")
     sim.set_defaults(handler=cmd_simulate)
 
+    synth = sub.add_parser("synth", parents=[common], help="synthesize a verilog artifact with yosys (and nextpnr)",
+                           description="Synthesize the artifact's RTL with yosys from PyPI for DEVICE and, for "
+                                       "devices nextpnr places (ECP5), place and route it at --freq; write the "
+                                       "resources, the fit against the device and the placed Fmax and critical "
+                                       "path to ARTIFACT/synth.json.")
+    synth.add_argument("artifact", type=Path, help="artifact directory from `compile --target verilog`")
+    synth.add_argument("--device", required=True, metavar="DEVICE",
+                       help=f"target chip: {', '.join(synth_devices())}")
+    synth.add_argument("--freq", type=positive_number, default=100.0, metavar="MHZ",
+                       help="target clock of place-and-route in MHz (default: 100)")
+    synth.add_argument("--timeout", type=positive_number, default=4 * 3600.0, metavar="SECONDS",
+                       help="time limit of each tool run (default: 14400)")
+    synth.add_argument("--uram", choices=("auto", "on", "off"), default="auto",
+                       help="UltraScale+ UltraRAM: auto where the RTL asks for it (ram_style \"ultra\"), on for "
+                            "any memory yosys picks, off (default: auto)")
+    synth.add_argument("--no-place", action="store_true", help="stop after synthesis (no nextpnr)")
+    synth.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default: 1)")
+    synth.add_argument("--work-dir", type=Path, metavar="DIR",
+                       help="keep the tools' scripts, logs and netlist in DIR (default: a temporary directory)")
+    synth.set_defaults(handler=cmd_synth)
+
     explore = sub.add_parser("explore", parents=[common], help="sweep methods x ranks x P x bits; CSV and Pareto plot",
                              description="Compile MODEL with every decomposition method, rank, accelerator size "
                                          "and bit width; measure parameters, accuracy (or output error), MACs and "
@@ -399,6 +420,44 @@ def cmd_simulate(args) -> None:
     print(f"wrote {args.output}: {stats['cycles']:,} cycles ({stats['cycles_per_step']:,.0f} per step, "
           f"MAC bound {stats['mac_bound_cycles']:,.0f}, PE utilization {stats['pe_utilization']:.0%}), "
           f"{stats['cycles_per_second'] / 1e6:.1f} M cycles/s")
+
+
+def synth_devices() -> list[str]:
+    from .runtime.synthesis import DEVICES
+
+    return list(DEVICES)
+
+
+def positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not positive")
+    return value
+
+
+def cmd_synth(args) -> None:
+    """Synthesize a verilog artifact; a progress line while the tools run, then the summary."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from .runtime.synthesis import SynthOptions, device_named, read_hardware, summary_table, synthesize, timing_lines
+
+    device = device_named(args.device)
+    read_hardware(args.artifact)  # refuse a wrong artifact before the progress display starts
+    options = SynthOptions(freq_mhz=args.freq, timeout_s=args.timeout, uram=args.uram, place=not args.no_place,
+                           seed=args.seed, work_dir=args.work_dir)
+    console = Console(stderr=True)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
+                  transient=True) as progress:
+        task = progress.add_task(f"synthesizing {args.artifact} for {device.name}")
+        result = synthesize(args.artifact, device, options,
+                            lambda step: progress.update(task, description=step[:100]))
+    Console().print(summary_table(result))
+    for line in timing_lines(result):
+        print(line)
+    print(f"wrote {args.artifact / 'synth.json'}")
 
 
 def cmd_explore(args) -> None:

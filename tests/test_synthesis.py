@@ -1,0 +1,169 @@
+"""``tensorgate synth``: reading yosys's and nextpnr's reports (stored ones), the device
+budgets and the fit, yosys and nextpnr on a tiny design, and the one-line errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from accel_models import AccelCase, quantized
+
+from tensorgate.backend.artifact import write_numpy_artifact
+from tensorgate.backend.verilog.artifact import write_verilog_artifact
+from tensorgate.cli import main
+from tensorgate.runtime.synthesis import (
+    DEVICES,
+    SYNTH_JSON,
+    SynthesisError,
+    SynthesisTimeout,
+    SynthOptions,
+    device_named,
+    flow,
+    read_nextpnr_report,
+    read_yosys_cells,
+    synthesize,
+    tools,
+)
+from tensorgate.runtime.synthesis.flow import fit, place_and_route, run_yosys
+
+DATA = Path(__file__).parent / "data" / "synthesis"
+XCKU5P, ECP5 = DEVICES["xcku5p"], DEVICES["ecp5-85k"]
+
+
+# ------------------------------------------------------------------ stored reports
+
+def test_reads_a_stored_yosys_stat_report():
+    cells = read_yosys_cells(DATA / "mult_reg_ecp5_stat.json", "t")
+    assert cells == {"MULT18X18D": 1, "TRELLIS_FF": 32}
+    counts = {r.name: r.count(cells) for r in ECP5.resources}
+    assert counts == {"LUT4": 0, "TRELLIS_FF": 32, "MULT18X18D": 1, "ALU54B": 0, "DP16KD": 0}
+
+
+def test_reads_a_stored_nextpnr_report():
+    placed = read_nextpnr_report(DATA / "mult_reg_ecp5_nextpnr.json")
+    assert placed.clock == "clk" and placed.fmax_mhz == 149.12 and placed.target_mhz == 100 and placed.timing_met
+    path = placed.critical_path
+    assert path.start == "ra_TRELLIS_FF_Q.Q" and path.end == "y_TRELLIS_FF_Q_5.M"
+    assert path.delay_ns == pytest.approx(path.logic_ns + path.routing_ns, abs=2e-3)
+    assert path.logic_ns == pytest.approx(0.525 + 3.927, abs=1e-3) and path.routing_ns == pytest.approx(2.254, abs=1e-3)
+    assert path.logic_levels == 1 and [s["type"] for s in path.steps] == ["clk-to-q", "routing", "logic", "routing",
+                                                                           "setup"]
+    assert placed.utilization["MULT18X18D"] == {"used": 1, "available": 156}
+    assert placed.utilization["TRELLIS_COMB"]["available"] == 83_640
+
+
+def test_a_report_without_cells_is_refused(tmp_path):
+    (tmp_path / "stat.json").write_text(json.dumps({"modules": {}}))
+    with pytest.raises(SynthesisError, match="no cell counts for 'top'"):
+        read_yosys_cells(tmp_path / "stat.json", "top")
+    (tmp_path / "broken.json").write_text("{")
+    with pytest.raises(SynthesisError, match="not valid JSON"):
+        read_nextpnr_report(tmp_path / "broken.json")
+
+
+# ------------------------------------------------------------------ devices, budgets, fit
+
+def test_device_budgets_are_the_chips():
+    budgets = {b.name: b.available for b in XCKU5P.budgets}
+    assert budgets == {"LUT": 216_960, "FF": 433_920, "DSP": 1_824, "BRAM36 (RAMB18 = 1/2)": 480, "URAM": 64}
+    stored = read_nextpnr_report(DATA / "mult_reg_ecp5_nextpnr.json").utilization
+    for budget in ECP5.budgets:
+        resource = next(r for r in ECP5.resources if r.name == budget.name)
+        assert stored[resource.pnr_name]["available"] == budget.available
+
+
+def test_fit_counts_half_a_bram36_per_bram18():
+    counts = {"LUT": 1000, "FF": 10, "DSP": 1_824, "BRAM36": 479, "BRAM18": 2, "URAM": 0}
+    assert fit(XCKU5P, counts)["fits"]  # 479 + 2/2 = 480
+    assert not fit(XCKU5P, counts | {"BRAM18": 3})["fits"]
+    assert not fit(XCKU5P, counts | {"DSP": 1_825})["fits"]
+    shares = {b["name"]: b["share"] for b in fit(XCKU5P, counts)["budgets"]}
+    assert shares["DSP"] == 1.0 and shares["URAM"] == 0.0
+
+
+def test_unknown_device_is_a_usage_error():
+    with pytest.raises(Exception, match="unknown device 'xc7z020'; expected one of xcku5p, ecp5-25k"):
+        device_named("xc7z020")
+
+
+# ------------------------------------------------------------------ the tools on a tiny design
+
+def test_yosys_and_nextpnr_on_a_registered_multiplier(tmp_path):
+    """A registered 8x8 multiply through synth_ecp5 and nextpnr: one MULT18X18D, its
+    registers, and a placed clock whose critical path runs register to register."""
+    shutil.copyfile(DATA / "mult_reg.v", tmp_path / "mult_reg.v")
+    cells, command, _ = run_yosys(tmp_path, ["mult_reg.v"], "t", {}, ECP5)
+    assert command.startswith("synth_ecp5") and cells["MULT18X18D"] == 1 and cells["TRELLIS_FF"] >= 16
+    placed, _ = place_and_route(ECP5, tmp_path, SynthOptions(freq_mhz=50), lambda step: None)
+    assert placed.clock == "clk" and placed.target_mhz == 50 and placed.fmax_mhz > 0
+    assert placed.timing_met == (placed.fmax_mhz >= 50)
+    path = placed.critical_path
+    assert 1000 / placed.fmax_mhz == pytest.approx(path.delay_ns, rel=0.05)
+    assert "TRELLIS_FF" in path.start and path.steps[0]["type"] == "clk-to-q" and path.steps[-1]["type"] == "setup"
+    assert placed.utilization["MULT18X18D"]["used"] == 1
+
+
+# ------------------------------------------------------------------ the accelerator end to end
+
+@pytest.fixture(scope="module")
+def small_artifact(tmp_path_factory):
+    """A 2-lane build of a tiny 8-bit LSTM."""
+    directory = tmp_path_factory.mktemp("synth")
+    module, _ = quantized(AccelCase(hidden=4, inputs=6, steps=2, batch=1), directory)
+    return write_verilog_artifact(module, directory / "hw", "quantize", "model.onnx", 2)
+
+
+# ------------------------------------------------------------------ errors
+
+def test_a_numpy_artifact_is_refused(tmp_path, capsys):
+    module, _ = quantized(AccelCase(), tmp_path)
+    artifact = write_numpy_artifact(module, tmp_path / "np", "quantize", "model.onnx")
+    code = main(["synth", str(artifact), "--device", "xcku5p"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert "is a numpy artifact, not verilog" in err
+    assert not (artifact / SYNTH_JSON).exists()
+
+
+def test_a_tampered_rtl_file_is_refused(small_artifact, tmp_path, capsys):
+    artifact = tmp_path / "hw"
+    shutil.copytree(small_artifact, artifact)
+    (artifact / "rtl" / "tg_mac_lane.sv").write_text("module broken;\n")
+    code = main(["synth", str(artifact), "--device", "ecp5-85k"])
+    err = capsys.readouterr().err
+    assert code == 1 and "tg_mac_lane.sv" in err and len(err.strip().splitlines()) == 1
+    assert not (artifact / SYNTH_JSON).exists()
+
+
+def test_unknown_device_on_the_command_line(small_artifact, capsys):
+    assert main(["synth", str(small_artifact), "--device", "nope"]) == 2
+    assert "unknown device 'nope'" in capsys.readouterr().err
+
+
+def test_a_missing_tool_names_its_package(monkeypatch):
+    monkeypatch.setattr(tools.shutil, "which", lambda name: None)
+    with pytest.raises(SynthesisError, match=r"yowasp-absent is not installed: install it with `pip install"):
+        tools.executable("yowasp-absent")
+
+
+def test_a_tool_past_its_time_limit_is_stopped(tmp_path, monkeypatch):
+    monkeypatch.setattr(tools, "executable", lambda tool: sys.executable)
+    with pytest.raises(SynthesisTimeout, match=r"did not finish within 0.5 s \(--timeout\)"):
+        tools.run_tool("sleeper", ["-c", "import time; time.sleep(60)"], tmp_path, tmp_path / "log", 0.5)
+
+
+def test_a_failing_tool_reports_its_first_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(tools, "executable", lambda tool: sys.executable)
+    script = "print('Info: reading'); print('ERROR: Design uses 300 DP16KD, device has 208'); raise SystemExit(1)"
+    with pytest.raises(SynthesisError, match="failed: ERROR: Design uses 300 DP16KD, device has 208$"):
+        tools.run_tool("nextpnr", ["-c", script], tmp_path, tmp_path / "log", 60)
+
+
+def test_synthesis_options_are_checked(small_artifact):
+    with pytest.raises(Exception, match="uram must be auto, on or off"):
+        synthesize(small_artifact, XCKU5P, SynthOptions(uram="maybe"))
+    assert flow.yosys_step("12.42. Executing TECHMAP pass (map to technology primitives).") == \
+        "TECHMAP pass (map to technology primitives)"
