@@ -30,12 +30,25 @@ Targets: cycles/step ≤ 1.25 × mac_bound + a fixed per-step cell overhead; GEM
 utilization ≥ 80 % at P = 16 and 64; ≥ 1M simulated cycles/s; ≥ 2 × 175.6 GOPS with at
 most 128 PEs.
 
-    python benchmarks/accelerator.py [--quick] [--steps T] [--pes 16 64]
+``--synth`` adds the hardware that is real (``tensorgate synth``): the demo accelerator at
+P = 16 (the demo's LSTM 8->16 compressed as the demo does, TT rank 4, 8-bit; not
+fine-tuned, which changes weights, not the build) placed and routed on an ECP5-85k by
+nextpnr at ``--freq``, and the FL-TT-LSTM exported with T = 6 frames at P = 16 and 64
+synthesized by yosys for the XCKU5P.  No place-and-route for the XCKU5P is available
+here, so its clock is the ECP5 Fmax of the same RTL, a floor.  The closing table gives
+per build the resources, the fit, the clock, the simulated cycles per step and the
+dense-equivalent GOPS at that measured clock; the GOPS column of the first table becomes
+"at the measured floor clock" beside "at an assumed 200 MHz".  Syntheses of the FL builds
+take many minutes; ``--synth-dir DIR`` keeps the artifacts and their ``synth.json``, and a
+build whose ``synth.json`` is there is not synthesized again.
+
+    python benchmarks/accelerator.py [--quick] [--steps T] [--pes 16 64] [--synth [--synth-dir DIR]]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from dataclasses import dataclass
@@ -46,14 +59,18 @@ from rich.console import Console
 from rich.table import Table
 
 from tensorgate.backend.verilog.artifact import write_verilog_artifact
+from tensorgate.demo import COMPRESS_PIPELINE, HARDWARE_PIPELINE, demo_files
+from tensorgate.explore import without_trailing_softmax
+from tensorgate.frontend import import_onnx
+from tensorgate.interpreter import run_fixed
 from tensorgate.ir.builder import Builder
 from tensorgate.ir.core import Module
 from tensorgate.ir.linear_map import DenseMap
 from tensorgate.ir.tensor_formats import TTMap
 from tensorgate.ir.types import F32, TensorType
 from tensorgate.passes.manager import PassManager
-from tensorgate.interpreter import run_fixed
 from tensorgate.runtime.simulator import Simulator
+from tensorgate.runtime.synthesis import DEVICES, SYNTH_JSON, SynthOptions, summary_table, synthesize, timing_lines
 
 CLOCK_HZ = 200e6
 PAPER_GOPS = 175.6
@@ -123,24 +140,146 @@ def quantized(model: Model, steps: int, directory: Path) -> tuple[Module, dict[s
 
 SMALL = Model("tt-h32", (4, 8), (8, 16), 2, 3, stacked=True)
 FL = Model("fl-tt-lstm", (16, 8, 9, 53), (4, 4, 4, 6), 4, 1, classes=11)
+FL_FRAMES = 6
+"""Frames of the FL-TT-LSTM as the paper runs it (and torch exports it): the synthesized builds."""
 FL_STACKED = Model("fl-tt-lstm-stacked", (16, 8, 9, 53), (4, 4, 4, 24), 4, 1, stacked=True, classes=11)
 
 
 def measure(model: Model, steps: int, pes: int, directory: Path) -> dict:
     module, inputs = quantized(model, steps, directory)
     artifact = write_verilog_artifact(module, directory / f"{model.name}-P{pes}", "quantize", model.name, pes)
+    stats = simulate(artifact, module, inputs)
+    stats["gops"] = gops(model.dense_macs_per_step(), stats["cycles"] / steps, CLOCK_HZ)
+    return stats
+
+
+def simulate(artifact: Path, module: Module, inputs: dict[str, np.ndarray]) -> dict:
+    """One simulation of ``artifact``: its statistics, wall time and whether it equals the golden model."""
     started = time.perf_counter()
     outputs, stats = Simulator(artifact, progress=True).run(inputs, raw=True)
     stats["wall_seconds"] = time.perf_counter() - started
     expected = run_fixed(module, inputs, raw=True)
     stats["bit_exact"] = all(np.array_equal(outputs[k], expected[k]) for k in expected)
-    per_step = stats["cycles"] / steps
-    stats["gops"] = 2 * model.dense_macs_per_step() / (per_step / CLOCK_HZ) / 1e9
     return stats
 
 
+def gops(dense_macs_per_step: int, cycles_per_step: float, clock_hz: float) -> float:
+    """Dense-equivalent throughput: two operations per MAC of the dense model, per step time."""
+    return 2 * dense_macs_per_step / (cycles_per_step / clock_hz) / 1e9
+
+
+@dataclass(frozen=True)
+class SynthRun:
+    """One build of the closing table: its artifact, the device, and what it measured."""
+
+    config: str
+    artifact: Path
+    device: str
+    dense_macs_per_step: int
+    steps: int
+    module: Module
+    inputs: dict
+
+
+def fl_build(pes: int, directory: Path) -> SynthRun:
+    """FL-TT-LSTM exported with T = 6 frames, 8-bit, at P lanes."""
+    steps = FL_FRAMES
+    path = directory / f"fl-tt-lstm-T{steps}-P{pes}"
+    module, inputs = quantized(FL, steps, directory)
+    if not (path / SYNTH_JSON).is_file():
+        write_verilog_artifact(module, path, "quantize", FL.name, pes)
+    return SynthRun(f"FL-TT-LSTM T={steps} P={pes}", path, "xcku5p", FL.dense_macs_per_step(), steps, module, inputs)
+
+
+def demo_build(pes: int, directory: Path) -> SynthRun:
+    """The demo accelerator: the demo's LSTM compressed and quantized as the demo does (not fine-tuned)."""
+    model_path, inputs_path = demo_files()
+    module = import_onnx(model_path)
+    PassManager.parse(f"canonicalize, dce, {COMPRESS_PIPELINE}").run(module)
+    logits, _ = without_trailing_softmax(module, "probabilities")
+    calibration = directory / "demo-calibration.npz"
+    with np.load(inputs_path) as data:
+        images = data["image_rows"]
+    np.savez(calibration, image_rows=images)
+    PassManager.parse(HARDWARE_PIPELINE % (8, calibration)).run(logits)
+    path = directory / f"demo-P{pes}"
+    if not (path / SYNTH_JSON).is_file():
+        write_verilog_artifact(logits, path, "demo", str(model_path), pes)
+    steps = images.shape[1]
+    dense = json.loads((path / "manifest.json").read_text())["macs_per_step"]["dense"]
+    return SynthRun(f"demo P={pes}", path, "ecp5-85k", dense, steps, logits, {"image_rows": images[:1]})
+
+
+def synthesized(run: SynthRun, freq_mhz: float, console: Console) -> dict:
+    """The build's synth.json: read back when the directory holds one, else synthesized now."""
+    existing = run.artifact / SYNTH_JSON
+    if existing.is_file():
+        console.print(f"{run.config}: reusing {existing}")
+        return json.loads(existing.read_text())
+    started = time.perf_counter()
+    with console.status(f"synthesizing {run.config} for {run.device}") as status:
+        result = synthesize(run.artifact, DEVICES[run.device], SynthOptions(freq_mhz=freq_mhz),
+                            lambda step: status.update(f"{run.config} on {run.device}: {step[:90]}"))
+    console.print(f"{run.config} on {run.device}: synthesized in {time.perf_counter() - started:,.0f} s")
+    console.print(summary_table(result))
+    for line in timing_lines(result):
+        console.print(line, markup=False, highlight=False)
+    return result
+
+
+def measured_floor_mhz(results: list[dict]) -> float | None:
+    """The lowest placed-and-routed Fmax among the builds nextpnr placed: the clock the
+    XCKU5P builds are quoted at (their own place-and-route is not available here)."""
+    clocks = [r["timing"]["fmax_mhz"] for r in results if r.get("timing") and r["timing"].get("fmax_mhz")]
+    return min(clocks, default=None)
+
+
+def closing_row(run: SynthRun, result: dict, cycles_per_step: float, floor_mhz: float | None) -> list[str]:
+    device = DEVICES[run.device]
+    resources = result["resources"]
+
+    def count(kind: str) -> str:
+        resource = device.resource(kind)
+        return f"{resources.get(resource.name, 0):,}" if resource else "-"
+
+    bram = count("bram") if run.device != "xcku5p" else \
+        f"{resources['BRAM36'] + resources['BRAM18'] / 2:,.1f}".removesuffix(".0")
+    placed = (result.get("timing") or {}).get("fmax_mhz")
+    clock_mhz, clock = (placed, f"{placed:.1f} MHz") if placed else \
+        (floor_mhz, f"{floor_mhz:.1f} MHz (ECP5 floor)" if floor_mhz else "-")
+    at_clock = f"{gops(run.dense_macs_per_step, cycles_per_step, clock_mhz * 1e6):,.1f}" if clock_mhz else "-"
+    return [f"{run.config} on {run.device}", count("lut"), count("ff"), count("dsp"), bram, count("uram"),
+            "yes" if result["fit"]["fits"] else "NO", clock, f"{cycles_per_step:,.0f}", at_clock]
+
+
+def synthesis_section(args, console: Console, directory: Path) -> float | None:
+    """Build, simulate and synthesize the closing table's configurations; print it and
+    return the measured floor clock (MHz) for the first table's GOPS."""
+    runs = [demo_build(16, directory)] + [fl_build(p, directory) for p in args.synth_pes]
+    results, cycles = [], []
+    for run in runs:
+        stats = simulate(run.artifact, run.module, run.inputs)
+        cycles.append(stats["cycles"] / run.steps)
+        console.print(f"{run.config}: {stats['cycles']:,} cycles for {run.steps} steps, bit-exact "
+                      f"{'yes' if stats['bit_exact'] else 'NO'}")
+        results.append(synthesized(run, args.freq, console))
+    floor = measured_floor_mhz(results)
+    table = Table(title=f"Synthesized (yosys; nextpnr on ECP5 at --freq {args.freq:g} MHz): GOPS dense-equivalent "
+                        "at the measured clock (XCKU5P: the ECP5 Fmax as a floor)")
+    for column in ("config", "LUT", "FF", "DSP", "BRAM36", "URAM", "fits", "Fmax", "cycles/step", "GOPS at Fmax"):
+        table.add_column(column, justify="left" if column == "config" else "right")
+    for run, result, per_step in zip(runs, results, cycles):
+        table.add_row(*closing_row(run, result, per_step, floor))
+    console.print(table)
+    console.print("BRAM36 column: RAMB36E2 + RAMB18E2 / 2 on the XCKU5P, DP16KD (18 Kbit) on the ECP5; DSP: DSP48E2, "
+                  "MULT18X18D; LUT: LUT1-6 and LUT RAM, LUT4 after packing.")
+    console.print(f"Targets: fits the XCKU5P at P = 16 and 64; demo P=16 on the ECP5-85k at ≥ 100 MHz; "
+                  f"≥ {PAPER_GOPS} GOPS at the measured floor clock.")
+    return floor
+
+
 def row(model: Model, steps: int, pes: int, stats: dict) -> list[str]:
-    per_step = lambda key: stats[key] / steps  # noqa: E731
+    per_step = lambda key: stats[key] / steps
     bound = stats["mac_bound_cycles"]
     ratio = stats["cycles_per_step"] / bound
     cell_free = (stats["cycles"] - stats["cell_cycles"]) / steps / bound
@@ -151,26 +290,47 @@ def row(model: Model, steps: int, pes: int, stats: dict) -> list[str]:
             f"{stats['gops']:,.1f} ({stats['gops'] / PAPER_GOPS:.2f}x)", "yes" if stats["bit_exact"] else "NO"]
 
 
+def floor_gops(stats: dict, floor_mhz: float | None) -> str:
+    if floor_mhz is None:
+        return "-"
+    at_floor = stats["gops"] * floor_mhz * 1e6 / CLOCK_HZ
+    return f"{at_floor:,.1f} ({at_floor / PAPER_GOPS:.2f}x)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="only the small model")
     parser.add_argument("--steps", type=int, default=None, help="time steps of the FL-TT-LSTM runs (default 1)")
     parser.add_argument("--pes", type=int, nargs="+", default=[16, 64, 128], help="lane counts of the FL runs")
+    parser.add_argument("--synth", action="store_true",
+                        help="synthesize: demo P=16 on the ECP5-85k (placed and routed), FL-TT-LSTM T=6 on the XCKU5P")
+    parser.add_argument("--synth-pes", type=int, nargs="+", default=[16, 64], help="lane counts of the FL syntheses")
+    parser.add_argument("--freq", type=float, default=100.0, help="nextpnr target clock in MHz (default 100)")
+    parser.add_argument("--synth-dir", type=Path, help="keep the synthesized artifacts here (and reuse them)")
     args = parser.parse_args()
     console = Console(width=200)
     runs = [(SMALL, SMALL.steps, p) for p in (1, 4, 16, 64)]
     if not args.quick:
         steps = args.steps or FL.steps
         runs += [(model, steps, p) for model in (FL, FL_STACKED) for p in args.pes]
-    table = Table(title=f"Accelerator, 8-bit, batch 1, GOPS dense-equivalent at {CLOCK_HZ / 1e6:.0f} MHz "
-                        f"(paper: {PAPER_GOPS} GOPS)")
-    for column in ("model", "T", "P", "cycles/step", "MAC bound/step", "ratio (w/o cell)", "GEMM util",
-                   "run util", "cell/step", "EW/step", "fetch/step", "sim cycles/s", "memory", "GOPS", "bit-exact"):
-        table.add_column(column, justify="left" if column == "model" else "right")
     with tempfile.TemporaryDirectory() as tmp:
+        floor = None
+        if args.synth:
+            synth_dir = args.synth_dir or Path(tmp) / "synth"
+            synth_dir.mkdir(parents=True, exist_ok=True)
+            floor = synthesis_section(args, console, synth_dir)
+        table = Table(title=f"Accelerator, 8-bit, batch 1, GOPS dense-equivalent at an assumed {CLOCK_HZ / 1e6:.0f} "
+                            f"MHz and at the measured floor clock "
+                            f"({f'{floor:.1f} MHz' if floor else 'not measured: run with --synth'}) "
+                            f"(paper: {PAPER_GOPS} GOPS)")
+        for column in ("model", "T", "P", "cycles/step", "MAC bound/step", "ratio (w/o cell)", "GEMM util",
+                       "run util", "cell/step", "EW/step", "fetch/step", "sim cycles/s", "memory",
+                       f"GOPS @{CLOCK_HZ / 1e6:.0f} MHz (assumed)", "GOPS @floor", "bit-exact"):
+            table.add_column(column, justify="left" if column == "model" else "right")
         for model, steps, pes in runs:
             stats = measure(model, steps, pes, Path(tmp))
-            table.add_row(*row(model, steps, pes, stats))
+            cells = row(model, steps, pes, stats)
+            table.add_row(*cells[:-1], floor_gops(stats, floor), cells[-1])
             console.print(f"{model.name} P={pes}: {stats['cycles']:,} cycles in {stats['wall_seconds']:.1f} s "
                           f"(build {stats['build_seconds']:.1f} s)")
     console.print(table)
