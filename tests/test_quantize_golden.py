@@ -219,4 +219,4 @@ def test_golden_model_is_deterministic_and_survives_the_text_form(tmp_path):
     for name in first:
         assert first[name].dtype == np.int64 and np.array_equal(first[name], second[name])
     codes = FixedExecutor(module).input_codes(inputs)
-    assert all(np.array_equal(run_fixed(module, codes, raw=True)[n], first[n]) for n in first)
+    assert all(np.array_equal(run_fixed(module, codes, raw=True, raw_input=True)[n], first[n]) for n in first)

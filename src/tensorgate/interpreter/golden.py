@@ -9,9 +9,10 @@ A ``host`` op runs its region in onnxruntime on real values (``host.host_program
 only floats of a quantized module are the values that flow between host regions, module
 inputs only host regions read, and outputs host regions make.
 
-Module inputs of a fixed-point type take float arrays (quantized with the module's
-rounding mode, saturating) or integer arrays (taken as codes, which must fit).  Outputs
-are dequantized to float64, or returned as codes with ``raw=True``.
+Module inputs of a fixed-point type take real values in any numeric dtype (quantized by
+value with the module's rounding mode, saturating: an int64 3 is the real 3), or, with
+``raw_input=True``, integer arrays of codes, which must fit.  Outputs are dequantized to
+float64, or returned as codes with ``raw=True``.
 """
 
 from __future__ import annotations
@@ -72,10 +73,11 @@ class FixedExecutor:
         return lambda args, narrow: kernel(op, args, np.dtype(np.float64))
 
     def run(self, inputs: dict[str, np.ndarray], raw: bool = False,
-            stats: dict[str, TensorStats] | None = None) -> dict[str, np.ndarray]:
+            stats: dict[str, TensorStats] | None = None, raw_input: bool = False) -> dict[str, np.ndarray]:
         """Outputs by name: dequantized (float64), or integer codes with ``raw``.  ``stats``,
-        if given, collects per narrowed tensor its saturations and range."""
-        return self.run_codes(self.input_codes(inputs), raw=raw, stats=stats)
+        if given, collects per narrowed tensor its saturations and range; ``raw_input``
+        takes fixed-point inputs as integer codes (module docstring)."""
+        return self.run_codes(self.input_codes(inputs, raw_input), raw=raw, stats=stats)
 
     def run_codes(self, codes: dict[str, np.ndarray], raw: bool = False,
                   stats: dict[str, TensorStats] | None = None) -> dict[str, np.ndarray]:
@@ -93,27 +95,27 @@ class FixedExecutor:
                 env[id(value)] = np.asarray(array)
         return {v.name: self._output(v, env[id(v)], raw) for v in self.module.outputs}
 
-    def input_codes(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def input_codes(self, inputs: dict[str, np.ndarray], raw_input: bool = False) -> dict[str, np.ndarray]:
         """The inputs as the accelerator receives them: codes for fixed-point inputs
-        (floats quantized, integer codes checked), other inputs unchanged."""
+        (real values quantized, or with ``raw_input`` integer codes checked), other inputs
+        unchanged."""
         check_inputs(self.module, inputs)
-        return {v.name: self._input(v, inputs[v.name]) for v in self.module.inputs}
+        return {v.name: self._input(v, inputs[v.name], raw_input) for v in self.module.inputs}
 
-    def _input(self, value, array) -> np.ndarray:
+    def _input(self, value, array, raw_input: bool) -> np.ndarray:
         array = np.asarray(array)
         fmt = value.type.dtype
         if not isinstance(fmt, FixedType):
             return array
-        if array.dtype.kind in "iu":
-            if array.size and (array.min() < code_min(fmt) or array.max() > code_max(fmt)):
-                raise ExecutionError(f"input '{value.name}': integer codes must lie in [{code_min(fmt)}, "
-                                     f"{code_max(fmt)}] for {fmt}")
-            return array.astype(np.int64)
-        if array.dtype.kind != "f":
-            raise ExecutionError(f"input '{value.name}' has dtype {array.dtype}; {fmt} takes floats or codes")
-        if np.isnan(array).any():
+        if raw_input:
+            return _checked_codes(value.name, array, fmt)
+        if array.dtype.kind not in "biuf":
+            raise ExecutionError(f"input '{value.name}' has dtype {array.dtype}; {fmt} takes real numbers "
+                                 "(or integer codes with raw input)")
+        real = array.astype(np.float64)
+        if np.isnan(real).any():
             raise ExecutionError(f"input '{value.name}' contains NaN")
-        return quantize(array, fmt, self.rounding)
+        return quantize(real, fmt, self.rounding)
 
     def run_op(self, op: Op, args: list) -> list[np.ndarray]:
         """One op of the module on its operands' codes (the prepared program of ``run``)."""
@@ -127,7 +129,19 @@ class FixedExecutor:
         return dequantize(array, value.type.dtype)
 
 
-def run_fixed(module: Module, inputs: dict[str, np.ndarray], raw: bool = False) -> dict[str, np.ndarray]:
+def _checked_codes(name: str, array: np.ndarray, fmt: FixedType) -> np.ndarray:
+    """``array`` as the int64 codes of ``fmt``: an integer array whose values fit."""
+    if array.dtype.kind not in "iu":
+        raise ExecutionError(f"input '{name}': raw input takes integer codes, not {array.dtype} values")
+    if array.size and (array.min() < code_min(fmt) or array.max() > code_max(fmt)):
+        raise ExecutionError(f"input '{name}': integer codes must lie in [{code_min(fmt)}, "
+                             f"{code_max(fmt)}] for {fmt}")
+    return array.astype(np.int64)
+
+
+def run_fixed(module: Module, inputs: dict[str, np.ndarray], raw: bool = False,
+              raw_input: bool = False) -> dict[str, np.ndarray]:
     """Execute a quantized ``module`` in integer arithmetic; outputs keyed by name
-    (dequantized float64, or the integer codes with ``raw``)."""
-    return FixedExecutor(module).run(inputs, raw=raw)
+    (dequantized float64, or the integer codes with ``raw``); ``raw_input`` takes the
+    fixed-point inputs as integer codes instead of real values."""
+    return FixedExecutor(module).run(inputs, raw=raw, raw_input=raw_input)

@@ -98,8 +98,10 @@ class Simulator:
         return Compiled(shapes, image, config, memories)
 
     def run(self, inputs: dict[str, np.ndarray], trace: str | Path | None = None, raw: bool = False,
-            max_cycles: int = 1 << 32, io: str = "host") -> tuple[dict[str, np.ndarray], dict]:
-        """``(outputs, stats)`` for one set of inputs; ``trace`` writes a VCD waveform.
+            max_cycles: int = 1 << 32, io: str = "host",
+            raw_input: bool = False) -> tuple[dict[str, np.ndarray], dict]:
+        """``(outputs, stats)`` for one set of inputs; ``trace`` writes a VCD waveform;
+        ``raw_input`` takes fixed-point inputs as integer codes (as ``run_fixed``).
 
         ``io="host"`` writes inputs and reads outputs through the bulk host port;
         ``io="stream"`` sends inputs through the input stream and receives outputs from the
@@ -114,7 +116,8 @@ class Simulator:
             stats.update(run_stats)
             return values
 
-        values = run_around_core(self.executor, self.stages, self.executor.input_codes(inputs), on_accelerator)
+        values = run_around_core(self.executor, self.stages, self.executor.input_codes(inputs, raw_input),
+                                  on_accelerator)
         outputs = {v.name: values[v.name] if raw or not isinstance(v.type.dtype, FixedType)
                    else dequantize(values[v.name], v.type.dtype) for v in self.module.outputs}
         return outputs, stats
