@@ -8,6 +8,7 @@ Exit codes: 0 success, 1 a compile/run error (one line on stderr), 2 a usage err
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -61,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = sub.add_parser("inspect", parents=[common], help="summarize a model or artifact",
                              description="Ops, recurrent layers (LSTM, GRU, RNN), parameters and MACs per time step "
                                          "of an ONNX model or a compiled artifact.")
-    inspect.add_argument("model", type=Path, help="an .onnx file or an artifact directory")
+    inspect.add_argument("model", type=path_argument, help="an .onnx file or an artifact directory")
     add_import_options(inspect)
     inspect.add_argument("--ir", action="store_true", help="print the IR text instead of the summary")
     inspect.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -69,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     comp = sub.add_parser("compile", parents=[common], help="run a pass pipeline and write an artifact",
                           description="Import MODEL, run the pipeline and write an artifact directory.")
-    comp.add_argument("model", type=Path, help="the .onnx model to compile")
+    comp.add_argument("model", type=path_argument, help="the .onnx model to compile")
     add_import_options(comp)
     comp.add_argument("-p", "--pipeline", default="canonicalize, dce",
                       help="pass pipeline text, e.g. 'canonicalize, dce' (see `tensorgate passes`)")
@@ -78,8 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "program and memory images; needs a quantized module) (default: numpy)")
     comp.add_argument("--pes", type=pes_count, default=16, metavar="P",
                       help="multiply-accumulate lanes of the verilog accelerator, a power of two (default: 16)")
-    comp.add_argument("-o", "--output", type=Path, required=True, help="artifact directory to write")
-    comp.add_argument("--calibration", type=Path, metavar="FILE.npz",
+    comp.add_argument("-o", "--output", type=path_argument, required=True, help="artifact directory to write")
+    comp.add_argument("--calibration", type=path_argument, metavar="FILE.npz",
                       help="model inputs by input name: measure the compiled model's output error against the "
                            "imported model on them (default: the calibration= of the pipeline's decompose, "
                            "select-ranks or quantize)")
@@ -90,33 +91,38 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--print-ir-after-all", action="store_true", help="print the IR after every pass")
     comp.add_argument("--print-ir-after", action="append", default=[], metavar="PASS",
                       help="print the IR after the named pass (repeatable)")
-    comp.add_argument("--dump-ir", type=Path, metavar="DIR", help="write the IR after every pass to DIR")
+    comp.add_argument("--dump-ir", type=path_argument, metavar="DIR", help="write the IR after every pass to DIR")
     comp.add_argument("--no-verify", action="store_true", help="skip verifying the IR after each pass")
     comp.set_defaults(handler=cmd_compile)
 
     run = sub.add_parser("run", parents=[common], help="run an artifact on inputs",
                          description="Run a compiled artifact with the NumPy runtime.")
-    run.add_argument("artifact", type=Path, help="artifact directory from `tensorgate compile`")
-    run.add_argument("--input", type=Path, required=True,
+    run.add_argument("artifact", type=path_argument, help="artifact directory from `tensorgate compile`")
+    run.add_argument("--input", type=path_argument, required=True,
                      help=".npz keyed by the model's input names (or .npy for a single-input model)")
-    run.add_argument("--output", type=Path, required=True, help=".npz to write, keyed by output names")
+    run.add_argument("--output", type=path_argument, required=True, help=".npz to write, keyed by output names")
     run.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                      help="float precision of the run (default: float32; float artifacts only)")
     run.add_argument("--raw", action="store_true",
                      help="write the integer codes of a quantized artifact's outputs, not their real values")
+    run.add_argument("--raw-input", action="store_true",
+                     help="take a quantized artifact's inputs as integer fixed-point codes (default: real values "
+                          "of any numeric dtype, quantized by value)")
     run.set_defaults(handler=cmd_run)
 
     sim = sub.add_parser("simulate", parents=[common], help="run a verilog artifact under Verilator",
                          description="Build the artifact's accelerator with Verilator (cached) and run it "
                                      "cycle by cycle; outputs equal `run` bit for bit.")
-    sim.add_argument("artifact", type=Path, help="artifact directory from `compile --target verilog`")
-    sim.add_argument("--input", type=Path, required=True,
+    sim.add_argument("artifact", type=path_argument, help="artifact directory from `compile --target verilog`")
+    sim.add_argument("--input", type=path_argument, required=True,
                      help=".npz keyed by the model's input names (or .npy for a single-input model)")
-    sim.add_argument("--output", type=Path, required=True, help=".npz to write, keyed by output names")
-    sim.add_argument("--stats", type=Path, metavar="STATS.json",
+    sim.add_argument("--output", type=path_argument, required=True, help=".npz to write, keyed by output names")
+    sim.add_argument("--stats", type=path_argument, metavar="STATS.json",
                      help="write cycles, cycles per step, MAC bound, PE utilization and speed")
-    sim.add_argument("--trace", type=Path, metavar="WAVE.vcd", help="write a VCD waveform")
+    sim.add_argument("--trace", type=path_argument, metavar="WAVE.vcd", help="write a VCD waveform")
     sim.add_argument("--raw", action="store_true", help="write integer output codes, not real values")
+    sim.add_argument("--raw-input", action="store_true",
+                     help="take the inputs as integer fixed-point codes (default: real values, quantized by value)")
     sim.set_defaults(handler=cmd_simulate)
 
     synth = sub.add_parser("synth", parents=[common], help="synthesize a verilog artifact with yosys (and nextpnr)",
@@ -147,8 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
                                          "OUTDIR/pareto.png and one JSON per point in OUTDIR/points/. Points run "
                                          "as Dask tasks: on local worker processes (--workers) or on a cluster "
                                          "(--scheduler).")
-    explore.add_argument("model", type=Path, help="the .onnx model to explore")
-    explore.add_argument("--data", type=Path, required=True,
+    explore.add_argument("model", type=path_argument, help="the .onnx model to explore")
+    explore.add_argument("--data", type=path_argument, required=True,
                          help=".npz with the model's inputs by name (also the quantize calibration) and "
                               "optional integer labels")
     explore.add_argument("--labels-key", metavar="KEY",
@@ -182,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="run on an existing Dask cluster, e.g. tcp://HOST:8786 (see `dask scheduler`)")
     explore.add_argument("--resume", action="store_true",
                          help="keep the points already in OUTDIR/points from the same sweep; run only the rest")
-    explore.add_argument("-o", "--output-dir", type=Path, required=True, help="directory to write")
+    explore.add_argument("-o", "--output-dir", type=path_argument, required=True, help="directory to write")
     explore.set_defaults(handler=cmd_explore)
 
     passes = sub.add_parser("passes", parents=[common], help="list every pass with its options")
@@ -274,14 +280,24 @@ def cmd_inspect(args) -> None:
         render_summary(summary)
 
 
+def path_argument(text: str) -> Path:
+    """A file or directory option: any non-empty path (an empty one would mean ``.``)."""
+    if not text:
+        raise argparse.ArgumentTypeError("the path is empty")
+    return Path(text)
+
+
 def pes_count(text: str) -> int:
-    """``--pes``: a power of two (the accelerator splits work across lanes by halving)."""
+    """``--pes``: a power of two up to ``MAX_PES`` (the accelerator splits work across
+    lanes by halving; the bound keeps lowering and building finite)."""
+    from .backend.loading import MAX_PES
+
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
-    if value < 1 or value & (value - 1):
-        raise argparse.ArgumentTypeError(f"{value} is not a power of two (1, 2, 4, ..., 128)")
+    if value < 1 or value & (value - 1) or value > MAX_PES:
+        raise argparse.ArgumentTypeError(f"must be a power of two from 1 to {MAX_PES} (1, 2, 4, ...), not {value}")
     return value
 
 
@@ -297,6 +313,7 @@ def fraction(text: str) -> float:
 
 
 def cmd_compile(args) -> None:
+    from .backend.artifact import check_destination
     from .inspect import compile_report
     from .passes import PassManager
     from .passes.fidelity import DEFAULT_WARN_ERROR, pipeline_calibration
@@ -312,6 +329,7 @@ def cmd_compile(args) -> None:
     )
     if args.calibration is not None and not args.calibration.is_file():
         raise UsageError(f"--calibration: file '{args.calibration}' does not exist")
+    check_destination(args.output)
     console = Console(stderr=True)
     with console.status(f"importing {args.model}"):
         module = import_model(args)
@@ -355,20 +373,42 @@ def write_target(module, args, pipeline: str, report: dict | None = None) -> Non
         write_numpy_artifact(module, args.output, pipeline, str(args.model), report)
 
 
+LABELS_KEY = "labels"
+"""The array of class labels that data files for ``explore`` and ``finetune`` carry
+beside the inputs; ``run`` and ``simulate`` leave it out."""
+
+
 def read_inputs(path: Path, input_names: list[str]) -> dict[str, np.ndarray]:
-    """Inputs from ``.npz`` (keyed by name) or ``.npy`` (single-input models)."""
+    """Inputs from ``.npz`` (keyed by name) or ``.npy`` (single-input models), headers
+    checked before anything is allocated.  A ``labels`` array that is no input is left
+    out with a note."""
+    from .ir.npz import read_npy, read_npz
+
     if not path.is_file():
         raise UsageError(f"input file '{path}' does not exist")
-    try:
-        if path.suffix == ".npy":
-            if len(input_names) != 1:
-                raise ExecutionError(f"a .npy input needs a single-input model; this one takes "
-                                     f"{', '.join(input_names)}: use an .npz keyed by these names")
-            return {input_names[0]: np.load(path, allow_pickle=False)}
-        with np.load(path, allow_pickle=False) as data:
-            return {key: data[key] for key in data.files}
-    except (ValueError, OSError, EOFError) as exc:
-        raise ExecutionError(f"cannot read '{path}' as NumPy data: {exc}") from None
+    if path.suffix == ".npy":
+        if len(input_names) != 1:
+            raise ExecutionError(f"a .npy input needs a single-input model; this one takes "
+                                 f"{', '.join(input_names)}: use an .npz keyed by these names")
+        return {input_names[0]: read_npy(path, "input file", ExecutionError)}
+    arrays = read_npz(path, "input file", ExecutionError)
+    if LABELS_KEY in arrays and LABELS_KEY not in input_names:
+        del arrays[LABELS_KEY]
+        print(f"note: '{path}' holds '{LABELS_KEY}', which is no input of the model: left out "
+              "(labels are for explore and finetune)", file=sys.stderr)
+    return arrays
+
+
+def check_output_file(path: Path, option: str) -> None:
+    """Refuse an output file that cannot be written, before anything runs: a directory,
+    a missing or unwritable folder."""
+    if path.is_dir():
+        raise UsageError(f"{option} '{path}' is a directory; give the name of the file to write")
+    folder = path.parent
+    if not folder.is_dir():
+        raise UsageError(f"cannot write '{path}': folder '{folder}' does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK) or path.exists() and not os.access(path, os.W_OK):
+        raise UsageError(f"cannot write '{path}': {'it' if path.exists() else f'folder {folder}'} is not writable")
 
 
 def cmd_run(args) -> None:
@@ -376,15 +416,18 @@ def cmd_run(args) -> None:
     from .backend.artifact import load_artifact
     from .fixedpoint.quant_attrs import is_quantized
 
+    check_output_file(args.output, "--output")
     module, _ = load_artifact(args.artifact)
     inputs = read_inputs(args.input, [v.name for v in module.inputs])
     if is_quantized(module):
         from .interpreter import run_fixed
 
-        outputs = run_fixed(module, inputs, raw=args.raw)
+        outputs = run_fixed(module, inputs, raw=args.raw, raw_input=args.raw_input)
     else:
-        if args.raw:
-            raise UsageError("--raw needs a quantized artifact (compile with a 'quantize' pass)")
+        for flag in ("raw", "raw_input"):
+            if getattr(args, flag):
+                raise UsageError(f"--{flag.replace('_', '-')} needs a quantized artifact (compile with a "
+                                 "'quantize' pass)")
         from .interpreter import run_module
 
         outputs = run_module(module, inputs, dtype=np.dtype(args.dtype))
@@ -401,6 +444,8 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     try:
         np.savez(tmp, **arrays)
         tmp.replace(path)
+    except OSError as exc:
+        raise TensorgateError(f"cannot write '{path}': {exc.strerror or exc}") from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -411,12 +456,20 @@ def cmd_simulate(args) -> None:
 
     from .runtime.simulator import Simulator
 
+    for option, path in (("--output", args.output), ("--stats", args.stats), ("--trace", args.trace)):
+        if path is not None:
+            check_output_file(path, option)
     simulator = Simulator(args.artifact)
     inputs = read_inputs(args.input, [v.name for v in simulator.module.inputs])
-    outputs, stats = simulator.run(inputs, trace=args.trace, raw=args.raw)
+    outputs, stats = simulator.run(inputs, trace=args.trace, raw=args.raw, raw_input=args.raw_input)
     write_npz(args.output, outputs)
     if args.stats:
-        args.stats.write_text(json.dumps(stats, indent=2) + "\n")
+        try:
+            args.stats.write_text(json.dumps(stats, indent=2) + "\n")
+        except OSError as exc:
+            args.output.unlink()
+            raise TensorgateError(f"cannot write '{args.stats}': {exc.strerror or exc}; "
+                                  f"'{args.output}' is not written either") from None
     print(f"wrote {args.output}: {stats['cycles']:,} cycles ({stats['cycles_per_step']:,.0f} per step, "
           f"MAC bound {stats['mac_bound_cycles']:,.0f}, PE utilization {stats['pe_utilization']:.0%}), "
           f"{stats['cycles_per_second'] / 1e6:.1f} M cycles/s")

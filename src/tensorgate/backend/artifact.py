@@ -9,9 +9,10 @@ sha256 (``files``); ``load_artifact`` (``loading.py``) reads only those, unchang
 from __future__ import annotations
 
 import json
+import os
 import shutil
-from collections import Counter
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Callable
 
@@ -22,8 +23,8 @@ from ..ir.stats import contraction_report, model_stats, partition_regions, recur
 from ..onnx_form.host import region_op_counts
 from .loading import IR_FILE, MANIFEST, file_hashes, is_artifact, load_artifact
 
-__all__ = ["IR_FILE", "MANIFEST", "build_manifest", "is_artifact", "load_artifact", "write_artifact",
-           "write_numpy_artifact"]
+__all__ = ["IR_FILE", "MANIFEST", "build_manifest", "check_destination", "is_artifact", "load_artifact",
+           "write_artifact", "write_numpy_artifact"]
 
 
 def value_signature(value: Value) -> dict:
@@ -101,36 +102,69 @@ def _sum_or_none(values) -> int | None:
     return None if None in values else sum(values)
 
 
+def check_destination(out_dir: Path, marker: str = MANIFEST, kind: str = "a tensorgate artifact") -> Path:
+    """Refuse an ``out_dir`` that ``write_artifact`` could not fill, before any work is done:
+    an empty name, a non-empty directory that is not an earlier output of the same kind
+    (holding ``marker``), a file, or a place under a file or an unwritable folder.
+    Returns the path made absolute, so that its name is never ``.`` or ``..``."""
+    if str(out_dir) == "":
+        raise TensorgateError("the output path is empty; give a directory to write")
+    absolute = Path(os.path.abspath(out_dir))
+    if absolute.parent == absolute:
+        raise TensorgateError(f"output '{out_dir}' is a file system root; give a directory below it")
+    if absolute.exists() and not (absolute / marker).is_file():
+        if not absolute.is_dir() or any(absolute.iterdir()):
+            raise TensorgateError(f"output '{out_dir}' exists and is not {kind}; "
+                                  "choose another path or remove it")
+    existing = next(p for p in absolute.parents if p.exists())
+    if not existing.is_dir():
+        raise TensorgateError(f"cannot create output '{out_dir}': '{existing}' is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise TensorgateError(f"cannot create output '{out_dir}': folder '{existing}' is not writable")
+    return absolute
+
+
 def write_artifact(out_dir: Path, fill: Callable[[Path], None], marker: str = MANIFEST,
                    kind: str = "a tensorgate artifact") -> Path:
     """Create ``out_dir`` atomically: ``fill(tmp_dir)`` writes the files.  An existing
     ``out_dir`` holding ``marker`` (an earlier output of the same kind) is replaced once
-    the new one is complete; any other non-empty one is refused."""
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not (out_dir / marker).is_file():
-        if not out_dir.is_dir() or any(out_dir.iterdir()):
-            raise TensorgateError(f"output '{out_dir}' exists and is not {kind}; "
-                                  "choose another path or remove it")
+    the new one is complete; any other non-empty one is refused (``check_destination``)."""
+    shown, out_dir = out_dir, check_destination(out_dir, marker, kind)
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     except OSError as exc:
-        raise TensorgateError(f"cannot create output '{out_dir}': {exc.strerror or exc}") from None
+        raise TensorgateError(f"cannot create output '{shown}': {exc.strerror or exc}") from None
     try:
         fill(tmp)
         if marker == MANIFEST:
             record_file_hashes(tmp)
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
-            out_dir.rename(old / "previous")
-            tmp.rename(out_dir)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out_dir)
+        _move_into_place(tmp, out_dir, shown)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return out_dir
+    return Path(shown)
+
+
+def _move_into_place(tmp: Path, out_dir: Path, shown: Path) -> None:
+    """Rename ``tmp`` to ``out_dir``; an existing ``out_dir`` is moved aside first and
+    removed after, or put back if the rename fails."""
+    if not out_dir.exists():
+        tmp.rename(out_dir)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
+    try:
+        out_dir.rename(old / "previous")
+    except OSError as exc:
+        old.rmdir()
+        raise TensorgateError(f"cannot replace output '{shown}': {exc.strerror or exc}") from None
+    try:
+        tmp.rename(out_dir)
+    except BaseException:
+        (old / "previous").rename(out_dir)
+        old.rmdir()
+        raise
+    shutil.rmtree(old)
 
 
 def record_file_hashes(directory: Path) -> None:

@@ -53,6 +53,7 @@ import numpy as np
 
 from ..errors import ExecutionError, TensorgateError, UsageError
 from ..ir.core import Module
+from ..ir.npz import read_npz
 from .points import ExploreOptions, Point, bits_csv
 
 CYCLE_ESTIMATE_BITS = 16
@@ -130,11 +131,7 @@ def load_validation(path: Path, module: Module, options: ExploreOptions
 
     if not path.is_file():
         raise UsageError(f"data file '{path}' does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-    except (OSError, ValueError, EOFError) as exc:
-        raise TensorgateError(f"data file '{path}' is not a readable .npz ({exc})") from None
+    arrays = read_npz(path, "data file")
     input_names = [v.name for v in module.inputs]
     labels_key = options.labels_key or DEFAULT_LABELS_KEY
     if options.labels_key is not None and labels_key not in arrays:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..backend.loading import MAX_PES
 from ..errors import UsageError
 
 METHODS = ("dense", "tt", "bt", "ht")
@@ -33,9 +34,9 @@ def parse_ranks(text: str) -> tuple[int, ...]:
 def parse_pes(text: str) -> tuple[int, ...]:
     """``"8,16"`` -> ``(8, 16)``; each a power of two, no repeats."""
     pes = _positive_integers(text, "--pes", "e.g. --pes 8,16,32")
-    odd = [str(p) for p in pes if p & (p - 1)]
+    odd = [str(p) for p in pes if p & (p - 1) or p > MAX_PES]
     if odd:
-        raise UsageError(f"--pes must be powers of two, got {', '.join(odd)}")
+        raise UsageError(f"--pes must be powers of two, got {', '.join(odd)} (from 1 to {MAX_PES})")
     return pes
 
 
@@ -92,8 +93,9 @@ class ExploreOptions:
     simulate: bool = False
 
     def __post_init__(self) -> None:
-        if not self.pes or any(p < 1 or p & (p - 1) for p in self.pes):
-            raise UsageError(f"--pes must be powers of two, got {', '.join(map(str, self.pes)) or 'none'}")
+        if not self.pes or any(p < 1 or p & (p - 1) or p > MAX_PES for p in self.pes):
+            raise UsageError(f"--pes must be powers of two, got {', '.join(map(str, self.pes)) or 'none'} "
+                             f"(from 1 to {MAX_PES})")
         if self.weights not in WEIGHTS:
             raise UsageError(f"--weights must be one of {', '.join(WEIGHTS)}, got '{self.weights}'")
         if not (self.methods and self.bits and (self.ranks or set(self.methods) == {"dense"})):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Callable
 
@@ -19,6 +18,7 @@ import numpy as np
 
 from ..errors import ParseError, TensorgateError
 from .core import Module
+from .npz import read_npz
 from .parser import parse_text
 from .printer import module_tensors, print_module
 
@@ -77,9 +77,4 @@ def load_module(path: str | os.PathLike, resolve_sidecar: Callable[[str], Path] 
     if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
         raise ParseError(f"{path}: its weights file must be a file name beside it, not '{name[:60]}'")
     sidecar = path.parent / name if resolve_sidecar is None else resolve_sidecar(name)
-    try:
-        with np.load(sidecar, allow_pickle=False) as npz:
-            tensors = {key: npz[key] for key in npz.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise ParseError(f"{path}: cannot read its weights file '{sidecar}': {exc}") from None
-    return parsed.build(tensors)
+    return parsed.build(read_npz(sidecar, f"{path}: its weights file", ParseError))

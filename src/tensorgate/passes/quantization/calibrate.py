@@ -23,7 +23,6 @@ as the integer model applies them) with exact activations.
 
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from ...interpreter.gru import gru_bias_parts
 from ...interpreter.kernels import sigmoid
 from ...interpreter.recurrent import clipped, initial_state, run_directions, sweep
 from ...ir.core import Module, Op
+from ...ir.npz import read_npz as load_npz
 from ...ir.ops import activation_names, num_directions
 from ...ir.types import FloatType
 
@@ -289,11 +289,7 @@ def read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise PassError(f"{what} '{path}' does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {key: data[key] for key in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise PassError(f"{what} '{path}' is not a readable .npz ({exc})") from None
+    return load_npz(path, what, PassError)
 
 
 def load_calibration(path: Path, module: Module) -> dict[str, np.ndarray]:
