@@ -12,6 +12,20 @@ Data: ``data=FILE.npz`` holds the model's input(s) by input name and, optionally
 batch axis: its dim named ``batch``, or else (with labels) the one axis whose length is
 the number of labels, (without) the input's one symbolic dim.
 
+A model imported with fixed input shapes (a shipped model at batch 1, say) has no batch
+axis; its samples are stacked along an extra leading axis instead (``x[i]`` is one call's
+input, all inputs stacked alike, no labels), and the torch twin is mapped over them
+(``torch.func.vmap``).
+
+Host regions (ONNX that onnxruntime runs around the recurrent core: a CNN or STFT front
+end, a post-processing head) hold no weights tensorgate compiles, and torch cannot
+backpropagate through them.  The pass trains the tensorgate region between them
+(``passes.trained_region``): the ops before it that depend on no weight (the front end)
+run once on every sample, and their results are the region's inputs; the teacher's
+values are the imported model's where the region hands over to a host region or to the
+model's outputs (for silero VAD: the LSTM state and the features its Conv/Sigmoid head
+reads, not the probability the head computes).
+
 Teacher: ``teacher=imported`` trains the module to match the outputs of the imported
 model, the module as its pass pipeline first received it (``Module.imported``, kept by
 the pass manager), run in float64 on the same inputs.  A user compressing a model
@@ -68,6 +82,7 @@ from ..ir.core import Module, Value
 from ..ir.linear_map import LinearMap
 from ..ir.types import FloatType, IntType
 from .base import Pass, option
+from .trained_region import TrainedRegion, trained_region
 
 INSTALL_HINT = "pip install 'tensorgate[train]' (torch==2.13.0)"
 DEFAULT_GAMMA = 2.0
@@ -162,13 +177,15 @@ def import_torch():
 @dataclass
 class Dataset:
     """Inputs by name and their batch axes; the labels, if any; the teacher's outputs
-    (``targets``, by output name) and their batch axes, once known."""
+    (``targets``, by output name) and their batch axes, once known.  ``stacked``: the
+    samples run along an extra leading axis, one call of the model each."""
 
     inputs: dict[str, np.ndarray]
     axes: dict[str, int]
     labels: np.ndarray | None
     targets: dict[str, np.ndarray] = field(default_factory=dict)
     target_axes: dict[str, int] = field(default_factory=dict)
+    stacked: bool = False
 
     def __len__(self) -> int:
         name = next(iter(self.inputs))
@@ -178,7 +195,10 @@ class Dataset:
         return Dataset({name: np.take(array, rows, axis=self.axes[name]) for name, array in self.inputs.items()},
                        self.axes, None if self.labels is None else self.labels[rows],
                        {name: np.take(array, rows, axis=self.target_axes[name])
-                        for name, array in self.targets.items()}, self.target_axes)
+                        for name, array in self.targets.items()}, self.target_axes, self.stacked)
+
+    def with_inputs(self, inputs: dict[str, np.ndarray], axes: dict[str, int]) -> Dataset:
+        return Dataset(inputs, axes, self.labels, self.targets, self.target_axes, self.stacked)
 
 
 def read_data(path: Path, module: Module) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
@@ -204,12 +224,34 @@ def read_data(path: Path, module: Module) -> tuple[dict[str, np.ndarray], np.nda
 def dataset_of(path: Path, module: Module, arrays: dict[str, np.ndarray], labels: np.ndarray | None) -> Dataset:
     """The samples of ``arrays`` (read from ``path``) along each input's batch axis."""
     samples = None if labels is None else len(labels)
-    axes = {value.name: _batch_axis(path, value, arrays[value.name], samples) for value in module.inputs}
+    stacked = {value.name: _stacked(path, value, arrays[value.name], labels) for value in module.inputs}
+    if len(set(stacked.values())) > 1:
+        raise PassError(f"finetune: data file '{path}': inputs {', '.join(n for n, s in stacked.items() if s)} "
+                        f"stack their samples along an extra leading axis and "
+                        f"{', '.join(n for n, s in stacked.items() if not s)} do not; stack all or none")
+    axes = {value.name: 0 if stacked[value.name] else _batch_axis(path, value, arrays[value.name], samples)
+            for value in module.inputs}
     counts = {name: arrays[name].shape[axis] for name, axis in axes.items()}
     if len(set(counts.values())) > 1:
         raise PassError(f"finetune: data file '{path}': the inputs hold different numbers of samples "
                         f"({', '.join(f'{name}: {count}' for name, count in counts.items())})")
-    return Dataset(arrays, axes, None if labels is None else labels.astype(np.int64))
+    return Dataset(arrays, axes, None if labels is None else labels.astype(np.int64), stacked=any(stacked.values()))
+
+
+def _stacked(path: Path, value: Value, array: np.ndarray, labels: np.ndarray | None) -> bool:
+    """Whether ``array`` stacks samples of a fixed-shape input along an extra leading axis
+    (``array[i]`` is one call's ``value``): the way to train a model imported with a static
+    batch, a shipped model at batch 1 say."""
+    dims = value.type.shape
+    if array.ndim != len(dims) + 1 or not all(isinstance(dim, int) for dim in dims):
+        return False
+    if tuple(array.shape[1:]) != tuple(dims):
+        raise PassError(f"finetune: data file '{path}': input '{value.name}' has shape {list(array.shape)}; "
+                        f"stacked samples of {value.type} need [samples, {', '.join(map(str, dims))}]")
+    if labels is not None:
+        raise PassError(f"finetune: data file '{path}': labels with stacked samples (input '{value.name}', "
+                        f"{value.type}) are not supported; learn from the imported model (no labels)")
+    return True
 
 
 def _batch_axis(path: Path, value: Value, array: np.ndarray, samples: int | None) -> int:
@@ -265,12 +307,15 @@ def uses_teacher(config: Finetune, labelled: bool) -> bool:
     return config.teacher == "imported" or config.teacher == "auto" and not labelled
 
 
-def distilled_outputs(module: Module, output: str | None) -> list[Value]:
-    """The outputs matched to the teacher's: ``output``, or every float output."""
+def distilled_outputs(module: Module, output: str | None, hosted: bool = False) -> list[Value]:
+    """The outputs matched to the teacher's: ``output``, or every float output.  ``module``
+    is the model, or (``hosted``) the trained core of a model with host regions."""
     names = [v.name for v in module.outputs]
     if output is not None:
         if output not in names:
-            raise PassError(f"finetune: the model has no output '{output}' (outputs: {', '.join(names)})")
+            where = "the tensorgate region between the host regions computes no output" if hosted else \
+                "the model has no output"
+            raise PassError(f"finetune: {where} '{output}' (outputs: {', '.join(names)})")
         return [module.outputs[names.index(output)]]
     chosen = [v for v in module.outputs if isinstance(v.type.dtype, FloatType)]
     if not chosen:
@@ -279,21 +324,45 @@ def distilled_outputs(module: Module, output: str | None) -> list[Value]:
 
 
 def attach_targets(data: Dataset, module: Module, outputs: list[Value]) -> Dataset:
-    """``data`` with the imported model's ``outputs`` on its inputs (float64, then float32)
-    and the batch axis of each."""
-    from ..interpreter import run_module
-
+    """``data`` with the imported model's values of the names of ``outputs`` on its inputs
+    (float64, then float32) and the batch axis of each."""
     teacher = module.imported
     if teacher is None:
         raise PassError("finetune: the teacher is the imported model, and this module has none: run finetune "
                         "in a pass pipeline (the pass manager keeps the module it was given as the teacher)")
-    missing = [v.name for v in outputs if v.name not in {o.name for o in teacher.outputs}]
+    by_name = {v.name: v for v in teacher.values()}
+    missing = [v.name for v in outputs if v.name not in by_name]
     if missing:
-        raise PassError(f"finetune: the imported model has no output {', '.join(missing)} to learn from")
-    reference = run_module(teacher, data.inputs, dtype=np.float64)
+        raise PassError(f"finetune: the imported model has no value {', '.join(missing)} to learn from")
+    reference = run_samples(Module(teacher.name, teacher.inputs, teacher.ops, [by_name[v.name] for v in outputs]),
+                            data)
     targets = {v.name: reference[v.name].astype(np.float32) for v in outputs}
-    axes = {v.name: _target_axis(v, targets[v.name], len(data)) for v in outputs}
-    return Dataset(data.inputs, data.axes, data.labels, targets, axes)
+    axes = {v.name: 0 if data.stacked else _target_axis(v, targets[v.name], len(data)) for v in outputs}
+    return Dataset(data.inputs, data.axes, data.labels, targets, axes, data.stacked)
+
+
+def run_samples(module: Module, data: Dataset) -> dict[str, np.ndarray]:
+    """``module``'s outputs on the inputs of ``data`` in float64: at once, or one call per
+    sample for stacked samples (stacked again along a leading axis)."""
+    from ..interpreter.executor import Executor
+
+    executor = Executor(module, np.float64)
+    if not data.stacked:
+        return executor.run(data.inputs)
+    calls = [executor.run({name: array[i] for name, array in data.inputs.items()}) for i in range(len(data))]
+    return {v.name: np.stack([call[v.name] for call in calls]) for v in module.outputs}
+
+
+def core_data(data: Dataset, region: TrainedRegion) -> Dataset:
+    """``data`` with the inputs of ``region``'s core in place of the model's: the prefix
+    (host regions among it) run once on every sample (float64, then float32)."""
+    if region.prefix is None:
+        return data
+    values = run_samples(region.prefix, data)
+    inputs = {v.name: values[v.name].astype(np.float32) if values[v.name].dtype.kind == "f" else values[v.name]
+              for v in region.core.inputs}
+    axes = {v.name: 0 if data.stacked else _target_axis(v, inputs[v.name], len(data)) for v in region.core.inputs}
+    return data.with_inputs(inputs, axes)
 
 
 def _target_axis(value: Value, array: np.ndarray, samples: int) -> int:
@@ -410,6 +479,7 @@ class Objective:
         arrays, labels = read_data(config.data, module)
         self.labelled = labels is not None
         self.teacher = uses_teacher(config, self.labelled)
+        self.region = trained_region(module)
         self.classifier: str | None = None
         self.classifier_target: str | None = None
         if self.labelled:
@@ -418,10 +488,11 @@ class Objective:
             self.classifier = logits.name
             outputs = [module.outputs[[v.name for v in module.outputs].index(config.output)]
                        if config.output is not None else module.outputs[0]]
+            _check_in_core(self.region, [logits] + outputs)
         else:
-            outputs = distilled_outputs(module, config.output)
+            outputs = distilled_outputs(self.region.core, config.output, self.region.prefix is not None)
         data = dataset_of(config.data, module, arrays, labels)
-        self.data = attach_targets(data, module, outputs) if self.teacher else data
+        self.data = core_data(attach_targets(data, module, outputs) if self.teacher else data, self.region)
         self.teacher_losses = [TeacherLoss.of(v, self.data.targets[v.name], config.distill)
                                for v in outputs] if self.teacher else []
         if self.classifier is None:
@@ -437,7 +508,7 @@ class Objective:
         """The class scores the metrics follow without labels: the first ``[batch, classes]``
         output, by the value the student computes for it."""
         for value, loss in zip(outputs, self.teacher_losses):
-            if value.type.rank == 2 and self.data.target_axes[value.name] == 0:
+            if value.type.rank == 2 and self.data.target_axes[value.name] == 0 and not self.data.stacked:
                 return loss.computed, value.name
         return None, None
 
@@ -484,7 +555,7 @@ def finetune(module: Module, config: Finetune) -> list[Epoch]:
     rng = np.random.default_rng(config.seed)
     train, validation = split_dataset(objective.data, config.val_split, rng)
     torch.manual_seed(config.seed)
-    model = TorchModel(module, config.trainable)
+    model = TorchModel(objective.region.core, config.trainable)
     if not len(model.weights):
         raise PassError("finetune: the model has no weights to train")
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
@@ -494,7 +565,7 @@ def finetune(module: Module, config: Finetune) -> list[Epoch]:
 
     def run(batch: Dataset, learn: bool) -> tuple[float, np.ndarray | None]:
         with torch.set_grad_enabled(learn):
-            values = model(batch.inputs, objective.names)
+            values = model(batch.inputs, objective.names, stacked=batch.stacked)
             loss = objective(values, batch)
         if learn:
             optimizer.zero_grad()
@@ -539,6 +610,15 @@ def _macs_per_sample(module: Module) -> int:
     """Multiply-accumulates of one application of every linear map of the module."""
     return sum(leaf.macs() for op in module.ops for value in op.attrs.values()
                for leaf in (value if isinstance(value, list) else [value]) if isinstance(leaf, LinearMap))
+
+
+def _check_in_core(region: TrainedRegion, values: list[Value]) -> None:
+    """Labels train class scores the tensorgate ops compute, not a host region's."""
+    computed = {id(r) for op in region.core.ops for r in op.results}
+    behind = [v.name for v in values if id(v) not in computed]
+    if region.prefix is not None and behind:
+        raise PassError(f"finetune: output '{behind[0]}' is computed by or after a host region, which torch cannot "
+                        "train through; train without labels (the imported model teaches the tensorgate region)")
 
 
 def _check_labels(labels: np.ndarray, classes, config: Finetune) -> None:

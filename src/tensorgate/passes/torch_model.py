@@ -35,6 +35,7 @@ from ..ir.ops import RECURRENT, activation_params, num_directions
 from ..ir.tensor_formats import TensorizedMap
 from ..ir.types import FloatType, element_type
 from ..registry import registrar
+from .trained_region import is_weight
 
 FLOAT = torch.float32
 STALE_AFTER_TRAINING = ("rel_error",)
@@ -78,8 +79,7 @@ class TorchModel(torch.nn.Module):
         if isinstance(leaf, LinearMap):
             for name, array in leaf.tensors().items():
                 self._add(WeightRef(position, key, index, name), array, True)
-        elif key in ("bias", "peepholes") and isinstance(leaf, np.ndarray) or (
-                op.kind == "const" and key == "value" and leaf.dtype.kind == "f" and leaf.size > 1):
+        elif is_weight(op, key, leaf):
             self._add(WeightRef(position, key, index, None), leaf, trainable == "all")
 
     def _add(self, ref: WeightRef, array: np.ndarray, train: bool) -> None:
@@ -100,9 +100,25 @@ class TorchModel(torch.nn.Module):
 
     # --- execution --------------------------------------------------------------------
 
-    def forward(self, inputs: dict[str, torch.Tensor], names: list[str] | None = None) -> dict[str, torch.Tensor]:
+    def forward(self, inputs: dict[str, torch.Tensor], names: list[str] | None = None,
+                stacked: bool = False) -> dict[str, torch.Tensor]:
         """The values ``names`` (default: the module's outputs) for ``inputs`` keyed by
-        input name; float inputs are computed in float32."""
+        input name; float inputs are computed in float32.  ``stacked``: every input holds
+        samples of its fixed shape along an extra leading axis, and so does every value
+        returned (the module is mapped over them with ``torch.func.vmap``)."""
+        names = names or [v.name for v in self.module.outputs]
+        if not stacked:
+            return self._run(inputs, names)
+        keys = [v.name for v in self.module.inputs]
+
+        def one_call(*arrays):
+            values = self._run(dict(zip(keys, arrays)), names)
+            return tuple(values[name] for name in names)
+
+        results = torch.func.vmap(one_call)(*[torch.as_tensor(inputs[key]) for key in keys])
+        return dict(zip(names, results))
+
+    def _run(self, inputs: dict[str, torch.Tensor], names: list[str]) -> dict[str, torch.Tensor]:
         env = {id(v): _as_float(torch.as_tensor(inputs[v.name])) for v in self.module.inputs}
         for position, op in enumerate(self.module.ops):
             kernel = KERNELS.get(op.kind)
@@ -112,7 +128,7 @@ class TorchModel(torch.nn.Module):
             for value, result in zip(op.results, kernel(self, position, op, args)):
                 env[id(value)] = result
         by_name = {v.name: v for v in self.module.values()}
-        return {name: env[id(by_name[name])] for name in (names or [v.name for v in self.module.outputs])}
+        return {name: env[id(by_name[name])] for name in names}
 
     def apply_map(self, position: int, key: str, index: int | None, linear_map: LinearMap,
                   x: torch.Tensor) -> torch.Tensor:
