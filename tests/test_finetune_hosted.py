@@ -14,7 +14,7 @@ from tensorgate.errors import PassError
 from tensorgate.frontend import import_onnx
 from tensorgate.interpreter import run_module
 from tensorgate.passes import PassManager
-from tensorgate.passes.finetune import Finetune, Objective, dataset_of, finetune
+from tensorgate.passes.finetune import Finetune, Objective, dataset_of, finetune, synthetic_inputs
 from tensorgate.passes.trained_region import trained_region
 
 torch = pytest.importorskip("torch")
@@ -111,3 +111,38 @@ def test_what_stacked_samples_need_is_named(tmp_path):
             PassManager.parse(f"finetune{{data={tmp_path / f'{name}.npz'}}}").run(module.copy())
     with pytest.raises(PassError, match="labels with stacked samples"):
         dataset_of(tmp_path / "x.npz", module, inputs, np.zeros(SAMPLES, np.int64))
+
+
+# --- augmentation ------------------------------------------------------------------------------
+
+
+def test_synthetic_inputs_are_mixups_and_noisy_copies_of_the_samples():
+    data = dataset_of(None, hosted_module(), stacked_inputs(), None)
+    made = synthetic_inputs(data, 3, 0.3, np.random.default_rng(5))
+    again = synthetic_inputs(data, 3, 0.3, np.random.default_rng(5))
+    assert len(made) == 3 * SAMPLES and made.labels is None
+    for name, array in made.inputs.items():
+        np.testing.assert_array_equal(array, again.inputs[name])
+        mixups = array[:len(made) // 2]
+        low, high = data.inputs[name].min(axis=0), data.inputs[name].max(axis=0)
+        assert (mixups >= low - 1e-6).all() and (mixups <= high + 1e-6).all()  # convex combinations
+        assert not np.isin(array, data.inputs[name]).all()
+
+
+def test_augmented_inputs_are_labelled_by_the_teacher_through_the_front_end(data):
+    """The synthetic inputs run through the prefix like the samples, and their targets are
+    the imported model's: the undecomposed twin computes them from the prefix outputs."""
+    objective = Objective(hosted_module(), Finetune(data=data, augment=2))
+    train = objective.augmented(objective.data, np.random.default_rng(0))
+    assert len(train) == 3 * SAMPLES and len(train.source) == 3 * SAMPLES
+    with torch.no_grad():
+        values = TorchModel(objective.region.core)(train.inputs, objective.names, stacked=True)
+    for name, target in train.targets.items():
+        np.testing.assert_allclose(values[name].numpy(), target, rtol=1e-4, atol=1e-5)
+
+
+def test_augment_needs_the_teacher(tmp_path):
+    from tensorgate.errors import PipelineError
+
+    with pytest.raises(PipelineError, match="option 'augment' needs the teacher"):
+        Finetune(data=tmp_path / "x.npz", augment=1, teacher="none")

@@ -35,6 +35,13 @@ and ``none`` when it has; ``none`` trains on the labels alone.  With labels and
 ``teacher=imported`` the loss mixes both: ``(1 - w) · label loss + w · teacher loss``,
 ``w = teacher-weight``.
 
+Augmentation (``augment=N``, without labels; default 0): the teacher labels any input, so
+the training split is joined by ``N`` synthetic inputs per sample, made once before the
+first epoch (seeded): half are mixups ``λ a + (1 - λ) b`` of two random samples, half a
+sample plus Gaussian noise of ``noise`` (default 0.3) times the input's standard
+deviation.  The student then learns the teacher's function around the data, not only at
+its points, which is what it meets on inputs it has not seen.
+
 Trained outputs: with labels, the model is a classifier: the trained output
 (``output=NAME``, needed only if there are several) is ``[batch, classes]`` and the loss
 is taken on its logits, i.e. the operand of a final ``softmax`` / ``log_softmax``, or
@@ -86,6 +93,7 @@ from .trained_region import TrainedRegion, trained_region
 
 INSTALL_HINT = "pip install 'tensorgate[train]' (torch==2.13.0)"
 DEFAULT_GAMMA = 2.0
+DEFAULT_NOISE = 0.3
 SINGLE_THREAD_MACS = 1 << 22
 """Models whose maps cost fewer multiply-accumulates than this per optimization step
 (per time step, for an LSTM's) train on one torch thread: waking more threads for tiny
@@ -114,6 +122,8 @@ class Finetune(Pass):
     teacher_weight: float = option(0.5, min=0, max=1, doc="with labels and a teacher: the teacher loss's weight")
     schedule: Literal["constant", "cosine"] = option("constant", doc="learning rate: constant, or cosine decay to 0")
     val_split: float = option(0.0, min=0, max=0.9, doc="fraction of the samples held out for validation")
+    augment: int = option(0, min=0, doc="without labels: synthetic inputs per training sample (mixup and noise)")
+    noise: float = option(DEFAULT_NOISE, min=0, doc="augment: the noise's standard deviation, in the input's")
     seed: int = option(0, doc="seed of the split, the sample order and torch")
     output: str | None = option(None, doc="the output to train (with labels: needed if the model has several)")
     trainable: Literal["all", "maps"] = option("all", doc="train every weight, or only the linear maps")
@@ -128,6 +138,8 @@ class Finetune(Pass):
             raise PipelineError(f"pass 'finetune': option 'lr' must be > 0, got {self.lr}")
         if self.gamma is not None and self.loss != "focal":
             raise PipelineError("pass 'finetune': option 'gamma' applies to loss=focal only")
+        if self.teacher == "none" and self.augment:
+            raise PipelineError("pass 'finetune': option 'augment' needs the teacher to label the inputs it makes")
 
     def run(self, module: Module) -> bool:
         from ..fixedpoint.quant_attrs import require_float
@@ -186,6 +198,9 @@ class Dataset:
     targets: dict[str, np.ndarray] = field(default_factory=dict)
     target_axes: dict[str, int] = field(default_factory=dict)
     stacked: bool = False
+    source: Dataset | None = None
+    """The model's inputs for the same samples, where ``inputs`` are those of the trained
+    region of a model with host regions (``core_data``)."""
 
     def __len__(self) -> int:
         name = next(iter(self.inputs))
@@ -195,10 +210,21 @@ class Dataset:
         return Dataset({name: np.take(array, rows, axis=self.axes[name]) for name, array in self.inputs.items()},
                        self.axes, None if self.labels is None else self.labels[rows],
                        {name: np.take(array, rows, axis=self.target_axes[name])
-                        for name, array in self.targets.items()}, self.target_axes, self.stacked)
+                        for name, array in self.targets.items()}, self.target_axes, self.stacked,
+                       None if self.source is None else self.source.take(rows))
 
     def with_inputs(self, inputs: dict[str, np.ndarray], axes: dict[str, int]) -> Dataset:
-        return Dataset(inputs, axes, self.labels, self.targets, self.target_axes, self.stacked)
+        """The same samples with ``inputs`` for the trained region (``self`` as their source)."""
+        return Dataset(inputs, axes, self.labels, self.targets, self.target_axes, self.stacked, self)
+
+    def joined(self, other: Dataset) -> Dataset:
+        """The samples of ``self`` and then those of ``other`` (no labels)."""
+        def join(mine, theirs, axes):
+            return {name: np.concatenate([array, theirs[name]], axis=axes[name]) for name, array in mine.items()}
+
+        return Dataset(join(self.inputs, other.inputs, self.axes), self.axes, None,
+                       join(self.targets, other.targets, self.target_axes), self.target_axes, self.stacked,
+                       None if self.source is None else self.source.joined(other.source))
 
 
 def read_data(path: Path, module: Module) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
@@ -285,6 +311,32 @@ def _batch_axis(path: Path, value: Value, array: np.ndarray, samples: int | None
         if index != axis and isinstance(dim, int) and dim != size:
             raise PassError(f"{where} has shape {list(array.shape)}, expected {value.type} (batch axis {axis})")
     return axis
+
+
+def synthetic_inputs(data: Dataset, count: int, noise: float, rng: np.random.Generator) -> Dataset:
+    """``count`` new inputs per sample of ``data``, unlabelled: half are mixups
+    ``λ a + (1 - λ) b`` of two random samples (``λ`` uniform in [0, 1]), half a random
+    sample plus Gaussian noise of ``noise`` times the input's standard deviation.  An
+    integer input (sequence lengths) takes the first sample's value."""
+    total = count * len(data)
+    mixed = total // 2
+    first, second = rng.integers(0, len(data), (2, total))
+    weights = rng.uniform(0, 1, mixed)
+    inputs = {}
+    for name, array in data.inputs.items():
+        axis = data.axes[name]
+        if array.dtype.kind != "f":
+            inputs[name] = np.take(array, first, axis=axis)
+            continue
+        shape = [1] * array.ndim
+        shape[axis] = mixed
+        weight = weights.reshape(shape).astype(array.dtype)
+        mixups = weight * np.take(array, first[:mixed], axis=axis) + (1 - weight) * np.take(
+            array, second[:mixed], axis=axis)
+        picked = np.take(array, first[mixed:], axis=axis)
+        noisy = picked + (noise * float(np.std(array)) * rng.standard_normal(picked.shape)).astype(array.dtype)
+        inputs[name] = np.concatenate([mixups, noisy], axis=axis)
+    return Dataset(inputs, data.axes, None, stacked=data.stacked)
 
 
 def split_dataset(data: Dataset, fraction: float, rng: np.random.Generator) -> tuple[Dataset, Dataset | None]:
@@ -492,6 +544,10 @@ class Objective:
         else:
             outputs = distilled_outputs(self.region.core, config.output, self.region.prefix is not None)
         data = dataset_of(config.data, module, arrays, labels)
+        if config.augment and self.labelled:
+            raise PassError(f"finetune: option 'augment' makes inputs without labels, and data file '{config.data}' "
+                            "has labels; drop them (the imported model teaches) or augment=0")
+        self.module, self.outputs = module, outputs
         self.data = core_data(attach_targets(data, module, outputs) if self.teacher else data, self.region)
         self.teacher_losses = [TeacherLoss.of(v, self.data.targets[v.name], config.distill)
                                for v in outputs] if self.teacher else []
@@ -503,6 +559,13 @@ class Objective:
         self.names = sorted(computed if self.classifier is None else computed | {self.classifier})
         self.alpha = None if config.alpha is None else torch.tensor(
             config.alpha if len(config.alpha) > 1 else config.alpha[0], dtype=torch.float32)
+
+    def augmented(self, train: Dataset, rng: np.random.Generator) -> Dataset:
+        """``train`` and ``augment`` synthetic inputs per sample (``synthetic_inputs``),
+        labelled by the teacher, as the trained region takes them."""
+        source = train.source if train.source is not None else train
+        made = synthetic_inputs(source, self.config.augment, self.config.noise, rng)
+        return train.joined(core_data(attach_targets(made, self.module, self.outputs), self.region))
 
     def _distilled_classifier(self, outputs: list[Value]) -> tuple[str | None, str | None]:
         """The class scores the metrics follow without labels: the first ``[batch, classes]``
@@ -554,6 +617,8 @@ def finetune(module: Module, config: Finetune) -> list[Epoch]:
     objective = Objective(module, config)
     rng = np.random.default_rng(config.seed)
     train, validation = split_dataset(objective.data, config.val_split, rng)
+    if config.augment:
+        train = objective.augmented(train, rng)
     torch.manual_seed(config.seed)
     model = TorchModel(objective.region.core, config.trainable)
     if not len(model.weights):
