@@ -27,7 +27,7 @@ import math
 
 import numpy as np
 
-from ...fixedpoint.activations import ActivationUnit
+from ...fixedpoint.activations import MAX_OFFSET_BITS, ActivationUnit
 from ...fixedpoint.formats import code_max, code_min, requantize
 from ...fixedpoint.maps import IntegerMap
 from ...fixedpoint.programs import LinearProgram, LSTMProgram
@@ -414,9 +414,15 @@ class Lowering:
                   isa.CELL_C_SHIFT: frac - cell.frac, isa.CELL_C_LO: code_min(cell), isa.CELL_C_HI: code_max(cell),
                   isa.CELL_H_SHIFT: 2 * gate.frac - hidden.frac, isa.CELL_H_LO: code_min(hidden),
                   isa.CELL_H_HI: code_max(hidden), isa.CELL_G_LO: code_min(gate), isa.CELL_G_HI: code_max(gate)}
+        if not 0 <= program.one <= 1 << gate.width:
+            raise LoweringError(f"LSTM gate format {gate}: its 1.0 is wider than the cell unit's "
+                                "gate multipliers")
         for u, unit in enumerate((q.sigmoid, q.tanh, q.tanh_cell)):
             if unit.rounding != self.rounding:
                 raise LoweringError(f"{unit.describe()} rounds {unit.rounding}, the module {self.rounding}")
+            if unit.kind == "pwl" and unit.index_shift - unit.offset_drop > MAX_OFFSET_BITS:
+                raise LoweringError(f"{unit.describe()}: segment offsets of more than {MAX_OFFSET_BITS} bits; the "
+                                    f"cell unit multiplies slopes by {MAX_OFFSET_BITS + 1}-bit offsets")
             words = (int(unit.kind == "pwl"), unit.lo, unit.span - 1, unit.index_shift, unit.offset_drop,
                      unit.guard_bits, self._unit_base(unit))
             fields.update({isa.CELL_UNITS + 8 * u + i: w for i, w in enumerate(words)})

@@ -1,5 +1,5 @@
 // LSTM cell unit: one CELL instruction updates one batch row of one direction, H elements,
-// in the golden model's integer arithmetic (runtime/fixed_runtime.py):
+// in the golden model's integer arithmetic (fixedpoint/programs.py):
 //
 //   i = σ(pre_i)   f = σ(pre_f) (ONE - i with input_forget)   g = tanh(pre_c)
 //   c' = clamp(round((f·c << fc_shift) + (i·g << ig_shift), c_shift), c_lo, c_hi)
@@ -7,209 +7,286 @@
 //
 // With a sequence length (flags.has_len) the row is active when t < len; an inactive row
 // keeps h and c and writes 0 to y.  Operands and results live in the scratchpad (one read
-// and one write port, read latency one cycle); σ, tanh and tanh_cell are tg_act_unit
-// configurations over one table memory (read latency one cycle).
+// and one write port, read latency one cycle); σ, tanh and tanh_cell are configurations of
+// one tg_act_pipe over one table memory.
 //
-// Elements are pipelined, one every six cycles (S0-S5): five scratchpad reads and five
-// table lookups per element, each resource busy at most once per stage.  Element k:
-//   S0 read pre_i                         | k-1: take o, look up tanh_cell(c'), write c'
-//   S1 read pre_f, look up σ(pre_i)       | k-1: take tanh_cell, h'
-//   S2 read pre_c, look up σ(pre_f), take i | k-1: write h'
-//   S3 read c, look up tanh(pre_c), take f  | k-1: write y
-//   S4 read pre_o, take g, take c
-//   S5 look up σ(pre_o), c'
-// and after the last element T0-T3 finish it as S0-S3 would.
+// A modulo-scheduled pipeline: element k starts in cycle 5k and does everything at fixed
+// offsets from its start, so that the scratchpad's read port, the table and the write port
+// each serve at most one element per cycle (five reads, five lookups and three writes in
+// five cycles: distinct offsets mod 5).  The datapath itself is free-running (registers
+// without enables, delay lines for values that wait); the offsets pick its results:
+//    0-4  read pre_i, pre_f, pre_c, c, pre_o       (each word registered two cycles later)
+//    2, 3, 4, 6   look up σ(pre_i), σ(pre_f), tanh(pre_c), σ(pre_o)  -> i, f, g, o at +12
+//   17    f·c and i·g (gate-width multipliers, registered), 18 the shifts, 19 the add,
+//   20-23 rounding, 24 the clamp -> c' in cycle 25: written, and tanh_cell(c') looked up
+//   37    o·tanh_cell(c'), 38-41 rounding, 42 the clamp -> h' in 43: written; y in 44
+// Multipliers are OP_W = CODE_W + 2 bits (gates, cell states and ONE - i fit), the sums and
+// their rounding 64 bits as in the golden model.  An instruction of H elements takes
+// 5H + 45 cycles plus the length read.
 //
 // Instruction words (64 bits each): 1-4 pre_i/pre_o/pre_f/pre_c row addresses, 5 c, 6 h,
 // 7 y, 8 H, 9 len address, 10 t, 11 flags {write_y, round_even, input_forget, has_len},
 // 12 ONE, 13 fc_shift, 14 ig_shift, 15 c_shift, 16 c_lo, 17 c_hi, 18 h_shift, 19 h_lo,
 // 20 h_hi, 21 gate lo, 22 gate hi, then per unit u (σ, tanh, tanh_cell) at 24 + 8u:
-// pwl, lo, span - 1, index_shift, offset_drop, guard_bits, table base.
+// pwl, lo, span - 1, index_shift, offset_drop, guard_bits, table base.  They are sampled at
+// `start`.
 module tg_lstm_cell #(
     parameter int NW = 64,
     parameter int S_AW = 13,
-    parameter int T_AW = 12
+    parameter int T_AW = 12,
+    parameter int CODE_W = 16
 ) (
-    input  logic                   clk,
-    input  logic                   rst,
-    input  logic                   start,
-    input  logic [NW-1:0][63:0]     ins,
-    output logic                   finished,
-    output logic                   rd_en,
-    output logic        [S_AW-1:0] rd_addr,
-    input  logic signed [    63:0] rd_data,
-    output logic                   wr_en,
-    output logic        [S_AW-1:0] wr_addr,
-    output logic signed [    63:0] wr_data,
-    output logic                   tbl_en,
-    output logic        [T_AW-1:0] tbl_addr,
-    input  logic        [    63:0] tbl_data
+    input  logic                      clk,
+    input  logic                      rst,
+    input  logic                      start,
+    input  logic        [NW-1:0][63:0] ins,
+    output logic                      finished,
+    output logic                      rd_en,
+    output logic        [   S_AW-1:0] rd_addr,
+    input  logic signed [       63:0] rd_data,
+    output logic                      wr_en,
+    output logic        [   S_AW-1:0] wr_addr,
+    output logic signed [       63:0] wr_data,
+    output logic                      tbl_en,
+    output logic        [   T_AW-1:0] tbl_addr,
+    input  logic        [       63:0] tbl_data
 );
-  typedef enum logic [3:0] {
-    IDLE, LEN_READ, LEN_WAIT, S0, S1, S2, S3, S4, S5, T0, T1, T2, T3
-  } state_t;
+  localparam int II = 5;
+  localparam int OP_W = CODE_W + 2;
+  localparam int PRODUCT_W = (2 * OP_W < 64) ? 2 * OP_W : 64;  // a 64-bit product wraps as the golden one
+  localparam int ACT_LATENCY = 12;
+  // Offsets from an element's start (the schedule above).
+  localparam int LOOK_I = 2, LOOK_F = 3, LOOK_G = 4, LOOK_O = 6;
+  localparam int MUL_C = LOOK_G + ACT_LATENCY + 1;  // 17: every operand of f·c and i·g is registered
+  localparam int WRITE_C = MUL_C + 8;  // 25
+  localparam int MUL_H = WRITE_C + ACT_LATENCY;  // 37
+  localparam int WRITE_H = MUL_H + 6;  // 43
+  localparam int WRITE_Y = WRITE_H + 1;  // 44
+  localparam int C_DELAY = MUL_C - 1 - (3 + 2);  // c is read at 3, registered from 5
+  localparam int O_DELAY = MUL_H - 1 - (LOOK_O + ACT_LATENCY);
+  localparam int UNIT_SIGMOID = 0, UNIT_TANH = 1, UNIT_TANH_CELL = 2;
 
-  localparam int UNIT_SIGMOID = 0;
-  localparam int UNIT_TANH = 1;
-  localparam int UNIT_TANH_CELL = 2;
-
-  state_t state;
-  logic [31:0] k;
-  logic active, prev;  // prev: an element before k is still in flight (its S0-S3 work)
-  logic finishing_prev;
-  assign finishing_prev = prev || state == T0 || state == T1 || state == T2 || state == T3;
-  logic signed [63:0] gate_i, gate_f, gate_g, gate_o, c_old, c_new, h_new;
-
-  logic [1:0] unit;
-  logic lookup;
-  logic signed [63:0] act_q;
-  logic signed [63:0] act_y;
-
-  logic [63:0] hidden;
-  logic [3:0] flags;
-  logic has_len, input_forget, round_even, write_y;
-  assign hidden = ins[8];
-  assign flags = ins[11][3:0];
-  assign has_len = flags[0];
-  assign input_forget = flags[1];
-  assign round_even = flags[2];
-  assign write_y = flags[3];
-
-  logic [63:0] unit_cfg[7];
-  always_comb begin
-    for (int field = 0; field < 7; field++) unit_cfg[field] = ins[24+8*int'(unit)+field];
-  end
-
-  tg_act_unit #(
-      .ADDR_W(T_AW)
-  ) act (
-      .clk        (clk),
-      .lookup     (lookup),
-      .q          (act_q),
-      .pwl        (unit_cfg[0] != 64'd0),
-      .lo         (unit_cfg[1]),
-      .span_m1    (unit_cfg[2][31:0]),
-      .index_shift(unit_cfg[3][5:0]),
-      .offset_drop(unit_cfg[4][5:0]),
-      .guard_bits (unit_cfg[5][5:0]),
-      .base       (unit_cfg[6][T_AW-1:0]),
-      .out_lo     (ins[21]),
-      .out_hi     (ins[22]),
-      .round_even (round_even),
-      .table_addr (tbl_addr),
-      .table_word (tbl_data),
-      .y          (act_y)
-  );
-
-  // The narrowing of c' and h': one rounding shift, then the format's bounds.
-  logic signed [63:0] cell_sum, hidden_product, cell_rounded, hidden_rounded;
-  logic unused_cell_saturated, unused_hidden_saturated;
-  assign cell_sum = ((gate_f * c_old) <<< ins[13][5:0]) + ((gate_i * gate_g) <<< ins[14][5:0]);
-  assign hidden_product = gate_o * act_y;
-
-  tg_requant #(.IN_W(64), .OUT_W(64), .SHIFT_W(8)) cell_narrow (
-      .value(cell_sum), .shift(ins[15][7:0]), .round_even(round_even),
-      .result(cell_rounded), .saturated(unused_cell_saturated));
-  tg_requant #(.IN_W(64), .OUT_W(64), .SHIFT_W(8)) hidden_narrow (
-      .value(hidden_product), .shift(ins[18][7:0]), .round_even(round_even),
-      .result(hidden_rounded), .saturated(unused_hidden_saturated));
-
-  function automatic logic signed [63:0] clamp(input logic signed [63:0] v, input logic signed [63:0] low,
-                                               input logic signed [63:0] high);
-    clamp = (v < low) ? low : ((v > high) ? high : v);
-  endfunction
-
-  // Unit selection and lookup strobes per state; reads, table reads and writes.
-  logic [31:0] k_prev;
-  assign k_prev = (state == T0 || state == T1 || state == T2 || state == T3) ? k : k - 32'd1;
-  always_comb begin
-    unit = 2'(UNIT_SIGMOID);
-    lookup = 1'b0;
-    act_q = rd_data;
-    rd_en = 1'b0;
-    rd_addr = '0;
-    tbl_en = 1'b0;
-    wr_en = 1'b0;
-    wr_addr = '0;
-    wr_data = '0;
-    case (state)
-      LEN_READ: begin rd_en = 1'b1; rd_addr = S_AW'(ins[9]); end
-      S0: begin rd_en = 1'b1; rd_addr = S_AW'(ins[1] + k); end
-      S1: begin rd_en = 1'b1; rd_addr = S_AW'(ins[3] + k); lookup = 1'b1; tbl_en = 1'b1; end
-      S2: begin rd_en = 1'b1; rd_addr = S_AW'(ins[4] + k); lookup = 1'b1; tbl_en = 1'b1; end
-      S3: begin
-        rd_en = 1'b1;
-        rd_addr = S_AW'(ins[5] + k);
-        unit = 2'(UNIT_TANH);
-        lookup = 1'b1;
-        tbl_en = 1'b1;
+  // ---------------------------------------------------------------- the instruction's fields
+  logic [S_AW-1:0] pre_i_base, pre_o_base, pre_f_base, pre_c_base, c_base, h_base, y_base, len_addr;
+  logic [31:0] hidden;
+  logic signed [OP_W-1:0] one;
+  logic signed [63:0] t_now, c_lo, c_hi, h_lo, h_hi, gate_lo, gate_hi;
+  logic input_forget, round_even, write_y;
+  logic [5:0] fc_shift, ig_shift;
+  logic [7:0] c_shift, h_shift;
+  logic [2:0] unit_pwl;
+  logic [2:0][63:0] unit_lo;
+  logic [2:0][31:0] unit_span_m1;
+  logic [2:0][5:0] unit_index_shift, unit_offset_drop, unit_guard_bits;
+  logic [2:0][T_AW-1:0] unit_base;
+  always_ff @(posedge clk) begin
+    if (start) begin
+      pre_i_base <= S_AW'(ins[1]);
+      pre_o_base <= S_AW'(ins[2]);
+      pre_f_base <= S_AW'(ins[3]);
+      pre_c_base <= S_AW'(ins[4]);
+      c_base <= S_AW'(ins[5]);
+      h_base <= S_AW'(ins[6]);
+      y_base <= S_AW'(ins[7]);
+      hidden <= ins[8][31:0];
+      len_addr <= S_AW'(ins[9]);
+      t_now <= ins[10];
+      {write_y, round_even, input_forget} <= ins[11][3:1];
+      one <= OP_W'(ins[12]);
+      fc_shift <= ins[13][5:0];
+      ig_shift <= ins[14][5:0];
+      c_shift <= ins[15][7:0];
+      c_lo <= ins[16];
+      c_hi <= ins[17];
+      h_shift <= ins[18][7:0];
+      h_lo <= ins[19];
+      h_hi <= ins[20];
+      gate_lo <= ins[21];
+      gate_hi <= ins[22];
+      for (int u = 0; u < 3; u++) begin
+        unit_pwl[u] <= ins[24+8*u] != 64'd0;
+        unit_lo[u] <= ins[25+8*u];
+        unit_span_m1[u] <= ins[26+8*u][31:0];
+        unit_index_shift[u] <= ins[27+8*u][5:0];
+        unit_offset_drop[u] <= ins[28+8*u][5:0];
+        unit_guard_bits[u] <= ins[29+8*u][5:0];
+        unit_base[u] <= ins[30+8*u][T_AW-1:0];
       end
-      S4: begin rd_en = 1'b1; rd_addr = S_AW'(ins[2] + k); end
-      S5: begin lookup = 1'b1; tbl_en = 1'b1; end
-      default: ;
-    endcase
-    // The previous element's tail, in the stages where this element leaves room for it.
-    if (finishing_prev) begin
-      case (state)
-        S0, T0: begin
-          unit = 2'(UNIT_TANH_CELL);
-          act_q = c_new;
-          lookup = 1'b1;
-          tbl_en = 1'b1;
-          wr_en = active;
-          wr_addr = S_AW'(ins[5] + k_prev);
-          wr_data = c_new;
-        end
-        S2, T2: begin wr_en = active; wr_addr = S_AW'(ins[6] + k_prev); wr_data = h_new; end
-        S3, T3: begin wr_en = write_y; wr_addr = S_AW'(ins[7] + k_prev); wr_data = active ? h_new : '0; end
-        default: ;
-      endcase
     end
   end
+
+  // ---------------------------------------------------------------- sequencing
+  typedef enum logic [2:0] {IDLE, LEN_READ, LEN_WAIT, LEN_TAKE, RUN} state_t;
+  state_t state;
+  logic active, launch;
+  logic [2:0] phase;
+  logic [31:0] launched, written_y;
+  // since[d]: an element started d + 1 cycles ago (so offset d + 1 of its schedule is now).
+  logic [WRITE_Y-1:0] since;
+  logic signed [63:0] rd_q;
+  assign launch = state == RUN && phase == 3'd0 && launched < hidden;
+
+  function automatic logic at(input int offset);
+    at = (offset == 0) ? launch : since[offset-1];
+  endfunction
 
   always_ff @(posedge clk) begin
     if (rst) begin
       state <= IDLE;
       finished <= 1'b0;
-      prev <= 1'b0;
+      since <= '0;
     end else begin
       finished <= 1'b0;
-      if (finishing_prev && (state == S0 || state == T0)) gate_o <= act_y;
-      if (finishing_prev && (state == S1 || state == T1)) h_new <= clamp(hidden_rounded, ins[19], ins[20]);
+      since <= {since[WRITE_Y-2:0], launch};
       case (state)
-        IDLE: if (start) begin
-          k <= '0;
-          active <= 1'b1;
-          prev <= 1'b0;
-          state <= has_len ? LEN_READ : S0;
-        end
+        IDLE: if (start) state <= ins[11][0] ? LEN_READ : RUN;
         LEN_READ: state <= LEN_WAIT;
-        LEN_WAIT: begin active <= $signed(ins[10]) < rd_data; state <= S0; end
-        S0: state <= S1;
-        S1: state <= S2;
-        S2: begin gate_i <= act_y; state <= S3; end
-        S3: begin gate_f <= input_forget ? $signed(ins[12]) - gate_i : act_y; state <= S4; end
-        S4: begin gate_g <= act_y; c_old <= rd_data; state <= S5; end
-        S5: begin
-          c_new <= clamp(cell_rounded, ins[16], ins[17]);
-          prev <= 1'b1;
-          if (64'(k) + 64'd1 >= hidden) begin
-            state <= T0;
-          end else begin
-            k <= k + 32'd1;
-            state <= S0;
-          end
-        end
-        T0: state <= T1;
-        T1: state <= T2;
-        T2: state <= T3;
-        T3: begin
-          prev <= 1'b0;
+        LEN_WAIT: state <= LEN_TAKE;
+        LEN_TAKE: state <= RUN;
+        RUN: if (at(WRITE_Y) && written_y + 32'd1 >= hidden) begin
           finished <= 1'b1;
           state <= IDLE;
         end
         default: state <= IDLE;
       endcase
     end
+  end
+
+  always_ff @(posedge clk) begin
+    if (start) begin
+      active <= 1'b1;
+      phase <= '0;
+      launched <= '0;
+    end else begin
+      if (state == LEN_TAKE) active <= t_now < rd_q;
+      if (state == RUN) phase <= (phase == 3'(II - 1)) ? 3'd0 : phase + 3'd1;
+      if (launch) launched <= launched + 32'd1;
+    end
+  end
+
+  // ---------------------------------------------------------------- reads (offsets 0-4)
+  logic [S_AW-1:0] read_k, write_c_k, write_h_k;
+  always_ff @(posedge clk) begin
+    if (start) read_k <= '0;
+    else if (at(4)) read_k <= read_k + S_AW'(1);
+    rd_q <= rd_data;
+  end
+  always_comb begin
+    rd_en = 1'b1;
+    rd_addr = '0;
+    if (state == LEN_READ) rd_addr = len_addr;
+    else if (at(0)) rd_addr = pre_i_base + read_k;
+    else if (at(1)) rd_addr = pre_f_base + read_k;
+    else if (at(2)) rd_addr = pre_c_base + read_k;
+    else if (at(3)) rd_addr = c_base + read_k;
+    else if (at(4)) rd_addr = pre_o_base + read_k;
+    else rd_en = 1'b0;
+  end
+
+  // ---------------------------------------------------------------- activations
+  logic lookup;
+  logic [1:0] unit;
+  logic signed [63:0] act_q, c_new;
+  /* verilator lint_off UNUSEDSIGNAL */
+  logic signed [63:0] act_y;  // a gate-format code: the bits above OP_W are its sign
+  /* verilator lint_on UNUSEDSIGNAL */
+  always_comb begin
+    lookup = at(LOOK_I) || at(LOOK_F) || at(LOOK_G) || at(LOOK_O) || at(WRITE_C);
+    unit = at(LOOK_G) ? 2'(UNIT_TANH) : (at(WRITE_C) ? 2'(UNIT_TANH_CELL) : 2'(UNIT_SIGMOID));
+    act_q = at(WRITE_C) ? c_new : rd_q;
+  end
+  tg_act_pipe #(.ADDR_W(T_AW)) act (
+      .clk(clk), .lookup(lookup), .q(act_q), .unit(unit), .pwl(unit_pwl), .lo(unit_lo),
+      .span_m1(unit_span_m1), .index_shift(unit_index_shift), .offset_drop(unit_offset_drop),
+      .guard_bits(unit_guard_bits), .base(unit_base), .out_lo(gate_lo), .out_hi(gate_hi),
+      .round_even(round_even), .tbl_en(tbl_en), .table_addr(tbl_addr), .table_word(tbl_data), .y(act_y));
+
+  // ---------------------------------------------------------------- the free-running datapath
+  // y_d[n] and c_d[n] hold act_y and rd_q of n + 1 cycles ago; o_d the same for o.
+  logic signed [OP_W-1:0] y_d[3], c_d[C_DELAY+1], o_d[O_DELAY+1], gate_f;
+  always_ff @(posedge clk) begin
+    y_d[0] <= OP_W'(act_y);
+    y_d[1] <= y_d[0];
+    y_d[2] <= y_d[1];
+    c_d[0] <= OP_W'(rd_q);
+    for (int n = 1; n <= C_DELAY; n++) c_d[n] <= c_d[n-1];
+    o_d[0] <= OP_W'(act_y);
+    for (int n = 1; n <= O_DELAY; n++) o_d[n] <= o_d[n-1];
+    // In cycle MUL_C - 1, y_d[0] is f and y_d[1] is i.
+    gate_f <= input_forget ? one - y_d[1] : y_d[0];
+  end
+
+  // c' (cycle MUL_C: gate_f, c = c_d[C_DELAY], i = y_d[2], g = y_d[0]).
+  logic signed [PRODUCT_W-1:0] f_times_c, i_times_g;
+  logic signed [63:0] fc_term, ig_term, cell_sum, cell_rounded, hidden_rounded;
+  logic unused_cell_saturated, unused_hidden_saturated;
+  always_ff @(posedge clk) begin
+    f_times_c <= gate_f * c_d[C_DELAY];
+    i_times_g <= y_d[2] * y_d[0];
+    fc_term <= 64'(f_times_c) <<< fc_shift;
+    ig_term <= 64'(i_times_g) <<< ig_shift;
+    cell_sum <= fc_term + ig_term;
+  end
+  tg_requant_pipe #(.IN_W(64), .OUT_W(64), .SHIFT_W(8)) cell_narrow (
+      .clk(clk), .value(cell_sum), .shift(c_shift), .round_even(round_even), .result(cell_rounded),
+      .saturated(unused_cell_saturated));
+
+  function automatic logic signed [63:0] clamp(input logic signed [63:0] v, input logic signed [63:0] low,
+                                               input logic signed [63:0] high);
+    clamp = (v < low) ? low : ((v > high) ? high : v);
+  endfunction
+
+  // h' (cycle MUL_H: o = o_d[O_DELAY], tanh_cell(c') = act_y).
+  logic signed [PRODUCT_W-1:0] o_times_tanh;
+  logic signed [63:0] h_new, h_held;
+  always_ff @(posedge clk) begin
+    c_new <= clamp(cell_rounded, c_lo, c_hi);
+    o_times_tanh <= o_d[O_DELAY] * OP_W'(act_y);
+    h_new <= clamp(hidden_rounded, h_lo, h_hi);
+    if (at(WRITE_H)) h_held <= h_new;
+  end
+  tg_requant_pipe #(.IN_W(64), .OUT_W(64), .SHIFT_W(8)) hidden_narrow (
+      .clk(clk), .value(64'(o_times_tanh)), .shift(h_shift), .round_even(round_even), .result(hidden_rounded),
+      .saturated(unused_hidden_saturated));
+
+  // ---------------------------------------------------------------- writes (offsets 25, 43, 44)
+  always_ff @(posedge clk) begin
+    if (start) begin
+      write_c_k <= '0;
+      write_h_k <= '0;
+      written_y <= '0;
+    end else begin
+      if (at(WRITE_C)) write_c_k <= write_c_k + S_AW'(1);
+      if (at(WRITE_H)) write_h_k <= write_h_k + S_AW'(1);
+      if (at(WRITE_Y)) written_y <= written_y + 32'd1;
+    end
+  end
+  always_comb begin
+    wr_en = 1'b0;
+    wr_addr = '0;
+    wr_data = '0;
+    if (at(WRITE_C)) begin
+      wr_en = active;
+      wr_addr = c_base + write_c_k;
+      wr_data = c_new;
+    end else if (at(WRITE_H)) begin
+      wr_en = active;
+      wr_addr = h_base + write_h_k;
+      wr_data = h_new;
+    end else if (at(WRITE_Y)) begin
+      wr_en = write_y;
+      wr_addr = y_base + S_AW'(written_y);
+      wr_data = active ? h_held : '0;
+    end
+  end
+
+  // Each resource serves one element a cycle: its events' offsets are distinct mod II.
+  function automatic logic [II-1:0] slot(input int offset);
+    slot = II'(1) << (offset % II);
+  endfunction
+  localparam logic [II-1:0] LOOKUPS = slot(LOOK_I) | slot(LOOK_F) | slot(LOOK_G) | slot(LOOK_O) | slot(WRITE_C);
+  localparam logic [II-1:0] WRITES = slot(WRITE_C) | slot(WRITE_H) | slot(WRITE_Y);
+  if ($countones(LOOKUPS) != 5 || $countones(WRITES) != 3) begin : g_bad_schedule
+    $error("tg_lstm_cell: two events of one resource share a cycle of the schedule");
   end
 endmodule

@@ -1,0 +1,171 @@
+// Pipelined σ / tanh unit: exactly the golden model's integer ActivationUnit
+// (fixedpoint.activations), one lookup per cycle, y LATENCY = 12 cycles after its q:
+//
+//   u = clip(q, lo, lo + span - 1) - lo ;  j = u >> index_shift
+//   lut: y = table[base + j]
+//   pwl: r = u & (2^index_shift - 1)
+//        offset_drop > 0: t = ((r >> offset_drop) << 1) | 1, m = index_shift - offset_drop + 1
+//        else:            t = r,                               m = index_shift
+//        y = clamp(round((value << m) + slope * t, m + guard_bits), out_lo, out_hi)
+//
+// Three configurations (`unit` 0..2: the cell's σ, tanh and tanh_cell), static while an
+// instruction runs; each lookup names its own.  A table word holds the entry (lut) or
+// intercept (pwl) in bits [31:0] and the pwl slope in bits [63:32].  The compiler keeps
+// segment offsets to T_W - 1 = 12 bits (fixedpoint.activations.MAX_OFFSET_BITS, checked by
+// the lowering), so t has T_W bits, m at most T_W, and the line fits LINE_W = 48 bits: the
+// slope multiply is 32 x 14 bits, not 64 x 64.  Cycles, for a lookup in cycle 0:
+//   0 compare q with the clip bounds       5 value << m, slope * t (registered operands)
+//   1 clip, u                              6 the line's add
+//   2 j, the table address                 7-10 tg_requant_pipe by m + guard_bits
+//   3 the table read (tbl_en)              11 clamp (pwl) or the entry (lut)
+//   4 the table's output register; r, t, m 12 y
+module tg_act_pipe #(
+    parameter int ADDR_W = 12
+) (
+    input  logic                         clk,
+    input  logic                         lookup,
+    input  logic signed [          63:0] q,
+    input  logic        [           1:0] unit,
+    input  logic        [           2:0] pwl,
+    input  logic        [2:0][     63:0] lo,
+    input  logic        [2:0][     31:0] span_m1,
+    input  logic        [2:0][      5:0] index_shift,
+    input  logic        [2:0][      5:0] offset_drop,
+    input  logic        [2:0][      5:0] guard_bits,
+    input  logic        [2:0][ADDR_W-1:0] base,
+    input  logic signed [          63:0] out_lo,
+    input  logic signed [          63:0] out_hi,
+    input  logic                         round_even,
+    output logic                         tbl_en,
+    output logic        [    ADDR_W-1:0] table_addr,
+    input  logic        [          63:0] table_word,
+    output logic signed [          63:0] y
+);
+  localparam int T_W = 13;
+  localparam int LINE_W = 48;
+  localparam int REQUANT_LATENCY = 4;
+
+  // The clip bounds' upper end, from the static configuration.
+  logic [2:0][63:0] hi;
+  always_ff @(posedge clk) begin
+    for (int u = 0; u < 3; u++) hi[u] <= lo[u] + 64'(span_m1[u]);
+  end
+
+  // 0: compare.
+  logic valid1, below1, above1;
+  logic [31:0] q1;
+  logic [1:0] unit1;
+  always_ff @(posedge clk) begin
+    valid1 <= lookup;
+    q1 <= q[31:0];
+    unit1 <= unit;
+    below1 <= q < signed'(lo[unit]);
+    above1 <= q > signed'(hi[unit]);
+  end
+
+  // 1: clip; u < span <= 2^32, so its low 32 bits are all of it.
+  logic valid2;
+  logic [31:0] u2, clipped_low;
+  logic [1:0] unit2;
+  always_comb begin
+    clipped_low = below1 ? lo[unit1][31:0] : (above1 ? hi[unit1][31:0] : q1[31:0]);
+  end
+  always_ff @(posedge clk) begin
+    valid2 <= valid1;
+    unit2 <= unit1;
+    u2 <= clipped_low - lo[unit1][31:0];
+  end
+
+  // 2: the table address.
+  logic valid3;
+  logic [31:0] u3;
+  logic [1:0] unit3;
+  always_ff @(posedge clk) begin
+    valid3 <= valid2;
+    unit3 <= unit2;
+    u3 <= u2;
+    table_addr <= base[unit2] + ADDR_W'(u2 >> index_shift[unit2]);
+  end
+  assign tbl_en = valid3;
+
+  // 3: the table read.
+  logic [31:0] u4;
+  logic [1:0] unit4;
+  always_ff @(posedge clk) begin
+    unit4 <= unit3;
+    u4 <= u3;
+  end
+
+  // 4: the word, and the offset t and its weight m.
+  logic [31:0] r4;
+  logic [T_W-1:0] t4;
+  logic [5:0] m4;
+  always_comb begin
+    r4 = u4 & ((32'd1 << index_shift[unit4]) - 32'd1);
+    if (offset_drop[unit4] != '0) begin
+      t4 = {(T_W - 1)'(r4 >> offset_drop[unit4]), 1'b1};
+      m4 = index_shift[unit4] - offset_drop[unit4] + 6'd1;
+    end else begin
+      t4 = T_W'(r4);
+      m4 = index_shift[unit4];
+    end
+  end
+  logic [63:0] word5;
+  logic [T_W-1:0] t5;
+  logic [5:0] m5;
+  logic [1:0] unit5;
+  always_ff @(posedge clk) begin
+    word5 <= table_word;
+    t5 <= t4;
+    m5 <= m4;
+    unit5 <= unit4;
+  end
+
+  // 5: the slope product and the shifted intercept.
+  logic signed [31:0] value5, slope5;
+  assign value5 = signed'(word5[31:0]);
+  assign slope5 = signed'(word5[63:32]);
+  logic signed [LINE_W-1:0] product6, shifted6;
+  logic signed [31:0] value6;
+  logic [5:0] shift6;
+  logic [1:0] unit6;
+  always_ff @(posedge clk) begin
+    product6 <= LINE_W'(slope5 * signed'({1'b0, t5}));
+    shifted6 <= LINE_W'(value5) <<< m5;
+    value6 <= value5;
+    shift6 <= m5 + guard_bits[unit5];
+    unit6 <= unit5;
+  end
+
+  // 6: the line.
+  logic signed [LINE_W-1:0] line7;
+  logic [5:0] shift7;
+  logic [REQUANT_LATENCY:0][31:0] value_d;
+  logic [REQUANT_LATENCY:0][1:0] unit_d;
+  always_ff @(posedge clk) begin
+    line7 <= shifted6 + product6;
+    shift7 <= shift6;
+    value_d <= {value_d[REQUANT_LATENCY-1:0], value6};
+    unit_d <= {unit_d[REQUANT_LATENCY-1:0], unit6};
+  end
+
+  // 7-10: round; 11: clamp (pwl) or the entry (lut), y from 12.
+  logic signed [LINE_W-1:0] rounded;
+  logic unused_saturated;
+  tg_requant_pipe #(.IN_W(LINE_W), .OUT_W(LINE_W), .SHIFT_W(8)) narrow (
+      .clk(clk), .value(line7), .shift({2'b00, shift7}), .round_even(round_even), .result(rounded),
+      .saturated(unused_saturated));
+
+  logic signed [31:0] value11;
+  logic [1:0] unit11;
+  logic signed [63:0] wide11;
+  assign value11 = signed'(value_d[REQUANT_LATENCY]);
+  assign unit11 = unit_d[REQUANT_LATENCY];
+  assign wide11 = 64'(rounded);
+  always_ff @(posedge clk) begin
+    if (!pwl[unit11]) y <= 64'(value11);
+    else if (wide11 < out_lo) y <= out_lo;
+    else if (wide11 > out_hi) y <= out_hi;
+    else y <= wide11;
+  end
+endmodule
