@@ -327,12 +327,8 @@ module tg_accel #(
   logic signed [63:0] cell_wr_data;
   logic [T_AW-1:0] cell_tbl_addr;
   logic [63:0] table_rdata, table_host_rdata;
-  logic [NW-1:0][63:0] ins_packed;
-  always_comb begin
-    for (int w = 0; w < NW; w++) ins_packed[w] = ins[w];
-  end
   tg_lstm_cell #(.NW(NW), .S_AW(S_AW), .T_AW(T_AW), .CODE_W(CODE_W)) cell_unit (
-      .clk(clk), .rst(rst), .start(cell_start), .ins(ins_packed), .finished(cell_finished),
+      .clk(clk), .rst(rst), .start(cell_start), .ins(ins), .finished(cell_finished),
       .rd_en(cell_rd_en), .rd_addr(cell_rd_addr), .rd_data(scratch_a_rdata),
       .wr_en(cell_wr_en), .wr_addr(cell_wr_addr), .wr_data(cell_wr_data),
       .tbl_en(cell_tbl_en), .tbl_addr(cell_tbl_addr), .tbl_data(table_rdata));
