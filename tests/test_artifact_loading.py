@@ -107,7 +107,8 @@ def test_a_bad_hash_entry_is_refused(artifact):
         load_artifact(artifact)
 
 
-@pytest.mark.parametrize("name", ["/etc/passwd", "../other/model.tgir", "./model.tgir", "a//b", "", "x\\y", 3])
+@pytest.mark.parametrize("name", ["/etc/passwd", "../other/model.tgir", "./model.tgir", "a//b", "", "x\\y", 3, ".",
+                                  "/", "..", "model.tgir/"])
 def test_names_outside_or_not_canonical_are_refused(artifact, name):
     with pytest.raises(ArtifactError, match="not a plain relative name|expected a file name"):
         confined_path(artifact, name, "test")

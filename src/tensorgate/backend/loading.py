@@ -52,7 +52,8 @@ def confined_path(root: Path, name: object, what: str) -> Path:
     if not isinstance(name, str) or not name:
         raise ArtifactError(f"{what}: expected a file name, got {_short(name)}")
     pure = PurePosixPath(name)
-    if pure.is_absolute() or "\\" in name or "\0" in name or ".." in pure.parts or str(pure) != name:
+    if (pure.is_absolute() or "\\" in name or "\0" in name or ".." in pure.parts or str(pure) != name
+            or pure.parts in ((), (".",))):
         raise ArtifactError(f"{what}: '{_short(name)}' is not a plain relative name inside the artifact "
                             "(absolute paths, '..' and links out are refused)")
     path = root
@@ -154,6 +155,8 @@ def read_manifest(path: Path) -> dict:
     """The parsed ``manifest.json`` of the artifact directory ``path``."""
     if not is_artifact(path):
         raise TensorgateError(f"'{path}' is not a tensorgate artifact (no {MANIFEST})")
+    if (path / MANIFEST).is_symlink():
+        raise ArtifactError(f"'{path / MANIFEST}' is a symbolic link; an artifact holds its files itself")
     try:
         manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
