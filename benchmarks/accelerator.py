@@ -70,7 +70,15 @@ from tensorgate.ir.tensor_formats import TTMap
 from tensorgate.ir.types import F32, TensorType
 from tensorgate.passes.manager import PassManager
 from tensorgate.runtime.simulator import Simulator
-from tensorgate.runtime.synthesis import DEVICES, SYNTH_JSON, SynthOptions, summary_table, synthesize, timing_lines
+from tensorgate.runtime.synthesis import (
+    DEVICES,
+    SYNTH_JSON,
+    SynthOptions,
+    kind_counts,
+    summary_table,
+    synthesize,
+    timing_lines,
+)
 
 CLOCK_HZ = 200e6
 PAPER_GOPS = 175.6
@@ -235,20 +243,16 @@ def measured_floor_mhz(results: list[dict]) -> float | None:
 
 
 def closing_row(run: SynthRun, result: dict, cycles_per_step: float, floor_mhz: float | None) -> list[str]:
-    device = DEVICES[run.device]
-    resources = result["resources"]
+    columns = kind_counts(DEVICES[run.device], result["resources"])
 
     def count(kind: str) -> str:
-        resource = device.resource(kind)
-        return f"{resources.get(resource.name, 0):,}" if resource else "-"
+        return "-" if columns[kind] is None else f"{columns[kind]:,.1f}".removesuffix(".0")
 
-    bram = count("bram") if run.device != "xcku5p" else \
-        f"{resources['BRAM36'] + resources['BRAM18'] / 2:,.1f}".removesuffix(".0")
     placed = (result.get("timing") or {}).get("fmax_mhz")
     clock_mhz, clock = (placed, f"{placed:.1f} MHz") if placed else \
         (floor_mhz, f"{floor_mhz:.1f} MHz (ECP5 floor)" if floor_mhz else "-")
     at_clock = f"{gops(run.dense_macs_per_step, cycles_per_step, clock_mhz * 1e6):,.1f}" if clock_mhz else "-"
-    return [f"{run.config} on {run.device}", count("lut"), count("ff"), count("dsp"), bram, count("uram"),
+    return [f"{run.config} on {run.device}", count("lut"), count("ff"), count("dsp"), count("bram"), count("uram"),
             "yes" if result["fit"]["fits"] else "NO", clock, f"{cycles_per_step:,.0f}", at_clock]
 
 

@@ -3,6 +3,7 @@ budgets and the fit, yosys and nextpnr on a tiny design, and the one-line errors
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import sys
@@ -167,3 +168,47 @@ def test_synthesis_options_are_checked(small_artifact):
         synthesize(small_artifact, XCKU5P, SynthOptions(uram="maybe"))
     assert flow.yosys_step("12.42. Executing TECHMAP pass (map to technology primitives).") == \
         "TECHMAP pass (map to technology primitives)"
+
+
+# ------------------------------------------------------------------ explore --synth
+
+def test_explore_synth_adds_resource_columns(tmp_path, monkeypatch):
+    """``explore --synth DEVICE`` synthesizes each quantized point's artifact (here a stand-in
+    that reports figures from the artifact's own lane count) and fills the resource, fit
+    and Fmax columns; float points have no accelerator and leave them empty."""
+    from tensorgate.demo import demo_files
+    from tensorgate.runtime import synthesis
+
+    seen = []
+
+    def fake_synthesize(artifact, device, options):
+        pes = json.loads((Path(artifact) / "manifest.json").read_text())["hardware"]["pes"]
+        seen.append((device.name, options.freq_mhz, pes))
+        resources = {"LUT4": 1000 * pes, "TRELLIS_FF": 500, "MULT18X18D": pes, "ALU54B": 0, "DP16KD": 300}
+        return {"resources": resources, "fit": fit(device, resources),
+                "timing": {"fmax_mhz": 87.5 if pes == 2 else 61.25}}
+
+    monkeypatch.setattr(synthesis, "synthesize", fake_synthesize)
+    model, inputs = demo_files()
+    out = tmp_path / "out"
+    assert main(["explore", str(model), "--data", str(inputs), "--methods", "dense", "--bits", "none,8",
+                 "--pes", "2,4", "--synth", "ecp5-85k", "--synth-freq", "75", "--workers", "1", "-o", str(out)]) == 0
+    assert sorted(seen) == [("ecp5-85k", 75.0, 2), ("ecp5-85k", 75.0, 4)]
+    with open(out / "explore.csv", newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    floats = [row for row in rows if row["bits"] == "none"]
+    assert floats and all(row[c] == "" for row in floats for c in ("lut", "bram", "fits", "fmax_mhz"))
+    fixed = {row["pes"]: row for row in rows if row["bits"] == "8"}
+    assert fixed["2"]["lut"] == "2000" and fixed["4"]["dsp"] == "4" and fixed["4"]["bram"] == "300"
+    assert fixed["2"]["fits"] == "false" and fixed["2"]["fmax_mhz"] == "87.5"  # 300 DP16KD > 208
+    png = (out / "pareto.png").read_bytes()
+    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+    assert png.startswith(b"\x89PNG") and height / width > 0.5  # a second row of panels: quality vs resources
+
+
+def test_explore_synth_refuses_an_unknown_device(tmp_path, capsys):
+    from tensorgate.demo import demo_files
+
+    model, inputs = demo_files()
+    assert main(["explore", str(model), "--data", str(inputs), "--synth", "xc7a35t", "-o", str(tmp_path / "o")]) == 2
+    assert "unknown device 'xc7a35t'" in capsys.readouterr().err and not (tmp_path / "o").exists()

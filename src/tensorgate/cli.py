@@ -182,6 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
     explore.add_argument("--simulate", action="store_true",
                          help="run each quantized point's accelerator under Verilator on --data: cycles taken "
                               "and whether it equals the golden model bit for bit (builds cached per machine)")
+    explore.add_argument("--synth", metavar="DEVICE",
+                         help="synthesize each quantized point's accelerator for DEVICE (as `tensorgate synth`): "
+                              "LUT, FF, DSP, block RAM, URAM, fits, and the placed Fmax on ECP5; adds a "
+                              "resources-vs-quality row to the plot (minutes per point)")
+    explore.add_argument("--synth-freq", type=positive_number, default=100.0, metavar="MHZ",
+                         help="place-and-route target clock of --synth (default: 100)")
     explore.add_argument("--workers", type=int, metavar="N",
                          help="local worker processes (default: one per core; 1 runs serially in this process)")
     explore.add_argument("--scheduler", metavar="ADDRESS",
@@ -520,7 +526,7 @@ def cmd_explore(args) -> None:
                              bits=parse_bits(args.bits), pes=parse_pes(args.pes), weights=args.weights,
                              labels_key=args.labels_key, output=args.output, finetune=args.finetune,
                              finetune_epochs=args.finetune_epochs, finetune_teacher=args.finetune_teacher,
-                             simulate=args.simulate)
+                             simulate=args.simulate, synth=args.synth, synth_freq=args.synth_freq)
     execution = Execution(workers=args.workers, scheduler=args.scheduler)
     try:
         sweep = run_explore(args.model, args.data, args.output_dir, options, execution, resume=args.resume,

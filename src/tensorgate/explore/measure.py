@@ -188,12 +188,21 @@ class Result:
     cycles_per_step: float | None = None
     sim_cycles: int | None = None
     bit_exact: bool | None = None
+    lut: int | None = None
+    ff: int | None = None
+    dsp: int | None = None
+    bram: float | None = None
+    uram: int | None = None
+    fits: bool | None = None
+    fmax_mhz: float | None = None
     seconds: float | None = None
     message: str = ""
     pareto: bool = field(default=False, compare=False)
 
     MEASURED = ("status", "finetune", "params", "compression", "accuracy", "rel_error", "agreement",
-                "macs_per_step", "cycles_per_step", "sim_cycles", "bit_exact", "seconds", "message")
+                "macs_per_step", "cycles_per_step", "sim_cycles", "bit_exact", "lut", "ff", "dsp", "bram", "uram",
+                "fits", "fmax_mhz", "seconds", "message")
+    SYNTHESIZED = ("lut", "ff", "dsp", "bram", "uram", "fits", "fmax_mhz")
 
     @property
     def ok(self) -> bool:
@@ -210,7 +219,7 @@ class Result:
 
     @classmethod
     def from_json(cls, record: dict) -> Result:
-        return cls(Point(**record["point"]), **{name: record[name] for name in cls.MEASURED})
+        return cls(Point(**record["point"]), **{name: record.get(name) for name in cls.MEASURED if name in record})
 
 
 def failed(point: Point, reason: str) -> Result:
@@ -346,18 +355,28 @@ class Workspace:
             result.cycles_per_step = cycles_per_step(lowered, point.pes)
         except TensorgateError as exc:
             result.message = f"no cycle estimate: {one_line(exc)}"
-        if self.inputs.options.simulate and fixed is not None and result.cycles_per_step is not None:
+        hardware = fixed is not None and result.cycles_per_step is not None
+        if self.inputs.options.simulate and hardware:
             self._simulate(result, lowered, fixed)
+        if self.inputs.options.synth and hardware:
+            self._synthesize(result, lowered)
         return result
+
+    def _artifact(self, point: Point, module: Module) -> Path:
+        """The point's verilog artifact (written once, for simulation and synthesis)."""
+        from ..backend.verilog.artifact import write_verilog_artifact
+
+        artifact = Path(self._directory.name) / point.name
+        if not artifact.is_dir():
+            write_verilog_artifact(module, artifact, "explore", self.inputs.model_name, point.pes)
+        return artifact
 
     def _simulate(self, result: Result, module: Module, golden: np.ndarray) -> None:
         """Run ``module`` on the Verilated accelerator; its cycles and whether it matches."""
-        from ..backend.verilog.artifact import write_verilog_artifact
         from ..runtime.simulator import Simulator
 
-        artifact = Path(self._directory.name) / result.point.name
         try:
-            write_verilog_artifact(module, artifact, "explore", self.inputs.model_name, result.point.pes)
+            artifact = self._artifact(result.point, module)
             outputs, stats = Simulator(artifact, progress=False).run(self.inputs.inputs)
         except TensorgateError as exc:
             result.message = f"no simulation: {one_line(exc)}"
@@ -366,6 +385,25 @@ class Workspace:
         result.bit_exact = bool(np.array_equal(outputs[module.outputs[0].name], golden))
         if not result.bit_exact:
             result.message = "the simulated accelerator differs from the integer golden model"
+
+    def _synthesize(self, result: Result, module: Module) -> None:
+        """Synthesize the point's accelerator for ``--synth DEVICE``: its resources by kind,
+        whether it fits, and the placed Fmax where the device is placed and routed."""
+        from ..runtime import synthesis
+
+        options = self.inputs.options
+        device = synthesis.device_named(options.synth)
+        try:
+            synthesized = synthesis.synthesize(self._artifact(result.point, module), device,
+                                               synthesis.SynthOptions(freq_mhz=options.synth_freq))
+        except TensorgateError as exc:
+            result.message = "; ".join(filter(None, [result.message, f"no synthesis: {one_line(exc)}"]))
+            return
+        counts = synthesis.kind_counts(device, synthesized["resources"])
+        result.lut, result.ff, result.dsp = counts["lut"], counts["ff"], counts["dsp"]
+        result.bram, result.uram = counts["bram"], counts["uram"]
+        result.fits = synthesized["fit"]["fits"]
+        result.fmax_mhz = (synthesized.get("timing") or {}).get("fmax_mhz")
 
     def quantize(self, structure: Module, bits: int) -> tuple[Module, Callable[[np.ndarray], np.ndarray]]:
         """A quantized copy of ``structure`` computing the chosen output (its logits if that

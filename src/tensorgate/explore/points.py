@@ -91,6 +91,8 @@ class ExploreOptions:
     finetune_epochs: int = DEFAULT_FINETUNE_EPOCHS
     finetune_teacher: str = "auto"
     simulate: bool = False
+    synth: str | None = None
+    synth_freq: float = 100.0
 
     def __post_init__(self) -> None:
         if not self.pes or any(p < 1 or p & (p - 1) or p > MAX_PES for p in self.pes):
@@ -105,6 +107,12 @@ class ExploreOptions:
                              f"got {self.finetune_teacher!r}")
         if self.finetune_epochs < 1:
             raise UsageError(f"--finetune-epochs must be >= 1, got {self.finetune_epochs}")
+        if self.synth is not None:
+            from ..runtime.synthesis import device_named
+
+            device_named(self.synth)
+        if not self.synth_freq > 0:
+            raise UsageError(f"--synth-freq must be a positive clock in MHz, got {self.synth_freq}")
 
     def measurement(self) -> dict[str, object]:
         """The options that change a point's numbers other than the point itself: part of
@@ -112,7 +120,8 @@ class ExploreOptions:
         return {"weights": self.weights, "labels_key": self.labels_key, "output": self.output,
                 "finetune": self.finetune, "finetune_epochs": self.finetune_epochs if self.finetune else None,
                 "finetune_teacher": self.finetune_teacher if self.finetune else None,
-                "simulate": self.simulate}
+                "simulate": self.simulate, "synth": self.synth,
+                "synth_freq": self.synth_freq if self.synth else None}
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ from .measure import Result
 from .points import METHODS, bits_csv, bits_text
 
 COLUMNS = ("method", "rank", "bits", "pes", "finetune", "status", "params", "compression", "accuracy", "rel_error",
-           "agreement", "macs_per_step", "cycles_per_step", "sim_cycles", "bit_exact", "pareto", "seconds", "message")
+           "agreement", "macs_per_step", "cycles_per_step", "sim_cycles", "bit_exact", "lut", "ff", "dsp", "bram", "uram",
+           "fits", "fmax_mhz", "pareto", "seconds", "message")
 TIMING_COLUMNS = ("seconds",)
 """Columns that measure the machine, not the point: they differ from run to run."""
 METHOD_COLORS = {"dense": "#333333", "tt": "#1f77b4", "bt": "#d62728", "ht": "#2ca02c"}
@@ -55,7 +56,9 @@ def write_csv(path: Path, results: list[Result]) -> None:
 def plot_pareto(path: Path, results: list[Result], accuracy: bool, title: str) -> None:
     """Three panels: quality against parameters (log) and against cycles per step (sharing
     the quality axis), and cycles per step against parameters.  Colour by method, marker
-    by bit width, Pareto-optimal points (parameters vs quality) ringed, the front joined."""
+    by bit width, Pareto-optimal points (parameters vs quality) ringed, the front joined.
+    Synthesized points (``explore --synth``) add a row: quality against LUTs, block RAMs
+    and the placed Fmax."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -63,9 +66,13 @@ def plot_pareto(path: Path, results: list[Result], accuracy: bool, title: str) -
 
     ok = [r for r in results if r.ok]
     widths = sorted({r.point.bits for r in results}, key=lambda b: (b is not None, b or 0))
-    figure = Figure(figsize=(17, 5), layout="constrained")
-    params_axes, cycles_axes, cost_axes = figure.subplots(1, 3)
+    synthesized = any(r.lut is not None for r in ok)
+    figure = Figure(figsize=(17, 10 if synthesized else 5), layout="constrained")
+    grid = figure.subplots(2 if synthesized else 1, 3, squeeze=False)
+    params_axes, cycles_axes, cost_axes = grid[0]
     cycles_axes.sharey(params_axes)
+    if synthesized:
+        _plot_synthesis(grid[1], ok, widths, accuracy)
 
     def quality_of(result: Result) -> float:
         return quality(result, accuracy)
@@ -89,6 +96,17 @@ def plot_pareto(path: Path, results: list[Result], accuracy: bool, title: str) -
     failed = len(results) - len(ok)
     figure.suptitle(f"{title}: {len(ok)} points" + (f" ({failed} failed, not shown)" if failed else ""))
     figure.savefig(path, format="png", dpi=110, metadata={"Software": None})
+
+
+def _plot_synthesis(axes_row, results: list[Result], widths: list, accuracy: bool) -> None:
+    """Quality against the synthesized LUTs, block RAMs and placed Fmax (one panel each)."""
+    quality_label = "accuracy" if accuracy else "relative output error vs float"
+    panels = (("lut", "LUTs"), ("bram", "block RAMs (BRAM36 or DP16KD)"), ("fmax_mhz", "placed Fmax (MHz)"))
+    for axes, (column, label) in zip(axes_row, panels):
+        _scatter(axes, results, widths, lambda r, c=column: getattr(r, c), lambda r: quality(r, accuracy))
+        axes.set(xlabel=label, ylabel=quality_label, title=f"{quality_label} vs {label.split(' (')[0]}")
+        if not accuracy:
+            axes.set_yscale("symlog", linthresh=_linthresh(results))
 
 
 def _scatter(axes, results: list[Result], widths: list, x_of, y_of, with_pes: bool = True) -> None:
@@ -132,8 +150,10 @@ def summary_table(results: list[Result], accuracy: bool) -> Table:
                         f"{'accuracy' if accuracy else 'error'}); MACs and cycles (P lanes) per time step",
                   box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     simulated = any(r.sim_cycles is not None for r in results)
+    synthesized = any(r.lut is not None for r in results)
     columns = ["", "method", "rank", "bits", "P", "params", "compr.", "accuracy" if accuracy else "rel. error",
-               "agree", "MACs", "cycles", *(["sim. cycles", "exact"] if simulated else [])]
+               "agree", "MACs", "cycles", *(["sim. cycles", "exact"] if simulated else []),
+               *(["LUT", "BRAM", "DSP", "fits", "Fmax"] if synthesized else [])]
     notes = any(r.message for r in results)
     for column in columns + (["note"] if notes else []):
         table.add_column(column, justify="left" if column in ("method", "bits", "note") else "right",
@@ -148,6 +168,10 @@ def summary_table(results: list[Result], accuracy: bool) -> Table:
                  f"{r.agreement:.0%}", f"{r.macs_per_step:,}", _number(r.cycles_per_step)]
         if simulated:
             cells += [_number(r.sim_cycles), "" if r.bit_exact is None else "yes" if r.bit_exact else "[red]NO[/red]"]
+        if synthesized:
+            cells += [_number(r.lut), _number(r.bram), _number(r.dsp),
+                      "" if r.fits is None else "yes" if r.fits else "[red]no[/red]",
+                      "" if r.fmax_mhz is None else f"{r.fmax_mhz:.1f}"]
         table.add_row("★" if r.pareto else "", *head, *cells, *([r.message] if notes else []))
     return table
 

@@ -5,24 +5,26 @@ executables, ``reports`` reads their JSON reports, ``flow`` runs a synthesis and
 ``ART/synth.json``, ``summary`` renders it.
 """
 
-from .devices import DEVICES, Device, device_named
+from .devices import DEVICES, KINDS, Device, device_named, kind_counts
 from .flow import SYNTH_JSON, SynthOptions, read_hardware, synthesize
 from .reports import read_nextpnr_report, read_yosys_cells
 from .summary import summary_table, timing_lines
 from .tools import SynthesisError, SynthesisTimeout
 
 __all__ = [
-           "DEVICES",
-           "SYNTH_JSON",
-           "Device",
-           "SynthOptions",
-           "SynthesisError",
-           "SynthesisTimeout",
-           "device_named",
-           "read_hardware",
-           "read_nextpnr_report",
-           "read_yosys_cells",
-           "summary_table",
-           "synthesize",
-           "timing_lines",
+    "DEVICES",
+    "KINDS",
+    "SYNTH_JSON",
+    "Device",
+    "SynthOptions",
+    "SynthesisError",
+    "SynthesisTimeout",
+    "device_named",
+    "kind_counts",
+    "read_hardware",
+    "read_nextpnr_report",
+    "read_yosys_cells",
+    "summary_table",
+    "synthesize",
+    "timing_lines",
 ]

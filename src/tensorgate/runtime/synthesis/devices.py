@@ -121,3 +121,21 @@ def device_named(name: str) -> Device:
         return DEVICES[name.lower()]
     except KeyError:
         raise UsageError(f"unknown device '{name}'; expected one of {', '.join(DEVICES)}") from None
+
+
+KINDS = (LUT, FF, DSP, BRAM, URAM)
+
+
+def kind_counts(device: Device, counts: dict[str, int]) -> dict[str, float | None]:
+    """The LUT, FF, DSP, block-RAM and URAM columns of a table across devices: each
+    kind's resource count (``None`` where the device has none), block RAM as its budget
+    counts it (XCKU5P: RAMB36E2 + RAMB18E2 / 2; ECP5: DP16KD)."""
+    columns: dict[str, float | None] = {}
+    for kind in KINDS:
+        resource = device.resource(kind)
+        if resource is None:
+            columns[kind] = None
+            continue
+        budget = next((b for b in device.budgets if resource.name in b.weights), None)
+        columns[kind] = budget.used(counts) if budget else counts.get(resource.name)
+    return columns
