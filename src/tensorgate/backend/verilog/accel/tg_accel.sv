@@ -172,15 +172,15 @@ module tg_accel #(
   assign depth_k = ins[53][31:0];
   assign tiles = ins[54][31:0];
   assign columns = ins[56][31:0];
-  logic [31:0] k_index, issue_tile, hold;
-  logic tile_first, issue;
-  assign tile_first = (k_index == 32'd0);
-  assign issue = (state == RUN_GEMM) && a_valid && !(tile_first && hold != 32'd0);
+  // tile_first (k_index == 0), holding (hold != 0) and the columns left from the issuing
+  // tile on are registers, so that `issue` is a few gates from registers.
+  logic [31:0] k_index, issue_tile, issue_left, hold;
+  logic tile_first, holding, issue;
+  assign issue = (state == RUN_GEMM) && a_valid && !(tile_first && holding);
 
-  function automatic logic [31:0] tile_columns(input logic [31:0] tile);
-    logic [31:0] remaining;
-    remaining = columns - tile * 32'(P);
-    tile_columns = (remaining < 32'(P)) ? remaining : 32'(P);
+  // The columns of a tile from whose first column on `left` columns remain: P, or the rest.
+  function automatic logic [31:0] tile_lanes(input logic [31:0] left);
+    tile_lanes = (left < 32'(P)) ? left : 32'(P);
   endfunction
 
   // A tile's first issue holds the next tile's for its column count: the drain reads the
@@ -190,17 +190,33 @@ module tg_accel #(
   always_ff @(posedge clk) begin
     if (gens_start) begin
       k_index <= '0;
+      tile_first <= 1'b1;
       issue_tile <= '0;
+      issue_left <= columns;
       hold <= '0;
+      holding <= 1'b0;
     end else begin
-      if (issue && tile_first) hold <= tile_columns(issue_tile) << group_log;
-      else if (hold != 32'd0) hold <= hold - 32'd1;
+      if (issue && tile_first) begin
+        hold <= tile_lanes(issue_left) << group_log;
+        holding <= 1'b1;
+      end else if (holding) begin
+        hold <= hold - 32'd1;
+        holding <= hold != 32'd1;
+      end
       if (issue) begin
         if (k_index + 32'd1 >= depth_k) begin
           k_index <= '0;
-          issue_tile <= (issue_tile + 32'd1 >= tiles) ? 32'd0 : issue_tile + 32'd1;
+          tile_first <= 1'b1;
+          if (issue_tile + 32'd1 >= tiles) begin
+            issue_tile <= '0;
+            issue_left <= columns;
+          end else begin
+            issue_tile <= issue_tile + 32'd1;
+            issue_left <= issue_left - 32'(P);
+          end
         end else begin
           k_index <= k_index + 32'd1;
+          tile_first <= 1'b0;
         end
       end
     end
@@ -256,7 +272,7 @@ module tg_accel #(
   // ------------------------------------------------------------------ drain / elementwise
   logic drain_busy;
   logic [LANE_AW-1:0] drain_lane, drain_group;
-  logic [31:0] drain_tile, drain_columns, drain_groups;
+  logic [31:0] drain_tile, drain_left, drain_columns, drain_groups;
   logic [LANE_AW-1:0] drained_lane;
   assign drain_groups = 32'd1 << group_log;
   assign drained_lane = LANE_AW'((32'(drain_group) << (32'(LOG_P) - 32'(group_log))) + 32'(drain_lane));
@@ -264,7 +280,7 @@ module tg_accel #(
   logic signed [63:0] e1_value;
   logic [S_AW-1:0] e1_addr;
   logic [31:0] written;
-  assign drain_columns = tile_columns(drain_tile);
+  assign drain_columns = tile_lanes(drain_left);
   assign drain_issue = (state == RUN_GEMM) && drain_busy;
   assign ew_issue = (state == RUN_EW) && a_valid;
   assign a_ready = issue || ew_issue;
@@ -275,6 +291,7 @@ module tg_accel #(
     if (gens_start) begin
       drain_busy <= 1'b0;
       drain_tile <= '0;
+      drain_left <= columns;
       drain_lane <= '0;
       drain_group <= '0;
     end else if (lane_out_valid[0]) begin
@@ -287,7 +304,13 @@ module tg_accel #(
         if (32'(drain_group) + 32'd1 >= drain_groups) begin
           drain_busy <= 1'b0;
           drain_group <= '0;
-          drain_tile <= (drain_tile + 32'd1 >= tiles) ? 32'd0 : drain_tile + 32'd1;
+          if (drain_tile + 32'd1 >= tiles) begin
+            drain_tile <= '0;
+            drain_left <= columns;
+          end else begin
+            drain_tile <= drain_tile + 32'd1;
+            drain_left <= drain_left - 32'(P);
+          end
         end else begin
           drain_group <= drain_group + LANE_AW'(1);
         end

@@ -10,7 +10,10 @@
 // next cycle; it restarts a walk in progress.  While `valid` is high, `addr` is the
 // current address and `last` marks the final one; an edge with `ready` high consumes
 // it.  No multiplier: each loop level keeps the address its current iteration
-// started at, and the innermost level is the output.
+// started at, and the innermost level is the output.  Whether a loop is in its final
+// iteration is a register, updated from the index it steps from (registered carries), so
+// the path from one address to the next holds one add and the choice of loop, not the
+// loops' count comparisons.
 module tg_addr_gen #(
     parameter int DIMS    = 6,
     parameter int ADDR_W  = 16,
@@ -27,22 +30,17 @@ module tg_addr_gen #(
     output logic                           valid,
     output logic                           last
 );
-  logic [DIMS-1:0][COUNT_W-1:0] count_q;
   logic [DIMS-1:0][ ADDR_W-1:0] stride_q;
   logic [DIMS-1:0][COUNT_W-1:0] index;
   // level_addr[d]: the address at which the current iteration of loop d started.
   logic [DIMS-1:0][ ADDR_W-1:0] level_addr;
 
-  logic [DIMS-1:0] at_end;  // loop d is in its final iteration
+  logic [DIMS-1:0] at_end;  // loop d is in its final iteration (a register)
+  logic [DIMS-1:0] single;  // loop d has one iteration: it starts, and restarts, at its end
+  logic [DIMS-1:0][COUNT_W:0] count_m2;  // counts[d] - 2: a step from index count - 2 reaches the end
   logic [DIMS-1:0] inner_done;  // every loop inside loop d is in its final iteration
   logic all_done;
   logic [ADDR_W-1:0] next_addr;
-
-  always_comb begin
-    for (int d = 0; d < DIMS; d++) begin
-      at_end[d] = (COUNT_W + 1)'(index[d]) + 1'b1 >= (COUNT_W + 1)'(count_q[d]);
-    end
-  end
 
   always_comb begin
     all_done  = 1'b1;
@@ -70,15 +68,20 @@ module tg_addr_gen #(
 
   always_ff @(posedge clk) begin
     if (start) begin
-      count_q    <= counts;
       stride_q   <= strides;
       index      <= '0;
       level_addr <= {DIMS{base}};
+      for (int d = 0; d < DIMS; d++) begin
+        single[d]   <= counts[d] <= COUNT_W'(1);
+        at_end[d]   <= counts[d] <= COUNT_W'(1);
+        count_m2[d] <= (COUNT_W + 1)'(counts[d]) - (COUNT_W + 1)'(2);
+      end
     end else if (valid && ready && !last) begin
       // The advancing loop steps; every loop inside it restarts from the new address.
       for (int d = 0; d < DIMS; d++) begin
         if (inner_done[d]) begin
           index[d]      <= at_end[d] ? '0 : index[d] + 1'b1;
+          at_end[d]     <= at_end[d] ? single[d] : $signed({1'b0, index[d]}) >= $signed(count_m2[d]);
           level_addr[d] <= next_addr;
         end
       end
