@@ -33,8 +33,8 @@ def bases(tmp_path_factory):
     return build_bases(tmp_path_factory.mktemp("bases"))
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                   HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=st.data())
 def test_mutated_artifacts_raise_only_tensorgate_errors(bases, data):
     artifacts, inputs = bases

@@ -282,6 +282,17 @@ def test_compile_checks_its_output_before_running_the_pipeline(work, capsys):
     assert "softmax" not in err
 
 
+@pytest.mark.parametrize("command", ["run", "explore", "compile"])
+def test_an_output_under_a_file_is_refused_before_anything_runs(work, capsys, command):
+    (work / "a-file").write_text("")
+    target = work / "a-file" / "x"
+    argv = {"run": run_args(work, output="a-file/x.npz"),
+            "explore": ["explore", MODEL, "--data", work / "in.npz", "--methods", "tt", "--ranks", "2", "--bits",
+                        "none", "--workers", "1", "-o", target],
+            "compile": ["compile", MODEL, "-o", target]}[command]
+    assert_refused(run_cli(capsys, *argv), 2 if command == "run" else 1, "is a file, not a folder")
+
+
 def test_the_bundled_demo_inputs_run_with_a_note_on_their_labels(work, capsys):
     code, out, err = run_cli(capsys, "run", work / "float", "--input", DEMO_INPUTS, "--output", work / "o.npz")
     assert code == 0, err

@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "devices nextpnr places (ECP5), place and route it at --freq; write the "
                                        "resources, the fit against the device and the placed Fmax and critical "
                                        "path to ARTIFACT/synth.json.")
-    synth.add_argument("artifact", type=Path, help="artifact directory from `compile --target verilog`")
+    synth.add_argument("artifact", type=path_argument, help="artifact directory from `compile --target verilog`")
     synth.add_argument("--device", required=True, metavar="DEVICE",
                        help=f"target chip: {', '.join(synth_devices())}")
     synth.add_argument("--freq", type=positive_number, default=100.0, metavar="MHZ",
@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "any memory yosys picks, off (default: auto)")
     synth.add_argument("--no-place", action="store_true", help="stop after synthesis (no nextpnr)")
     synth.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default: 1)")
-    synth.add_argument("--work-dir", type=Path, metavar="DIR",
+    synth.add_argument("--work-dir", type=path_argument, metavar="DIR",
                        help="keep the tools' scripts, logs and netlist in DIR (default: a temporary directory)")
     synth.set_defaults(handler=cmd_synth)
 
@@ -412,7 +412,8 @@ def check_output_file(path: Path, option: str) -> None:
         raise UsageError(f"{option} '{path}' is a directory; give the name of the file to write")
     folder = path.parent
     if not folder.is_dir():
-        raise UsageError(f"cannot write '{path}': folder '{folder}' does not exist")
+        problem = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise UsageError(f"cannot write '{path}': folder '{folder}' {problem}")
     if not os.access(folder, os.W_OK | os.X_OK) or path.exists() and not os.access(path, os.W_OK):
         raise UsageError(f"cannot write '{path}': {'it' if path.exists() else f'folder {folder}'} is not writable")
 

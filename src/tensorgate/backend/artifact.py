@@ -23,8 +23,8 @@ from ..ir.stats import contraction_report, model_stats, partition_regions, recur
 from ..onnx_form.host import region_op_counts
 from .loading import IR_FILE, MANIFEST, file_hashes, is_artifact, load_artifact
 
-__all__ = ["IR_FILE", "MANIFEST", "build_manifest", "check_destination", "is_artifact", "load_artifact",
-           "write_artifact", "write_numpy_artifact"]
+__all__ = ["IR_FILE", "MANIFEST", "build_manifest", "check_creatable", "check_destination", "is_artifact",
+           "load_artifact", "write_artifact", "write_numpy_artifact"]
 
 
 def value_signature(value: Value) -> dict:
@@ -116,12 +116,18 @@ def check_destination(out_dir: Path, marker: str = MANIFEST, kind: str = "a tens
         if not absolute.is_dir() or any(absolute.iterdir()):
             raise TensorgateError(f"output '{out_dir}' exists and is not {kind}; "
                                   "choose another path or remove it")
+    check_creatable(absolute, out_dir)
+    return absolute
+
+
+def check_creatable(absolute: Path, shown: Path) -> None:
+    """Refuse a directory ``absolute`` (shown as ``shown``) whose nearest existing
+    ancestor is a file or an unwritable folder."""
     existing = next(p for p in absolute.parents if p.exists())
     if not existing.is_dir():
-        raise TensorgateError(f"cannot create output '{out_dir}': '{existing}' is a file, not a folder")
+        raise TensorgateError(f"cannot create output '{shown}': '{existing}' is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise TensorgateError(f"cannot create output '{out_dir}': folder '{existing}' is not writable")
-    return absolute
+        raise TensorgateError(f"cannot create output '{shown}': folder '{existing}' is not writable")
 
 
 def write_artifact(out_dir: Path, fill: Callable[[Path], None], marker: str = MANIFEST,

@@ -18,6 +18,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from ..backend.artifact import check_creatable
 from ..errors import TensorgateError
 from .measure import Result
 from .points import Point
@@ -98,6 +99,7 @@ class PointStore:
 
 def _check_is_explore_output(out_dir: Path) -> None:
     if not out_dir.exists():
+        check_creatable(Path(os.path.abspath(out_dir)), out_dir)
         return
     foreign = [p.name for p in out_dir.iterdir() if p.name not in OWN_ENTRIES and not p.name.startswith(".")] \
         if out_dir.is_dir() else [out_dir.name]
