@@ -1,5 +1,5 @@
-"""Tiny quantized LSTM models for the accelerator tests (``from accel_models import ...``):
-small enough (H <= 8, I <= 16, T <= 3) that a simulation takes milliseconds."""
+"""Tiny quantized LSTM, GRU and RNN models for the accelerator tests (``from accel_models
+import ...``): small enough (H <= 8, I <= 16, T <= 3) that a simulation takes milliseconds."""
 
 from __future__ import annotations
 
@@ -15,12 +15,14 @@ from tensorgate.ir.linear_map import DenseMap
 from tensorgate.ir.types import F32, I32, TensorType
 from tensorgate.passes.manager import PassManager
 
-FACTORS = {4: (2, 2), 6: (3, 2), 8: (2, 4), 16: (4, 4), 32: (4, 8), 128: (8, 16)}
+FACTORS = {4: (2, 2), 6: (3, 2), 8: (2, 4), 12: (3, 4), 16: (4, 4), 24: (4, 6), 32: (4, 8), 128: (8, 16)}
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 
 
 @dataclass(frozen=True)
 class AccelCase:
-    """One model: map format of W/R (and head), layers, directions, steps, batch, bits."""
+    """One model: map format of W/R (and head), layers (``cell``: their kind, or one kind per
+    layer joined by '+'), directions, steps, batch, bits."""
 
     fmt: str = "dense"
     hidden: int = 4
@@ -39,6 +41,14 @@ class AccelCase:
     rounding: str = "nearest-even"
     schedule: bool = False
     seed: int = 0
+    cell: str = "lstm"
+    linear_before_reset: int = 0
+    rnn_activation: str = "Tanh"
+    clip: float | None = None
+
+    def kinds(self) -> list[str]:
+        kinds = self.cell.split("+")
+        return kinds * self.layers if len(kinds) == 1 else kinds
 
 
 def _map(fmt: str, rng, rows: int, cols: int, pad: int = 0):
@@ -48,9 +58,9 @@ def _map(fmt: str, rng, rows: int, cols: int, pad: int = 0):
     return random_map(fmt, rng, out_factors, FACTORS[cols], out_pad=0, in_pad=pad)
 
 
-def _weights(case: AccelCase, rng, rows: int, cols: int):
+def _weights(case: AccelCase, rng, rows: int, cols: int, gates: int):
     if case.split_gates:
-        return [_map(case.fmt, rng, rows // 4, cols) for _ in range(4)]
+        return [_map(case.fmt, rng, rows // gates, cols) for _ in range(gates)]
     return [_map(case.fmt, rng, rows, cols)]
 
 
@@ -63,19 +73,28 @@ def build_module(case: AccelCase) -> Module:
     lens = b.input("lens", TensorType((case.batch,), I32)) if case.lens else None
     layer_input, size = x, case.inputs
     outputs = []
-    for layer in range(case.layers):
+    for layer, kind in enumerate(case.kinds()):
         state = TensorType((dirs, case.batch, hidden), F32)
+        gates = GATES[kind]
         h0 = b.input(f"h0_{layer}", state) if case.initial else None
-        c0 = b.input(f"c0_{layer}", state) if case.initial else None
-        w = [m for _ in range(dirs) for m in _weights(case, rng, 4 * hidden, size)]
-        r = [m for _ in range(dirs) for m in _weights(case, rng, 4 * hidden, hidden)]
-        attrs = {"hidden_size": hidden, "direction": case.direction, "w": w, "r": r,
-                 "input_forget": int(case.input_forget),
-                 "bias": (0.3 * rng.standard_normal((dirs, 8 * hidden))).astype(np.float32)}
-        lstm = b.op("lstm", [layer_input, lens, h0, c0], attrs, names=[f"Y{layer}", f"Y_h{layer}", f"Y_c{layer}"])
-        outputs = list(lstm.results)
-        if layer + 1 < case.layers:
-            moved = b.op("transpose", [lstm.results[0]], {"perm": [0, 2, 1, 3]}).result
+        c0 = b.input(f"c0_{layer}", state) if case.initial and kind == "lstm" else None
+        w = [m for _ in range(dirs) for m in _weights(case, rng, gates * hidden, size, gates)]
+        r = [m for _ in range(dirs) for m in _weights(case, rng, gates * hidden, hidden, gates)]
+        attrs = {"hidden_size": hidden, "direction": case.direction, "w": w, "r": r, "clip": case.clip,
+                 "bias": (0.3 * rng.standard_normal((dirs, 2 * gates * hidden))).astype(np.float32)}
+        names = [f"Y{layer}", f"Y_h{layer}"]
+        operands = [layer_input, lens, h0]
+        if kind == "lstm":
+            attrs["input_forget"] = int(case.input_forget)
+            names, operands = names + [f"Y_c{layer}"], operands + [c0]
+        elif kind == "gru":
+            attrs["linear_before_reset"] = case.linear_before_reset
+        else:
+            attrs["activations"] = [case.rnn_activation] * dirs
+        recurrent = b.op(kind, operands, attrs, names=names)
+        outputs = list(recurrent.results)
+        if layer + 1 < len(case.kinds()):
+            moved = b.op("transpose", [recurrent.results[0]], {"perm": [0, 2, 1, 3]}).result
             shape = b.const(np.array([case.steps, case.batch, dirs * hidden], np.int64), "shape")
             layer_input, size = b.op("reshape", [moved, shape]).result, dirs * hidden
     if case.head is not None:

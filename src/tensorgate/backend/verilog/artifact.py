@@ -4,9 +4,7 @@ The accelerator runs the module's core (``lower.accelerator_stages``); host regi
 (``host`` ops, run in onnxruntime) and the ops it has no hardware for run on the host
 before and after it (a host prefix and a host suffix around the core; an op between two
 parts of the core is refused).  The IR written is the whole module, so ``run`` and
-``simulate`` compute the same thing.  A module with GRU or RNN layers is refused
-(``lower.check_supported``): the PE array has no cell unit for them yet, and running the
-recurrent core on the host would leave the accelerator a head.
+``simulate`` compute the same thing.
 """
 
 from __future__ import annotations
@@ -26,7 +24,7 @@ from ...ir.serialize import save_module
 from ..artifact import IR_FILE, MANIFEST, build_manifest, write_artifact
 from .hardware import AccelConfig, accel_sources, module_code_width
 from .image import Image
-from .lower import accelerator_stages, check_supported, lower
+from .lower import accelerator_stages, lower
 
 STATIC_DIM = 1
 """Size bound to a symbolic dimension for the images written at compile time (the
@@ -89,7 +87,6 @@ def write_verilog_artifact(module: Module, out_dir: Path, pipeline: str, source:
                            report: dict | None = None) -> Path:
     """``compile --target verilog --pes P``: lower ``module`` and write the artifact
     (``report``: see ``build_manifest``)."""
-    check_supported(module)
     if not is_quantized(module):
         raise TensorgateError("the verilog target needs a quantized module; add 'quantize' to the pipeline "
                               "(e.g. -p 'order-contractions,quantize')")

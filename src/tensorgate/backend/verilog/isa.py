@@ -1,4 +1,5 @@
-"""The accelerator's instruction words (see ``accel/tg_accel.sv`` and ``accel/tg_lstm_cell.sv``).
+"""The accelerator's instruction words (see ``accel/tg_accel.sv``, ``accel/tg_lstm_cell.sv`` and
+``accel/tg_gru_rnn_cell.sv``).
 
 An instruction is ``WORDS`` 64-bit words; word 0 is the opcode (bits 7:0; a GEMM's log2 row
 groups in bits 15:8).  Signed fields are two's
@@ -16,7 +17,7 @@ from ...errors import TensorgateError
 
 WORDS = 64
 DIMS = 8
-END, GEMM, EW, CELL = 0, 1, 2, 3
+END, GEMM, EW, CELL, GCELL = 0, 1, 2, 3, 4
 WIDE_LO, WIDE_HI = -(1 << 63), (1 << 63) - 1
 MAX_ROW_GROUPS, LANES_PER_ROW_GROUP = 4, 16
 MASK64 = (1 << 64) - 1
@@ -33,6 +34,15 @@ CELL_PRE = (1, 2, 3, 4)  # rows of pre_i, pre_o, pre_f, pre_c
  CELL_C_LO, CELL_C_HI, CELL_H_SHIFT, CELL_H_LO, CELL_H_HI, CELL_G_LO, CELL_G_HI) = range(5, 23)
 CELL_UNITS = 24  # σ, tanh, tanh_cell at 24 + 8u: pwl, lo, span-1, index_shift, offset_drop, guard, base
 HAS_LEN, INPUT_FORGET, CELL_ROUND_EVEN, WRITE_Y = 1, 2, 4, 8
+
+# GCELL word positions (GRU and RNN cell unit)
+(GC_PRE, GC_PRE_R, GC_CANDIDATE, GC_GX_H, GC_H, GC_Y, GC_HIDDEN, GC_LEN, GC_T, GC_FLAGS, GC_ONE,
+ GC_N_PROD_SHIFT, GC_N_GX_SHIFT, GC_N_SHIFT, GC_N_LO, GC_N_HI, GC_H_N_SHIFT, GC_H_Z_SHIFT, GC_H_SHIFT,
+ GC_H_LO, GC_H_HI, GC_UNIT_LO, GC_UNIT_HI) = range(1, 24)
+GC_UNITS = 24  # σ (or the RNN's unit), tanh at 24 + 8u: as CELL_UNITS
+GC_HAS_LEN, GC_ROUND_EVEN, GC_WRITE_Y, GC_LINEAR_BEFORE_RESET, GC_RELU = 1, 2, 4, 8, 64
+GC_MODE_SHIFT = 4
+GC_RNN, GC_RESET, GC_UPDATE = 0, 1, 2
 
 
 class LoweringError(TensorgateError):
@@ -138,9 +148,9 @@ def elementwise(x: Loops, out: Loops, init: Loops | None, narrowing: Narrowing) 
     return words
 
 
-def cell(fields: dict[int, int]) -> np.ndarray:
+def cell(fields: dict[int, int], opcode: int = CELL) -> np.ndarray:
     words = instruction()
-    _put(words, 0, CELL)
+    _put(words, 0, opcode)
     for index, value in fields.items():
         _put(words, index, value)
     return words

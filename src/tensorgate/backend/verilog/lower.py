@@ -39,13 +39,15 @@ from ...ir.types import FixedType
 from . import isa
 from .image import Epilogue, Grid, Image, adjacent_groups, affine, astuple_tail
 from .isa import Loops, LoweringError, Narrowing
+from .lower_gru_rnn import GatedCellLowering, is_gated_cell_op
 
 CELL_CYCLES_PER_ELEMENT = 6
 FETCH_CYCLES = 3
 
 
-class Lowering:
-    """Lowers one quantized module for ``pes`` lanes and concrete input ``shapes``."""
+class Lowering(GatedCellLowering):
+    """Lowers one quantized module for ``pes`` lanes and concrete input ``shapes`` (GRU and
+    RNN layers: ``lower_gru_rnn``)."""
 
     def __init__(self, module: Module, pes: int, shapes: dict[str, tuple[int, ...]]):
         if pes < 1 or pes & (pes - 1):
@@ -375,8 +377,10 @@ class Lowering:
             return [("addr", self._linear(op, addresses))]
         if op.kind == "lstm" and op.attrs.get("quant") is not None:
             return [("addr", a) for a in self._lstm(op, addresses)]
+        if is_gated_cell_op(op):
+            return [("addr", a) for a in (self._gru if op.kind == "gru" else self._rnn)(op, addresses)]
         raise LoweringError(f"{op.describe()}: the verilog target has no hardware for this op "
-                            "(it runs quantized linear and lstm ops and data movement)")
+                            "(it runs quantized linear, lstm, gru and rnn ops and data movement)")
 
     def _linear(self, op: Op, args) -> np.ndarray:
         program = LinearProgram(op)
@@ -535,9 +539,10 @@ def _bits(codes: np.ndarray) -> int:
 
 
 def on_accelerator(op: Op) -> bool:
-    """Whether the accelerator runs ``op``: constants, data movement, quantized linear and lstm ops."""
+    """Whether the accelerator runs ``op``: constants, data movement, quantized linear, lstm,
+    gru and rnn ops."""
     return op.kind == "const" or op.kind in DATA_MOVEMENT or (
-        op.kind in ("linear", "lstm") and op.attrs.get("quant") is not None)
+        op.kind in ("linear", "lstm", "gru", "rnn") and op.attrs.get("quant") is not None)
 
 
 def accelerator_stages(module: Module) -> Stages:
@@ -545,21 +550,6 @@ def accelerator_stages(module: Module) -> Stages:
     return split_stages(module, on_accelerator)
 
 
-NOT_YET_ON_THE_ACCELERATOR = ("gru", "rnn")
-"""Op kinds the NumPy and ONNX targets and the golden model run but the PE array does not
-yet: it has an LSTM cell unit only."""
-
-
-def check_supported(module: Module) -> None:
-    """``LoweringError`` naming the first op the accelerator cannot run yet."""
-    for op in module.ops:
-        if op.kind in NOT_YET_ON_THE_ACCELERATOR:
-            raise LoweringError(f"{op.describe()}: {op.kind.upper()} layers are not yet supported on the "
-                                "accelerator (its cell unit runs LSTM layers); compile this model for "
-                                "--target numpy or onnx")
-
-
 def lower(module: Module, pes: int, shapes: dict[str, tuple[int, ...]]) -> Image:
     """The program and memory images of a quantized ``module`` for ``pes`` lanes."""
-    check_supported(module)
     return Lowering(module, pes, shapes).lower()

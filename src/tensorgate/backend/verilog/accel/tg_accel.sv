@@ -1,6 +1,7 @@
 // tensorgate accelerator top: a controller that executes a program from its program memory,
 // P multiply-accumulate lanes, on-chip weight memory (all weights/cores), a scratchpad for
-// inputs, intermediates, states and outputs, and the LSTM cell unit with its σ/tanh tables.
+// inputs, intermediates, states and outputs, and the LSTM and GRU/RNN cell units with their
+// σ/tanh tables.
 //
 // Generic over P, CODE_W and memory depths: a model is its program and memory images, loaded
 // through the host port (host_mem 0 program, 1 weights, 2 scratchpad, 3 activation tables).
@@ -23,6 +24,7 @@
 //   EW    O = narrow((X << acc_shift) + (I << init_shift)) elementwise, X walked by the A
 //         generator: epilogues (bias/gate terms, format and clip) and block sums.
 //   CELL  the LSTM cell update of one batch row (tg_lstm_cell).
+//   GCELL the GRU or RNN cell update of one batch row, or a GRU's r ⊙ h (tg_gru_rnn_cell).
 // Streams (AXI-Stream-like: a word moves on an edge where valid && ready; valid never waits
 // for ready), both served only while the accelerator is idle and yielding to the host port:
 //   input   in_arm (one edge) loads in_base and in_count; the next in_count words on
@@ -92,6 +94,7 @@ module tg_accel #(
   localparam logic [63:0] OP_GEMM = 64'd1;
   localparam logic [63:0] OP_EW = 64'd2;
   localparam logic [63:0] OP_CELL = 64'd3;
+  localparam logic [63:0] OP_GCELL = 64'd4;
 
   typedef enum logic [2:0] {IDLE, FETCH, DECODE, RUN_GEMM, RUN_EW, RUN_CELL, NEXT} state_t;
   state_t state;
@@ -344,17 +347,42 @@ module tg_accel #(
     else if (drained) written <= written + 32'd1;
   end
 
-  // ------------------------------------------------------------------ cell unit
+  // ------------------------------------------------------------------ cell units
+  // The instruction's opcode picks the unit whose ports reach the scratchpad and the tables.
   logic cell_start, cell_finished, cell_rd_en, cell_wr_en, cell_tbl_en;
   logic [S_AW-1:0] cell_rd_addr, cell_wr_addr;
   logic signed [63:0] cell_wr_data;
   logic [T_AW-1:0] cell_tbl_addr;
   logic [63:0] table_rdata, table_host_rdata;
+  logic lstm_start, lstm_finished, lstm_rd_en, lstm_wr_en, lstm_tbl_en;
+  logic [S_AW-1:0] lstm_rd_addr, lstm_wr_addr;
+  logic signed [63:0] lstm_wr_data;
+  logic [T_AW-1:0] lstm_tbl_addr;
   tg_lstm_cell #(.NW(NW), .S_AW(S_AW), .T_AW(T_AW), .CODE_W(CODE_W)) cell_unit (
-      .clk(clk), .rst(rst), .start(cell_start), .ins(ins), .finished(cell_finished),
-      .rd_en(cell_rd_en), .rd_addr(cell_rd_addr), .rd_data(scratch_a_rdata),
-      .wr_en(cell_wr_en), .wr_addr(cell_wr_addr), .wr_data(cell_wr_data),
-      .tbl_en(cell_tbl_en), .tbl_addr(cell_tbl_addr), .tbl_data(table_rdata));
+      .clk(clk), .rst(rst), .start(lstm_start), .ins(ins), .finished(lstm_finished),
+      .rd_en(lstm_rd_en), .rd_addr(lstm_rd_addr), .rd_data(scratch_a_rdata),
+      .wr_en(lstm_wr_en), .wr_addr(lstm_wr_addr), .wr_data(lstm_wr_data),
+      .tbl_en(lstm_tbl_en), .tbl_addr(lstm_tbl_addr), .tbl_data(table_rdata));
+  logic gated, gated_start, gated_finished, gated_rd_en, gated_wr_en, gated_tbl_en;
+  logic [S_AW-1:0] gated_rd_addr, gated_wr_addr;
+  logic signed [63:0] gated_wr_data;
+  logic [T_AW-1:0] gated_tbl_addr;
+  tg_gru_rnn_cell #(.NW(NW), .S_AW(S_AW), .T_AW(T_AW)) gated_unit (
+      .clk(clk), .rst(rst), .start(gated_start), .ins(ins), .finished(gated_finished),
+      .rd_en(gated_rd_en), .rd_addr(gated_rd_addr), .rd_data(scratch_a_rdata),
+      .wr_en(gated_wr_en), .wr_addr(gated_wr_addr), .wr_data(gated_wr_data),
+      .tbl_en(gated_tbl_en), .tbl_addr(gated_tbl_addr), .tbl_data(table_rdata));
+  assign gated = {56'd0, ins[0][7:0]} == OP_GCELL;
+  assign lstm_start = cell_start && !gated;
+  assign gated_start = cell_start && gated;
+  assign cell_finished = gated ? gated_finished : lstm_finished;
+  assign cell_rd_en = gated ? gated_rd_en : lstm_rd_en;
+  assign cell_rd_addr = gated ? gated_rd_addr : lstm_rd_addr;
+  assign cell_wr_en = gated ? gated_wr_en : lstm_wr_en;
+  assign cell_wr_addr = gated ? gated_wr_addr : lstm_wr_addr;
+  assign cell_wr_data = gated ? gated_wr_data : lstm_wr_data;
+  assign cell_tbl_en = gated ? gated_tbl_en : lstm_tbl_en;
+  assign cell_tbl_addr = gated ? gated_tbl_addr : lstm_tbl_addr;
   tg_ram_dp #(.WIDTH(64), .DEPTH(T_DEPTH)) act_table (
       .clk(clk),
       .a_en(cell_tbl_en), .a_we(1'b0), .a_addr(cell_tbl_addr), .a_wdata('0), .a_rdata(table_rdata),
@@ -499,7 +527,7 @@ module tg_accel #(
   logic [63:0] opcode;
   assign opcode = {56'd0, ins[0][7:0]};
   assign gens_start = (state == DECODE) && (opcode == OP_GEMM || opcode == OP_EW);
-  assign cell_start = (state == DECODE) && opcode == OP_CELL;
+  assign cell_start = (state == DECODE) && (opcode == OP_CELL || opcode == OP_GCELL);
   always_ff @(posedge clk) begin
     if (rst) begin
       state <= IDLE;
@@ -517,7 +545,7 @@ module tg_accel #(
           case (opcode)
             OP_GEMM: state <= RUN_GEMM;
             OP_EW: state <= RUN_EW;
-            OP_CELL: state <= RUN_CELL;
+            OP_CELL, OP_GCELL: state <= RUN_CELL;
             default: begin
               done <= 1'b1;
               state <= IDLE;
