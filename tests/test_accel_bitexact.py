@@ -1,8 +1,10 @@
 """The Verilated accelerator equals the integer golden model, every bit, on every output:
-dense/TT/BT/HT maps; one layer, stacked, bidirectional, with a classifier head; one and
-several steps, ragged sequence lengths, initial states, coupled input-forget gates; 8 and
-16 bits; PWL and LUT activations; both rounding modes; P in {1, 4, 16} and, with row
-groups, 32 and 64.  One build per P serves every case."""
+LSTM, GRU (both linear_before_reset forms; stacked, per-gate and decomposed R) and RNN
+(Tanh, Sigmoid, Relu) layers, alone and stacked together; dense/TT/BT/HT maps; one layer,
+stacked, bidirectional, with a classifier head; one and several steps, ragged sequence
+lengths, initial states, clip, coupled input-forget gates; 8 and 16 bits; PWL and LUT
+activations; both rounding modes; P in {1, 4, 16} and, with row groups, 32 and 64.  One
+build per P serves every case."""
 
 from __future__ import annotations
 
@@ -35,6 +37,29 @@ CASES = {
     "stacked-bidirectional-dense-P32": (AccelCase(layers=2, direction="bidirectional", head="dense", lens=True), 32),
     "ht-bidirectional-P64": (AccelCase(fmt="ht", direction="bidirectional", lens=True, initial=True), 64),
     "bt-head-16bit-P64": (AccelCase(fmt="bt", head="bt", hidden=8, bits=16), 64),
+    # GRU: linear_before_reset 1 (torch's form) and 0 (r ⊙ h before R_h: a dense stacked R is
+    # split into its rows, per-gate maps apply R_h alone, a decomposed stacked R is applied anew)
+    "gru-lbr1-dense-lens-P4": (AccelCase(cell="gru", linear_before_reset=1, lens=True, initial=True), 4),
+    "gru-lbr0-dense-clip-P4": (AccelCase(cell="gru", clip=1.0), 4),
+    "gru-lbr0-split-gates-lens-P1": (AccelCase(cell="gru", split_gates=True, initial=True, lens=True), 1),
+    "gru-lbr0-tt-lens-P16": (AccelCase(cell="gru", fmt="tt", lens=True), 16),
+    "gru-lbr1-tt-16bit-lut-P4": (AccelCase(cell="gru", fmt="tt", linear_before_reset=1, bits=16, activation="lut"), 4),
+    "gru-lbr1-ht-bidirectional-half-away-P64": (AccelCase(cell="gru", fmt="ht", linear_before_reset=1,
+                                                          direction="bidirectional", rounding="half-away",
+                                                          initial=True, lens=True), 64),
+    "gru-lbr0-bt-bidirectional-head-P32": (AccelCase(cell="gru", fmt="bt", hidden=8, direction="bidirectional",
+                                                     head="bt", schedule=True), 32),
+    # RNN: Tanh, Sigmoid, Relu
+    "rnn-tanh-dense-P4": (AccelCase(cell="rnn"), 4),
+    "rnn-relu-bidirectional-lens-P4": (AccelCase(cell="rnn", rnn_activation="Relu", direction="bidirectional",
+                                                 lens=True), 4),
+    "rnn-sigmoid-tt-clip-P16": (AccelCase(cell="rnn", rnn_activation="Sigmoid", fmt="tt", clip=1.0, lens=True,
+                                          initial=True), 16),
+    "rnn-relu-bt-16bit-P1": (AccelCase(cell="rnn", rnn_activation="Relu", fmt="bt", hidden=8, bits=16), 1),
+    # LSTM, GRU and RNN layers in one model
+    "gru-lstm-stacked-head-P4": (AccelCase(cell="gru+lstm", layers=2, linear_before_reset=1, head="dense"), 4),
+    "rnn-gru-lstm-bidirectional-P16": (AccelCase(cell="rnn+gru+lstm", layers=3, direction="bidirectional",
+                                                 lens=True, initial=True, head="dense"), 16),
 }
 
 
