@@ -1,4 +1,4 @@
-"""The Verilog accelerator, simulated cycle by cycle with Verilator, on TT-LSTM models.
+"""The Verilog accelerator, simulated cycle by cycle with Verilator, on TT-LSTM and TT-GRU models.
 
 Models (seeded random weights, ``order-contractions`` then 8-bit ``quantize`` calibrated on
 other seeded inputs, batch 1):
@@ -10,7 +10,12 @@ other seeded inputs, batch 1):
   384 = 4·4·4·6, TT ranks [1,4,4,4,1] per gate on W, dense R, an 11-class dense head;
   1 step (``--steps`` for more; the cycles of a step do not depend on the step);
 * ``fl-tt-lstm-stacked`` — the same with one TT map for the four gates' W
-  (out 1536 = 4·4·4·24), the smaller schedule the issue names for comparison.
+  (out 1536 = 4·4·4·24), the smaller schedule the issue names for comparison;
+* ``tt-gru-h32`` / ``tt-gru-h32-lbr0`` — ``tt-h32`` as a GRU (one TT map for the three
+  gates' W, out 96 = 8·12), with ``linear_before_reset`` 1 (torch's form) and 0 (r ⊙ h is
+  a cell step before the candidate's R_h GEMM);
+* ``fl-tt-gru`` — the FL-TT-LSTM configuration as a GRU (``linear_before_reset=1``): TT
+  ranks [1,4,4,4,1] per gate on W, dense R, the 11-class head.
 
 Per model and lane count P (one run each, every ratio from that run): cycles per step,
 the MAC bound per step (MACs / P), their ratio, PE utilization over the GEMM cycles (the
@@ -18,8 +23,9 @@ contraction steps, from the accelerator's performance counters) and over the who
 the cycles per step spent in the cell unit, in elementwise epilogues and in instruction
 fetch/sequencing, simulated cycles per second of wall time, on-chip memory bits, and
 dense-equivalent GOPS at an assumed 200 MHz: 2 · (MACs per step of the dense model:
-4H(I+H) + head) / (cycles per step / 200 MHz), next to the paper's 175.6 GOPS on an XCKU5P
-(1,824 DSP slices).  Every run is checked bit for bit against the integer golden model.
+gH(I+H) + head, g = 4 gates for an LSTM, 3 for a GRU) / (cycles per step / 200 MHz), next
+to the paper's 175.6 GOPS on an XCKU5P (1,824 DSP slices).  Every run is checked bit for
+bit against the integer golden model.
 
 Builds of P ≥ 32 have row groups (``isa.row_groups``): a GEMM of few columns runs several
 rows at once, each lane group reading A from its own scratchpad replica, so the memory
@@ -94,6 +100,12 @@ class Model:
     steps: int
     stacked: bool = False
     classes: int = 0
+    cell: str = "lstm"
+    linear_before_reset: int = 1
+
+    @property
+    def gates(self) -> int:
+        return 4 if self.cell == "lstm" else 3
 
     @property
     def inputs(self) -> int:
@@ -101,11 +113,11 @@ class Model:
 
     @property
     def hidden(self) -> int:
-        return int(np.prod(self.out_factors)) // (4 if self.stacked else 1)
+        return int(np.prod(self.out_factors)) // (self.gates if self.stacked else 1)
 
     def dense_macs_per_step(self) -> int:
         """MACs of one step of the same network with dense maps (W, R and the head)."""
-        return 4 * self.hidden * (self.inputs + self.hidden) + self.classes * self.hidden
+        return self.gates * self.hidden * (self.inputs + self.hidden) + self.classes * self.hidden
 
 
 def tt_map(rng: np.random.Generator, out_factors, in_factors, rank: int) -> TTMap:
@@ -116,22 +128,26 @@ def tt_map(rng: np.random.Generator, out_factors, in_factors, rank: int) -> TTMa
 
 
 def build(model: Model, steps: int) -> Module:
-    """``x[T, 1, I] -> lstm (TT W, dense R; both per gate or both stacked) -> [Y_h -> linear head]``."""
+    """``x[T, 1, I] -> lstm or gru (TT W, dense R; both per gate or both stacked) -> [Y_h -> linear head]``."""
     rng = np.random.default_rng(0)
     module = Module(model.name)
     b = Builder(module)
     hidden = model.hidden
     x = b.input("x", TensorType((steps, 1, model.inputs), F32))
-    gates = 1 if model.stacked else 4
-    w = [tt_map(rng, model.out_factors, model.in_factors, model.rank) for _ in range(gates)]
-    r = [DenseMap((rng.standard_normal((4 * hidden // gates, hidden)) / np.sqrt(hidden)).astype(np.float32))
-         for _ in range(gates)]
+    maps = 1 if model.stacked else model.gates
+    w = [tt_map(rng, model.out_factors, model.in_factors, model.rank) for _ in range(maps)]
+    r = [DenseMap((rng.standard_normal((model.gates * hidden // maps, hidden)) / np.sqrt(hidden)).astype(np.float32))
+         for _ in range(maps)]
     attrs = {"hidden_size": hidden, "direction": "forward", "w": w, "r": r,
-             "bias": (0.1 * rng.standard_normal((1, 8 * hidden))).astype(np.float32)}
-    lstm = b.op("lstm", [x, None, None, None], attrs, names=["Y", "Y_h", "Y_c"])
-    module.outputs = list(lstm.results)
+             "bias": (0.1 * rng.standard_normal((1, 2 * model.gates * hidden))).astype(np.float32)}
+    if model.cell == "lstm":
+        recurrent = b.op("lstm", [x, None, None, None], attrs, names=["Y", "Y_h", "Y_c"])
+    else:
+        attrs["linear_before_reset"] = model.linear_before_reset
+        recurrent = b.op("gru", [x, None, None], attrs, names=["Y", "Y_h"])
+    module.outputs = list(recurrent.results)
     if model.classes:
-        last = b.op("squeeze", [lstm.results[1]], {"axes": [0]}).result
+        last = b.op("squeeze", [recurrent.results[1]], {"axes": [0]}).result
         head = DenseMap((rng.standard_normal((model.classes, hidden)) / np.sqrt(hidden)).astype(np.float32))
         module.outputs = [b.op("linear", [last], {"weight": head, "bias": np.zeros(model.classes, np.float32)},
                                names=["logits"]).result]
@@ -151,6 +167,9 @@ FL = Model("fl-tt-lstm", (16, 8, 9, 53), (4, 4, 4, 6), 4, 1, classes=11)
 FL_FRAMES = 6
 """Frames of the FL-TT-LSTM as the paper runs it (and torch exports it): the synthesized builds."""
 FL_STACKED = Model("fl-tt-lstm-stacked", (16, 8, 9, 53), (4, 4, 4, 24), 4, 1, stacked=True, classes=11)
+SMALL_GRU = Model("tt-gru-h32", (4, 8), (8, 12), 2, 3, stacked=True, cell="gru")
+SMALL_GRU_LBR0 = Model("tt-gru-h32-lbr0", (4, 8), (8, 12), 2, 3, stacked=True, cell="gru", linear_before_reset=0)
+FL_GRU = Model("fl-tt-gru", (16, 8, 9, 53), (4, 4, 4, 6), 4, 1, classes=11, cell="gru")
 
 
 def measure(model: Model, steps: int, pes: int, directory: Path) -> dict:
@@ -303,7 +322,7 @@ def floor_gops(stats: dict, floor_mhz: float | None) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="only the small model")
+    parser.add_argument("--quick", action="store_true", help="only the small models")
     parser.add_argument("--steps", type=int, default=None, help="time steps of the FL-TT-LSTM runs (default 1)")
     parser.add_argument("--pes", type=int, nargs="+", default=[16, 64, 128], help="lane counts of the FL runs")
     parser.add_argument("--synth", action="store_true",
@@ -313,10 +332,10 @@ def main() -> None:
     parser.add_argument("--synth-dir", type=Path, help="keep the synthesized artifacts here (and reuse them)")
     args = parser.parse_args()
     console = Console(width=200)
-    runs = [(SMALL, SMALL.steps, p) for p in (1, 4, 16, 64)]
+    runs = [(model, model.steps, p) for model in (SMALL, SMALL_GRU, SMALL_GRU_LBR0) for p in (1, 4, 16, 64)]
     if not args.quick:
         steps = args.steps or FL.steps
-        runs += [(model, steps, p) for model in (FL, FL_STACKED) for p in args.pes]
+        runs += [(model, steps, p) for model in (FL, FL_STACKED, FL_GRU) for p in args.pes]
     with tempfile.TemporaryDirectory() as tmp:
         floor = None
         if args.synth:

@@ -3,7 +3,8 @@
 ``examples/digits/run.py --quick`` runs every stage of the study on a small budget (two
 dense epochs, one TT setting, one fine-tuning epoch per loss, one simulated sequence;
 the GRU dense and TT with cross-entropy); the test checks that it finishes, writes the
-table with its LSTM and GRU rows, and that the Verilator outputs equal the golden model's.  The full study is ``python examples/digits/run.py``.
+table with its LSTM and GRU rows, each with its cycles, and that the Verilator outputs
+equal the golden model's.  The full study is ``python examples/digits/run.py``.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def test_quick_run_writes_the_table(tmp_path):
     assert [row.split(" | ")[0:4] for row in rows[1:]] == [
         ["| LSTM", "dense", "-", "ce"], ["| LSTM", "tt", "r≤4", "ce"], ["| LSTM", "tt", "r≤4", "focal"],
         ["| GRU", "dense", "-", "ce"], ["| GRU", "tt", "r≤4", "ce"]]
-    assert all(row.rstrip(" |").endswith("-") for row in rows[-2:]), "GRU rows are not simulated (yet)"
-    assert "Verilator outputs equal the golden model's bit for bit: met" in table
+    cycles = [row.rstrip(" |").rsplit(" | ", 1)[-1] for row in rows[1:]]
+    assert all(int(cell.replace(",", "")) > 0 for cell in cycles), cycles
+    assert "Verilator outputs equal the golden model's bit for bit: met (every 8-bit LSTM and GRU model)" in table
     assert "- GRU: 8-bit golden model agrees with the float model" in table
