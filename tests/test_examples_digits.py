@@ -44,7 +44,7 @@ def test_split_is_balanced_for_testing_and_imbalanced_for_training():
 @pytest.mark.slow
 def test_quick_run_writes_the_table(tmp_path):
     run = subprocess.run([sys.executable, str(EXAMPLE / "run.py"), "--quick", "--work", str(tmp_path)],
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-2000:]
     table = (tmp_path / "results.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| ")]
