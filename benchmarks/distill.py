@@ -13,7 +13,8 @@ whether ``compile`` would warn (error above 5%).
 Models:
 
 * ``digits LSTM``: the trained classifier of the tests (``tests/data/digits_lstm.onnx``),
-  1,200 digits as inputs, the 597 others held out;
+  1,200 digits as inputs (``augment=4``: four mixups or noisy copies per digit), the 597
+  others held out;
 * ``torch 2-layer BiLSTM``: ``nn.LSTM(40, 64, num_layers=2, bidirectional=True,
   batch_first=True)`` as torch initializes it (seeded), exported by torch 2.13's
   TorchScript exporter, its output sequence the output; random normal inputs (2,048
@@ -27,8 +28,8 @@ Models:
   ddddocr's logits, its head being a tensorgate ``linear``).  They import at batch 1, so
   the samples are stacked along a leading axis.  VAD inputs: seeded speech-like audio
   (voiced syllables on a varying pitch, pauses, noise) cut into chunks, with the states
-  the imported model reaches on it (48 sequences of 40 chunks to learn from, 12 held
-  out); its error is the largest change of the speech probability when each model runs
+  the imported model reaches on it (48 sequences of 40 chunks to learn from, ``augment=2``,
+  12 held out); its error is the largest change of the speech probability when each model runs
   the held-out sequences on its own state (the target: within 0.02), and the warning
   column is what a compile measuring per call would say.  ddddocr inputs: seeded images
   of 4-6 random characters drawn in Pillow's default font with noise (192 to learn from,
@@ -81,7 +82,7 @@ from tensorgate.passes.quantization.report import top1_agreement
 
 COMPRESSION_TARGET, ERROR_TARGET = 5.0, 0.02
 DECOMPOSE = "decompose"
-DISTILL = "finetune{data=%s epochs=%d lr=%g batch=%d schedule=cosine}"
+DISTILL = "finetune{data=%s epochs=%d lr=%g batch=%d augment=%d schedule=cosine}"
 VAD_CHUNK, VAD_HOP, VAD_RATE = 576, 512, 16000
 """A silero VAD call reads 576 samples: 64 of context and 512 new ones (16 kHz)."""
 OCR_CHARACTERS = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -100,6 +101,7 @@ class Case:
     epochs: int
     lr: float
     batch: int = 32
+    augment: int = 0
     bind: dict = field(default_factory=dict)
     shapes: dict = field(default_factory=dict)
 
@@ -188,7 +190,7 @@ def digits_case(workdir: Path, quick: bool) -> Case:
     sequences, _ = digits()
     return Case("digits LSTM (trained)", lambda: STORED,
                 lambda module: ({"x": sequences[:, :TRAIN]}, {"x": sequences[:, TRAIN:]}), batched_error,
-                5 if quick else 30, 0.02)
+                5 if quick else 30, 0.02, 64, 4)
 
 
 def bilstm_case(workdir: Path, quick: bool) -> Case:
@@ -260,7 +262,7 @@ def vad_case(cache: Path, quick: bool) -> Case:
         return {"input": np.concatenate([t[0] for t in train]), "state": np.concatenate([t[1] for t in train])}, test
 
     return Case("Silero VAD", lambda: member("silero-vad", cache, "silero_vad/data/silero_vad.onnx"), inputs,
-                vad_error, 2 if quick else 10, 0.005, 32, {"sr": VAD_RATE},
+                vad_error, 2 if quick else 30, 0.01, 32, 2, {"sr": VAD_RATE},
                 {"input": [1, VAD_CHUNK], "state": [2, 1, 128]})
 
 
@@ -293,7 +295,7 @@ def ocr_case(cache: Path, quick: bool) -> Case:
         return {"input1": text_images(rng, sizes[0])}, {"input1": text_images(rng, sizes[1])}
 
     return Case("ddddocr", lambda: member("ddddocr", cache, "ddddocr/common.onnx"), inputs, stacked_error,
-                1 if quick else 4, 0.003, 8, {}, {"input1": [1, 1, 64, 160]})
+                1 if quick else 4, 0.003, 8, 0, {}, {"input1": [1, 1, 64, 160]})
 
 
 # --- measuring --------------------------------------------------------------------------------
@@ -314,7 +316,7 @@ def measure(case: Case, decompose: str, workdir: Path, console: Console) -> Row:
     np.savez(data, **train)
     shapes = ", ".join(f"{name}{list(array.shape)}" for name, array in train.items())
     console.print(f"{case.name}: fine-tuning without labels on {shapes}")
-    PassManager.parse(DISTILL % (data, case.epochs, case.lr, case.batch)).run(module)
+    PassManager.parse(DISTILL % (data, case.epochs, case.lr, case.batch, case.augment)).run(module)
     after = case.error(module.imported, module, test)
     return Row(case.name, (dense, recurrent_params(module)), (before[0], after[0]), (before[1], after[1]),
                time.perf_counter() - start)

@@ -13,7 +13,7 @@ Tests use the models trained once and stored as ``data/digits_lstm.onnx`` and
 and thresholds measured on one set of weights would not hold for the other);
 ``python tests/digits_classifier.py`` writes them again.  Likewise
 ``data/digits_lstm_tt{2,8}_distilled.tgir`` (+ ``.npz``) are the stored LSTM decomposed
-to TT max-rank 2 and 8 and fine-tuned without labels to match it (``DISTILL_PIPELINE``
+to TT max-rank 2 and 8 and fine-tuned without labels to match it (``DISTILL_PIPELINES``
 on the first ``TRAIN`` digits' inputs); ``python tests/digits_classifier.py
 --distilled`` writes them again from the stored model.
 """
@@ -40,6 +40,11 @@ STORED_GRU = Path(__file__).parent / "data" / "digits_gru.onnx"
 DISTILLED = {rank: Path(__file__).parent / "data" / f"digits_lstm_tt{rank}_distilled.tgir" for rank in (2, 8)}
 DECOMPOSE_PIPELINE = "decompose{method=tt max-rank=%d}"
 DISTILL_PIPELINE = "finetune{data=%s epochs=30 lr=0.02 schedule=cosine distill=kl seed=%d}"
+AUGMENTED_DISTILL_PIPELINE = "finetune{data=%s epochs=30 lr=0.05 batch=128 augment=6 schedule=cosine distill=kl seed=%d}"
+DISTILL_PIPELINES = {2: AUGMENTED_DISTILL_PIPELINE, 8: DISTILL_PIPELINE}
+"""How each stored distilled model was fine-tuned: max-rank 2 learns from six mixups or
+noisy copies per digit besides the digits (92.8% agreement on the held-out digits, 87.8%
+without); max-rank 8 from the digits alone (lr 0.05 diverges there)."""
 
 
 def digits() -> tuple[np.ndarray, np.ndarray]:
@@ -126,7 +131,8 @@ def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
 
 def distill_digits_lstm(path: Path | None, rank: int, seed: int = 0) -> Module:
     """The stored LSTM decomposed (``DECOMPOSE_PIPELINE`` at ``rank``) and fine-tuned to
-    match it on the unlabeled first ``TRAIN`` digits; saved to ``path`` unless it is ``None``."""
+    match it on the unlabeled first ``TRAIN`` digits (``DISTILL_PIPELINES[rank]``); saved to
+    ``path`` unless it is ``None``."""
     import tempfile
 
     from tensorgate.ir.serialize import save_module
@@ -136,7 +142,7 @@ def distill_digits_lstm(path: Path | None, rank: int, seed: int = 0) -> Module:
     with tempfile.TemporaryDirectory() as tmp:
         unlabeled = Path(tmp) / "unlabeled.npz"
         np.savez(unlabeled, x=sequences[:, :TRAIN])
-        pipeline = f"{DECOMPOSE_PIPELINE % rank}, {DISTILL_PIPELINE % (unlabeled, seed)}"
+        pipeline = f"{DECOMPOSE_PIPELINE % rank}, {DISTILL_PIPELINES[rank] % (unlabeled, seed)}"
         student = PassManager.parse(pipeline).run(teacher)
     if path is not None:
         save_module(student, path)

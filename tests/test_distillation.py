@@ -4,12 +4,13 @@ the teacher.
 The claims on the trained digits LSTM (``digits_classifier``: 8 rows of 8 pixels, LSTM(8, 32)
 + linear) are checked on stored weights: ``data/digits_lstm_tt{2,8}_distilled.tgir`` are
 the stored classifier decomposed to TT max-rank 2 and 8 and fine-tuned without labels
-(``digits_classifier.DISTILL_PIPELINE``: 30 epochs, seeded, one torch thread).  Distillation
-is training, and a threshold asserted on weights trained at test time moves with the
-BLAS that trained them; a model read from disk and run by the NumPy runtime in float64
-(or the integer golden model) gives the same classes everywhere, so its agreement
-(max-rank 2: 99.75% on the 1,200 unlabeled digits it was fine-tuned on, against 9.8%
-for plain TT-SVD at the same ranks) is a fixed number, asserted with a wide margin.
+(``digits_classifier.DISTILL_PIPELINES``: 30 epochs, seeded, one torch thread; max-rank 2
+with ``augment=6``).  Distillation is training, and a threshold asserted on weights
+trained at test time moves with the BLAS that trained them; a model read from disk and
+run by the NumPy runtime in float64 (or the integer golden model) gives the same classes
+everywhere, so its agreement (max-rank 2: 99.67% on the 1,200 unlabeled digits it was
+fine-tuned on and 92.8% on the 597 held out, against 9.8% on the 1,200 for plain TT-SVD
+at the same ranks) is a fixed number, asserted with a margin.
 That distillation itself does what it should is a separate, short training test with a
 bound measured over seeds.
 """
@@ -74,9 +75,9 @@ def test_distillation_lifts_agreement_far_above_plain_tt_svd(digits_models):
     print(f"top-1 agreement with the imported model on the {TRAIN} unlabeled digits: TT-SVD {plain_agreement:.2%}, "
           f"distilled {agreement:.2%}; on the {len(labels) - TRAIN} others {held_out:.2%}; accuracy "
           f"{accuracy(distilled_logits, labels):.2%} (imported {accuracy(reference, labels):.2%})")
-    assert plain_agreement < 0.2  # 10.0% on these weights
-    assert agreement >= 0.97  # 99.75%
-    assert held_out > plain_agreement + 0.5  # 87.8%: it generalizes, though less well than to what it saw
+    assert plain_agreement < 0.2  # 9.8% on these weights
+    assert agreement >= 0.97  # 99.67%
+    assert held_out >= 0.92  # 92.8% (87.8% without augment): it generalizes, less well than to what it saw
 
 
 def eight_bit_agreement(module, sequences, calibration) -> float:
