@@ -9,7 +9,9 @@ input 61056 = 16·8·9·53, hidden 384 = 4·4·4·6, one TT of ranks 4 per gate)
   so every row computes the same function (``max |diff|`` is against this row);
 * tensorgate numpy: the NumPy runtime (``interpreter.Executor``) on the module after
   ``order-contractions``;
-* tensorgate onnx: onnxruntime on the ``onnx`` target's export of that module;
+* tensorgate onnx: onnxruntime on the ``onnx`` target's export of that module (default
+  lowering choices), and with ``--tune`` (the choices onnxruntime ran fastest at export
+  time, named in the row);
 * hand tensordot: the reference, written out here: each TT contracted from its last
   core to its first by ``np.tensordot`` for all time steps at once, then the LSTM cell
   loop with preallocated buffers.
@@ -44,7 +46,7 @@ from threadpoolctl import threadpool_limits
 from runtime_dense import CONFIGS as DENSE_CONFIGS
 from runtime_dense import STEPS as DENSE_STEPS
 from runtime_dense import lstm_model
-from tensorgate.backend.onnx_export import export_onnx
+from tensorgate.backend.onnx_export import export_onnx, tune_choices
 from tensorgate.frontend import import_onnx
 from tensorgate.interpreter import Executor
 from tensorgate.ir import F32, DenseMap, Module, TensorType, TTMap, verify_module
@@ -193,10 +195,14 @@ def tt_table(repeats: int, cases) -> tuple[Table, bool]:
         dense = one_thread_session(dense_model(module))
         executor, hand = Executor(module), HandLSTM(module)
         exported = one_thread_session(export_onnx(module))
+        choices, _ = tune_choices(module, repeats=max(3, repeats // 10))
+        tuned = one_thread_session(export_onnx(module, choices))
         runs = {
             "dense onnxruntime": (lambda: dense.run(None, {"x": x})[0], max(3, repeats // 10)),
             "tensorgate numpy": (lambda: executor.run({"x": x})["y_h"], repeats),
             "tensorgate onnx": (lambda: exported.run(None, {"x": x})[0], repeats),
+            f"tensorgate onnx tune ({choices.maps}/{choices.recurrent})": (lambda: tuned.run(None, {"x": x})[0],
+                                                                          repeats),
             "hand tensordot": (lambda: hand.run(x), repeats),
         }
         reference = runs["dense onnxruntime"][0]()

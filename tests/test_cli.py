@@ -377,6 +377,12 @@ def test_run_into_a_missing_folder_is_a_clear_error(artifact, tmp_path, capsys, 
     assert_clean_error(code, err, 2, "absent", "does not exist")
 
 
+def test_tune_outside_the_onnx_target_is_a_clear_error(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "compile", str(MODEL), "--tune", "-o", str(tmp_path / "out"))
+    assert_clean_error(code, err, 2, "--tune", "--target onnx")
+    assert not (tmp_path / "out").exists()
+
+
 def test_unwritable_output_is_a_clear_error(capsys, tmp_path):
     code, _, err = run_cli(capsys, "compile", str(MODEL), "-o", "/proc/no/such/artifact")
     assert_clean_error(code, err, 1, "cannot create output")

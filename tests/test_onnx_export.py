@@ -15,27 +15,38 @@ from hypothesis import strategies as st
 from models import OnnxRecurrent, TorchRecurrent, assert_close_f32, make_onnx_recurrent, run_onnxruntime
 
 from tensorgate.backend.artifact import load_artifact
-from tensorgate.backend.onnx_export import ONNX_FILE, export_onnx, write_onnx_artifact
+from tensorgate.backend.onnx_export import ONNX_FILE, export_onnx, tune_choices, write_onnx_artifact
 from tensorgate.frontend import import_onnx
 from tensorgate.frontend.raise_export import ExportRaiser
 from tensorgate.interpreter import run_module
 from tensorgate.ir.builder import Builder
 from tensorgate.ir.core import Module
 from tensorgate.ir.types import F32, F64, TensorType
-from tensorgate.onnx_form import ANNOTATIONS_KEY, OPSET, SCAN_KEYS
+from tensorgate.onnx_form import ANNOTATIONS_KEY, MAP_FORMS, OPSET, RECURRENT_FORMS, SCAN_KEYS, LoweringChoices
 from tensorgate.onnx_form.recurrent import recurrent_strategy
 from tensorgate.passes import PassManager
 
 
-def check_export(module: Module, feeds: dict, atol_eps: float = 4) -> onnx.ModelProto:
-    """onnxruntime on the export equals the NumPy runtime; the import is the module."""
-    model = export_onnx(module)
+EVERY_CHOICE = [LoweringChoices(maps, recurrent) for maps in MAP_FORMS for recurrent in RECURRENT_FORMS]
+
+
+def check_export(module: Module, feeds: dict, atol_eps: float = 4,
+                 choices: LoweringChoices | None = None) -> onnx.ModelProto:
+    """onnxruntime on the export equals the NumPy runtime; the import is the module.  Every
+    distinct export the lowering choices make is checked (``choices``: only that one);
+    returns the default's."""
     expected = run_module(module, feeds)
-    actual = run_onnxruntime(model, feeds)
-    for name, value in expected.items():
-        assert_close_f32(actual[name], value, name, atol_eps)
-    assert module_differences(module, import_onnx(model)) == []
-    return model
+    checked: set[bytes] = set()
+    for choice in [choices] if choices is not None else [LoweringChoices()] + EVERY_CHOICE:
+        model = export_onnx(module, choice)
+        if model.SerializeToString() in checked:
+            continue
+        checked.add(model.SerializeToString())
+        actual = run_onnxruntime(model, feeds)
+        for name, value in expected.items():
+            assert_close_f32(actual[name], value, f"{name} ({choice})", atol_eps)
+        assert module_differences(module, import_onnx(model)) == [], choice
+    return export_onnx(module, choices or LoweringChoices())
 
 
 def op_types(model: onnx.ModelProto) -> set[str]:
@@ -61,8 +72,11 @@ def test_decomposed_input_map_runs_as_identity_lstm(fmt, direction):
     module = lstm_module(maps(fmt, rng, dirs), maps("dense", rng, dirs, in_factors=(4,), out_factors=(16,)),
                          H, I, direction=direction, sequence_lens=True, initial_h=True)
     assert recurrent_strategy(module.ops[0]) == "projected"
-    model = check_export(module, random_feeds(module, rng))
-    assert {"Einsum", "EyeLike", "LSTM"} <= op_types(model) and "Scan" not in op_types(model)
+    check_export(module, random_feeds(module, rng))
+    model = export_onnx(module, LoweringChoices(recurrent="node"))
+    assert {"MatMul", "EyeLike", "LSTM"} <= op_types(model) and not {"Scan", "Einsum"} & op_types(model)
+    assert {"Einsum", "EyeLike", "LSTM"} <= op_types(export_onnx(module, LoweringChoices("einsum", "node")))
+    assert "Scan" in op_types(export_onnx(module)), "by default a decomposed W feeds a Scan"
     w_input = next(n for n in model.graph.node if n.op_type == "LSTM").input[1]
     assert w_input not in {t.name for t in model.graph.initializer}, "the identity must not be stored"
 
@@ -244,6 +258,39 @@ def test_onnx_artifact(tmp_path):
     assert_close_f32(run_onnxruntime(out / ONNX_FILE, feeds)["probs"], expected)
     assert module_differences(module, import_onnx(out / ONNX_FILE)) == []
     assert module_differences(module, load_artifact(out)[0]) == []
+
+
+def test_tuned_artifact_records_its_measured_choice(tmp_path):
+    """``tune`` measures every distinct export and writes one of them; whichever it is, it
+    runs like the module and raises back to it (no timing is asserted)."""
+    rng = np.random.default_rng(12)
+    module = lstm_module(maps("tt", rng, 1), maps("dense", rng, 1, in_factors=(4,), out_factors=(16,)), H, I)
+    choices, timings = tune_choices(module, repeats=2)
+    assert choices in EVERY_CHOICE and timings and all(ms > 0 for ms in timings.values())
+    assert len(timings) == len({export_onnx(module, c).SerializeToString() for c in EVERY_CHOICE})
+    out = write_onnx_artifact(module, tmp_path / "art", "order-contractions", "model.onnx", tune=True)
+    lowering = json.loads((out / "manifest.json").read_text())["onnx_lowering"]
+    assert set(lowering) == {"maps", "recurrent", "tuned_ms"} and lowering["tuned_ms"].keys() == timings.keys()
+    feeds = random_feeds(module, rng)
+    assert_close_f32(run_onnxruntime(out / ONNX_FILE, feeds)["Y"], run_module(module, feeds)["Y"])
+    assert module_differences(module, import_onnx(out / ONNX_FILE)) == []
+
+
+def test_matmul_form_multiplies_by_reshaped_cores():
+    """The default form: one MatMul per contraction step, by a core reshaped to a matrix
+    (a constant subgraph of the core itself); no Einsum; the whole map description on
+    its last node."""
+    rng = np.random.default_rng(14)
+    tt = random_map("tt", rng, (4, 2, 2), (2, 3, 3))
+    module = classifier_module([tt], maps("dense", rng, 1, in_factors=(4,), out_factors=(16,)), H, 18, classes=3)
+    model = check_export(module, random_feeds(module, rng))
+    described = [json.loads(p.value) for n in model.graph.node for p in n.metadata_props if p.key == ANNOTATIONS_KEY]
+    assert len(described) == 1 and described[0]["format"] == "tt"
+    assert described[0]["tensors"] == {f"g{k}": list(core.shape) for k, core in enumerate(tt.cores)}
+    steps = [n for n in model.graph.node if n.op_type == "MatMul" and "/net0/step" in n.name]
+    assert len(steps) == tt.d and "Einsum" not in op_types(model)
+    cores = {t.name for t in model.graph.initializer if t.dims[:1] and len(t.dims) == 4}
+    assert len(cores) == tt.d, "the initializers are the cores themselves"
 
 
 def test_models_from_elsewhere_and_edited_exports_are_not_raised():

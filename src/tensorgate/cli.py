@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "program and memory images; needs a quantized module) (default: numpy)")
     comp.add_argument("--pes", type=pes_count, default=16, metavar="P",
                       help="multiply-accumulate lanes of the verilog accelerator, a power of two (default: 16)")
+    comp.add_argument("--tune", action="store_true",
+                      help="onnx target: measure each way of writing the model in onnxruntime (one thread) and "
+                           "write the fastest; the manifest records the measurements")
     comp.add_argument("-o", "--output", type=path_argument, required=True, help="artifact directory to write")
     comp.add_argument("--calibration", type=path_argument, metavar="FILE.npz",
                       help="model inputs by input name: measure the compiled model's output error against the "
@@ -335,6 +338,8 @@ def cmd_compile(args) -> None:
     )
     if args.calibration is not None and not args.calibration.is_file():
         raise UsageError(f"--calibration: file '{args.calibration}' does not exist")
+    if args.tune and args.target != "onnx":
+        raise UsageError(f"--tune applies to --target onnx, not to --target {args.target}")
     check_destination(args.output)
     console = Console(stderr=True)
     with console.status(f"importing {args.model}"):
@@ -370,7 +375,7 @@ def write_target(module, args, pipeline: str, report: dict | None = None) -> Non
     if args.target == "onnx":
         from .backend.onnx_export import write_onnx_artifact
 
-        write_onnx_artifact(module, args.output, pipeline, str(args.model), report)
+        write_onnx_artifact(module, args.output, pipeline, str(args.model), report, tune=getattr(args, "tune", False))
     elif args.target == "verilog":
         from .backend.verilog.artifact import write_verilog_artifact
 

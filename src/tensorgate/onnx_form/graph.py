@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Literal, Sequence
 
 import numpy as np
 import onnx
@@ -16,6 +17,26 @@ from .conventions import ONNX_TYPES, OPSET
 
 class ExportError(TensorgateError):
     """A module cannot be written as ONNX."""
+
+
+@dataclass(frozen=True)
+class LoweringChoices:
+    """How the float lowering writes what it may write in more than one way; every choice
+    computes the same values (up to float rounding) and raises back to the same op.
+
+    ``maps``: a tt/bt/ht map as ``matmul`` (each contraction step a ``MatMul`` by the core
+    reshaped to a matrix, with ``Transpose``/``Reshape`` of the cores that onnxruntime
+    folds when it loads the model) or ``einsum`` (one ``Einsum`` per step).
+    ``recurrent``: a recurrent op as the ONNX node wherever its maps allow (``node``),
+    always as a ``Scan`` over its cell (``scan``), or the node for dense maps and the
+    Scan otherwise (``auto``; see ``recurrent.chosen_strategy``)."""
+
+    maps: Literal["matmul", "einsum"] = "matmul"
+    recurrent: Literal["auto", "node", "scan"] = "auto"
+
+
+MAP_FORMS = ("matmul", "einsum")
+RECURRENT_FORMS = ("auto", "node", "scan")
 
 
 class Names:
@@ -38,8 +59,10 @@ class GraphBuilder:
     unique across the model (subgraphs share the allocators).  New names derive from
     ``prefix``, the first result of the op being lowered."""
 
-    def __init__(self, values: Names, node_names: Names, prefix: str = "v", opset: int = OPSET):
+    def __init__(self, values: Names, node_names: Names, prefix: str = "v", opset: int = OPSET,
+                 choices: LoweringChoices = LoweringChoices()):
         self.values = values
+        self.choices = choices
         self.opset = opset  # the default domain's version the graph is written at
         self.node_names = node_names
         self.prefix = prefix
@@ -51,7 +74,7 @@ class GraphBuilder:
 
     def child(self) -> "GraphBuilder":
         """A builder for a subgraph (a Scan body) of this graph."""
-        child = GraphBuilder(self.values, self.node_names, self.prefix, self.opset)
+        child = GraphBuilder(self.values, self.node_names, self.prefix, self.opset, self.choices)
         child.domains, child.functions = self.domains, self.functions
         return child
 

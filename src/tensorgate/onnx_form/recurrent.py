@@ -19,7 +19,7 @@ from ..ir.linear_map import DenseMap, LinearMap
 from ..ir.ops import RECURRENT, activation_params, gate_count, num_directions
 from ..ir.types import F32, I32
 from .conventions import SCAN_KEYS
-from .graph import GraphBuilder, numpy_dtype
+from .graph import GraphBuilder, LoweringChoices, numpy_dtype
 from .maps import apply_maps
 
 ONNX_OPS = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
@@ -38,6 +38,17 @@ def recurrent_strategy(op: Op) -> str:
     if op.operands[0].type.dtype != F32 or not stacked_dense(op.attrs["r"], dirs) or op.attrs.get("quant"):
         return "scan"
     return "native" if stacked_dense(op.attrs["w"], dirs) else "projected"
+
+
+def chosen_strategy(op: Op, choices: LoweringChoices) -> str:
+    """The strategy ``choices.recurrent`` picks among those the op allows: ``node`` the
+    ONNX node wherever the maps allow it, ``scan`` always the Scan, ``auto`` the node for
+    dense maps (``native``) and the Scan for a decomposed W, whose ``projected`` node would
+    multiply by a ``gates·H`` identity every step."""
+    strategy = recurrent_strategy(op)
+    if choices.recurrent == "scan" or (choices.recurrent == "auto" and strategy == "projected"):
+        return "scan"
+    return strategy
 
 
 class ScanCell:
@@ -115,7 +126,7 @@ def lower_recurrent(b: GraphBuilder, op: Op, inputs: list[str], results: list[st
     """The lowering of a recurrent op by its strategy; a Scan runs the cells ``cell(op)`` makes."""
     if op.attrs["layout"]:
         _batch_major(b, op, inputs, results, cell)
-    elif recurrent_strategy(op) == "scan":
+    elif chosen_strategy(op, b.choices) == "scan":
         _scan(b, op, inputs, results, cell(op))
     else:
         _node(b, op, inputs, results)

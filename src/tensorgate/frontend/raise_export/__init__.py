@@ -41,7 +41,7 @@ import onnx
 
 from ...errors import FrontendError, VerifyError
 from ...ir.core import Op
-from ...onnx_form import PRODUCER
+from ...onnx_form import PRODUCER, LoweringChoices
 from ..onnx_context import ImportState, TypeMismatch
 from .confirm import confirm
 from .propose import propose
@@ -78,10 +78,11 @@ class ExportRaiser:
             if index in taken:
                 continue
             try:
+                view.map_forms.clear()
                 op = propose(view, graph.node[index])
                 if op is None:
                     continue
-                group = {index_of[id(node)] for node in confirm(view, op)}
+                group = {index_of[id(node)] for node in confirm(view, op, _choices(view, graph.node[index]))}
             except NotExported:
                 continue
             if group & taken or index not in group or not _self_contained(graph, group, op, users):
@@ -112,6 +113,13 @@ class ExportRaiser:
         for value in created.results:
             state.values[value.name] = value
         raised.emitted = True
+
+
+def _choices(view: GraphView, key: onnx.NodeProto) -> LoweringChoices:
+    """The lowering choices the proposal was written with: the maps' form as proposed,
+    a recurrent op's node or Scan as found."""
+    maps = "einsum" if "einsum" in view.map_forms else "matmul"
+    return LoweringChoices(maps=maps, recurrent="scan" if key.op_type == "Scan" else "node")
 
 
 def _users(graph: onnx.GraphProto) -> dict[str, set[int]]:

@@ -7,7 +7,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ...ir.core import Op
-from ...onnx_form import GraphBuilder, Names, lower_op
+from ...onnx_form import GraphBuilder, LoweringChoices, Names, lower_op
 from .view import GraphView, NotExported
 
 
@@ -15,8 +15,9 @@ class _Matcher:
     """Matches a regenerated lowering against the model, from the op's results back to
     its operands; collects the model's nodes it covers."""
 
-    def __init__(self, external: set[str]):
+    def __init__(self, external: set[str], free: frozenset[str] = frozenset()):
         self.external = external
+        self.free = free  # generated values that pair with whatever model value stands there
         self.values: dict[str, str] = {}
         self.nodes: dict[int, int] = {}  # id(generated node) -> id(model node)
         self.covered: list[onnx.NodeProto] = []
@@ -25,6 +26,8 @@ class _Matcher:
         if gen in self.values:
             return self.values[gen] == act
         self.values[gen] = act
+        if gen in self.free:
+            return bool(act) and (generated.tensor(gen) is None or model.tensor(act) is not None)
         if not gen or not act or gen in self.external:
             return gen == act
         gen_tensor = generated.tensor(gen)
@@ -86,10 +89,23 @@ def _same_attribute(a: onnx.AttributeProto, b: onnx.AttributeProto) -> bool:
     return helper.get_attribute_value(a) == helper.get_attribute_value(b)
 
 
-def confirm(view: GraphView, op: Op) -> list[onnx.NodeProto]:
-    """The model's nodes that are exactly ``op``'s lowering (``NotExported`` otherwise)."""
+def bind(view: GraphView, generated: GraphBuilder, generated_end: str, model_end: str,
+         free: set[str]) -> dict[str, str]:
+    """Match the nodes ``generated`` ending in ``generated_end`` against the model's ending
+    in ``model_end``, everything compared but the ``free`` values (inputs, tensors), which
+    pair with the model's values in their place: those pairs (``NotExported`` if the
+    nodes differ)."""
+    matcher = _Matcher(set(), frozenset(free))
+    if not matcher.value(GraphView(generated.nodes, generated.initializers), view, generated_end, model_end):
+        raise NotExported("the nodes differ from the lowering they look like")
+    return {gen: act for gen, act in matcher.values.items() if gen in free}
+
+
+def confirm(view: GraphView, op: Op, choices: LoweringChoices = LoweringChoices()) -> list[onnx.NodeProto]:
+    """The model's nodes that are exactly ``op``'s lowering as ``choices`` say
+    (``NotExported`` otherwise)."""
     external = {v.name for v in op.operands if v is not None}
-    builder = GraphBuilder(Names(external | {v.name for v in op.results}), Names())
+    builder = GraphBuilder(Names(external | {v.name for v in op.results}), Names(), choices=choices)
     lower_op(builder, op)
     generated = GraphView(builder.nodes, builder.initializers)
     matcher = _Matcher(external)

@@ -11,11 +11,12 @@ import onnx
 
 from ...errors import VerifyError
 from ...ir.core import Op, Value
-from ...ir.linear_map import DenseMap, LinearMap
+from ...ir.linear_map import FORMATS, DenseMap, LinearMap
 from ...ir.ops import RECURRENT
-from ...ir.tensor_formats import BTMap, HTMap, TTMap
-from ...onnx_form import ANNOTATIONS_KEY, SCAN_KEYS
+from ...ir.tensor_formats import BTMap, HTMap, TensorizedMap, TTMap
+from ...onnx_form import ANNOTATIONS_KEY, SCAN_KEYS, GraphBuilder, LoweringChoices, Names, apply_map
 from ...onnx_form.recurrent import OWN_ATTRS, SCALAR_ATTRS, explicit_alpha_beta
+from .confirm import bind
 from .view import GraphView, NotExported, node_attr
 
 
@@ -90,6 +91,11 @@ def propose_map(view: GraphView, name: str) -> tuple[LinearMap, str]:
     if node is None or node.op_type not in ("Reshape", "Slice"):
         raise NotExported(f"'{name}' is not the end of a map")
     annotations = {p.key: p.value for p in node.metadata_props}.get(ANNOTATIONS_KEY)
+    described = _described(annotations)
+    if described is not None:
+        view.root().map_forms.add("matmul")
+        return _propose_matmul_map(view, node, described)
+    view.root().map_forms.add("einsum")
     out_dim = None
     if node.op_type == "Slice":
         ends = view.array(node.input[2])
@@ -124,6 +130,52 @@ def propose_map(view: GraphView, name: str) -> tuple[LinearMap, str]:
         except (VerifyError, ValueError, TypeError) as exc:
             raise NotExported(f"the map's '{ANNOTATIONS_KEY}' metadata does not fit it ({exc})") from None
     return linear_map, source
+
+
+def _described(annotations: str | None) -> dict | None:
+    """The full description of a map lowered in the ``matmul`` form (its format, meta and
+    tensor shapes), or ``None`` for the ``einsum`` form, whose metadata holds annotations only."""
+    if annotations is None:
+        return None
+    try:
+        described = json.loads(annotations)
+    except ValueError:
+        raise NotExported(f"the map's '{ANNOTATIONS_KEY}' metadata is not JSON") from None
+    return described if isinstance(described, dict) and "format" in described else None
+
+
+def _propose_matmul_map(view: GraphView, end: onnx.NodeProto, described: dict) -> tuple[LinearMap, str]:
+    """A map in the ``matmul`` form: lower a map of the described format and shapes with
+    placeholder tensors, and read its tensors and input off the model's nodes standing
+    where the placeholder's are."""
+    meta = dict(described)
+    try:
+        cls, shapes = FORMATS[meta.pop("format")], meta.pop("tensors")
+        skeleton = cls.from_parts(meta, {name: np.zeros(shape, np.float32) for name, shape in shapes.items()})
+        skeleton.verify()
+    except (KeyError, TypeError, ValueError, AttributeError, VerifyError) as exc:
+        raise NotExported(f"the map's '{ANNOTATIONS_KEY}' metadata does not describe a map ({exc})") from None
+    merge = end if end.op_type == "Reshape" else view.node_of(end.input[0], "Reshape")
+    shape = None if merge is None else view.array(merge.input[1])
+    if shape is None or not isinstance(skeleton, TensorizedMap):
+        raise NotExported("a described map does not end in a reshape to constant shape")
+    builder = GraphBuilder(Names({"x"}), Names(), choices=LoweringChoices(maps="matmul"))
+    tensor_of: dict[str, str] = {}
+
+    def placeholder(name: str, array: np.ndarray, role: str) -> str:
+        value = builder.init(array, role)
+        tensor_of[value] = name
+        return value
+
+    generated_end = apply_map(builder, skeleton, "x", len(shape), np.dtype(np.float32), "w", weight=placeholder)
+    pairs = bind(view, builder, generated_end, end.output[0], {"x", *tensor_of})
+    tensors = {tensor_of[gen]: view.array(act) for gen, act in pairs.items() if gen in tensor_of}
+    try:
+        linear_map = cls.from_parts(meta, tensors)
+        linear_map.verify()
+    except (KeyError, TypeError, ValueError, VerifyError) as exc:
+        raise NotExported(f"the described map's tensors do not fit it ({exc})") from None
+    return linear_map, pairs["x"]
 
 
 def _classify(networks: list[tuple[_Network, list[int]]], in_pad: int) -> LinearMap:

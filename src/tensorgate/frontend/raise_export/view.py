@@ -20,6 +20,10 @@ class GraphView:
         self.arrays = {t.name: t for t in initializers}
         self.producers = {name: (node, index) for node in self.nodes for index, name in enumerate(node.output)}
         self.infos = {info.name: info for info in infos}
+        self.map_forms: set[str] = set()  # the lowering forms of the maps proposed (on the root view)
+
+    def root(self) -> "GraphView":
+        return self if self.parent is None else self.parent.root()
 
     @classmethod
     def of_graph(cls, graph: onnx.GraphProto, parent: "GraphView | None" = None) -> "GraphView":
