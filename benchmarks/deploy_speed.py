@@ -25,7 +25,10 @@ hand chain.
 Table 2: the dense NumPy runtime against onnxruntime on ``runtime_dense.py``'s
 configurations (one LSTM layer, T=16), one thread.  Target: within 2x.
 
-    python benchmarks/deploy_speed.py [--repeats N] [--quick]
+Table 3 (``--verilator``): simulated cycles per second of the FL-TT-LSTM accelerator
+under Verilator at P = 16, 64, 128 (``accelerator.py``'s model and measurement).
+
+    python benchmarks/deploy_speed.py [--repeats N] [--quick] [--verilator [P ...]]
 """
 
 from __future__ import annotations
@@ -237,10 +240,33 @@ def dense_runtime_table(repeats: int) -> tuple[Table, bool]:
     return table, worst <= DENSE_RUNTIME_TARGET
 
 
+def verilator_table(pes: list[int]) -> Table:
+    """Simulated cycles per second of the FL-TT-LSTM accelerator (``accelerator.py``'s
+    8-bit model, one step) per lane count: the simulation-speed figure of issue 16."""
+    import tempfile
+    from pathlib import Path
+
+    from accelerator import FL, SIM_SPEED_TARGET, measure
+
+    table = Table(title=f"Verilator simulation speed, {FL.name} accelerator, 8-bit, T=1 "
+                        f"(target: >= {SIM_SPEED_TARGET / 1e6:.0f}M cycles/s at P=64)")
+    for column in ("P", "cycles", "wall s", "build s", "cycles/s", "bit-exact"):
+        table.add_column(column, justify="right")
+    with tempfile.TemporaryDirectory() as tmp:
+        for count in pes:
+            stats = measure(FL, 1, count, Path(tmp))
+            table.add_row(str(count), f"{stats['cycles']:,}", f"{stats['wall_seconds']:.1f}",
+                          f"{stats['build_seconds']:.1f}", f"{stats['cycles_per_second'] / 1e6:.2f}M",
+                          "yes" if stats["bit_exact"] else "NO")
+    return table
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--quick", action="store_true", help="UCF11 batch 1 only, no dense-runtime table")
+    parser.add_argument("--verilator", type=int, nargs="*", metavar="P",
+                        help="also measure Verilator's simulation speed at these lane counts (default 16 64 128)")
     args = parser.parse_args(argv)
     console = Console(width=max(Console().width, 160))
     with threadpool_limits(limits=1):
@@ -250,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.quick:
             dense, dense_met = dense_runtime_table(args.repeats)
             console.print(dense)
+    if args.verilator is not None:
+        console.print(verilator_table(args.verilator or [16, 64, 128]))
     console.print(f"UCF11 batch 1: both tensorgate rows >= {SPEEDUP_TARGET:.0f}x dense onnxruntime and within "
                   f"{HAND_TARGET}x of the hand chain -> {'met' if tt_met else 'NOT met'}")
     if not args.quick:
