@@ -118,6 +118,19 @@ def test_bidirectional_relu_rnn_simulates_bit_exact_with_run(rnn_model, tmp_path
     assert stats["cell_cycles"] > 0
 
 
+@pytest.mark.parametrize("linear_before_reset", [0, 1])
+def test_batch_major_bidirectional_onnx_gru_simulates_bit_exact_with_run(tmp_path, capsys, linear_before_reset):
+    """An ONNX GRU with layout 1, both directions, sequence lengths, initial state and clip."""
+    model, feeds = make_onnx_recurrent(OnnxRecurrent(op_type="GRU", layout=1, direction="bidirectional",
+                                                     linear_before_reset=linear_before_reset, sequence_lens=True,
+                                                     initial_h=True, clip=2.0, outputs=("Y", "Y_h")))
+    onnx.save(model, tmp_path / "gru.onnx")
+    np.savez(tmp_path / "in.npz", **feeds)
+    stats = compile_simulate_and_run(capsys, tmp_path, tmp_path / "gru.onnx",
+                                     f"quantize{{bits=8 calibration={tmp_path / 'in.npz'}}}", tmp_path / "in.npz", 4)
+    assert stats["cell_cycles"] > 0
+
+
 def test_explore_sweeps_a_gru(tmp_path, capsys):
     sequences, labels = digits()
     np.savez(tmp_path / "val.npz", x=sequences[:, :64], labels=labels[:64])
