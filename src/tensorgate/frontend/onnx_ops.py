@@ -108,9 +108,42 @@ def _matmul(ctx: NodeContext) -> None:
 @handles("Einsum", attrs=("equation",), since=12)
 def _einsum(ctx: NodeContext) -> None:
     """A generic ``einsum``; contractions of an input with initializer cores are raised
-    to decomposed linear maps afterwards (``frontend.raising``)."""
-    ctx.emit("einsum", [ctx.input(i) for i in range(len(ctx.node.input))],
-             {"equation": ctx.attr("equation").replace(" ", "")})
+    to decomposed linear maps afterwards (``frontend.raising``).  A grouped linear layer
+    (``btgi,gih->btgh``: one constant matrix per group) is a ``linear`` op per group instead,
+    over a slice of its group, so that it quantizes and runs on the accelerator."""
+    equation = ctx.attr("equation").replace(" ", "")
+    group_axis = _grouped_linear_axis(equation, ctx)
+    if group_axis is None:
+        ctx.emit("einsum", [ctx.input(i) for i in range(len(ctx.node.input))], {"equation": equation})
+        return
+    x, weight = ctx.input(0), ctx.known_constant(1)
+    groups = []
+    for group in range(weight.shape[0]):
+        rows = ctx.temp("slice", [x], {"starts": [group], "ends": [group + 1], "axes": [group_axis], "steps": None},
+                        f"group{group}")
+        matrix = DenseMap(np.ascontiguousarray(weight[group].T))
+        groups.append(ctx.temp("linear", [rows], {"weight": matrix, "bias": None}, f"group{group}_linear"))
+    ctx.emit("concat", groups, {"axis": group_axis})
+
+
+def _grouped_linear_axis(equation: str, ctx: NodeContext) -> int | None:
+    """The group axis of ``x`` if ``equation`` is a grouped linear ``...gi,gih->...gh`` of
+    input 0 with a constant ``[groups, in, out]`` input 1, contracting x's last axis over a
+    group axis of static length ``groups`` that is not the batch (axis 0); else ``None``."""
+    if "..." in equation or "->" not in equation or len(ctx.node.input) != 2:
+        return None
+    operands, output = equation.split("->")
+    labels = operands.split(",")
+    weight = ctx.known_constant(1)
+    if len(labels) != 2 or weight is None or weight.ndim != 3 or ctx.known_constant(0) is not None:
+        return None
+    x_labels, (g, i, h) = labels[0], labels[1]
+    if len(set(x_labels)) != len(x_labels) or len({g, i, h}) != 3 or not x_labels.endswith(i):
+        return None
+    if g not in x_labels[1:-1] or h in x_labels or output != x_labels[:-1] + h:
+        return None  # a weight indexed by axis 0, the batch, is not a layer
+    axis = x_labels.index(g)
+    return axis if ctx.input(0).type.shape[axis] == weight.shape[0] else None
 
 
 @handles("Slice", since=10)

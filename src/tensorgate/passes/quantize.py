@@ -207,12 +207,8 @@ def _host_only(module: Module, value: Value) -> bool:
 
 def _states_share_a_tensor(module: Module, op: Op) -> bool:
     """The ``lstm``'s initial h and c are read from one value, or its final h and c go into one concat."""
-    sources = []
-    for index in (2, 3):
-        value = op.operands[index] if index < len(op.operands) else None
-        while value is not None and value.producer is not None and value.producer.kind in _SINGLE_SOURCE:
-            value = value.producer.operands[0]
-        sources.append(value)
+    sources = [_source(op.operands[index]) if index < len(op.operands) and op.operands[index] is not None else None
+               for index in (2, 3)]
     if sources[0] is not None and sources[0] is sources[1]:
         return True
     return bool(_concats_reached(module, op.results[1]) & _concats_reached(module, op.results[2]))
@@ -220,15 +216,27 @@ def _states_share_a_tensor(module: Module, op: Op) -> bool:
 
 def _concats_reached(module: Module, value: Value) -> set[int]:
     """Ids of the concat ops ``value`` reaches through single-source data movement."""
-    found: set[int] = set()
+    return {id(concat) for concat in _concat_users(module, value)}
+
+
+def _concat_users(module: Module, value: Value) -> list[Op]:
+    """The concat ops ``value`` reaches through single-source data movement."""
+    found: list[Op] = []
     pending = [value]
     while pending:
         for user in module.users(pending.pop()):
             if user.kind == "concat":
-                found.add(id(user))
+                found.append(user)
             elif user.kind in _SINGLE_SOURCE:
                 pending.extend(user.results)
     return found
+
+
+def _source(value: Value) -> Value:
+    """The value ``value`` is read from through single-source data movement."""
+    while value.producer is not None and value.producer.kind in _SINGLE_SOURCE:
+        value = value.producer.operands[0]
+    return value
 
 
 def _is_float(value: Value | None) -> bool:
@@ -332,6 +340,16 @@ class _Planner:
         rng = self.calibration.ranges.get(name)
         return fit_format(0.0 if rng is None else rng.max_abs, width, self.rounding)
 
+    def _fit_joined(self, value: Value, width: int) -> FixedType:
+        """The format of a linear op's result ``value``: fitted to its range, or, where it
+        is concatenated with other linear results (a grouped linear layer, one op per
+        group), to the largest range among them, so that the concat's operands agree."""
+        partners = {value.name} | {
+            source.name for concat in _concat_users(self.module, value) for source in map(_source, concat.inputs)
+            if source.producer is not None and source.producer.kind == "linear"}
+        ranges = [self.calibration.ranges.get(name) for name in partners]
+        return fit_format(max((r.max_abs for r in ranges if r is not None), default=0.0), width, self.rounding)
+
     def _fit_within(self, max_abs: float, largest: float, width: int) -> FixedType:
         """The format of a part of a map (a tensor, a step result) whose largest part
         reaches ``largest``: a part below ``2^-width · largest`` is negligible at this
@@ -351,9 +369,7 @@ class _Planner:
     def _demand(self, op: Op, index: int, fmt: FixedType) -> None:
         """The initial state ``op.operands[index]`` must arrive in ``fmt``: give it to the
         module input or constant it comes from through data movement."""
-        value = op.operands[index]
-        while value.producer is not None and value.producer.kind in _SINGLE_SOURCE:
-            value = value.producer.operands[0]
+        value = _source(op.operands[index])
         if value.producer is not None and value.producer.kind != "const":
             raise PassError(f"{op.describe()}: its initial state is computed by {value.producer.describe()}; "
                             "quantize takes initial states that are module inputs, constants or zero")
@@ -466,7 +482,7 @@ class _Planner:
             quant["bias"] = str(bias_fmt)
             terms.append((int(np.abs(bias).max(initial=0)), bias_fmt.frac))
         self._check_bound(name, _aligned_bound(terms))
-        out = self._fit(name, self.act_bits)
+        out = self._fit_joined(op.result, self.act_bits)
         quant["results"] = [str(out)]
         attrs["quant"] = quant
         self.result.attrs[id(op)] = attrs
