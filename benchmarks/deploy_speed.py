@@ -18,7 +18,8 @@ input 61056 = 16·8·9·53, hidden 384 = 4·4·4·6, one TT of ranks 4 per gate)
 
 Every row runs on one thread (onnxruntime ``intra_op_num_threads=1``, threadpoolctl for
 NumPy's BLAS), on the same inputs in the same process; times are the best of repeated
-runs (the least disturbed by other work on the machine).  Targets: both tensorgate rows
+rounds, each running every compressed row once in turn (the least disturbed by other work
+on the machine, and disturbed alike).  Targets: both tensorgate rows
 at least 20x faster than dense onnxruntime on UCF11 batch 1, and within 1.3x of the
 hand chain.
 
@@ -177,18 +178,27 @@ class HandLSTM:
 
 
 def best_ms(fn, repeats: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
+    return interleaved_best_ms({"": fn}, repeats)[""]
+
+
+def interleaved_best_ms(fns: dict, repeats: int) -> dict[str, float]:
+    """The best time of each function over ``repeats`` rounds that run each once in turn,
+    so that other work on the machine disturbs all of them alike."""
+    for fn in fns.values():
         fn()
-        best = min(best, time.perf_counter() - start)
-    return best * 1e3
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return {name: seconds * 1e3 for name, seconds in best.items()}
 
 
 def tt_table(repeats: int, cases) -> tuple[Table, bool]:
-    table = Table(title=f"TT-LSTM latency, T={STEPS}, one thread (best of {repeats}; dense onnxruntime: "
-                        f"best of {max(3, repeats // 10)})")
+    dense_runs = max(3, repeats // 10)
+    table = Table(title=f"TT-LSTM latency, T={STEPS}, one thread (best of {repeats} interleaved rounds; dense "
+                        f"onnxruntime: best of {dense_runs})")
     for column in ("shape", "batch", "LSTM MACs/step", "runtime", "ms", "vs dense", "vs hand", "max |diff|"):
         table.add_column(column, justify="left" if column in ("shape", "runtime") else "right")
     met = True
@@ -198,20 +208,20 @@ def tt_table(repeats: int, cases) -> tuple[Table, bool]:
         dense = one_thread_session(dense_model(module))
         executor, hand = Executor(module), HandLSTM(module)
         exported = one_thread_session(export_onnx(module))
-        choices, _ = tune_choices(module, repeats=max(3, repeats // 10))
+        choices, _ = tune_choices(module, repeats=dense_runs)
         tuned = one_thread_session(export_onnx(module, choices))
         runs = {
-            "dense onnxruntime": (lambda: dense.run(None, {"x": x})[0], max(3, repeats // 10)),
-            "tensorgate numpy": (lambda: executor.run({"x": x})["y_h"], repeats),
-            "tensorgate onnx": (lambda: exported.run(None, {"x": x})[0], repeats),
-            f"tensorgate onnx tune ({choices.maps}/{choices.recurrent})": (lambda: tuned.run(None, {"x": x})[0],
-                                                                          repeats),
-            "hand tensordot": (lambda: hand.run(x), repeats),
+            "dense onnxruntime": lambda: dense.run(None, {"x": x})[0],
+            "tensorgate numpy": lambda: executor.run({"x": x})["y_h"],
+            "tensorgate onnx": lambda: exported.run(None, {"x": x})[0],
+            f"tensorgate onnx tune ({choices.maps}/{choices.recurrent})": lambda: tuned.run(None, {"x": x})[0],
+            "hand tensordot": lambda: hand.run(x),
         }
-        reference = runs["dense onnxruntime"][0]()
-        times = {name: best_ms(fn, count) for name, (fn, count) in runs.items()}
+        reference = runs["dense onnxruntime"]()
+        times = {"dense onnxruntime": best_ms(runs["dense onnxruntime"], dense_runs),
+                 **interleaved_best_ms({name: fn for name, fn in runs.items() if name != "dense onnxruntime"}, repeats)}
         dense_macs = 4 * shape.hidden * (shape.inputs + shape.hidden)
-        for name, (fn, _) in runs.items():
+        for name, fn in runs.items():
             macs = dense_macs if name.startswith("dense") else recurrent_macs_per_step(module.ops_of("lstm")[0])
             vs_dense, vs_hand = times["dense onnxruntime"] / times[name], times[name] / times["hand tensordot"]
             if shape is UCF11 and batch == 1 and name.startswith("tensorgate"):
@@ -231,8 +241,9 @@ def dense_runtime_table(repeats: int) -> tuple[Table, bool]:
         model = lstm_model(features, hidden)
         x = np.random.default_rng(1).standard_normal((DENSE_STEPS, batch, features)).astype(np.float32)
         session, executor = one_thread_session(model), Executor(import_onnx(model))
-        theirs = best_ms(lambda: session.run(["Y_h"], {"x": x}), repeats)
-        ours = best_ms(lambda: executor.run({"x": x}), repeats)
+        times = interleaved_best_ms({"theirs": lambda: session.run(["Y_h"], {"x": x}),
+                                     "ours": lambda: executor.run({"x": x})}, repeats)
+        theirs, ours = times["theirs"], times["ours"]
         worst = max(worst, ours / theirs)
         diff = np.abs(executor.run({"x": x})["Y_h"] - session.run(["Y_h"], {"x": x})[0]).max()
         table.add_row(str(hidden), str(features), str(batch), f"{theirs:.3f}", f"{ours:.3f}", f"{ours / theirs:.2f}x",

@@ -30,12 +30,15 @@ def check_inputs(module: Module, inputs: dict[str, np.ndarray]) -> None:
 
 
 def _check_shape(name: str, type: TensorType, shape: tuple[int, ...], bound: dict[str, int]) -> None:
-    want = "[" + ",".join(str(d) for d in type.shape) + "]"
+    def mismatch() -> ExecutionError:
+        want = "[" + ",".join(str(d) for d in type.shape) + "]"
+        return ExecutionError(f"input '{name}' has shape {list(shape)}, expected {want}")
+
     if len(shape) != type.rank:
-        raise ExecutionError(f"input '{name}' has shape {list(shape)}, expected {want}")
+        raise mismatch()
     for dim, size in zip(type.shape, shape):
         if isinstance(dim, int) and dim != size:
-            raise ExecutionError(f"input '{name}' has shape {list(shape)}, expected {want}")
+            raise mismatch()
         if isinstance(dim, str) and dim != "?":
             if bound.setdefault(dim, size) != size:
                 raise ExecutionError(f"input '{name}' has {dim}={size}, but another input has "

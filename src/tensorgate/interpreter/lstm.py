@@ -3,6 +3,8 @@ any format (the sweep over directions and time is ``interpreter.recurrent``'s)."
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ..ir.ops import DEFAULT_LSTM_ACTIVATIONS, activation_names
@@ -16,7 +18,8 @@ from .recurrent import (
 def _lstm(op, args, dtype):
     attrs = op.attrs
     hidden = attrs["hidden_size"]
-    functions, names = activations(op), activation_names(op)
+    names = activation_names(op)
+    functions: list = []  # built only for a direction that needs them: it costs more than a small step
 
     def direction(d, x, lens, reverse, initial):
         steps, batch, _ = x.shape
@@ -27,7 +30,10 @@ def _lstm(op, args, dtype):
             gates_x += bias[:4 * hidden] + bias[4 * hidden:] if bias.size == 8 * hidden else bias
         peep = None if attrs["peepholes"] is None else attrs["peepholes"][d].astype(dtype)
         fused = tuple(names[3 * d:3 * d + 3]) == DEFAULT_LSTM_ACTIVATIONS and peep is None
-        cell = _Cell(hidden, peep, attrs["clip"], attrs["input_forget"], functions[3 * d:3 * d + 3], fused, dtype)
+        if not fused and not functions:
+            functions.extend(activations(op))
+        cell = _Cell(hidden, peep, attrs["clip"], attrs["input_forget"], functions[3 * d:3 * d + 3] or [None] * 3,
+                     fused, dtype)
 
         recurrent = RecurrentProduct(r, batch, dtype)
 
@@ -44,6 +50,14 @@ def _lstm(op, args, dtype):
     return run_directions(op, args, direction)
 
 
+@functools.lru_cache(maxsize=64)
+def _sigmoid_halves(hidden: int, dtype: np.dtype) -> np.ndarray:
+    """The factors that halve the i, o, f pre-activations (σ(x) = 0.5 + 0.5·tanh(x/2)) and keep c's."""
+    halves = np.repeat(np.array([0.5, 0.5, 0.5, 1.0], dtype), hidden)
+    halves.flags.writeable = False
+    return halves
+
+
 class _Cell:
     """The LSTM cell update from gate pre-activations (ONNX order i, o, f, c).
 
@@ -54,7 +68,7 @@ class _Cell:
 
     def __init__(self, hidden, peep, clip, input_forget, activations, fused, dtype):
         self.fused = fused
-        self.halve_sigmoid_gates = np.repeat(np.array([0.5, 0.5, 0.5, 1.0], dtype), hidden)
+        self.halve_sigmoid_gates = _sigmoid_halves(hidden, np.dtype(dtype))
         self.blocks = [slice(k * hidden, (k + 1) * hidden) for k in range(4)]
         self.hidden = hidden
         self.peep = None if peep is None else np.split(peep, 3)  # p_i, p_o, p_f

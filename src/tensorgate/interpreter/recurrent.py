@@ -88,19 +88,19 @@ def blas_threads_for(maps: list[LinearMap], rows: int):
     return _single_blas_thread()
 
 
-@contextlib.contextmanager
-def _single_blas_thread():
+class _single_blas_thread:
     """One BLAS thread inside, the previous counts restored after.  Asking each library
     directly costs a microsecond where a threadpoolctl limit costs ~15: a short run
     enters this twice."""
-    previous = [lib.get_num_threads() for lib in _BLAS]
-    for lib, count in zip(_BLAS, previous):
-        if count != 1:
-            lib.set_num_threads(1)
-    try:
-        yield
-    finally:
-        for lib, count in zip(_BLAS, previous):
+
+    def __enter__(self):
+        self.previous = [lib.get_num_threads() for lib in _BLAS]
+        for lib, count in zip(_BLAS, self.previous):
+            if count != 1:
+                lib.set_num_threads(1)
+
+    def __exit__(self, *exc_info):
+        for lib, count in zip(_BLAS, self.previous):
             if count != 1:
                 lib.set_num_threads(count)
 

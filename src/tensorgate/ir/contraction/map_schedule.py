@@ -124,10 +124,9 @@ class MapSchedule:
 
     def apply(self, linear_map, tensor: np.ndarray) -> np.ndarray:
         """``x[rows, n1 … nd]`` contracted as scheduled; compile steps run once and are kept."""
-        networks = linear_map.networks()
         if self._stored is None:
             self._stored = [fold_weights(schedule, dict(zip(network.names[1:], network.arrays)))
-                            for schedule, network in zip(self.schedules, networks)]
+                            for schedule, network in zip(self.schedules, linear_map.networks())]
         results = [execute(schedule, {INPUT: tensor}, stored)
                    for schedule, stored in zip(self.schedules, self._stored)]
         return sum(results[1:], results[0])
