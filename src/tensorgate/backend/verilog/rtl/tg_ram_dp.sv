@@ -2,10 +2,17 @@
 //
 // Each port reads the word at `addr` on a clock edge where `en` is high; the word
 // appears on `rdata` after that edge (one cycle latency) and holds until the next
-// enabled edge.  A port that writes also reads, and reads the old word
-// (read-first), which maps onto FPGA block RAM.  Both ports writing one address
-// on the same edge leaves the word undefined.  INIT_FILE, when not empty, names a
-// $readmemh image loaded at time zero.
+// enabled edge.  Both ports writing one address on the same edge leaves the word
+// undefined.  INIT_FILE, when not empty, names a $readmemh image loaded at time zero.
+//
+// A read of an address written on the same edge (through either port) returns an
+// undefined word in synthesis (no_rw_check): block RAMs that do not promise the old
+// word across ports, ECP5's among them, are then used as they are, instead of yosys
+// doubling them and adding bypass logic (or, with two write ports, building the memory
+// from flip-flops).  Simulation returns the old word (read-first).  The accelerator
+// does not depend on it: its programs never read a word on the edge they write it
+// (checked over the bit-exact test suite), and its streams do only when a host arms the
+// input and the output stream over the same words at once.
 module tg_ram_dp #(
     parameter int WIDTH = 16,
     parameter int DEPTH = 1024,
@@ -24,7 +31,7 @@ module tg_ram_dp #(
     input  logic [ WIDTH-1:0] b_wdata,
     output logic [ WIDTH-1:0] b_rdata
 );
-  logic [WIDTH-1:0] words[DEPTH];
+  (* no_rw_check *) logic [WIDTH-1:0] words[DEPTH];
 
   initial begin
     if (INIT_FILE != "") $readmemh(INIT_FILE, words);
