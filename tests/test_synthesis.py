@@ -11,9 +11,13 @@ from pathlib import Path
 
 import pytest
 from accel_models import AccelCase, quantized
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tensorgate.backend.artifact import write_numpy_artifact
+from tensorgate.backend.verilog import rtl_sources
 from tensorgate.backend.verilog.artifact import write_verilog_artifact
+from tensorgate.backend.verilog.hardware import BLOCK_RAMS, block_rams, multipliers
 from tensorgate.cli import main
 from tensorgate.runtime.synthesis import (
     DEVICES,
@@ -23,6 +27,7 @@ from tensorgate.runtime.synthesis import (
     SynthOptions,
     device_named,
     flow,
+    kind_counts,
     read_nextpnr_report,
     read_yosys_cells,
     synthesize,
@@ -31,6 +36,7 @@ from tensorgate.runtime.synthesis import (
 from tensorgate.runtime.synthesis.flow import fit, place_and_route, run_yosys
 
 DATA = Path(__file__).parent / "data" / "synthesis"
+TEST_RTL = Path(__file__).parent / "rtl"
 XCKU5P, ECP5 = DEVICES["xcku5p"], DEVICES["ecp5-85k"]
 
 
@@ -88,6 +94,52 @@ def test_fit_counts_half_a_bram36_per_bram18():
 def test_unknown_device_is_a_usage_error():
     with pytest.raises(Exception, match="unknown device 'xc7z020'; expected one of xcku5p, ecp5-25k"):
         device_named("xc7z020")
+
+
+# ------------------------------------------------------------------ the model's estimate
+
+@settings(max_examples=80, deadline=None)
+@given(depth=st.integers(1, 40_000), width=st.integers(1, 128), family=st.sampled_from(sorted(BLOCK_RAMS)),
+       simple=st.booleans())
+def test_block_ram_estimate_holds_the_bits_and_no_more_than_a_column_per_bit(depth, width, family, simple):
+    estimate = block_rams(depth, width, family, simple)
+    _, cost, shapes, wide = BLOCK_RAMS[family][0]
+    block_bits = max(d * w for d, w in shapes + (wide,))
+    assert estimate >= cost * depth * width / block_bits - 1e-9
+    assert estimate <= cost * width * -(-depth // shapes[0][0])
+    assert block_rams(depth, width, family, True) <= block_rams(depth, width, family, False)
+
+
+def test_multiplier_estimate():
+    assert multipliers(16, 16, "xcup") == multipliers(8, 8, "ecp5") == multipliers(18, 18, "ecp5") == 1
+    assert multipliers(27, 18, "xcup") == 1 and multipliers(27, 27, "xcup") == 2 and multipliers(36, 36, "ecp5") == 4
+
+
+def synthesize_rtl(tmp_path: Path, top: str, parameters: dict, device) -> dict[str, float | None]:
+    """The LUT, FF, DSP, block-RAM and URAM counts of ``top`` (package RTL and test tops)
+    synthesized for ``device`` through the stock frontend."""
+    files = rtl_sources() + sorted(TEST_RTL.glob("*.sv"))
+    for path in files:
+        shutil.copyfile(path, tmp_path / path.name)
+    cells, _, _ = run_yosys(tmp_path, [p.name for p in files], top, parameters, device)
+    return kind_counts(device, {r.name: r.count(cells) for r in device.resources})
+
+
+@pytest.mark.parametrize("depth, width", [(4096, 64), (256, 64), (560, 16)])
+@pytest.mark.parametrize("device", [XCKU5P, ECP5], ids=lambda d: d.name)
+def test_yosys_maps_a_memory_to_the_estimated_block_rams(tmp_path, device, depth, width):
+    """A memory as the accelerator has them (engine port reads, host port reads and writes)."""
+    counts = synthesize_rtl(tmp_path, "tb_ram_read_port", {"WIDTH": width, "DEPTH": depth}, device)
+    assert counts["bram"] == block_rams(depth, width, device.family)
+    assert counts["lut"] <= 4  # the memory is block RAM, not logic
+
+
+@pytest.mark.parametrize("device, code_width", [(XCKU5P, 16), (ECP5, 8)], ids=["xcku5p-16", "ecp5-85k-8"])
+def test_yosys_maps_a_mac_lane_to_the_estimated_multipliers(tmp_path, device, code_width):
+    parameters = {"A_W": code_width, "B_W": code_width, "ACC_W": 2 * code_width + 8, "OUT_W": code_width,
+                  "SHIFT_W": 6, "MUL_STAGES": 2}
+    counts = synthesize_rtl(tmp_path, "tg_mac_lane", parameters, device)
+    assert counts["dsp"] == multipliers(code_width, code_width, device.family)
 
 
 # ------------------------------------------------------------------ the tools on a tiny design

@@ -37,7 +37,7 @@ class AccelConfig:
     groups: int = 1
 
     @classmethod
-    def for_image(cls, image: Image, code_width: int) -> "AccelConfig":
+    def for_image(cls, image: Image, code_width: int) -> AccelConfig:
         """The default build, with memories deepened (powers of two) where the image needs it."""
         needs = {"prog_depth": len(image.program), "w_depth": len(image.weight_rows),
                  "s_depth": len(image.scratch), "t_depth": len(image.tables)}
@@ -62,3 +62,32 @@ def module_code_width(module) -> int:
     """The widest fixed-point code among the module's values."""
     widths = [v.type.dtype.width for v in module.values() if isinstance(v.type.dtype, FixedType)]
     return max(widths, default=2)
+
+
+BLOCK_RAMS = {
+    "xcup": (("RAMB36E2", 1.0, ((32768, 1), (16384, 2), (8192, 4), (4096, 9), (2048, 18), (1024, 36)), (512, 72)),
+             ("RAMB18E2", 0.5, ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18)), (512, 36))),
+    "ecp5": (("DP16KD", 1.0, ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18)), (512, 36)),),
+}
+"""Each family's block RAMs: name, cost in the family's largest block (BRAM36 or DP16KD),
+true dual-port depth x width shapes, and the wider simple dual-port shape (one read and
+one write port) (UG573 RAMB36E2/RAMB18E2; ECP5 sysMEM DP16KD, PDPW16KD)."""
+MULTIPLIER_INPUTS = {"xcup": (27, 18), "ecp5": (18, 18)}
+"""The signed operand widths one DSP multiplier takes (DSP48E2 27x18, MULT18X18D 18x18)."""
+
+
+def block_rams(depth: int, width: int, family: str, simple_dual_port: bool = False) -> float:
+    """Block RAMs of ``family`` (in its largest block: BRAM36 or DP16KD) one memory of
+    ``depth`` x ``width`` takes: the cheapest tiling by one block shape, tiles in depth
+    times tiles in width; a memory with one read and one write port may use the wider
+    simple dual-port shape."""
+    costs = [cost * -(-depth // d) * -(-width // w)
+             for _, cost, shapes, wide in BLOCK_RAMS[family]
+             for d, w in shapes + ((wide,) if simple_dual_port else ())]
+    return min(costs)
+
+
+def multipliers(a_width: int, b_width: int, family: str) -> int:
+    """DSP multipliers of ``family`` a signed ``a_width`` x ``b_width`` product takes."""
+    wide, narrow = MULTIPLIER_INPUTS[family]
+    return min(-(-a_width // wide) * -(-b_width // narrow), -(-a_width // narrow) * -(-b_width // wide))
