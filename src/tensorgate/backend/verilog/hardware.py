@@ -37,7 +37,7 @@ class AccelConfig:
     groups: int = 1
 
     @classmethod
-    def for_image(cls, image: Image, code_width: int) -> AccelConfig:
+    def for_image(cls, image: Image, code_width: int) -> "AccelConfig":
         """The default build, with memories deepened (powers of two) where the image needs it."""
         needs = {"prog_depth": len(image.program), "w_depth": len(image.weight_rows),
                  "s_depth": len(image.scratch), "t_depth": len(image.tables)}
