@@ -66,12 +66,8 @@ def read_hardware(artifact: Path) -> tuple[dict, dict[str, str]]:
 def listed_inputs(artifact: Path, files: dict[str, str]) -> list[Path]:
     """The artifact's RTL in compile order, then its memory images: only files its
     manifest lists (so checked against their hashes)."""
-    sources = artifact_sources(artifact)
-    unlisted = [p.relative_to(artifact).as_posix() for p in sources if p.relative_to(artifact).as_posix() not in files]
-    if unlisted:
-        raise TensorgateError(f"artifact '{artifact}': {', '.join(unlisted)} not listed in its {MANIFEST} 'files'; "
-                              "compile it again")
-    return sources + [artifact / name for name in sorted(files) if name.endswith(".hex") and "/" not in name]
+    images = [artifact / name for name in sorted(files) if name.endswith(".hex") and "/" not in name]
+    return artifact_sources(artifact, files) + images
 
 
 def synthesize(artifact: Path, device: Device, options: SynthOptions = SynthOptions(),
