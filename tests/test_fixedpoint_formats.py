@@ -16,7 +16,7 @@ from tensorgate.fixedpoint.formats import (
     ROUNDINGS, accumulator_width, code_max, code_min, count_saturated, dequantize, fit_format,
     gemm_bound, quantize, real_max, real_min, requantize, shift_round, step,
 )
-from tensorgate.ir.types import FixedType
+from tensorgate.ir.types import FIXED_FRACS, FixedType
 
 SETTINGS = settings(max_examples=200, deadline=None)
 formats = st.builds(FixedType, st.integers(2, 32), st.integers(-8, 40))
@@ -113,9 +113,15 @@ def test_fit_format_keeps_the_range_with_the_most_fraction_bits(max_abs, width, 
     fmt = fit_format(max_abs, width, rounding)
     assert fmt.width == width
     assert count_saturated([max_abs, -max_abs], fmt, rounding) == 0
-    if max_abs > 0:
+    if max_abs > 0 and fmt.frac < FIXED_FRACS.stop - 1:  # the finest format a type may have
         finer = FixedType(width, fmt.frac + 1)
         assert count_saturated([max_abs], finer, rounding) == 1
+
+
+def test_fit_format_stays_within_the_fraction_bits_a_type_may_have():
+    assert fit_format(1e-200, 8) == FixedType(8, FIXED_FRACS.stop - 1)
+    with pytest.raises(ValueError, match="fraction bits"):
+        fit_format(1e300, 8)
 
 
 @SETTINGS

@@ -45,7 +45,7 @@ import numpy as np
 
 from ..ir.types import FixedType, element_type
 from .formats import (
-    check_format, check_rounding, code_max, code_min, dequantize, quantize, round_float, saturate,
+    MAX_WIDTH, check_format, check_rounding, code_max, code_min, dequantize, quantize, round_float, saturate,
     shift_round, step,
 )
 
@@ -196,13 +196,15 @@ class ActivationUnit:
                 function=attr["function"], kind=attr["kind"],
                 input=check_format(element_type(attr["input"])),
                 output=check_format(element_type(attr["output"])),
-                rounding=check_rounding(attr["rounding"]), clamp_log2=int(attr["clamp_log2"]),
-                index_shift=int(attr["index_shift"]), offset_drop=int(attr["offset_drop"]),
-                guard_bits=int(attr["guard_bits"]), values=np.asarray(attr["values"], np.int64),
-                slopes=None if attr.get("slopes") is None else np.asarray(attr["slopes"], np.int64),
+                rounding=check_rounding(attr["rounding"]), clamp_log2=_small_int(attr, "clamp_log2"),
+                index_shift=_small_int(attr, "index_shift"), offset_drop=_small_int(attr, "offset_drop"),
+                guard_bits=_small_int(attr, "guard_bits"), values=_codes(attr["values"], "values"),
+                slopes=None if attr.get("slopes") is None else _codes(attr["slopes"], "slopes"),
             )
         except KeyError as exc:
             raise ValueError(f"activation unit: entry {exc} is missing") from None
+        except AttributeError:
+            raise ValueError("activation unit: must be a dictionary of its constants") from None
         unit.check()
         return unit
 
@@ -210,7 +212,8 @@ class ActivationUnit:
         """Raise ``ValueError`` unless the constants describe a unit that can run."""
         if self.function not in FUNCTIONS or self.kind not in KINDS:
             raise ValueError(f"activation unit: unknown function/kind {self.function}/{self.kind}")
-        if self.clamp_log2 + self.input.frac < 0 or not 0 <= self.index_shift <= self.clamp_log2 + self.input.frac + 1:
+        clamp_bits = self.clamp_log2 + self.input.frac
+        if not 0 <= clamp_bits <= MAX_WIDTH or not 0 <= self.index_shift <= clamp_bits + 1:
             raise ValueError(f"activation unit: clamp_log2 {self.clamp_log2} / index_shift {self.index_shift} "
                              f"do not fit input {self.input}")
         if self.values.shape != (self.size,):
@@ -218,8 +221,24 @@ class ActivationUnit:
         if (self.kind == "pwl") != (self.slopes is not None) or (
                 self.slopes is not None and self.slopes.shape != (self.size,)):
             raise ValueError(f"activation unit: slopes do not match a {self.kind} unit of {self.size} entries")
-        if not 0 <= self.offset_drop <= self.index_shift or self.guard_bits < 0:
+        if not 0 <= self.offset_drop <= self.index_shift or not 0 <= self.guard_bits <= MAX_WIDTH:
             raise ValueError("activation unit: offset_drop/guard_bits out of range")
+
+
+def _small_int(attr: dict[str, Any], key: str) -> int:
+    """An integer constant of a unit: a shift or a log2, so within ``±MAX_WIDTH`` bits."""
+    value = attr[key]
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not -MAX_WIDTH <= value <= MAX_WIDTH:
+        raise ValueError(f"activation unit: {key} {value!r} must be an integer in -{MAX_WIDTH}..{MAX_WIDTH}")
+    return int(value)
+
+
+def _codes(value: Any, key: str) -> np.ndarray:
+    """A unit's table: an integer vector (its length is checked against the unit's size)."""
+    array = np.asarray(value) if isinstance(value, (np.ndarray, list)) else None
+    if array is None or array.dtype.kind not in "iu" or array.ndim != 1:
+        raise ValueError(f"activation unit: {key} must be a vector of integer codes")
+    return array.astype(np.int64, copy=False)
 
 
 def build_unit(function: str, kind: str, input_fmt: FixedType, output_fmt: FixedType, rounding: str,

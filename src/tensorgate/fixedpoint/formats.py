@@ -34,7 +34,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
-from ..ir.types import FixedType
+from ..ir.types import FIXED_FRACS, FixedType
 
 Rounding = Literal["nearest-even", "half-away"]
 ROUNDINGS: tuple[str, ...] = get_args(Rounding)
@@ -174,7 +174,9 @@ def narrowing_shift(acc: np.ndarray, acc_frac: int, fmt: FixedType, rounding: st
 
 def fit_format(max_abs: float, width: int, rounding: str = "nearest-even") -> FixedType:
     """The ``width``-bit format with the most fraction bits in which ``±max_abs`` does
-    not saturate (``frac = width - 1`` for an all-zero tensor)."""
+    not saturate (``frac = width - 1`` for an all-zero tensor), within ``FIXED_FRACS``: a
+    tensor too small for the finest format rounds to zero in it, one too large for the
+    coarsest is a ``ValueError``."""
     if not 2 <= width <= MAX_WIDTH:
         raise ValueError(f"width {width} is outside 2..{MAX_WIDTH}")
     max_abs = float(max_abs)
@@ -187,7 +189,10 @@ def fit_format(max_abs: float, width: int, rounding: str = "nearest-even") -> Fi
     limit = (1 << (width - 1)) - 1
     if round_float(math.ldexp(max_abs, frac), rounding) > limit:
         frac -= 1
-    return FixedType(width, frac)
+    if frac < FIXED_FRACS.start:
+        raise ValueError(f"the range ±{max_abs:g} needs {frac} fraction bits, fewer than the {FIXED_FRACS.start} "
+                         "a fixed-point type may have")
+    return FixedType(width, min(frac, FIXED_FRACS.stop - 1))
 
 
 def signed_width(max_abs: int) -> int:

@@ -78,6 +78,15 @@ def _format(quant: dict, key: str, op: Op) -> FixedType:
         raise VerifyError(f"{op.describe()}: quant '{key}': {exc}") from None
 
 
+def _quant_of(op: Op) -> dict:
+    """The op's ``quant`` attribute, once its input is known to hold fixed-point codes."""
+    x = op.operands[0] if op.operands else None
+    if x is None or not isinstance(x.type.dtype, FixedType):
+        raise VerifyError(f"{op.describe()}: a quantized op takes fix<w,f> codes, but its input is "
+                          f"{x.type if x is not None else 'missing'}")
+    return op.attrs["quant"]
+
+
 def _optional_format(quant: dict, key: str, op: Op) -> FixedType | None:
     return None if quant.get(key) is None else _format(quant, key, op)
 
@@ -117,17 +126,22 @@ class LinearQuant:
 
     @classmethod
     def of(cls, op: Op) -> "LinearQuant":
-        quant = op.attrs["quant"]
+        quant = _quant_of(op)
         try:
             weight = MapQuant.from_attr(quant.get("weight"), op.attrs["weight"])
         except VerifyError as exc:
             raise VerifyError(f"{op.describe()}: quant 'weight': {exc}") from None
-        return cls(_rounding(quant, op), op.result.type.dtype, weight, _optional_format(quant, "bias", op))
+        bias = _optional_format(quant, "bias", op)
+        if (bias is None) != (op.attrs["bias"] is None):
+            raise VerifyError(f"{op.describe()}: quant 'bias' must give the bias format exactly when the op has a bias")
+        return cls(_rounding(quant, op), op.result.type.dtype, weight, bias)
 
 
 def _bias_formats(quant: dict, op: Op) -> list[FixedType] | None:
     """The bias formats of a recurrent op: one per map of ``w``, or none."""
     bias = quant.get("bias")
+    if (bias is None) != (op.attrs["bias"] is None):
+        raise VerifyError(f"{op.describe()}: quant 'bias' must give the bias formats exactly when the op has a bias")
     if bias is None:
         return None
     if not isinstance(bias, list) or len(bias) != len(op.attrs["w"]):
@@ -160,7 +174,7 @@ class LSTMQuant:
 
     @classmethod
     def of(cls, op: Op) -> "LSTMQuant":
-        quant = op.attrs["quant"]
+        quant = _quant_of(op)
         units = {key: _unit(quant, key, op) for key in ("sigmoid", "tanh", "tanh_cell")}
         formats = {key: _format(quant, key, op)
                    for key in ("gates_x", "pre_sigmoid", "pre_tanh", "gate", "cell", "hidden")}
@@ -189,17 +203,21 @@ class GRUQuant:
 
     @classmethod
     def of(cls, op: Op) -> "GRUQuant":
-        quant = op.attrs["quant"]
+        quant = _quant_of(op)
         units = {key: _unit(quant, key, op) for key in ("sigmoid", "tanh")}
         formats = {key: _format(quant, key, op) for key in ("gates_x", "pre_sigmoid", "pre_tanh", "gate", "hidden")}
         for key, source in (("sigmoid", "pre_sigmoid"), ("tanh", "pre_tanh")):
             _check_unit(op, key, units[key], formats[source], formats["gate"])
         candidate = _optional_format(quant, "candidate", op)
+        recurrent_bias = _optional_format(quant, "recurrent_bias", op)
+        if op.attrs["linear_before_reset"] and op.attrs["bias"] is not None and recurrent_bias is None:
+            raise VerifyError(f"{op.describe()}: quant 'recurrent_bias' (the format of Rb_h) is required with "
+                              "linear_before_reset and a bias")
         if (candidate is None) == bool(op.attrs["linear_before_reset"]):
             raise VerifyError(f"{op.describe()}: quant 'candidate' is the format of linear_before_reset's "
                               "R_h·h + Rb_h: given exactly when linear_before_reset is 1")
         return cls(_rounding(quant, op), _maps(quant, "w", op), _maps(quant, "r", op), _bias_formats(quant, op),
-                   _optional_format(quant, "recurrent_bias", op), candidate=candidate, **formats, **units)
+                   recurrent_bias, candidate=candidate, **formats, **units)
 
 
 @dataclass(frozen=True)
@@ -215,7 +233,7 @@ class RNNQuant:
 
     @classmethod
     def of(cls, op: Op) -> "RNNQuant":
-        quant = op.attrs["quant"]
+        quant = _quant_of(op)
         formats = {key: _format(quant, key, op) for key in ("gates_x", "pre", "hidden")}
         unit = None if quant.get("activation") is None else _unit(quant, "activation", op)
         if unit is None and formats["pre"] != formats["hidden"]:

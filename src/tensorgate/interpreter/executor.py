@@ -11,7 +11,7 @@ from ..fixedpoint.quant_attrs import is_quantized
 from ..ir.core import Module, Op
 from ..ir.linear_map import LinearMap
 from ..ir.types import TensorType
-from .kernels import KERNELS, as_float
+from .kernels import KERNELS, as_float, check_result_size
 
 
 def check_inputs(module: Module, inputs: dict[str, np.ndarray]) -> None:
@@ -73,6 +73,7 @@ class Executor:
         for op, prepared in zip(self.module.ops, self._ops):
             args = [None if v is None else env[id(v)] for v in op.operands]
             try:
+                check_result_size(op, args)
                 results = KERNELS[op.kind](prepared, args, self.dtype)
             except (ValueError, IndexError, TypeError) as exc:
                 raise ExecutionError(f"{op.describe()} failed: {exc}") from exc

@@ -28,7 +28,7 @@ from ..ir.ops import DATA_MOVEMENT
 from ..ir.types import FixedType, FloatType
 from .executor import check_inputs
 from .host import host_program
-from .kernels import KERNELS
+from .kernels import KERNELS, check_result_size
 
 PROGRAMS = {"linear": LinearProgram, "lstm": LSTMProgram, "gru": GRUProgram, "rnn": RNNProgram}
 """The integer program of each quantized op kind that computes (``fixedpoint.programs``)."""
@@ -88,6 +88,7 @@ class FixedExecutor:
         for op, program in zip(self.module.ops, self._programs):
             args = [None if v is None else env[id(v)] for v in op.operands]
             try:
+                check_result_size(op, args)
                 results = program(args, narrow)
             except (ValueError, IndexError, TypeError) as exc:
                 raise ExecutionError(f"{op.describe()} failed: {exc}") from exc

@@ -13,8 +13,9 @@ from typing import Callable
 
 import numpy as np
 
+from ..errors import ExecutionError
 from ..ir.core import Op
-from ..ir.types import FloatType, element_type
+from ..ir.types import MAX_ELEMENTS, FloatType, element_type, shapes_compatible
 from ..registry import registrar
 
 Kernel = Callable[[Op, list, np.dtype], list]
@@ -153,6 +154,23 @@ def _shape(op, args, dtype):
 def _cast(op, args, dtype):
     target = element_type(op.attrs["to"])
     return [args[0].astype(dtype if isinstance(target, FloatType) else target.numpy)]
+
+
+def check_result_size(op: Op, args: list) -> None:
+    """``ExecutionError`` before an op whose result size comes from an operand's contents
+    (``expand``) would allocate a result other than its declared type, or one of more
+    than ``MAX_ELEMENTS`` elements; called by both runtimes before the kernel."""
+    if op.kind != "expand":
+        return
+    x, shape = args
+    try:
+        result = np.broadcast_shapes(np.shape(x), tuple(int(d) for d in np.asarray(shape).reshape(-1)))
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise ExecutionError(f"{op.describe()} failed: cannot expand {list(np.shape(x))} to {shape}: {exc}") from None
+    declared = op.results[0].type
+    if not shapes_compatible(result, declared.shape) or np.prod(result, dtype=object) > MAX_ELEMENTS:
+        raise ExecutionError(f"{op.describe()}: expanding to {list(result)} would not give its declared type "
+                             f"{declared} (or more than {MAX_ELEMENTS:,} elements)")
 
 
 @kernel("expand")

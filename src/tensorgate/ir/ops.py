@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import VerifyError
 from .core import Op, Value
 from .linear_map import LinearMap
-from .types import I64, UNKNOWN, Dim, FixedType, FloatType, TensorType, element_type, parse_type, shapes_compatible
+from .types import I64, MAX_DIM, UNKNOWN, Dim, FixedType, FloatType, TensorType, element_type, parse_type, shapes_compatible
 
 REQUIRED = object()
 Consts = dict[int, np.ndarray]  # id(value) -> contents, for const-produced values
@@ -80,6 +80,72 @@ def _spec(kind, doc, operands, attrs=None, num_results=1):
 
 def _fail(op: Op, message: str):
     raise VerifyError(f"{op.describe()}: {message}")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_number(value) -> bool:
+    return _is_int(value) or isinstance(value, (float, np.floating))
+
+
+def _list_of(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda value: isinstance(value, (list, tuple)) and all(check(item) for item in value)
+
+
+def _or_none(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda value: value is None or check(value)
+
+
+def _is_array(value) -> bool:
+    return isinstance(value, np.ndarray) and value.dtype != object
+
+
+ATTR_KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    **{key: ("an integer", _is_int) for key in (
+        "axis", "allowzero", "start", "hidden_size", "layout", "input_forget", "linear_before_reset")},
+    **{key: ("an integer or none", _or_none(_is_int)) for key in ("end", "macs")},
+    **{key: ("a list of integers", _list_of(_is_int)) for key in ("perm", "starts", "ends", "sizes")},
+    **{key: ("a list of integers or none", _or_none(_list_of(_is_int))) for key in ("axes", "steps")},
+    **{key: ("a string", lambda v: isinstance(v, str)) for key in ("equation", "direction", "to")},
+    "clip": ("a number or none", _or_none(_is_number)),
+    "activations": ("a list of strings or none", _or_none(_list_of(lambda v: isinstance(v, str)))),
+    **{key: ("a list of numbers or none", _or_none(_list_of(_is_number)))
+       for key in ("activation_alpha", "activation_beta")},
+    "value": ("a tensor", _is_array),
+    "model": ("a tensor", _is_array),
+    **{key: ("a tensor or none", _or_none(_is_array)) for key in ("bias", "peepholes")},
+    "weight": ("a linear map", lambda v: isinstance(v, LinearMap)),
+    **{key: ("a list of linear maps", _list_of(lambda v: isinstance(v, LinearMap))) for key in ("w", "r")},
+    "quant": ("a dictionary or none", _or_none(lambda v: isinstance(v, dict))),
+}
+"""What each attribute name holds, in every op that has it: a description and a check.
+Attributes the typing rules read are checked against it before they run, so a wrong
+kind of literal in the text (a float for an axis, a string in a perm) is a sentence."""
+MAX_ATTR_INT = 2**31 - 1
+"""The largest integer attribute (an axis, a size, a hidden size) the IR accepts."""
+SLICE_BOUNDS = ("starts", "ends", "steps")
+"""Attributes that take the whole int64 range, as ONNX Slice's do (``ends`` of 2^63 - 1:
+to the end)."""
+
+
+def check_attr_kinds(op: Op) -> None:
+    """``VerifyError`` naming the first attribute of ``op`` whose value is not of its kind
+    (``ATTR_KINDS``) or holds an integer beyond ``±MAX_ATTR_INT`` (int64 for ``SLICE_BOUNDS``)."""
+    for key, value in op.attrs.items():
+        kind = ATTR_KINDS.get(key)
+        if kind is not None and not kind[1](value):
+            _fail(op, f"attribute '{key}' must be {kind[0]}, got {_describe(value)}")
+        bound = 2**63 - 1 if key in SLICE_BOUNDS else MAX_ATTR_INT
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if _is_int(item) and not -bound - 1 <= item <= bound:
+                _fail(op, f"attribute '{key}': {item} is beyond the largest integer it may hold, {bound}")
+
+
+def _describe(value) -> str:
+    text = repr(value) if not isinstance(value, (np.ndarray, LinearMap)) else type(value).__name__
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _norm_axis(op: Op, axis: int, rank: int) -> int:
@@ -368,6 +434,8 @@ def _cast(op, consts):
 @_spec("expand", "Broadcast x to `shape` (ONNX Expand).", ["x", "shape"])
 def _expand(op, consts):
     x, shape_value = op.operands
+    if shape_value.type.rank != 1 or not isinstance(shape_value.type.shape[0], int) or shape_value.type.dtype != I64:
+        _fail(op, f"the shape operand must be an i64 vector of static length, got {shape_value.type}")
     target = consts.get(id(shape_value))
     if target is None:
         return [x.type.with_shape((UNKNOWN,) * max(x.type.rank, shape_value.type.shape[0]))]
@@ -527,6 +595,8 @@ def recurrent_result_types(op: Op) -> list[TensorType]:
     if attrs.get("linear_before_reset", 0) not in (0, 1):
         _fail(op, f"linear_before_reset must be 0 or 1, got {attrs['linear_before_reset']}")
     dirs, hidden = num_directions(op), attrs["hidden_size"]
+    if not 1 <= hidden <= MAX_DIM:
+        _fail(op, f"hidden_size must be a positive size, got {hidden}")
     x = op.operands[0].type
     if x.rank != 3:
         _fail(op, f"input must be rank 3, got {x}")
@@ -645,7 +715,8 @@ def operand_count_ok(spec: OpSpec, count: int) -> bool:
 
 def const_values(ops) -> Consts:
     """Map ``id(value) -> array`` for every value produced by a ``const`` op."""
-    return {id(op.results[0]): op.attrs["value"] for op in ops if op.kind == "const"}
+    return {id(op.results[0]): op.attrs["value"] for op in ops
+            if op.kind == "const" and op.results and isinstance(op.attrs.get("value"), np.ndarray)}
 
 
 def const_of(value: Value | None) -> np.ndarray | None:

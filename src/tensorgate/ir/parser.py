@@ -166,8 +166,8 @@ class _ModuleBuilder(Transformer):
         dtype_token, dims = type
         try:
             dtype = element_type(dtype_token)
-        except ValueError:
-            raise self._fail(dtype_token, f"unknown element type '{dtype_token}'") from None
+        except ValueError as exc:
+            raise self._fail(dtype_token, str(exc)) from None
         return token, TensorType(dims, dtype)
 
     def _define(self, token: Token, type: TensorType) -> Value:

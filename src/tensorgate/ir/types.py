@@ -15,6 +15,12 @@ import numpy as np
 
 Dim = Union[int, str]
 UNKNOWN = "?"
+MAX_DIM = 2**31 - 1
+"""The largest static dimension a type may declare (ONNX's int32 range of sizes)."""
+MAX_ELEMENTS = 2**30
+"""The most elements a value's static dims, or a result the runtimes compute from data
+(``expand``), may have: 4 GiB of float32, ten times the largest weight matrix of the
+models tensorgate compiles (FL-TT-LSTM's 94 M)."""
 
 
 @dataclass(frozen=True)
@@ -67,18 +73,32 @@ I32 = IntType(32)
 I64 = IntType(64)
 BOOL = IntType(1)
 
+FIXED_WIDTHS = range(2, 65)
+"""The widths of ``fix<w,f>`` types: a sign bit and at least one more, at most int64 codes."""
+FIXED_FRACS = range(-256, 257)
+"""The fraction bits of ``fix<w,f>`` types: scales ``2^-f`` far beyond any trained model's
+range, yet exact in float64 (and in the integer shifts of the golden model)."""
+_FIXED_TEXT = re.compile(r"fix<(-?\d+),(-?\d+)>")
 _BY_NAME = {"f32": F32, "f64": F64, "i32": I32, "i64": I64, "i1": BOOL}
 
 
 def element_type(name: str) -> ElementType:
-    """Parse ``f32``/``f64``/``i32``/``i64``/``i1``/``fix<w,f>``."""
+    """Parse ``f32``/``f64``/``i32``/``i64``/``i1``/``fix<w,f>`` (``ValueError`` with a
+    sentence for anything else, a fixed-point type outside ``FIXED_WIDTHS`` and
+    ``FIXED_FRACS`` included)."""
+    if not isinstance(name, str):
+        raise ValueError(f"{name!r} is not an element type name")
     name = name.replace(" ", "")
     if name in _BY_NAME:
         return _BY_NAME[name]
-    if name.startswith("fix<") and name.endswith(">"):
-        width, frac = (int(part) for part in name[4:-1].split(","))
-        return FixedType(width, frac)
-    raise ValueError(f"unknown element type '{name}'")
+    match = _FIXED_TEXT.fullmatch(name)
+    if match is None:
+        raise ValueError(f"unknown element type '{name}'")
+    width, frac = int(match.group(1)), int(match.group(2))
+    if width not in FIXED_WIDTHS or frac not in FIXED_FRACS:
+        raise ValueError(f"fixed-point type '{name}' needs a width of {FIXED_WIDTHS.start}..{FIXED_WIDTHS.stop - 1} "
+                         f"bits and {FIXED_FRACS.start}..{FIXED_FRACS.stop - 1} fraction bits")
+    return FixedType(width, frac)
 
 
 def element_type_of(dtype: np.dtype) -> ElementType:
@@ -119,6 +139,23 @@ class TensorType:
     @staticmethod
     def of(array: np.ndarray) -> "TensorType":
         return TensorType(tuple(int(d) for d in array.shape), element_type_of(array.dtype))
+
+
+def check_dims(type: TensorType) -> str | None:
+    """What is wrong with ``type``'s dims (``None`` if nothing): a static dim must lie in
+    ``0..MAX_DIM`` and the static dims together hold at most ``MAX_ELEMENTS`` elements;
+    a symbolic dim is a name."""
+    static = 1
+    for dim in type.shape:
+        if isinstance(dim, bool) or not isinstance(dim, (int, str)):
+            return f"dim {dim!r} is neither a size nor a name"
+        if isinstance(dim, int):
+            if not 0 <= dim <= MAX_DIM:
+                return f"dim {dim} is outside 0..{MAX_DIM}"
+            static *= dim
+    if static > MAX_ELEMENTS:
+        return f"its static dims hold {static:,} elements, more than {MAX_ELEMENTS:,}"
+    return None
 
 
 def dims_compatible(a: Dim, b: Dim) -> bool:

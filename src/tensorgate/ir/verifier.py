@@ -7,8 +7,8 @@ import numpy as np
 from ..errors import VerifyError
 from .core import Module, Op
 from .linear_map import LinearMap
-from .ops import OP_SPECS, REQUIRED, const_values, is_optional, operand_count_ok
-from .types import shapes_compatible
+from .ops import OP_SPECS, REQUIRED, check_attr_kinds, const_values, is_optional, operand_count_ok
+from .types import check_dims, shapes_compatible
 
 
 def verify_module(module: Module) -> None:
@@ -36,6 +36,9 @@ def verify_module(module: Module) -> None:
 
 
 def _define(value, names, defined, where) -> None:
+    problem = check_dims(value.type)
+    if problem is not None:
+        raise VerifyError(f"value %{value.name} ({where}) has type {value.type}: {problem}")
     if value.name in names:
         raise VerifyError(f"value name %{value.name} is defined twice ({where})")
     names.add(value.name)
@@ -57,6 +60,7 @@ def _verify_signature(op: Op) -> None:
         if default is REQUIRED and key not in op.attrs:
             raise VerifyError(f"{op.describe()}: attribute '{key}' is required")
         op.attrs.setdefault(key, default)
+    check_attr_kinds(op)
     for key, value in op.attrs.items():
         for leaf in value if isinstance(value, list) else [value]:
             if isinstance(leaf, LinearMap):
@@ -74,6 +78,9 @@ def _verify_types(op: Op, consts) -> None:
     if spec.num_results is not None and len(op.results) != spec.num_results or len(expected) != len(op.results):
         raise VerifyError(f"{op.describe()}: has {len(op.results)} results, expected {len(expected)}")
     for value, want in zip(op.results, expected):
+        problem = check_dims(want)
+        if problem is not None:
+            raise VerifyError(f"{op.describe()}: its operands give result %{value.name} type {want}: {problem}")
         if value.type.dtype != want.dtype or not shapes_compatible(value.type.shape, want.shape):
             raise VerifyError(f"{op.describe()}: result %{value.name} has type {value.type}, "
                               f"but its operands give {want}")

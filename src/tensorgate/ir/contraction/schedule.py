@@ -53,11 +53,16 @@ class Step:
     def from_list(cls, item: Sequence) -> "Step":
         try:
             lhs, rhs, contracted, output, macs, size, stage = item
-            return cls(int(lhs), int(rhs), tuple(map(str, contracted)), tuple(map(str, output)),
-                       int(macs), int(size), str(stage))
         except (TypeError, ValueError) as exc:
             raise VerifyError(f"contraction step {item!r} is malformed ({exc}); expected "
                               "[lhs, rhs, [contracted], [output], macs, size, stage]") from None
+        counts, labels = (lhs, rhs, macs, size), (contracted, output)
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts) or not all(
+                isinstance(names, list) and all(isinstance(name, str) for name in names) for names in labels
+        ) or not isinstance(stage, str):
+            raise VerifyError(f"contraction step {item!r} is malformed: lhs, rhs, macs and size must be "
+                              "non-negative integers, contracted and output lists of labels, stage a string")
+        return cls(lhs, rhs, tuple(contracted), tuple(output), macs, size, stage)
 
 
 class Schedule:
