@@ -253,6 +253,14 @@ def import_model(args):
     return import_onnx(args.model, bind=dict(args.bind), shapes=dict(args.shape))
 
 
+def warn_nan_outputs(outputs: dict[str, np.ndarray]) -> None:
+    """One ``warning:`` line per output holding NaN (an overflow inside the model, say)."""
+    for name, array in outputs.items():
+        if array.dtype.kind == "f" and np.isnan(array).any():
+            print(f"warning: output '{name}' holds NaN in {int(np.isnan(array).sum())} of its {array.size} entries",
+                  file=sys.stderr)
+
+
 def print_warnings(module) -> None:
     """The importer's warnings, one ``warning:`` line each, on stderr."""
     for warning in getattr(module, "warnings", []):
@@ -444,6 +452,7 @@ def cmd_run(args) -> None:
 
         outputs = run_module(module, inputs, dtype=np.dtype(args.dtype))
     write_npz(args.output, outputs)
+    warn_nan_outputs(outputs)
     print(f"wrote {args.output} ({', '.join(f'{k}{list(v.shape)}' for k, v in outputs.items())})")
 
 

@@ -30,8 +30,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
+from onnx import numpy_helper
 
 from ..errors import FrontendError, VerifyError
 from ..ir.core import Module
@@ -74,6 +76,7 @@ def import_onnx(source: str | Path | onnx.ModelProto, raising: bool = True, bind
     producers = {out: node.name for node in model.graph.node for out in node.output if node.name}
     if model.producer_name != PRODUCER:
         model = _folded(model, origin, warnings)
+    _check_weights_finite(model, origin)
     model = fold_static_shapes(model)
     importer = GraphImporter(model, origin, declared_dims, raiser, list(declared.output), producers)
     module = importer.run()
@@ -132,6 +135,7 @@ def _checked_and_inferred(model: onnx.ModelProto, origin: str, path: Path | None
     """
     if path is not None:
         _check_external_files(model, path)
+    _check_declarations(model, origin)
     problem = _checker_problem(model if path is None else str(path))
     clear_output_shapes(model)
     try:
@@ -142,9 +146,61 @@ def _checked_and_inferred(model: onnx.ModelProto, origin: str, path: Path | None
         raise FrontendError(f"{origin}: ONNX shape inference failed: {_one_line(exc)}") from None
     if path is not None:
         _load_external_data(inferred, path)
-    if problem and _checker_problem(inferred):
-        raise FrontendError(f"{origin}: fails the ONNX checker: {problem}")
+    remaining = _checker_problem(inferred) if problem else None
+    if remaining:
+        raise FrontendError(f"{origin}: fails the ONNX checker: {remaining}")
     return inferred
+
+
+FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
+
+
+def _check_declarations(model: onnx.ModelProto, origin: str) -> None:
+    """What the checker reports late or not at all, named at its root: an opset newer
+    than the installed onnx knows, an initializer whose data does not fit its declared
+    shape (onnx's own tensor check), a negative declared dim of a graph input or output."""
+    newest = onnx.defs.onnx_opset_version()
+    for opset in model.opset_import:
+        if opset.domain in ("", "ai.onnx") and not 1 <= opset.version <= newest:
+            raise FrontendError(f"{origin}: imports ONNX opset {opset.version}, but the installed onnx knows opsets "
+                                f"1..{newest}")
+    for tensor in model.graph.initializer:
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            try:
+                onnx.checker.check_tensor(tensor)
+            except onnx.checker.ValidationError as exc:
+                raise FrontendError(f"{origin}: initializer '{tensor.name}' is corrupt: {_one_line(exc)}") from None
+    for role, infos in (("input", model.graph.input), ("output", model.graph.output)):
+        for info in infos:
+            dims = info.type.tensor_type.shape.dim if info.type.HasField("tensor_type") else []
+            negative = [dim.dim_value for dim in dims if dim.HasField("dim_value") and dim.dim_value < 0]
+            if negative:
+                raise FrontendError(f"{origin}: graph {role} '{info.name}' declares the negative dim {negative[0]}")
+
+
+WEIGHT_CONSUMERS = {"LSTM": (1, 2, 3, 7), "GRU": (1, 2, 3), "RNN": (1, 2, 3), "Gemm": (0, 1, 2), "MatMul": (0, 1),
+                    "Einsum": None, "Conv": (1, 2)}
+"""Node inputs that hold weights (all inputs where ``None``): an initializer there with a
+NaN or an infinity cannot be a trained weight."""
+
+
+def _check_weights_finite(model: onnx.ModelProto, origin: str) -> None:
+    """``FrontendError`` naming the first float initializer with a NaN, or with an
+    infinity where a node takes it as a weight (``WEIGHT_CONSUMERS``; elsewhere ``-inf``
+    can be a mask).  It runs after constant folding, so computed weights are checked as
+    the nodes take them."""
+    weights = {name for node in model.graph.node if node.op_type in WEIGHT_CONSUMERS
+               for index, name in enumerate(node.input)
+               if WEIGHT_CONSUMERS[node.op_type] is None or index in WEIGHT_CONSUMERS[node.op_type]}
+    for tensor in model.graph.initializer:
+        if tensor.data_type not in FLOAT_TYPES:
+            continue
+        array = numpy_helper.to_array(tensor)
+        bad = np.isnan(array) if tensor.name not in weights else ~np.isfinite(array)
+        if bad.any():
+            index = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise FrontendError(f"{origin}: initializer '{tensor.name}' holds {array[index]} at {list(index)} "
+                                f"({int(bad.sum())} of {array.size} entries are not finite): the weights are corrupt")
 
 
 def _checker_problem(model: onnx.ModelProto | str) -> str | None:

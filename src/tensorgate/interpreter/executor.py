@@ -26,7 +26,25 @@ def check_inputs(module: Module, inputs: dict[str, np.ndarray]) -> None:
         raise ExecutionError(f"{'; '.join(problems)} (the model takes: {', '.join(expected)})")
     bound: dict[str, int] = {}
     for value in module.inputs:
+        _check_values(value.name, inputs[value.name])
         _check_shape(value.name, value.type, np.shape(inputs[value.name]), bound)
+
+
+def _check_values(name: str, data) -> None:
+    """An input holds real numbers (booleans, integers or floats), at least one, none of
+    them NaN or infinite."""
+    array = np.asarray(data)
+    if array.dtype.kind not in "biuf":
+        kind = {"c": "complex numbers", "U": "strings", "S": "strings", "O": "Python objects"}.get(
+            array.dtype.kind, f"{array.dtype} values")
+        raise ExecutionError(f"input '{name}' holds {kind} ({array.dtype}); the model takes real numbers")
+    if array.size == 0:
+        raise ExecutionError(f"input '{name}' is empty (shape {list(array.shape)}): every dim must be at least 1")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        bad = ~np.isfinite(array)
+        index = [int(i) for i in np.argwhere(bad)[0]]
+        raise ExecutionError(f"input '{name}' holds {array[tuple(index)]} at {index} ({int(bad.sum())} of "
+                             f"{array.size} entries are not finite)")
 
 
 def _check_shape(name: str, type: TensorType, shape: tuple[int, ...], bound: dict[str, int]) -> None:
@@ -70,16 +88,20 @@ class Executor:
         env: dict[int, np.ndarray] = {
             id(v): as_float(np.asarray(inputs[v.name]), self.dtype) for v in self.module.inputs
         }
-        for op, prepared in zip(self.module.ops, self._ops):
-            args = [None if v is None else env[id(v)] for v in op.operands]
-            try:
-                check_result_size(op, args)
-                results = KERNELS[op.kind](prepared, args, self.dtype)
-            except (ValueError, IndexError, TypeError) as exc:
-                raise ExecutionError(f"{op.describe()} failed: {exc}") from exc
-            for value, array in zip(op.results, results):
-                env[id(value)] = as_float(np.asarray(array), self.dtype)
+        with np.errstate(all="ignore"):  # an overflow is the model's arithmetic: NaN outputs are reported
+            for op, prepared in zip(self.module.ops, self._ops):
+                self._run_op(op, prepared, env)
         return {v.name: env[id(v)] for v in self.module.outputs}
+
+    def _run_op(self, op: Op, prepared: Op, env: dict[int, np.ndarray]) -> None:
+        args = [None if v is None else env[id(v)] for v in op.operands]
+        try:
+            check_result_size(op, args)
+            results = KERNELS[op.kind](prepared, args, self.dtype)
+        except (ValueError, IndexError, TypeError) as exc:
+            raise ExecutionError(f"{op.describe()} failed: {exc}") from exc
+        for value, array in zip(op.results, results):
+            env[id(value)] = as_float(np.asarray(array), self.dtype)
 
 
 def _convert(value, dtype):

@@ -184,6 +184,8 @@ class Decompose(Pass):
         result: list[LinearMap] = []
         for index, matrix in enumerate(matrices):
             where = f"{op.describe()}: map '{key}' #{index} ({matrix.shape[0]}x{matrix.shape[1]})"
+            if not np.isfinite(matrix).all():
+                raise PassError(f"{where} holds NaN or infinite weights: nothing can approximate them")
             try:
                 decomposed, reason = self._decompose_or_keep(matrix, key)
             except PassError as exc:
