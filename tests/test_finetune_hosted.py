@@ -113,6 +113,21 @@ def test_what_stacked_samples_need_is_named(tmp_path):
         dataset_of(tmp_path / "x.npz", module, inputs, np.zeros(SAMPLES, np.int64))
 
 
+def test_samples_along_the_axis_fixed_at_one_are_stacked_samples():
+    """8 samples of an input ``[1, F]`` given as ``[8, F]`` (and of a state ``[2, 1, H]``
+    as ``[2, 8, H]``) are the same data set as the stacked form (issue 15, item 8)."""
+    module = hosted_module()
+    stacked = stacked_inputs()
+    along = {}
+    for value in module.inputs:
+        axis = list(value.type.shape).index(1)
+        along[value.name] = np.concatenate(list(stacked[value.name]), axis=axis)
+    data, reference = dataset_of(None, module, along, None), dataset_of(None, module, stacked, None)
+    assert data.stacked and len(data) == len(reference) == SAMPLES
+    for name, array in reference.inputs.items():
+        np.testing.assert_array_equal(data.inputs[name], array)
+
+
 # --- augmentation ------------------------------------------------------------------------------
 
 

@@ -22,6 +22,7 @@ from ..fixedpoint.quant_attrs import is_quantized
 from ..interpreter import run_fixed, run_module
 from ..ir.core import Module, Value
 from .base import Pass
+from .quantization.calibrate import run_samples
 from .quantization.report import top1_agreement
 
 DEFAULT_WARN_ERROR = 0.05
@@ -96,11 +97,15 @@ def unmeasured(reason: str) -> dict:
     return {"measured": False, "reason": reason}
 
 
+def run_float64(module: Module, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return run_module(module, inputs, dtype=np.float64)
+
+
 def measure_fidelity(reference: Module, module: Module, inputs: dict[str, np.ndarray], data: str) -> Fidelity:
     """The outputs of ``module`` against ``reference``'s on ``inputs`` (named ``data``),
     for every output name both have."""
-    expected = run_module(reference, inputs, dtype=np.float64)
-    actual = run_fixed(module, inputs) if is_quantized(module) else run_module(module, inputs, dtype=np.float64)
+    expected = run_samples(run_float64, reference, inputs)
+    actual = run_samples(run_fixed if is_quantized(module) else run_float64, module, inputs)
     rows = []
     for value in module.outputs:
         if value.name not in expected or expected[value.name].dtype.kind != "f":

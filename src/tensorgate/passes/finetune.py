@@ -14,7 +14,8 @@ the number of labels, (without) the input's one symbolic dim.
 
 A model imported with fixed input shapes (a shipped model at batch 1, say) has no batch
 axis; its samples are stacked along an extra leading axis instead (``x[i]`` is one call's
-input, all inputs stacked alike, no labels), and the torch twin is mapped over them
+input, all inputs stacked alike, no labels), or given along the axis its type fixes at 1
+(``[8, 6, F]`` for an input ``[1, 6, F]``), and the torch twin is mapped over them
 (``torch.func.vmap``).
 
 Host regions (ONNX that onnxruntime runs around the recurrent core: a CNN or STFT front
@@ -250,6 +251,7 @@ def read_data(path: Path, module: Module) -> tuple[dict[str, np.ndarray], np.nda
 def dataset_of(path: Path, module: Module, arrays: dict[str, np.ndarray], labels: np.ndarray | None) -> Dataset:
     """The samples of ``arrays`` (read from ``path``) along each input's batch axis."""
     samples = None if labels is None else len(labels)
+    arrays = {**arrays, **{value.name: _restacked(value, arrays[value.name]) for value in module.inputs}}
     stacked = {value.name: _stacked(path, value, arrays[value.name], labels) for value in module.inputs}
     if len(set(stacked.values())) > 1:
         raise PassError(f"finetune: data file '{path}': inputs {', '.join(n for n, s in stacked.items() if s)} "
@@ -262,6 +264,19 @@ def dataset_of(path: Path, module: Module, arrays: dict[str, np.ndarray], labels
         raise PassError(f"finetune: data file '{path}': the inputs hold different numbers of samples "
                         f"({', '.join(f'{name}: {count}' for name, count in counts.items())})")
     return Dataset(arrays, axes, None if labels is None else labels.astype(np.int64), stacked=any(stacked.values()))
+
+
+def _restacked(value: Value, array: np.ndarray) -> np.ndarray:
+    """Samples of a fixed-shape input given along the axis its type fixes at 1 (8 samples
+    of ``[1, 6, F]`` as ``[8, 6, F]``), stacked along a new leading axis instead
+    (``[8, 1, 6, F]``); any other array as it is."""
+    dims = value.type.shape
+    if array.ndim != len(dims) or not all(isinstance(dim, int) for dim in dims):
+        return array
+    off = [axis for axis, (dim, size) in enumerate(zip(dims, array.shape)) if dim != size]
+    if len(off) != 1 or dims[off[0]] != 1:
+        return array
+    return np.expand_dims(np.moveaxis(array, off[0], 0), off[0] + 1)
 
 
 def _stacked(path: Path, value: Value, array: np.ndarray, labels: np.ndarray | None) -> bool:

@@ -37,7 +37,6 @@ from typing import Callable, ClassVar
 import numpy as np
 
 from ..errors import PassError, PipelineError
-from ..interpreter import run_module
 from ..ir.contraction.cost import CostModel
 from ..ir.core import Module, Op
 from ..ir.tensor_formats import BTMap, HTMap, TensorizedMap, TTMap
@@ -46,6 +45,8 @@ from .contraction.maps import search_map_schedule
 from .decomposition import (
     Decomposition, Tensorization, bt_als, bt_rank_bounds, ht_rank_bounds, ht_svd, tt_rank_bounds, tt_svd,
 )
+from .fidelity import run_float64
+from .quantization.calibrate import run_samples
 from .quantize import load_calibration
 
 
@@ -240,7 +241,7 @@ class OutputError:
         self.total_sq = sum(float(np.sum(y**2)) for y in self.reference)
 
     def _outputs(self) -> list[np.ndarray]:
-        outputs = run_module(self.module, self.inputs, dtype=np.float64)
+        outputs = run_samples(run_float64, self.module, self.inputs)
         return [y for y in outputs.values() if y.dtype.kind == "f"]
 
     def __call__(self, caps: list[int]) -> float:

@@ -79,9 +79,17 @@ class Calibration:
 
 
 def calibrate(module: Module, inputs: dict[str, np.ndarray]) -> Calibration:
-    """Run ``module`` in float64 on ``inputs`` and record the ranges (module docstring)."""
-    check_inputs(module, inputs)
+    """Run ``module`` in float64 on ``inputs`` and record the ranges (module docstring);
+    a model of fixed input shapes runs sample by sample (``sample_feeds``)."""
     calibration = Calibration()
+    for feeds in sample_feeds(module, inputs):
+        _calibrate_call(module, feeds, calibration)
+    return calibration
+
+
+def _calibrate_call(module: Module, inputs: dict[str, np.ndarray], calibration: Calibration) -> None:
+    """One run of ``module`` on ``inputs``, its ranges recorded into ``calibration``."""
+    check_inputs(module, inputs)
     dtype = np.dtype(np.float64)
     env = {}
     for value in module.inputs:
@@ -108,7 +116,71 @@ def calibrate(module: Module, inputs: dict[str, np.ndarray]) -> Calibration:
         for value, array in zip(op.results, results):
             array = np.asarray(array)
             env[id(value)] = array.astype(np.float64) if array.dtype.kind == "f" else array
-    return calibration
+
+
+def sample_feeds(module: Module, arrays: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+    """The calls ``module`` runs on for the data ``arrays`` (by input name): the arrays
+    themselves where they fit its inputs; else, for a model imported with fixed input
+    shapes (a model exported at batch 1, say), one call per sample, the samples running
+    along an axis the model fixes at 1 (8 samples of a ``[1, 6, F]`` input as ``[8, 6, F]``)
+    or along an extra leading axis (as ``[8, 1, 6, F]``).  Inputs whose array fits as it
+    is are shared by every call.  ``ExecutionError`` when the data fit neither way."""
+    try:
+        check_inputs(module, arrays)
+        return [arrays]
+    except ExecutionError as exc:
+        misfit = exc
+    axes = {value.name: _sample_axis(value, np.asarray(arrays[value.name])) for value in module.inputs
+            if value.name in arrays}
+    split = {name: axis for name, axis in axes.items() if axis != "shared"}
+    if len(axes) != len(module.inputs) or not split or None in split.values():
+        raise misfit
+    counts = {name: arrays[name].shape[0 if axis == "stacked" else axis] for name, axis in split.items()}
+    if len(set(counts.values())) != 1:
+        raise ExecutionError("the inputs hold different numbers of samples: "
+                             + ", ".join(f"{name} {count}" for name, count in counts.items()))
+    feeds = [{name: _sample(np.asarray(arrays[name]), axes[name], index) for name in axes}
+             for index in range(next(iter(counts.values())))]
+    check_inputs(module, feeds[0])
+    return feeds
+
+
+def _sample_axis(value, array: np.ndarray) -> int | str | None:
+    """``"shared"`` if ``array`` fits ``value``'s type; ``"stacked"`` if it stacks arrays
+    that do along a new leading axis; the axis it runs along where the type fixes it at
+    1 and the array is longer; ``None`` if none of these."""
+    dims = value.type.shape
+
+    def fits(shape) -> bool:
+        return len(shape) == len(dims) and all(not isinstance(d, int) or d == n for d, n in zip(dims, shape))
+
+    if fits(array.shape):
+        return "shared"
+    if array.ndim == len(dims) + 1 and fits(array.shape[1:]):
+        return "stacked"
+    if array.ndim == len(dims):
+        off = [axis for axis, (dim, size) in enumerate(zip(dims, array.shape)) if isinstance(dim, int) and dim != size]
+        if len(off) == 1 and dims[off[0]] == 1:
+            return off[0]
+    return None
+
+
+def _sample(array: np.ndarray, axis: int | str, index: int) -> np.ndarray:
+    if axis == "shared":
+        return array
+    if axis == "stacked":
+        return array[index]
+    return np.take(array, [index], axis=axis)
+
+
+def run_samples(run, module: Module, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``run(module, feeds)``'s outputs on the data ``arrays``, called once per sample
+    where ``sample_feeds`` splits them, the outputs then stacked along a new leading axis."""
+    feeds = sample_feeds(module, arrays)
+    if len(feeds) == 1 and feeds[0] is arrays:
+        return run(module, arrays)
+    outputs = [run(module, call) for call in feeds]
+    return {name: np.stack([output[name] for output in outputs]) for name in outputs[0]}
 
 
 def _linear(op: Op, args, calibration: Calibration) -> np.ndarray:
@@ -293,7 +365,8 @@ def read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
 
 
 def load_calibration(path: Path, module: Module) -> dict[str, np.ndarray]:
-    """The arrays of a calibration ``.npz``, checked against the module's inputs."""
+    """The arrays of a calibration ``.npz``, checked against the module's inputs (whole,
+    or sample by sample for a model of fixed input shapes: ``sample_feeds``)."""
     path = Path(path)
     arrays = read_npz(path, "calibration file")
     expected = [v.name for v in module.inputs]
@@ -303,7 +376,7 @@ def load_calibration(path: Path, module: Module) -> dict[str, np.ndarray]:
         problem = f"lacks {', '.join(missing)}" if missing else f"has unknown arrays {', '.join(unknown)}"
         raise PassError(f"calibration file '{path}' {problem} (the model's inputs are {', '.join(expected)})")
     try:
-        check_inputs(module, arrays)
+        sample_feeds(module, arrays)
     except ExecutionError as exc:
         raise PassError(f"calibration file '{path}': {exc}") from None
     for value in module.inputs:

@@ -24,7 +24,7 @@ from ...interpreter import FixedExecutor, run_module
 from ...ir.core import Module
 from ...ir.linear_map import LinearMap
 from ...ir.types import element_type
-from .calibrate import Calibration
+from .calibrate import Calibration, run_samples
 
 
 UNITS = {"lstm": ("sigmoid", "tanh", "tanh_cell"), "gru": ("sigmoid", "tanh"), "rnn": ("activation",)}
@@ -126,8 +126,8 @@ def build_report(float_module: Module, quant_module: Module, inputs: dict[str, n
     """Run both modules on ``inputs`` and assemble the report (module docstring)."""
     stats: dict = {}
     executor = FixedExecutor(quant_module)
-    approximation = executor.run(inputs, stats=stats)
-    reference = run_module(float_module, inputs, dtype=np.float64)
+    approximation = run_samples(lambda _, feeds: executor.run(feeds, stats=stats), quant_module, inputs)
+    reference = run_samples(lambda module, feeds: run_module(module, feeds, dtype=np.float64), float_module, inputs)
     report = QuantReport(accumulators=list(accumulators))
     for value in quant_module.inputs:
         if value.name in calibration.ranges:
