@@ -69,6 +69,7 @@ REGRESSIONS = [
     ("lstm", "i64[3] = shape(%x)", "i64[3] = shape(%x) {end = \"x\"}", "attribute 'end' must be an integer or none"),
     ("lstm", "hidden_size = 32", "hidden_size = 0", "hidden_size must be a positive size"),
     ("lstm_bt", "bias = @", "bias = 0.5, peepholes = @", "attribute 'bias' must be a tensor or none"),
+    ("gru", "dense<1> : i64[]", "dense<1> : u8[]", "attribute 'value': no IR element type for NumPy dtype uint8"),
 ]
 
 

@@ -235,7 +235,10 @@ def _const(op, consts):
     value = op.attrs["value"]
     if not isinstance(value, np.ndarray):
         _fail(op, "attribute 'value' must be a tensor")
-    return quantized_types(op, [TensorType.of(value)])
+    try:
+        return quantized_types(op, [TensorType.of(value)])
+    except ValueError as exc:  # a dtype no IR element type has (u8, say)
+        _fail(op, f"attribute 'value': {exc}")
 
 
 @_spec("matmul", "NumPy matmul of two values.", ["a", "b"])

@@ -107,9 +107,10 @@ def element_type_of(dtype: np.dtype) -> ElementType:
     if dtype == np.bool_:
         return BOOL
     kind = {"f": "f", "i": "i", "u": "i"}.get(dtype.kind)
-    if kind is None:
+    name = f"{kind}{dtype.itemsize * 8}"
+    if kind is None or name not in _BY_NAME:
         raise ValueError(f"no IR element type for NumPy dtype {dtype}")
-    return element_type(f"{kind}{dtype.itemsize * 8}")
+    return element_type(name)
 
 
 @dataclass(frozen=True)
