@@ -11,7 +11,7 @@ other seeded inputs, batch 1):
   1 step (``--steps`` for more; the cycles of a step do not depend on the step);
 * ``fl-tt-lstm-stacked`` — the same with one TT map for the four gates' W
   (out 1536 = 4·4·4·24), the smaller schedule the issue names for comparison;
-* ``tt-gru-h32`` / ``tt-gru-h32-lbr0`` — ``tt-h32`` as a GRU (one TT map for the three
+* ``tt-gru-h32`` / ``tt-gru-lbr0`` — ``tt-h32`` as a GRU (one TT map for the three
   gates' W, out 96 = 8·12), with ``linear_before_reset`` 1 (torch's form) and 0 (r ⊙ h is
   a cell step before the candidate's R_h GEMM);
 * ``fl-tt-gru`` — the FL-TT-LSTM configuration as a GRU (``linear_before_reset=1``): TT
@@ -168,7 +168,7 @@ FL_FRAMES = 6
 """Frames of the FL-TT-LSTM as the paper runs it (and torch exports it): the synthesized builds."""
 FL_STACKED = Model("fl-tt-lstm-stacked", (16, 8, 9, 53), (4, 4, 4, 24), 4, 1, stacked=True, classes=11)
 SMALL_GRU = Model("tt-gru-h32", (4, 8), (8, 12), 2, 3, stacked=True, cell="gru")
-SMALL_GRU_LBR0 = Model("tt-gru-h32-lbr0", (4, 8), (8, 12), 2, 3, stacked=True, cell="gru", linear_before_reset=0)
+SMALL_GRU_LBR0 = Model("tt-gru-lbr0", (4, 8), (8, 12), 2, 3, stacked=True, cell="gru", linear_before_reset=0)
 FL_GRU = Model("fl-tt-gru", (16, 8, 9, 53), (4, 4, 4, 6), 4, 1, classes=11, cell="gru")
 
 
