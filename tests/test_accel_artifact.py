@@ -22,8 +22,10 @@ from tensorgate.fixedpoint.programs import LSTMProgram
 from tensorgate.runtime.verilator import verilator_executable
 
 
-@pytest.mark.parametrize("config", [AccelConfig(1), AccelConfig(4), AccelConfig(16), AccelConfig(64, groups=4),
-                                    AccelConfig(8, code_width=32, prog_depth=1024, s_depth=1 << 16, t_depth=256)],
+@pytest.mark.parametrize("config", [AccelConfig(1), AccelConfig(4), AccelConfig(16, code_width=8, scratch_width=16),
+                                    AccelConfig(64, groups=4),
+                                    AccelConfig(8, code_width=32, scratch_width=32, prog_depth=1 << 16,
+                                                s_depth=1 << 16, t_depth=256)],
                          ids=["P1", "P4", "P16", "P64-groups4", "P8-wide-deep"])
 def test_accelerator_is_lint_clean(config):
     flags = [f"-G{name}={value}" for name, value in config.parameters().items()]

@@ -20,11 +20,13 @@ from tensorgate.runtime.simulator import (SCRATCH, Simulator, accel_design, load
 from tensorgate.runtime.verilator import RtlSim, build
 
 PES = 4
+CONFIG = AccelConfig(PES, code_width=8, scratch_width=64)
+"""The build the 8-bit BT models need (their block sums are wide accumulators)."""
 
 
 @pytest.fixture(scope="module")
 def accel():
-    return build(accel_design(AccelConfig(PES)), progress=False)
+    return build(accel_design(CONFIG), progress=False)
 
 
 def stalls(rng: np.random.Generator, probability: float, length: int = 1 << 14) -> np.ndarray:
@@ -54,7 +56,7 @@ def test_stalled_streams_through_a_model_run_are_bit_exact(seed, accel, tmp_path
     module, inputs = quantized(AccelCase(fmt="bt", lens=True, seed=seed), tmp_path)
     codes = FixedExecutor(module).input_codes(inputs)
     image = lower(module, PES, {name: np.shape(array) for name, array in codes.items()})
-    assert AccelConfig.for_image(image, module_code_width(module)) == AccelConfig(PES)
+    assert AccelConfig.for_image(image, module_code_width(module)) == CONFIG
     expected = run_fixed(module, inputs, raw=True)
     with RtlSim(accel) as sim:
         sim.reset()

@@ -1,9 +1,11 @@
 """Cycle-accurate simulation of a verilog artifact with Verilator.
 
 ``Simulator(artifact_dir).run(inputs)`` builds the artifact's own RTL (``rtl/``) with
-Verilator for its P and widths (cached by content hash: one build per configuration and
-RTL serves every model that fits it), loads the program and memory images through the
-bulk host port, runs until ``done`` and reads the outputs back.  The images are the
+Verilator for its P and widths, its memories deepened to shared power-of-two depths
+(``AccelConfig.shared``: the same words at the same addresses; cached by content hash, one
+build per configuration and RTL serves every model that fits it), loads the program and memory images through the
+bulk host port, queues the inputs the program streams one time step at a time
+(``Image.streamed``) for the input stream, runs until ``done`` and reads the outputs back.  The images are the
 artifact's .hex files when the inputs have the shapes it was compiled for; inputs of
 other sizes along a symbolic dimension lower the artifact's model again for their shapes.
 Either way the .hex files must hold what the artifact's model compiles to, and the
@@ -84,7 +86,7 @@ class Simulator:
         core = self.stages.core
         shapes = static_shapes(core)
         image = lower(core, self.pes, shapes)
-        config = AccelConfig.for_image(image, module_code_width(core))
+        config = AccelConfig.sized(image, module_code_width(core))
         if hardware.get("parameters") != config.parameters():
             raise TensorgateError(f"the manifest of '{self.directory}' gives hardware parameters "
                                   f"{hardware.get('parameters')}, but its model compiles to {config.parameters()}; "
@@ -128,13 +130,14 @@ class Simulator:
         if shapes == self.compiled.shapes:
             return self.compiled.image, self.compiled.config, self.compiled.memories
         image = lower(self.stages.core, self.pes, shapes)
-        config = AccelConfig.for_image(image, module_code_width(self.stages.core))
+        config = AccelConfig.sized(image, module_code_width(self.stages.core))
         return image, config, MemoryImages.of(image, config.code_width)
 
     def _run_core(self, codes: dict[str, np.ndarray], trace, max_cycles: int, io: str) -> tuple[dict, dict]:
         """The accelerator's output codes and the run's statistics, for the core's input codes."""
         image, config, memories = self._lowered({name: tuple(np.shape(array)) for name, array in codes.items()})
-        built = build(accel_design(config, trace=trace is not None, sources=self.sources), progress=self.progress)
+        built = build(accel_design(config.shared(), trace=trace is not None, sources=self.sources),
+                      progress=self.progress)
         started = time.perf_counter()
         with RtlSim(built, vcd=trace) as sim:
             sim.reset()
@@ -145,6 +148,8 @@ class Simulator:
                     stream_in(sim, int(addresses.flat[0]), words)
                 else:
                     sim.write_memory(SCRATCH, words, int(addresses.flat[0]))
+            for name in image.streamed:  # taken one time step at a time by the program's INPUT instructions
+                sim.push_stream(np.asarray(codes[name], np.int64).ravel())
             running = time.perf_counter()
             cycles = sim.run(max_cycles, start=True, progress=self.progress)
             run_seconds = time.perf_counter() - running

@@ -95,7 +95,7 @@ def write_verilog_artifact(module: Module, out_dir: Path, pipeline: str, source:
     except VerifyError as exc:
         raise TensorgateError(f"the verilog target cannot run this partition: {exc}") from None
     image = lower(core, pes, static_shapes(core))
-    config = AccelConfig.for_image(image, module_code_width(core))
+    config = AccelConfig.sized(image, module_code_width(core))
 
     def fill(tmp: Path) -> None:
         save_module(module, tmp / IR_FILE)
@@ -166,6 +166,7 @@ def hardware_summary(image: Image, config: AccelConfig) -> dict:
     bits = config.memory_bits()
     return {"pes": config.pes, "top": "tg_accel", "parameters": config.parameters(),
             "memory_bits": sum(bits.values()), "memory_bits_by_memory": bits,
+            "memory_estimate": config.memory_estimate(),
             "used_words": {"program": len(image.program), "weight_rows": len(image.weight_rows),
                            "scratchpad": len(image.scratch), "activation_tables": len(image.tables)},
             "macs": image.macs, "steps": image.steps, "cycles_estimate": image.cycles_estimate,

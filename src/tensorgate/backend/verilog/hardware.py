@@ -1,13 +1,17 @@
-"""The accelerator build: its generic parameters and the RTL design Verilator builds.
+"""The accelerator build: its generic parameters, the RTL design Verilator builds, and an
+analytical estimate of its memories (depth × width per memory, block RAMs on an
+UltraScale+) that synthesis counts are compared with.
 
-One build serves every model whose images fit its memories: the parameters are only the
-lane count P, the code width, the memory depths and the row groups (``isa.row_groups(P)``),
-so tests and users share builds.
+Two sizings of one image: ``AccelConfig.sized`` gives every memory its word width from the
+fixed-point formats and its depth from the program (what an artifact is synthesized at);
+``AccelConfig.for_image`` rounds the depths up to shared power-of-two defaults, so one
+Verilator build serves every model whose images fit it (tests and users share builds).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ...ir.types import FixedType
@@ -17,7 +21,11 @@ from .isa import WORDS
 
 ACCEL_DIR = Path(__file__).parent / "accel"
 TOP = "tg_accel"
-DEFAULT_DEPTHS = {"prog_depth": 256, "w_depth": 4096, "s_depth": 8192, "t_depth": 4096}
+DEFAULT_DEPTHS = {"prog_depth": 256 * WORDS, "w_depth": 4096, "s_depth": 8192, "t_depth": 4096}
+"""Words per memory (the program memory's are 64-bit instruction words, ``WORDS`` per instruction)."""
+STORAGE_WIDTHS = (8, 16, 32, 64)
+MIN_DEPTH = 2
+"""The shallowest memory (a one-word memory would have a zero-width address)."""
 
 
 def accel_sources() -> list[Path]:
@@ -30,6 +38,7 @@ def accel_sources() -> list[Path]:
 class AccelConfig:
     pes: int
     code_width: int = 16
+    scratch_width: int = 64
     prog_depth: int = DEFAULT_DEPTHS["prog_depth"]
     w_depth: int = DEFAULT_DEPTHS["w_depth"]
     s_depth: int = DEFAULT_DEPTHS["s_depth"]
@@ -37,25 +46,98 @@ class AccelConfig:
     groups: int = 1
 
     @classmethod
+    def sized(cls, image: Image, code_width: int) -> "AccelConfig":
+        """The build ``image`` needs and no more: codes and scratchpad words at their
+        storage widths, every memory exactly as deep as its image."""
+        depths = {key: max(MIN_DEPTH, need) for key, need in image_depths(image).items()}
+        return cls(image.pes, **image_widths(image, code_width), **depths, groups=image.groups)
+
+    @classmethod
     def for_image(cls, image: Image, code_width: int) -> "AccelConfig":
-        """The default build, with memories deepened (powers of two) where the image needs it."""
-        needs = {"prog_depth": len(image.program), "w_depth": len(image.weight_rows),
-                 "s_depth": len(image.scratch), "t_depth": len(image.tables)}
-        depths = {key: max(DEFAULT_DEPTHS[key], 1 << max(0, (needs[key] - 1).bit_length())) for key in needs}
-        return cls(image.pes, 16 if max(code_width, image.code_width) <= 16 else 32, **depths, groups=image.groups)
+        """The shared build for ``image`` (``shared``)."""
+        return cls.sized(image, code_width).shared()
+
+    def shared(self) -> "AccelConfig":
+        """This build with its memories at the default depths, deepened (powers of two) where
+        it needs more: the same words at the same addresses, and one simulation build for
+        every model of these widths that fits."""
+        depths = {key: max(DEFAULT_DEPTHS[key], 1 << max(0, (getattr(self, key) - 1).bit_length()))
+                  for key in DEFAULT_DEPTHS}
+        return replace(self, **depths)
 
     def parameters(self) -> dict[str, int]:
-        return {"P": self.pes, "CODE_W": self.code_width, "PROG_DEPTH": self.prog_depth, "W_DEPTH": self.w_depth,
-                "S_DEPTH": self.s_depth, "T_DEPTH": self.t_depth, "GROUPS": self.groups}
+        return {"P": self.pes, "CODE_W": self.code_width, "S_W": self.scratch_width, "PROG_DEPTH": self.prog_depth,
+                "W_DEPTH": self.w_depth, "S_DEPTH": self.s_depth, "T_DEPTH": self.t_depth, "GROUPS": self.groups}
+
+    def memories(self) -> list["Memory"]:
+        """The build's memories as ``tg_accel.sv`` instantiates them: the scratchpad has a
+        copy for the init stream and one of lane operand codes per further row group (that
+        many reads per cycle)."""
+        return [Memory("program", 1, self.prog_depth, 64), Memory("weights", self.pes, self.w_depth, self.code_width),
+                Memory("scratchpad", 2, self.s_depth, self.scratch_width),
+                Memory("group_replicas", self.groups - 1, self.s_depth, self.code_width),
+                Memory("activation_tables", 1, self.t_depth, 64)]
 
     def memory_bits(self) -> dict[str, int]:
-        """On-chip bits per memory (the scratchpad is one replica per row group and one for
-        the init stream: that many reads per cycle)."""
-        return {"program": self.prog_depth * WORDS * 64, "weights": self.w_depth * self.pes * self.code_width,
-                "scratchpad": (self.groups + 1) * self.s_depth * 64, "activation_tables": self.t_depth * 64}
+        """On-chip bits per memory."""
+        return {memory.name: memory.bits for memory in self.memories()}
+
+    def memory_estimate(self) -> dict:
+        """Bits and UltraScale+ block RAMs per memory and in all (``Memory.bram36``)."""
+        by_memory = {m.name: {"copies": m.copies, "depth": m.depth, "width": m.width, "bits": m.bits,
+                              "bram36": m.bram36} for m in self.memories()}
+        return {"bits": sum(m["bits"] for m in by_memory.values()),
+                "bram36": sum(m["bram36"] for m in by_memory.values()), "by_memory": by_memory}
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+BRAM36_SHAPES = ((32768, 1), (16384, 2), (8192, 4), (4096, 9), (2048, 18), (1024, 36), (512, 72))
+"""RAMB36E2 aspect ratios (depth × width; the widest is simple dual port)."""
+LUTRAM_DEPTH = 64
+"""Memories this shallow map to distributed RAM (RAM64M), not block RAM."""
+
+
+@dataclass(frozen=True)
+class Memory:
+    """``copies`` memories of ``depth`` words of ``width`` bits."""
+
+    name: str
+    copies: int
+    depth: int
+    width: int
+
+    @property
+    def bits(self) -> int:
+        return self.copies * self.depth * self.width
+
+    @property
+    def bram36(self) -> float:
+        """RAMB36E2s for all copies, a half for a memory that fits a RAMB18E2; the fewest over
+        the aspect ratios (what yosys's memory_libmap picks for one memory, up to its cost
+        heuristics); 0 for a memory that maps to distributed RAM."""
+        if self.depth <= LUTRAM_DEPTH:
+            return 0.0
+        one = min(math.ceil(self.depth / depth) * math.ceil(self.width / width) for depth, width in BRAM36_SHAPES)
+        fits_bram18 = any(self.depth <= depth // 2 and self.width <= width for depth, width in BRAM36_SHAPES[:-1])
+        return self.copies * (0.5 if fits_bram18 else float(one))
+
+
+def storage_width(bits: int) -> int:
+    """The narrowest memory word of ``STORAGE_WIDTHS`` that holds ``bits``-bit codes."""
+    return next((width for width in STORAGE_WIDTHS if bits <= width), STORAGE_WIDTHS[-1])
+
+
+def image_widths(image: Image, code_width: int) -> dict[str, int]:
+    """Lane operand / weight code width and scratchpad word width for ``image``."""
+    return {"code_width": storage_width(max(code_width, image.code_width)),
+            "scratch_width": storage_width(max(code_width, image.code_width, image.scratch_width))}
+
+
+def image_depths(image: Image) -> dict[str, int]:
+    return {"prog_depth": len(image.program) * WORDS, "w_depth": len(image.weight_rows),
+            "s_depth": len(image.scratch), "t_depth": len(image.tables)}
 
 
 def module_code_width(module) -> int:

@@ -64,7 +64,11 @@ def affine(addresses: np.ndarray) -> tuple[int, tuple[int, ...]] | None:
 
 @dataclass
 class Image:
-    """A lowered model: program, memory images, where inputs and outputs live, and costs."""
+    """A lowered model: program, memory images, where inputs and outputs live, and costs.
+    ``code_width``: bits of the widest weight; ``scratch_width``: of the widest word any
+    instruction, the host or the input stream writes to the scratchpad.  ``inputs`` the
+    host writes before the run; ``streamed`` inputs, in this order, each flattened, are
+    taken from the input stream by the program's INPUT instructions as it runs."""
 
     pes: int
     program: list[np.ndarray] = field(default_factory=list)
@@ -77,6 +81,8 @@ class Image:
     steps: int = 1
     cycles_estimate: int = 0
     code_width: int = 2
+    scratch_width: int = 2
+    streamed: list[str] = field(default_factory=list)
     groups: int = 1
 
     def program_words(self) -> np.ndarray:

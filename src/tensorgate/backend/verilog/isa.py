@@ -17,7 +17,7 @@ from ...errors import TensorgateError
 
 WORDS = 64
 DIMS = 8
-END, GEMM, EW, CELL, GCELL = 0, 1, 2, 3, 4
+END, GEMM, EW, CELL, GCELL, INPUT = 0, 1, 2, 3, 4, 5
 WIDE_LO, WIDE_HI = -(1 << 63), (1 << 63) - 1
 MAX_ROW_GROUPS, LANES_PER_ROW_GROUP = 4, 16
 MASK64 = (1 << 64) - 1
@@ -158,3 +158,92 @@ def cell(fields: dict[int, int], opcode: int = CELL) -> np.ndarray:
 
 def end() -> np.ndarray:
     return instruction()
+
+
+def _signed(word) -> int:
+    value = int(word) & MASK64
+    return value - (1 << 64) if value >> 63 else value
+
+
+def _walk(words: np.ndarray, base_index: int) -> np.ndarray:
+    """The addresses an address generator walks (``_put_loops``'s layout), innermost loop
+    fastest; a count of 0 is an unused loop."""
+    addresses = np.array([int(words[base_index]) & 0xFFFFFFFF], np.int64)
+    for d in range(DIMS):
+        count = int(words[base_index + 1 + d]) & 0xFFFFFFFF
+        stride = _signed(words[base_index + 1 + DIMS + d])
+        if count > 1:
+            addresses = (np.arange(count, dtype=np.int64)[:, None] * stride + addresses[None, :]).ravel()
+    return addresses
+
+
+def address_fields(words: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """The instruction's scratchpad address fields, each with every address read or
+    written from it (the scratchpad allocator moves them)."""
+    opcode = int(words[0]) & 0xFF
+    if opcode in (GEMM, EW):
+        groups = 1 << ((int(words[0]) >> 8) & 0xFF) if opcode == GEMM else 1
+        group_stride = _signed(((int(words[A_BASE]) >> 32) & 0xFFFFFFFF) << 32) >> 32
+        a = _walk(words, A_BASE)
+        fields = [(A_BASE, (a[None, :] + group_stride * np.arange(groups)[:, None]).ravel()),
+                  (O_BASE, _walk(words, O_BASE))]
+        if int(words[FLAGS]) & INIT_EN:
+            fields.append((I_BASE, _walk(words, I_BASE)))
+        return fields
+    if opcode == INPUT:
+        return [(1, int(words[1]) + np.arange(int(words[2]), dtype=np.int64))]
+    if opcode == GCELL:
+        hidden = np.arange(int(words[GC_HIDDEN]), dtype=np.int64)
+        fields = [(index, int(words[index]) + hidden) for index in _gcell_rows(words)]
+        if int(words[GC_FLAGS]) & GC_HAS_LEN:
+            fields.append((GC_LEN, np.array([int(words[GC_LEN])], np.int64)))
+        return fields
+    if opcode == CELL:
+        hidden = np.arange(int(words[CELL_HIDDEN]), dtype=np.int64)
+        flags = int(words[CELL_FLAGS])
+        rows = [*CELL_PRE, CELL_C, CELL_H] + ([CELL_Y] if flags & WRITE_Y else [])
+        fields = [(index, int(words[index]) + hidden) for index in rows]
+        if flags & HAS_LEN:
+            fields.append((CELL_LEN, np.array([int(words[CELL_LEN])], np.int64)))
+        return fields
+    return []
+
+
+def accesses(words: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The scratchpad addresses the instruction reads and those it writes."""
+    fields = dict(address_fields(words))
+    opcode = int(words[0]) & 0xFF
+    if opcode in (GEMM, EW):
+        return [fields[A_BASE]] + ([fields[I_BASE]] if I_BASE in fields else []), [fields[O_BASE]]
+    if opcode == CELL:
+        reads = [fields[index] for index in (*CELL_PRE, CELL_C)] + ([fields[CELL_LEN]] if CELL_LEN in fields else [])
+        return reads, [fields[index] for index in (CELL_C, CELL_H, CELL_Y) if index in fields]
+    if opcode == INPUT:
+        return [], [fields[1]]
+    if opcode == GCELL:
+        mode = (int(words[GC_FLAGS]) >> GC_MODE_SHIFT) & 3
+        written = {GC_RNN: (GC_H, GC_Y), GC_RESET: (GC_Y,), GC_UPDATE: (GC_H, GC_Y)}[mode]
+        reads = [a for index, a in fields.items() if index not in written or (mode == GC_UPDATE and index == GC_H)]
+        return reads, [fields[index] for index in written if index in fields]
+    return [], []
+
+
+def _gcell_rows(words: np.ndarray) -> list[int]:
+    """The H-word rows a GCELL reads or writes, by its mode (``tg_gru_rnn_cell.sv``)."""
+    flags = int(words[GC_FLAGS])
+    y = [GC_Y] if flags & GC_WRITE_Y else []
+    mode = (flags >> GC_MODE_SHIFT) & 3
+    if mode == GC_RNN:
+        return [GC_PRE, GC_H] + y
+    if mode == GC_RESET:
+        return [GC_PRE, GC_H, GC_Y]
+    return [GC_PRE, GC_PRE_R, GC_CANDIDATE, GC_GX_H, GC_H] + y
+
+
+def stream_input(base: int, count: int) -> np.ndarray:
+    """INPUT: the next ``count`` words of the input stream to scratchpad words ``base`` on."""
+    words = instruction()
+    _put(words, 0, INPUT)
+    _put(words, 1, base)
+    _put(words, 2, count)
+    return words

@@ -17,8 +17,10 @@ accumulator that elementwise instructions finish.  The arithmetic is exactly the
 model's (``fixedpoint/programs.py``), so the simulated outputs equal it bit for bit.
 
 One ``Lowering`` object does all of it: the op lowerings, the map applications and the
-instruction emission share its scratchpad allocator, weight rows and program, so they
-stay one class; the data it produces is ``image``'s.
+instruction emission share its scratchpad regions, weight rows and program, so they
+stay one class; the data it produces is ``image``'s.  Every value gets a region of its
+own; ``allocate.allocate_scratchpad`` then packs the regions by liveness, so the
+scratchpad holds what is live at once, not everything the program ever computes.
 """
 
 from __future__ import annotations
@@ -37,12 +39,14 @@ from ...ir.ops import DATA_MOVEMENT
 from ...ir.stages import Stages, split_stages
 from ...ir.types import FixedType
 from . import isa
+from .allocate import Region, allocate_scratchpad
 from .image import Epilogue, Grid, Image, adjacent_groups, affine, astuple_tail
 from .isa import Loops, LoweringError, Narrowing
 from .lower_gru_rnn import GatedCellLowering, is_gated_cell_op
 
 CELL_CYCLES_PER_ELEMENT = 6
-FETCH_CYCLES = 3
+FETCH_CYCLES = isa.WORDS + 3
+"""Fetch (a word a cycle, one more for the last), decode and next."""
 
 
 class Lowering(GatedCellLowering):
@@ -55,31 +59,48 @@ class Lowering(GatedCellLowering):
         self.module = module
         self.image = Image(pes, groups=isa.row_groups(pes))
         self.shapes = shapes
-        self.buffers: dict[str, tuple[int, int]] = {}
         self.rounding = "nearest-even"
         self.unit_bases: dict[tuple[int, ...], int] = {}
+        self.weight_bases: dict[tuple, int] = {}
+        self.constant_bases: dict[bytes, int] = {}
+        self.regions: list[Region] = []
+        self.streamed_ops: dict[int, str] = {}
 
     # -------------------------------------------------------------- memories
 
-    def alloc(self, size: int, values: np.ndarray | None = None, key: str | None = None) -> int:
-        """A scratchpad region of ``size`` words (zeros, or ``values``); a ``key`` reuses the
-        region that key got before (temporaries that are dead by the next use)."""
-        if key is not None and key in self.buffers:
-            base, known = self.buffers[key]
-            if known == size:
-                return base
+    def alloc(self, size: int, values: np.ndarray | None = None) -> int:
+        """A scratchpad region of ``size`` words (zeros, or ``values``) of its own; the
+        allocator pass gives dead regions' words to later ones."""
         base = len(self.image.scratch)
+        if values is not None:
+            self.stores(_bits(np.asarray(values, np.int64)))
         self.image.scratch.extend([0] * size if values is None else [int(v) for v in np.ravel(values)])
-        if key is not None:
-            self.buffers[key] = (base, size)
+        self.regions.append(Region(base, size, values is not None))
         return base
 
-    def grid(self, rows: int, cols: int, key: str | None = None) -> Grid:
-        return Grid(self.alloc(rows * cols, key=key), rows, cols, cols, 1)
+    def stores(self, bits: int) -> None:
+        """Note that the scratchpad holds ``bits``-bit words (its word width is the widest)."""
+        self.image.scratch_width = max(self.image.scratch_width, bits)
+
+    def weights(self, rows: np.ndarray) -> int:
+        """The weight-memory row where ``rows`` (P codes each) start; a matrix stored before
+        (the recurrent weights of every time step) is stored once."""
+        key = (rows.shape, rows.tobytes())
+        if key not in self.weight_bases:
+            self.weight_bases[key] = len(self.image.weight_rows)
+            self.image.weight_rows.extend(rows)
+        return self.weight_bases[key]
+
+    def grid(self, rows: int, cols: int) -> Grid:
+        return Grid(self.alloc(rows * cols), rows, cols, cols, 1)
 
     def constant_grid(self, values: np.ndarray, rows: int) -> Grid:
-        """A row vector of constants read by every one of ``rows`` rows (row stride 0)."""
-        return Grid(self.alloc(values.size, values), rows, values.size, 0, 1)
+        """A row vector of constants read by every one of ``rows`` rows (row stride 0);
+        one region per distinct vector (the biases of every time step)."""
+        key = np.asarray(values, np.int64).tobytes()
+        if key not in self.constant_bases:
+            self.constant_bases[key] = self.alloc(values.size, values)
+        return Grid(self.constant_bases[key], rows, values.size, 0, 1)
 
     def emit(self, words: np.ndarray, cycles: int) -> None:
         self.image.program.append(words)
@@ -95,10 +116,13 @@ class Lowering(GatedCellLowering):
         init_shift = frac - init_frac if init_frac is not None else 0
         even = self.rounding == "nearest-even"
         if fmt is None:
+            if target_frac is not None:  # a wide accumulator, not a move of stored codes
+                self.stores(64)
             return Narrowing(frac - acc_frac, init_shift, 0, isa.WIDE_LO, isa.WIDE_HI, even)
         lo, hi = code_min(fmt), code_max(fmt)
         if clip is not None:
             lo, hi = max(lo, -clip), min(hi, clip)
+        self.stores(_bits(np.array([lo, hi])))
         return Narrowing(frac - acc_frac, init_shift, frac - fmt.frac, lo, hi, even)
 
     # -------------------------------------------------------------- instructions
@@ -117,11 +141,10 @@ class Lowering(GatedCellLowering):
         groups = self._row_groups(columns, row_m, len(k_m), len(col_m))
         lanes = pes // groups
         tiles = -(-columns // lanes)
-        b_base = len(self.image.weight_rows)
         padded = np.zeros((depth, tiles * lanes), np.int64)
         padded[:, :columns] = matrix
-        for tile in range(tiles):
-            self.image.weight_rows.extend(np.tile(padded[:, tile * lanes:(tile + 1) * lanes], (1, groups)))
+        b_base = self.weights(np.concatenate([np.tile(padded[:, tile * lanes:(tile + 1) * lanes], (1, groups))
+                                              for tile in range(tiles)]))
         self.image.code_width = max(self.image.code_width, _bits(matrix))
         group_strides = (0, 0, 0)
         if groups > 1:  # the outermost row loop runs `groups` blocks of its rows at once
@@ -201,9 +224,9 @@ class Lowering(GatedCellLowering):
         """``W x`` with each epilogue applied to its columns; one result grid per epilogue."""
         if not imap.plans:
             results = []
-            for index, group in enumerate(adjacent_groups(epilogues)):
+            for group in adjacent_groups(epilogues):
                 merged = Epilogue(group[0].start, group[-1].stop, *astuple_tail(group[0]))
-                out = self._dense(imap, x, x_frac, merged, f"{key}.e{index}")
+                out = self._dense(imap, x, x_frac, merged)
                 results += [out.columns(e.start - merged.start, e.stop - merged.start) for e in group]
             return results
         linear_map = imap.map
@@ -213,17 +236,17 @@ class Lowering(GatedCellLowering):
         fused = len(imap.plans) == 1 and len(epilogues) == 1 and (epilogues[0].start, epilogues[0].stop) == (
             0, linear_map.out_dim)
         if fused:
-            result = self.grid(x.rows, out_size, key=f"{key}.out")
+            result = self.grid(x.rows, out_size)
             self._network(imap, 0, x, x_frac, result, epilogues[0], None, key)
             return [result.columns(0, linear_map.out_dim)]
-        wide = self.grid(x.rows, out_size, key=f"{key}.wide")
+        wide = self.grid(x.rows, out_size)
         fracs = [self._last_frac(imap, k, x_frac) for k in range(len(imap.plans))]
         frac = max(fracs)
         for k in range(len(imap.plans)):
             self._network(imap, k, x, x_frac, wide, None, (frac, k > 0), key)
         results = []
-        for index, epilogue in enumerate(epilogues):
-            out = self.grid(x.rows, epilogue.stop - epilogue.start, key=f"{key}.e{index}")
+        for epilogue in epilogues:
+            out = self.grid(x.rows, epilogue.stop - epilogue.start)
             source = wide.columns(epilogue.start, epilogue.stop)
             init = epilogue.init
             dims = [(out.cols, (source.col_stride, 1, init.col_stride if init else 0)),
@@ -234,9 +257,9 @@ class Lowering(GatedCellLowering):
             results.append(out)
         return results
 
-    def _dense(self, imap: IntegerMap, x: Grid, x_frac: int, epilogue: Epilogue, key: str) -> Grid:
+    def _dense(self, imap: IntegerMap, x: Grid, x_frac: int, epilogue: Epilogue) -> Grid:
         matrix = imap.matrix[epilogue.start:epilogue.stop].T
-        out = self.grid(x.rows, matrix.shape[1], key=key)
+        out = self.grid(x.rows, matrix.shape[1])
         init = epilogue.init
         narrowing = self.narrowing(x_frac + imap.quant.tensors["w"].frac, epilogue.init_frac if init else None,
                                    epilogue.fmt, clip=epilogue.clip)
@@ -294,7 +317,7 @@ class Lowering(GatedCellLowering):
                 out_base, out_strides = result.base, self._output_strides(plan, linear_map, result.row_stride,
                                                                           result.col_stride)
             else:
-                out_base = self.alloc(math.prod(sizes[label] for label in step.output), key=f"{key}.n{k}.s{index}")
+                out_base = self.alloc(math.prod(sizes[label] for label in step.output))
                 out_strides = _row_major(step.output, sizes)
             cols = sorted((label for label in b_labels if label not in a_strides), key=lambda l: out_strides[l])
             init_strides = {}
@@ -339,10 +362,16 @@ class Lowering(GatedCellLowering):
         self.rounding = module_rounding(self.module)
         env: dict[int, tuple[str, np.ndarray]] = {}
         for value in self.module.inputs:
+            dtype = value.type.dtype
+            self.stores(dtype.width if isinstance(dtype, FixedType) else getattr(dtype, "bits", 64))
             shape = self.shapes[value.name]
             size = int(np.prod(shape))
             addresses = self.alloc(size) + np.arange(size, dtype=np.int64).reshape(shape)
-            self.image.inputs[value.name] = addresses
+            consumer = self._streaming_consumer(value)
+            if consumer is None:
+                self.image.inputs[value.name] = addresses
+            else:
+                self.streamed_ops[id(consumer)] = value.name
             env[id(value)] = ("addr", addresses)
         for op in self.module.ops:
             args = [None if v is None else env[id(v)] for v in op.operands]
@@ -355,7 +384,20 @@ class Lowering(GatedCellLowering):
             fmt = value.type.dtype if isinstance(value.type.dtype, FixedType) else None
             self.image.outputs[value.name] = (array, fmt)
         self.emit(isa.end(), 0)
-        return self.image
+        return allocate_scratchpad(self.image, self.regions)
+
+    def _streaming_consumer(self, value) -> Op | None:
+        """The LSTM op that takes ``value`` one time step at a time through the input stream:
+        its only user, reading it as its time-major sequence in a forward-only sweep."""
+        users = self.module.users(value)
+        if len(users) != 1 or value in self.module.outputs:
+            return None
+        op = users[0]
+        if op.kind != "lstm" or op.attrs.get("quant") is None or op.operands[0] is not value \
+                or value in op.operands[1:]:
+            return None
+        program = LSTMProgram(op)
+        return op if not program.layout and not any(program.reverse) else None
 
     def _op(self, op: Op, args) -> list[tuple[str, np.ndarray]]:
         if op.kind == "const":
@@ -413,6 +455,7 @@ class Lowering(GatedCellLowering):
         q = program.quant
         gate, cell, hidden = q.gate, q.cell, q.hidden
         frac = max(gate.frac + cell.frac, 2 * gate.frac)
+        self.stores(max(cell.width, hidden.width))
         fields = {isa.CELL_HIDDEN: program.hidden, isa.CELL_ONE: program.one,
                   isa.CELL_FC: frac - gate.frac - cell.frac, isa.CELL_IG: frac - 2 * gate.frac,
                   isa.CELL_C_SHIFT: frac - cell.frac, isa.CELL_C_LO: code_min(cell), isa.CELL_C_HI: code_max(cell),
@@ -456,19 +499,28 @@ class Lowering(GatedCellLowering):
                 self.elementwise(dims, base, region, None, self.narrowing(0, None, None))
             states.append(region)
         h_region, c_region = states
-        y_region = self.alloc(steps * dirs * batch * hidden)
-        x_grid = self.rows_grid(x, x.shape[-1])
+        keeps_y = bool(self.module.users(op.results[0])) or op.results[0] in self.module.outputs
+        y_region = self.alloc(steps * dirs * batch * hidden if keeps_y else 0)  # Y unused: never written
+        streamed = self.streamed_ops.get(id(op))
+        if streamed is not None:
+            self.image.streamed.append(streamed)
+        x_grid = self.rows_grid(x, x.shape[-1]) if streamed is None else None
         fields = self._cell_fields(program)
         fields[isa.CELL_FLAGS] = ((isa.HAS_LEN if lens is not None else 0)
                                   | (isa.INPUT_FORGET if program.input_forget else 0)
-                                  | (isa.CELL_ROUND_EVEN if self.rounding == "nearest-even" else 0) | isa.WRITE_Y)
+                                  | (isa.CELL_ROUND_EVEN if self.rounding == "nearest-even" else 0)
+                                  | (isa.WRITE_Y if keeps_y else 0))
         name = op.results[0].name
         for d in range(dirs):
-            gx = self._projection(program, d, x_grid, f"{name}.d{d}")
+            gx = self._projection(program, d, x_grid, f"{name}.d{d}") if streamed is None else None
             h_grid = Grid(h_region + d * batch * hidden, batch, hidden, hidden, 1)
             for t in (range(steps - 1, -1, -1) if program.reverse[d] else range(steps)):
-                pre = self._recurrent(program, d, h_grid, [g.row_block(t * batch, batch) for g in gx],
-                                      f"{name}.d{d}.r")
+                if streamed is None:
+                    gx_t = [g.row_block(t * batch, batch) for g in gx]
+                else:
+                    gx_t = self._projection(program, d, self._stream_step(x.shape[-1], batch),
+                                            f"{name}.d{d}")
+                pre = self._recurrent(program, d, h_grid, gx_t, f"{name}.d{d}.r")
                 for b in range(batch):
                     row = (d * batch + b) * hidden
                     cell = dict(fields)
@@ -484,8 +536,16 @@ class Lowering(GatedCellLowering):
             return [np.transpose(y, (2, 0, 1, 3)), np.swapaxes(h, 0, 1), np.swapaxes(c, 0, 1)]
         return [y, h, c]
 
+    def _stream_step(self, width: int, batch: int) -> Grid:
+        """One time step of a streamed input (``batch`` rows of ``width`` codes), taken from
+        the input stream into a region of its own."""
+        step = self.grid(batch, width)
+        self.emit(isa.stream_input(step.base, batch * width), batch * width)
+        return step
+
     def _projection(self, program: LSTMProgram, d: int, x: Grid, key: str) -> list[Grid]:
-        """gx = narrow(W·x + b, GX) for all steps: one grid per gate (i, o, f, c)."""
+        """gx = narrow(W·x + b, GX) for the rows of ``x`` (all steps, or one streamed step):
+        one grid per gate (i, o, f, c)."""
         hidden, fmt = program.hidden, program.quant.gates_x
         maps = program.w[d]
         grids = []

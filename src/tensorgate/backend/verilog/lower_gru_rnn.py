@@ -79,7 +79,7 @@ class GatedCellLowering:
             terms[2] = (recurrent_bias, bias_frac, q.candidate, None)
         pre = self._gate_blocks(program, d, h, program.zr_maps, terms, f"{key}.r")
         if not program.lbr:
-            rh = self.grid(h.rows, h.cols, key=f"{key}.rh")
+            rh = self.grid(h.rows, h.cols)
             for b in range(h.rows):
                 cell(reset, isa.GC_RESET, {isa.GC_PRE: pre[1].base + b * pre[1].row_stride,
                                            isa.GC_H: h.base + b * h.row_stride, isa.GC_Y: rh.base + b * rh.row_stride})
@@ -177,6 +177,7 @@ class GatedCellLowering:
         if len(outputs) != 1:
             raise LoweringError(f"{program.name}: the cell's units write different formats {sorted(map(str, outputs))}")
         (output,) = outputs
+        self.stores(output.width)
         fields = {isa.GC_HIDDEN: program.hidden, isa.GC_ONE: getattr(program, "one", 0),
                   isa.GC_UNIT_LO: code_min(output), isa.GC_UNIT_HI: code_max(output),
                   isa.GC_FLAGS: (isa.GC_ROUND_EVEN if self.rounding == "nearest-even" else 0) | isa.GC_WRITE_Y}

@@ -34,6 +34,7 @@ def _load_library(path: Path) -> ctypes.CDLL:
         "tg_step": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_uint64]),
         "tg_reset": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_uint64]),
         "tg_run": (ctypes.c_int64, [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int]),
+        "tg_stream_push": (ctypes.c_uint64, [ctypes.c_void_p, ctypes.c_uint64, _u64_p]),
         "tg_drive": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int, _int_p, _u64_p,
                             ctypes.c_int, _int_p, _u64_p]),
         "tg_mem_write": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64,
@@ -201,6 +202,16 @@ class RtlSim:
             raise VerilatorError(f"design {self.build.design.top} called $finish before raising done")
         raise SimulationTimeout(f"design {self.build.design.top} did not raise done "
                                 f"within {max_cycles} cycles")
+
+    def push_stream(self, words: Sequence[int]) -> int:
+        """Queue words for the input stream (``in_valid``/``in_ready``/``in_data``): ``run``
+        offers them in order, one taken on each edge where ``in_ready`` is high.  Returns
+        how many words are still queued."""
+        self.port("in_ready")
+        self.port("in_data", "in")
+        data = np.asarray(words, np.int64).astype(np.uint64)
+        buffer = data.ctypes.data_as(_u64_p)
+        return int(self._lib.tg_stream_push(self._ptr, len(data), buffer))
 
     def drive(self, inputs: Mapping[str, object], outputs: Sequence[str], *, cycles: int | None = None,
               signed: Iterable[str] = ()) -> dict[str, np.ndarray]:

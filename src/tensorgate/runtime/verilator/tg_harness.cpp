@@ -15,6 +15,10 @@
 //                        host_we writes host_wdata to word host_addr of memory host_mem;
 //                        without host_we it reads, and host_rdata shows the word
 //                        `latency` edges later.
+//   in_valid, in_ready, in_data
+//                        an input stream: words queued by tg_stream_push are offered
+//                        on in_data (in_valid high) during tg_run, one taken on each
+//                        edge where in_ready is high, in order.
 // All values cross the ABI as little-endian arrays of 64-bit words (one word for
 // ports up to 64 bits).  Functions that simulate return a status: 0, or
 // TG_FAILED once Verilator reported a fatal error ($fatal, $stop, a runtime
@@ -23,6 +27,7 @@
 // error reaches the caller instead of exiting the process.
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -92,6 +97,39 @@ struct Sim {
 #endif
     uint64_t cycles = 0;
     std::string error;
+    std::deque<uint64_t> stream;  // words still to offer on the input stream
+    bool streaming = false;       // in_valid is driven by the queue
+
+    // Offer the queue's next word (or withdraw in_valid once the queue has drained).
+    void offer() {
+#if defined(TG_PORT_in_valid) && defined(TG_PORT_in_data)
+        if (!stream.empty()) {
+            set(TG_PORT_in_valid, 1);
+            set(TG_PORT_in_data, stream.front());
+        } else if (streaming) {
+            set(TG_PORT_in_valid, 0);
+            streaming = false;
+        }
+#endif
+    }
+
+    // Whether the settled design takes the offered word on the coming edge.
+    bool taking() {
+#if defined(TG_PORT_in_valid) && defined(TG_PORT_in_ready)
+        return !stream.empty() && get(TG_PORT_in_ready) != 0;
+#else
+        return false;
+#endif
+    }
+
+    // One edge of tg_run: clock, consume the word taken, offer the next and settle.
+    void run_edge() {
+        const bool taken = taking();
+        rising_edge();
+        if (taken) stream.pop_front();
+        offer();
+        settle();
+    }
 
     void eval() {
         model->eval();
@@ -229,18 +267,20 @@ int64_t tg_run(void* handle, uint64_t max_cycles, int pulse_start) {
 #endif
     uint64_t n = 0;
     const int status = guarded(handle, [&n, max_cycles, pulse_start](Sim* s) {
+        s->offer();
+        s->settle();
 #ifdef TG_PORT_start
         if (pulse_start && max_cycles > 0) {
             s->model->start = 1;
-            s->cycle();
+            s->settle();
+            s->run_edge();
             s->model->start = 0;
+            s->settle();
             ++n;
         }
 #endif
-        s->settle();
         while (n < max_cycles && !s->model->done && !s->context->gotFinish()) {
-            s->rising_edge();
-            s->settle();
+            s->run_edge();
             ++n;
         }
     });
@@ -251,6 +291,14 @@ int64_t tg_run(void* handle, uint64_t max_cycles, int pulse_start) {
     (void)pulse_start;
     return -1;
 #endif
+}
+
+// Queue `n` words for the input stream (offered during tg_run); the words still queued.
+uint64_t tg_stream_push(void* handle, uint64_t n, const uint64_t* words) {
+    auto* sim = static_cast<Sim*>(handle);
+    sim->stream.insert(sim->stream.end(), words, words + n);
+    sim->streaming = sim->streaming || n > 0;
+    return sim->stream.size();
 }
 
 // Vector mode: for each of `n` cycles set the inputs from row t of `in_values`

@@ -3,10 +3,14 @@
 // inputs, intermediates, states and outputs, and the LSTM and GRU/RNN cell units with their
 // σ/tanh tables.
 //
-// Generic over P, CODE_W and memory depths: a model is its program and memory images, loaded
+// Generic over P, the code width CODE_W (lane operands and weights), the scratchpad word width
+// S_W (every word written there is an S_W-bit two's complement code, read back sign-extended
+// to 64 bits) and memory depths: a model is its program and memory images, loaded
 // through the host port (host_mem 0 program, 1 weights, 2 scratchpad, 3 activation tables).
 //
-// Program: instructions of NW 64-bit words (word 0 the opcode), fetched in one cycle:
+// Program: instructions of NW 64-bit words (word 0 the opcode) in one 64-bit-wide memory of
+// PROG_DEPTH words (instruction i at words i*NW ..), fetched a word a cycle into the
+// instruction register (NW + 1 cycles; one narrow memory instead of NW parallel banks):
 //   END   raise done.  Word 0 holds the opcode in bits [7:0].
 //   GEMM  O = narrow((A·B << acc_shift) + (I << init_shift)) over R rows and C columns.
 //         A (activation codes, scratchpad) is walked by an 8-loop address generator in the
@@ -25,8 +29,12 @@
 //         generator: epilogues (bias/gate terms, format and clip) and block sums.
 //   CELL  the LSTM cell update of one batch row (tg_lstm_cell).
 //   GCELL the GRU or RNN cell update of one batch row, or a GRU's r ⊙ h (tg_gru_rnn_cell).
+//   INPUT take the next word 2 words from the input stream into the scratchpad at word 1,
+//         word 1 + 1, ... (a sequence streamed one time step at a time while the program
+//         runs: only the step's inputs are ever on chip).
 // Streams (AXI-Stream-like: a word moves on an edge where valid && ready; valid never waits
-// for ready), both served only while the accelerator is idle and yielding to the host port:
+// for ready), served while the accelerator is idle and yielding to the host port, and the
+// input stream also by INPUT instructions:
 //   input   in_arm (one edge) loads in_base and in_count; the next in_count words on
 //           in_data (64-bit two's complement codes) are written to the scratchpad at in_base,
 //           in_base + 1, ...  in_ready is high while words are still expected.
@@ -46,6 +54,7 @@
 module tg_accel #(
     parameter int P          = 4,
     parameter int CODE_W     = 16,
+    parameter int S_W        = 64,
     parameter int PROG_DEPTH = 256,
     parameter int W_DEPTH    = 4096,
     parameter int S_DEPTH    = 8192,
@@ -95,10 +104,11 @@ module tg_accel #(
   localparam logic [63:0] OP_EW = 64'd2;
   localparam logic [63:0] OP_CELL = 64'd3;
   localparam logic [63:0] OP_GCELL = 64'd4;
+  localparam logic [63:0] OP_INPUT = 64'd5;
 
-  typedef enum logic [2:0] {IDLE, FETCH, DECODE, RUN_GEMM, RUN_EW, RUN_CELL, NEXT} state_t;
+  typedef enum logic [2:0] {IDLE, FETCH, DECODE, RUN_GEMM, RUN_EW, RUN_CELL, RUN_INPUT, NEXT} state_t;
   state_t state;
-  logic [P_AW-1:0] pc;
+  logic [P_AW-1:0] pc;  // the word address of the instruction
   logic idle;
   assign idle = (state == IDLE);
 
@@ -116,17 +126,29 @@ module tg_accel #(
   end
 
   // ------------------------------------------------------------------ program memory
+  // FETCH reads word fetch_word (0 .. NW-1) on its first NW cycles and shifts the word read
+  // the cycle before into the top of the instruction register, so after NW + 1 cycles
+  // ins[w] holds word w.
   logic [NW-1:0][63:0] ins;
-  logic [63:0] prog_host_rdata[NW];
-  logic fetch;
-  assign fetch = (state == FETCH);
-  for (genvar w = 0; w < NW; w++) begin : g_prog
-    tg_ram_dp #(.WIDTH(64), .DEPTH(PROG_DEPTH)) bank (
-        .clk(clk),
-        .a_en(fetch), .a_we(1'b0), .a_addr(pc), .a_wdata('0), .a_rdata(ins[w]),
-        .b_en(host_prog && host_addr[NW_AW-1:0] == NW_AW'(w)), .b_we(host_we),
-        .b_addr(P_AW'(host_addr >> NW_AW)), .b_wdata(host_wdata), .b_rdata(prog_host_rdata[w]));
+  logic [63:0] prog_rdata, prog_host_rdata;
+  logic [NW_AW:0] fetch_word;
+  logic fetch_read, fetch_shift, fetch_last;
+  assign fetch_read = (state == FETCH) && fetch_word < (NW_AW + 1)'(NW);
+  assign fetch_last = (state == FETCH) && fetch_word == (NW_AW + 1)'(NW);
+  tg_ram_dp #(.WIDTH(64), .DEPTH(PROG_DEPTH)) program_memory (
+      .clk(clk),
+      .a_en(fetch_read), .a_we(1'b0), .a_addr(pc + P_AW'(fetch_word)), .a_wdata('0), .a_rdata(prog_rdata),
+      .b_en(host_prog), .b_we(host_we), .b_addr(P_AW'(host_addr)), .b_wdata(host_wdata),
+      .b_rdata(prog_host_rdata));
+  always_ff @(posedge clk) begin
+    if (rst || state != FETCH) fetch_word <= '0;
+    else fetch_word <= fetch_word + 1'b1;
+    fetch_shift <= fetch_read;
+    if (fetch_shift) ins <= {prog_rdata, ins[NW-1:1]};
   end
+
+  logic [63:0] opcode;
+  assign opcode = {56'd0, ins[0][7:0]};
 
   // ------------------------------------------------------------------ address generators
   logic gens_start;
@@ -395,13 +417,17 @@ module tg_accel #(
   assign host_scratch_write = host_scratch && host_we;
 
   logic [31:0] in_addr, in_left;
-  logic in_fire;
-  assign in_ready = idle && in_left != 32'd0 && !host_scratch_write;
+  logic in_fire, in_load;
+  assign in_ready = (idle || state == RUN_INPUT) && in_left != 32'd0 && !host_scratch_write;
   assign in_fire = in_valid && in_ready;
+  assign in_load = (state == DECODE) && opcode == OP_INPUT;
   always_ff @(posedge clk) begin
     if (rst) begin
       in_addr <= '0;
       in_left <= '0;
+    end else if (in_load) begin
+      in_addr <= ins[1][31:0];
+      in_left <= ins[2][31:0];
     end else if (in_arm) begin
       in_addr <= in_base;
       in_left <= in_count;
@@ -451,7 +477,13 @@ module tg_accel #(
   // Every port B: every write (the engine's, the cell's, the input stream's or the host's).
   logic s_read_en, s_write_en;
   logic [S_AW-1:0] s_read_addr, s_write_addr;
-  logic [63:0] s_write_data, unused_b0, unused_b1;
+  /* verilator lint_off UNUSEDSIGNAL */
+  logic [63:0] s_write_data;  // codes of S_W bits: the bits above are their sign
+  /* verilator lint_on UNUSEDSIGNAL */
+  logic [S_W-1:0] s_write_word, scratch_a_word, scratch_i_word, unused_b0, unused_b1;
+  assign s_write_word = s_write_data[S_W-1:0];
+  assign scratch_a_rdata = 64'(signed'(scratch_a_word));
+  assign scratch_i_rdata = 64'(signed'(scratch_i_word));
   always_comb begin
     s_read_en = 1'b0;
     s_read_addr = S_AW'(a_addr);
@@ -484,26 +516,29 @@ module tg_accel #(
       s_write_data = host_wdata;
     end
   end
-  tg_ram_dp #(.WIDTH(64), .DEPTH(S_DEPTH)) scratch0 (
+  tg_ram_dp #(.WIDTH(S_W), .DEPTH(S_DEPTH)) scratch0 (
       .clk(clk),
-      .a_en(s_read_en), .a_we(1'b0), .a_addr(s_read_addr), .a_wdata('0), .a_rdata(scratch_a_rdata),
-      .b_en(s_write_en), .b_we(1'b1), .b_addr(s_write_addr), .b_wdata(s_write_data), .b_rdata(unused_b0));
+      .a_en(s_read_en), .a_we(1'b0), .a_addr(s_read_addr), .a_wdata('0), .a_rdata(scratch_a_word),
+      .b_en(s_write_en), .b_we(1'b1), .b_addr(s_write_addr), .b_wdata(s_write_word), .b_rdata(unused_b0));
+  // A row group's replica serves only its lanes' A operands: codes of CODE_W bits.
   for (genvar g = 1; g < GROUPS; g++) begin : g_group_replica
-    logic [63:0] unused_b;
-    tg_ram_dp #(.WIDTH(64), .DEPTH(S_DEPTH)) replica (
+    logic [CODE_W-1:0] unused_b, group_a_word;
+    assign group_a_rdata[g] = 64'(signed'(group_a_word));
+    tg_ram_dp #(.WIDTH(CODE_W), .DEPTH(S_DEPTH)) replica (
         .clk(clk),
         .a_en(issue), .a_we(1'b0), .a_addr(S_AW'(a_addr + 32'(g) * 32'(a_group_stride))), .a_wdata('0),
-        .a_rdata(group_a_rdata[g]),
-        .b_en(s_write_en), .b_we(1'b1), .b_addr(s_write_addr), .b_wdata(s_write_data), .b_rdata(unused_b));
+        .a_rdata(group_a_word),
+        .b_en(s_write_en), .b_we(1'b1), .b_addr(s_write_addr), .b_wdata(s_write_data[CODE_W-1:0]),
+        .b_rdata(unused_b));
   end
-  tg_ram_dp #(.WIDTH(64), .DEPTH(S_DEPTH)) scratch1 (
+  tg_ram_dp #(.WIDTH(S_W), .DEPTH(S_DEPTH)) scratch1 (
       .clk(clk),
-      .a_en(i_ready), .a_we(1'b0), .a_addr(S_AW'(i_addr)), .a_wdata('0), .a_rdata(scratch_i_rdata),
-      .b_en(s_write_en), .b_we(1'b1), .b_addr(s_write_addr), .b_wdata(s_write_data), .b_rdata(unused_b1));
+      .a_en(i_ready), .a_we(1'b0), .a_addr(S_AW'(i_addr)), .a_wdata('0), .a_rdata(scratch_i_word),
+      .b_en(s_write_en), .b_we(1'b1), .b_addr(s_write_addr), .b_wdata(s_write_word), .b_rdata(unused_b1));
 
   always_comb begin
     case (host_mem_q)
-      2'd0: host_rdata = prog_host_rdata[host_addr_q[NW_AW-1:0]];
+      2'd0: host_rdata = prog_host_rdata;
       2'd1: host_rdata = 64'(signed'(weight_host_rdata[host_addr_q % 32'(P)]));
       2'd2: host_rdata = scratch_a_rdata;
       default: host_rdata = table_host_rdata;
@@ -524,8 +559,6 @@ module tg_accel #(
   end
 
   // ------------------------------------------------------------------ controller
-  logic [63:0] opcode;
-  assign opcode = {56'd0, ins[0][7:0]};
   assign gens_start = (state == DECODE) && (opcode == OP_GEMM || opcode == OP_EW);
   assign cell_start = (state == DECODE) && (opcode == OP_CELL || opcode == OP_GCELL);
   always_ff @(posedge clk) begin
@@ -540,12 +573,13 @@ module tg_accel #(
           pc <= '0;
           state <= FETCH;
         end
-        FETCH: state <= DECODE;
+        FETCH: if (fetch_last) state <= DECODE;
         DECODE: begin
           case (opcode)
             OP_GEMM: state <= RUN_GEMM;
             OP_EW: state <= RUN_EW;
             OP_CELL, OP_GCELL: state <= RUN_CELL;
+            OP_INPUT: state <= RUN_INPUT;
             default: begin
               done <= 1'b1;
               state <= IDLE;
@@ -554,8 +588,9 @@ module tg_accel #(
         end
         RUN_GEMM, RUN_EW: if (written == ins[63][31:0] && !e1_valid && !drain_pending) state <= NEXT;
         RUN_CELL: if (cell_finished) state <= NEXT;
+        RUN_INPUT: if (in_left == 32'd0) state <= NEXT;
         NEXT: begin
-          pc <= pc + P_AW'(1);
+          pc <= pc + P_AW'(NW);
           state <= FETCH;
         end
         default: state <= IDLE;
