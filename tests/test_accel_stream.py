@@ -2,7 +2,8 @@
 received from the output stream, with random stalls on both sides, equal the host port's
 and the integer golden model's bit for bit; every word arrives once, in order; a word
 offered on the output stays offered, unchanged, until taken; the streams yield to the host
-port and take no new words while a program runs."""
+port and take no new words while a program runs, except for its INPUT instructions (a
+sequence streamed one time step at a time)."""
 
 from __future__ import annotations
 
@@ -64,7 +65,10 @@ def test_stalled_streams_through_a_model_run_are_bit_exact(seed, accel, tmp_path
         for name, addresses in image.inputs.items():
             stream_in(sim, int(addresses.flat[0]), np.asarray(codes[name], np.int64).ravel(),
                       valid=stalls(rng, 0.4))
+        assert image.streamed == ["x"]  # the sequence goes in a time step at a time while the program runs
+        sim.push_stream(np.asarray(codes["x"], np.int64).ravel())
         sim.run(1 << 20, start=True)
+        assert sim.push_stream([]) == 0, "the program left words of the sequence in the stream"
         for name, (addresses, _) in image.outputs.items():
             low, high = int(addresses.min()), int(addresses.max())
             streamed = stream_out(sim, low, high - low + 1, ready=stalls(rng, 0.5))[addresses - low]
@@ -118,9 +122,10 @@ def test_input_stream_writes_exactly_its_region(accel):
 
 
 def test_streams_are_closed_while_a_program_runs(accel, tmp_path):
-    module, inputs = quantized(AccelCase(), tmp_path)
+    module, inputs = quantized(AccelCase(direction="bidirectional"), tmp_path)
     codes = FixedExecutor(module).input_codes(inputs)
     image = lower(module, PES, {name: np.shape(array) for name, array in codes.items()})
+    assert not image.streamed  # a reverse sweep needs the whole sequence: no INPUT instruction opens the stream
     with RtlSim(accel) as sim:
         sim.reset()
         load_image(sim, image)

@@ -276,4 +276,5 @@ def simulation_stats(image: Image, config: AccelConfig, cycles: int, by_class: d
         "instructions": len(image.program),
         "cycles_estimate": image.cycles_estimate,
         "memory_bits": sum(config.memory_bits().values()),
+        "bram36_estimate": config.memory_estimate()["bram36"],
     }
