@@ -95,10 +95,10 @@ def test_a_walk_outside_every_region_is_refused():
 
 
 @pytest.mark.parametrize("memory, bram36", [
-    (Memory("m", 1, 4096, 9), 1.0), (Memory("m", 1, 4097, 8), 2.0), (Memory("m", 1, 2048, 9), 0.5),
-    (Memory("m", 1, 64, 64), 0.0), (Memory("m", 16, 39864, 8), 160.0), (Memory("m", 2, 512, 72), 2.0),
+    (Memory("m", 1, 4096, 9), 1.0), (Memory("m", 1, 4097, 8), 1.5), (Memory("m", 1, 2048, 9), 0.5),
+    (Memory("m", 1, 64, 64), 0.0), (Memory("m", 16, 39864, 8), 160.0), (Memory("m", 2, 512, 72), 4.0),
     (Memory("m", 1, 100_000, 16), 49.0)])
-def test_block_ram_estimate_takes_the_cheapest_aspect_ratio(memory, bram36):
+def test_block_ram_estimate_tiles_each_copy_by_the_cheapest_true_dual_port_shape(memory, bram36):
     assert memory.bram36 == bram36
 
 
@@ -109,4 +109,4 @@ def test_memory_estimate_sums_its_memories():
     assert estimate["bits"] == sum(config.memory_bits().values())
     assert estimate["bram36"] == sum(m["bram36"] for m in estimate["by_memory"].values())
     assert estimate["by_memory"]["group_replicas"] == {"copies": 3, "depth": 103691, "width": 8,
-                                                      "bits": 3 * 103691 * 8, "bram36": 78.0}
+                                                      "bits": 3 * 103691 * 8, "bram36": 76.5}

@@ -10,7 +10,6 @@ Verilator build serves every model whose images fit it (tests and users share bu
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -93,8 +92,6 @@ class AccelConfig:
         return asdict(self)
 
 
-BRAM36_SHAPES = ((32768, 1), (16384, 2), (8192, 4), (4096, 9), (2048, 18), (1024, 36), (512, 72))
-"""RAMB36E2 aspect ratios (depth × width; the widest is simple dual port)."""
 LUTRAM_DEPTH = 64
 """Memories this shallow map to distributed RAM (RAM64M), not block RAM."""
 
@@ -114,14 +111,10 @@ class Memory:
 
     @property
     def bram36(self) -> float:
-        """RAMB36E2s for all copies, a half for a memory that fits a RAMB18E2; the fewest over
-        the aspect ratios (what yosys's memory_libmap picks for one memory, up to its cost
-        heuristics); 0 for a memory that maps to distributed RAM."""
-        if self.depth <= LUTRAM_DEPTH:
-            return 0.0
-        one = min(math.ceil(self.depth / depth) * math.ceil(self.width / width) for depth, width in BRAM36_SHAPES)
-        fits_bram18 = any(self.depth <= depth // 2 and self.width <= width for depth, width in BRAM36_SHAPES[:-1])
-        return self.copies * (0.5 if fits_bram18 else float(one))
+        """UltraScale+ block RAMs (in RAMB36s, a RAMB18 a half) for all copies, as
+        ``block_rams`` tiles one (every port of ``tg_ram_dp`` may write: true dual port);
+        0 for a memory that maps to distributed RAM."""
+        return 0.0 if self.depth <= LUTRAM_DEPTH else self.copies * block_rams(self.depth, self.width, "xcup")
 
 
 def storage_width(bits: int) -> int:
