@@ -169,6 +169,24 @@ def small_artifact(tmp_path_factory):
     return write_verilog_artifact(module, directory / "hw", "quantize", "model.onnx", 2)
 
 
+@pytest.mark.slow
+def test_synth_of_the_accelerator(small_artifact, tmp_path):
+    """The artifact's own RTL at its parameters through yosys for the XCKU5P: a multiplier
+    per lane at least (the cell unit's come on top), the fit, and nothing else written."""
+    artifact = tmp_path / "hw"
+    shutil.copytree(small_artifact, artifact)
+    before = {p.name: p.read_bytes() for p in artifact.rglob("*") if p.is_file()}
+    assert main(["synth", str(artifact), "--device", "xcku5p"]) == 0
+    result = json.loads((artifact / SYNTH_JSON).read_text())
+    parameters = json.loads((artifact / "manifest.json").read_text())["hardware"]["parameters"]
+    assert result["device"] == "xcku5p" and result["parameters"] == parameters and result["top"] == "tg_accel"
+    assert result["fit"]["fits"] and result["timing"] is None and "no place-and-route" in result["notes"][0]
+    assert result["resources"]["DSP"] >= parameters["P"] * multipliers(parameters["CODE_W"], parameters["CODE_W"], "xcup")
+    assert result["resources"]["LUT"] > 0 and result["resources"]["FF"] > 0
+    after = {p.name: p.read_bytes() for p in artifact.rglob("*") if p.is_file() and p.name != SYNTH_JSON}
+    assert after == before
+
+
 # ------------------------------------------------------------------ errors
 
 def test_a_numpy_artifact_is_refused(tmp_path, capsys):
