@@ -122,14 +122,16 @@ def test_requant_matches_exact_rational_rounding(requant):
 
 
 def test_pipelined_requant_equals_the_combinational_one_four_edges_later(requant, requant_pipe):
+    """Each value with its shift given a cycle earlier: the combinational result, four edges later."""
     rng = np.random.default_rng(5)
     values, shifts, modes = requant_vectors(rng, 20_000)
     stimulus = {"value": values, "shift": shifts, "round_even": modes}
     want = requant.drive(stimulus, ["result", "saturated"], signed=["result"])
-    padded = {name: np.r_[column, np.zeros(REQUANT_PIPE_LATENCY, np.int64)] for name, column in stimulus.items()}
+    tail = np.zeros(REQUANT_PIPE_LATENCY, np.int64)
+    padded = {"shift": np.r_[shifts, 0, tail], "value": np.r_[0, values, tail], "round_even": np.r_[0, modes, tail]}
     got = requant_pipe.drive(padded, ["result", "saturated"], signed=["result"])
     for name in ("result", "saturated"):
-        np.testing.assert_array_equal(got[name][REQUANT_PIPE_LATENCY:], want[name], err_msg=name)
+        np.testing.assert_array_equal(got[name][1 + REQUANT_PIPE_LATENCY:], want[name], err_msg=name)
     assert want["saturated"].any()
 
 

@@ -139,21 +139,19 @@ module tg_act_pipe #(
 
   // 6: the line.
   logic signed [LINE_W-1:0] line7;
-  logic [5:0] shift7;
   logic [REQUANT_LATENCY:0][31:0] value_d;
   logic [REQUANT_LATENCY:0][1:0] unit_d;
   always_ff @(posedge clk) begin
     line7 <= shifted6 + product6;
-    shift7 <= shift6;
     value_d <= {value_d[REQUANT_LATENCY-1:0], value6};
     unit_d <= {unit_d[REQUANT_LATENCY-1:0], unit6};
   end
 
-  // 7-10: round; 11: clamp (pwl) or the entry (lut), y from 12.
+  // 7-10: round (the shift goes in a cycle ahead of its line); 11: clamp (pwl) or the entry (lut), y from 12.
   logic signed [LINE_W-1:0] rounded;
   logic unused_saturated;
   tg_requant_pipe #(.IN_W(LINE_W), .OUT_W(LINE_W), .SHIFT_W(8)) narrow (
-      .clk(clk), .value(line7), .shift({2'b00, shift7}), .round_even(round_even), .result(rounded),
+      .clk(clk), .value(line7), .shift({2'b00, shift6}), .round_even(round_even), .result(rounded),
       .saturated(unused_saturated));
 
   logic signed [31:0] value11;

@@ -1,14 +1,17 @@
-// Pipelined requantizer: tg_requant's result, LATENCY = 4 edges after its operands.
+// Pipelined requantizer: tg_requant's result, LATENCY = 4 edges after its value.
 //
 // The same arithmetic as tg_requant (round by a signed run-time shift, ties by
 // `round_even`, saturate to OUT_W bits), cut so that no stage holds more than one wide
-// carry chain or one barrel shifter:
-//   1  shift magnitude and direction, the rounding bias (a mask: no adder)
+// carry chain or one barrel shifter.  `shift` is given one cycle before the value it
+// applies to (it is an instruction's static field, or known a stage early), so that its
+// decoding (direction, clamped magnitudes) is a register stage of its own:
+//   0  (the cycle before) the shift's direction and clamped magnitudes
+//   1  the rounding bias: half or the mask below it, by bit compares (no adder)
 //   2  value + bias (right path), value << lift (left path)
 //   3  >>> shift
 //   4  saturation to OUT_W bits
-// It takes new operands every cycle; `result` and `saturated` belong to the operands
-// given LATENCY edges earlier.
+// It takes a new value every cycle; `result` and `saturated` belong to the value given
+// LATENCY edges earlier (and the shift given the cycle before it).
 module tg_requant_pipe #(
     parameter int IN_W    = 32,
     parameter int OUT_W   = 8,
@@ -31,37 +34,43 @@ module tg_requant_pipe #(
     $error("tg_requant_pipe: OUT_W (%0d) must lie in 2..IN_W (%0d)", OUT_W, IN_W);
   end
 
-  // Stage 1: the shift's direction and clamped magnitudes, and the bias.
-  logic               lift_now;
+  // Stage 0: the shift's direction and clamped magnitudes, registered for the value that follows.
   logic [SHIFT_W-1:0] magnitude;
-  logic [     SW-1:0] s_now, l_now;
-  logic signed [RW-1:0] wide_now, half, bias_now;
-  always_comb begin
-    lift_now = shift[SHIFT_W-1];
-    magnitude = lift_now ? -shift : shift;
-    s_now = (32'(magnitude) > MAX_RIGHT) ? SW'(MAX_RIGHT) : SW'(magnitude);
-    l_now = (32'(magnitude) > MAX_LEFT) ? SW'(MAX_LEFT) : SW'(magnitude);
-    wide_now = RW'(value);
-    half = '0;
-    bias_now = '0;
-    if (s_now != '0) begin
-      half[s_now-SW'(1)] = 1'b1;
-      // half - 1 + bit s (half-even) or half - sign (half-away): half or the mask below it.
-      if (round_even) bias_now = wide_now[s_now] ? half : half - RW'(1);
-      else bias_now = wide_now[RW-1] ? half - RW'(1) : half;
-    end
+  logic lift0;
+  logic [SW-1:0] s0, l0;
+  assign magnitude = shift[SHIFT_W-1] ? -shift : shift;
+  always_ff @(posedge clk) begin
+    lift0 <= shift[SHIFT_W-1];
+    s0 <= (32'(magnitude) > MAX_RIGHT) ? SW'(MAX_RIGHT) : SW'(magnitude);
+    l0 <= (32'(magnitude) > MAX_LEFT) ? SW'(MAX_LEFT) : SW'(magnitude);
   end
 
-  logic lift1, lift2, lift3;
-  logic [SW-1:0] s1, l1, s2;
-  logic signed [RW-1:0] wide1, bias1, sum2, rounded3;
-  logic signed [LW-1:0] lifted2, lifted3;
+  // Stage 1: the bias, half - 1 + bit s (half-even) or half - sign (half-away): half
+  // (bit s - 1) or the mask of the bits below it.
+  logic signed [RW-1:0] wide_now, bias_now;
+  logic use_half;
+  always_comb begin
+    wide_now = RW'(value);
+    use_half = round_even ? wide_now[s0] : !wide_now[RW-1];
+    for (int i = 0; i < RW; i++) bias_now[i] = use_half ? (32'(s0) == i + 1) : (i + 1 < 32'(s0));
+  end
+
+  logic lift1;
+  logic [SW-1:0] s1, l1;
+  logic signed [RW-1:0] wide1, bias1;
   always_ff @(posedge clk) begin
-    lift1 <= lift_now;
-    s1 <= s_now;
-    l1 <= l_now;
+    lift1 <= lift0;
+    s1 <= s0;
+    l1 <= l0;
     wide1 <= wide_now;
     bias1 <= bias_now;
+  end
+
+  logic lift2, lift3;
+  logic [SW-1:0] s2;
+  logic signed [RW-1:0] sum2, rounded3;
+  logic signed [LW-1:0] lifted2, lifted3;
+  always_ff @(posedge clk) begin
     // Stage 2: the rounding add, and the exact lift.
     lift2 <= lift1;
     s2 <= s1;
