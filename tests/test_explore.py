@@ -5,6 +5,7 @@ output is written.  (Running on Dask, resuming and failures: test_explore_cluste
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -203,11 +204,23 @@ def test_pes_list_gives_a_row_per_accelerator_size(tmp_path):
     assert float(rows[0]["cycles_per_step"]) > float(rows[1]["cycles_per_step"])
 
 
+def finetuned_rel_error(data: Path, images: np.ndarray) -> float:
+    """The relative error against onnxruntime of the digits model after what a TT rank-2
+    --finetune point with 2 epochs runs: decompose, finetune on ``data`` (seed 0), order."""
+    from tensorgate.interpreter import run_module
+
+    module = PassManager.parse(f"canonicalize, dce, decompose{{method=tt weights=all max-rank=2}}, "
+                               f"finetune{{data={data} epochs=2 seed=0}}, "
+                               "order-contractions{cost=cycles pes=16}").run(import_onnx(MODEL))
+    session = onnxruntime.InferenceSession(str(MODEL), providers=["CPUExecutionProvider"])
+    reference = session.run(None, {"image_rows": images})[0].astype(np.float64)
+    output = run_module(module, {"image_rows": images})[module.outputs[0].name]
+    return float(np.linalg.norm(output - reference) / np.linalg.norm(reference))
+
+
 def test_finetune_step_is_the_finetune_pass(demo_sweep, tmp_path):
     """A --finetune row measures the module that decompose + finetune (on the data's labels,
     seed 0) + order-contractions make; dense rows are not trained."""
-    from tensorgate.interpreter import run_module
-
     out = tmp_path / "out"
     assert main(["explore", str(MODEL), "--data", str(INPUTS), "--methods", "dense,tt", "--ranks", "2",
                  "--bits", "none", "--finetune", "--finetune-epochs", "2", "--workers", "1", "-o", str(out)]) == 0
@@ -216,22 +229,13 @@ def test_finetune_step_is_the_finetune_pass(demo_sweep, tmp_path):
     with np.load(INPUTS) as data:
         np.savez(tmp_path / "train.npz", image_rows=data["image_rows"], labels=data["labels"])
         images = data["image_rows"]
-    module = PassManager.parse(f"canonicalize, dce, decompose{{method=tt weights=all max-rank=2}}, "
-                               f"finetune{{data={tmp_path / 'train.npz'} epochs=2 seed=0}}, "
-                               "order-contractions{cost=cycles pes=16}").run(import_onnx(MODEL))
-    session = onnxruntime.InferenceSession(str(MODEL), providers=["CPUExecutionProvider"])
-    reference = session.run(None, {"image_rows": images})[0].astype(np.float64)
-    output = run_module(module, {"image_rows": images})[module.outputs[0].name]
-    assert float(tt["rel_error"]) == pytest.approx(np.linalg.norm(output - reference) / np.linalg.norm(reference),
-                                                   rel=1e-4)
+    assert float(tt["rel_error"]) == pytest.approx(finetuned_rel_error(tmp_path / "train.npz", images), rel=1e-4)
     assert tt["rel_error"] != by_config(read_csv(demo_sweep / "explore.csv"))["tt", "2", "none"]["rel_error"]
 
 
 def test_finetune_without_labels_distills(tmp_path):
     """On data without labels the fine-tune step is label-free distillation: the row measures
     the module that decompose + finetune (the imported model as teacher, seed 0) make."""
-    from tensorgate.interpreter import run_module
-
     with np.load(INPUTS) as data:
         images = data["image_rows"]
     np.savez(tmp_path / "unlabelled.npz", image_rows=images)
@@ -241,13 +245,7 @@ def test_finetune_without_labels_distills(tmp_path):
                  "-o", str(out)]) == 0
     (row,) = read_csv(out / "explore.csv")
     assert row["finetune"] == "distill" and row["accuracy"] == ""
-    module = PassManager.parse(f"canonicalize, dce, decompose{{method=tt weights=all max-rank=2}}, "
-                               f"finetune{{data={tmp_path / 'unlabelled.npz'} epochs=2 seed=0}}, "
-                               "order-contractions{cost=cycles pes=16}").run(import_onnx(MODEL))
-    session = onnxruntime.InferenceSession(str(MODEL), providers=["CPUExecutionProvider"])
-    reference = session.run(None, {"image_rows": images})[0].astype(np.float64)
-    output = run_module(module, {"image_rows": images})[module.outputs[0].name]
-    assert float(row["rel_error"]) == pytest.approx(np.linalg.norm(output - reference) / np.linalg.norm(reference),
+    assert float(row["rel_error"]) == pytest.approx(finetuned_rel_error(tmp_path / "unlabelled.npz", images),
                                                     rel=1e-4)
 
 
