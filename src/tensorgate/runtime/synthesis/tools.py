@@ -57,7 +57,7 @@ def run_tool(tool: str, args: Sequence[str], cwd: Path, log: Path, timeout: floa
     it), writing its output to ``log``; raise a one-line error if it fails or takes longer
     than ``timeout`` seconds."""
     started = time.monotonic()
-    with open(log, "w") as sink, subprocess.Popen([executable(tool), *args], cwd=cwd, stdout=subprocess.PIPE,
+    with open(log, "w", buffering=1) as sink, subprocess.Popen([executable(tool), *args], cwd=cwd, stdout=subprocess.PIPE,
                                                   stderr=subprocess.STDOUT, text=True, errors="replace") as process:
         reader = threading.Thread(target=_copy_lines, args=(process.stdout, sink, on_line), daemon=True)
         reader.start()
