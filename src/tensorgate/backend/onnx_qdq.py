@@ -22,6 +22,9 @@ as long as the integers involved stay below ``2^24`` (float32's exact integers):
 * the σ and tanh units (PWL or table) are evaluated on the codes as the golden model
   does, with float ops on integer-valued tensors: clamp, index by ``Floor``, ``Gather``
   of the tables, the PWL product and its rounding shift;
+* a quantized ``add`` / ``mul`` is float32 ``Add`` / ``Mul`` of the operands' real values
+  (exact under the same bound) and one requantize; a ``sigmoid`` / ``tanh`` of its own is
+  its unit;
 * a recurrent op (``lstm``, ``gru``, ``rnn``) is a ``Scan`` over time whose body is the
   golden model's cell;
 * a host region is its own nodes on the real values (``onnx_form.host``), its results
@@ -50,7 +53,7 @@ from onnx import TensorProto
 from ..fixedpoint.activations import ActivationUnit
 from ..fixedpoint.formats import code_max, code_min
 from ..fixedpoint.maps import IntegerMap, MapQuant
-from ..fixedpoint.quant_attrs import GRUQuant, LinearQuant, LSTMQuant, RNNQuant
+from ..fixedpoint.quant_attrs import ActivationQuant, ElementwiseQuant, GRUQuant, LinearQuant, LSTMQuant, RNNQuant
 from ..ir.core import Module, Op
 from ..ir.linear_map import LinearMap
 from ..ir.ops import gate_count
@@ -186,6 +189,15 @@ def lower_quantized(b, op: Op, inputs: list[str], results: list[str]) -> None:
         fmt = op.results[0].type.dtype
         dequantized_weights(b, op.attrs["value"], fmt, "const")
         b.nodes[-1].output[0] = results[0]
+        return
+    if op.kind in ("add", "mul"):
+        quant = ElementwiseQuant.of(op)
+        exact = b.add(op.kind.capitalize(), inputs, "exact")
+        requantize(b, exact, quant.output, quant.rounding, "out", results[0])
+        return
+    if op.kind in ("sigmoid", "tanh"):
+        out = unit(b, ActivationQuant.of(op).unit, inputs[0], op.kind)
+        b.add("Identity", [out], "out", [results[0]])
         return
     quant = LinearQuant.of(op)
     x = op.operands[0]
@@ -374,7 +386,12 @@ def check_exact(module: Module) -> None:
                               f"{op.describe()} weight")
             bias = [] if op.attrs["bias"] is None else [(_largest(op.attrs["bias"]), quant.bias.frac)]
             _check(f"{op.describe()}: the output accumulator", _aligned([term] + bias))
-        else:
+        elif op.kind in ("add", "mul"):
+            a, c = ElementwiseQuant.of(op).inputs
+            bound = (code_min(a) * code_min(c), 0) if op.kind == "mul" else _aligned(
+                [(-code_min(a), a.frac), (-code_min(c), c.frac)])
+            _check(f"{op.describe()}: the exact {'product' if op.kind == 'mul' else 'sum'}", bound)
+        elif op.kind in {"lstm", "gru", "rnn"}:
             {"lstm": _check_lstm, "gru": _check_gru, "rnn": _check_rnn}[op.kind](op)
 
 

@@ -71,9 +71,18 @@ one is applied to ``rh`` whole and its last H rows kept.
 
 ``f`` is the op's σ or tanh unit (P -> H), or Relu, ``max(pre, 0)`` with P = H.
 
+``add`` and ``mul`` of two fixed-point values A and B (NumPy broadcasting; an operand
+may be a quantized constant), result format O from calibration::
+
+    add:  y = requantize(align(a) + align(b), O)         # the exact sum at max(A.frac, B.frac)
+    mul:  y = requantize(a · b, A.frac + B.frac, O)      # the exact product
+
+``sigmoid`` and ``tanh`` on their own apply the op's unit (the operand's format -> O).
+
 Every narrowed value above is one round-and-saturate of an exact wide accumulation, in
 this order, which is what an accelerator must reproduce.  ``LinearProgram``,
-``LSTMProgram``, ``GRUProgram`` and ``RNNProgram`` are these computations for one op,
+``LSTMProgram``, ``GRUProgram``, ``RNNProgram``, ``ElementwiseProgram`` and
+``ActivationProgram`` are these computations for one op,
 prepared once (integer maps, bias blocks, clip limits); the golden model
 (``interpreter.golden.FixedExecutor``) calls them and the Verilog lowering reads their
 prepared fields.
@@ -93,7 +102,7 @@ from ..ir.ops import RECURRENT, gate_count, num_directions
 from ..ir.types import FixedType
 from .formats import code_max, narrowing_shift, saturate
 from .maps import IntegerMap
-from .quant_attrs import GRUQuant, LinearQuant, LSTMQuant, RNNQuant
+from .quant_attrs import ActivationQuant, ElementwiseQuant, GRUQuant, LinearQuant, LSTMQuant, RNNQuant
 
 
 @dataclass
@@ -154,6 +163,36 @@ class LinearProgram:
         if self.bias is not None:
             acc = aligned_sum(acc, self.bias)
         return [narrow(self.name, *acc, self.quant.output)]
+
+
+class ElementwiseProgram:
+    """``add``: the aligned exact sum, ``mul``: the exact product, each narrowed once to
+    the result's format."""
+
+    def __init__(self, op: Op):
+        self.quant = ElementwiseQuant.of(op)
+        self.name = op.results[0].name
+        self.kind = op.kind
+
+    def accumulate(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, int]:
+        """The exact result before narrowing: ``(integers, fraction bits)``."""
+        fa, fb = (fmt.frac for fmt in self.quant.inputs)
+        if self.kind == "mul":
+            return np.asarray(a, np.int64) * np.asarray(b, np.int64), fa + fb
+        return aligned_sum((a, fa), (b, fb))
+
+    def __call__(self, args, narrow: Narrowing) -> list:
+        return [narrow(self.name, *self.accumulate(args[0], args[1]), self.quant.output)]
+
+
+class ActivationProgram:
+    """A ``sigmoid`` or ``tanh`` on its own: the op's integer unit."""
+
+    def __init__(self, op: Op):
+        self.quant = ActivationQuant.of(op)
+
+    def __call__(self, args, narrow: Narrowing) -> list:
+        return [self.quant.unit.evaluate(np.asarray(args[0], np.int64))]
 
 
 class RecurrentProgram:

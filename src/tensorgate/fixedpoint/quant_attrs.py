@@ -38,6 +38,15 @@ pre-activation is in ``hidden``'s format)::
     {rounding, results: [hidden, hidden], w: [...], r: [...], bias: [fmt per map of w] | none,
      gates_x, pre, hidden: fmt, activation: activation unit | none}
 
+``add`` and ``mul`` of two fixed-point values (computed, or quantized constants), each
+operand in its own format, which its type gives::
+
+    {rounding, results: [out]}
+
+``sigmoid`` and ``tanh`` on their own (a head's, not a recurrent op's)::
+
+    {rounding, results: [out], unit: activation unit (operand's format -> out)}
+
 ``const``: ``{results: [fmt]}``.  See ``fixedpoint/programs.py`` for the arithmetic.
 """
 
@@ -52,7 +61,7 @@ from .activations import ActivationUnit
 from .formats import check_rounding
 from .maps import MapQuant, _fixed
 
-QUANTIZED_KINDS = ("const", "linear", "lstm", "gru", "rnn")
+QUANTIZED_KINDS = ("const", "linear", "lstm", "gru", "rnn", "add", "mul", "sigmoid", "tanh")
 
 
 def is_quantized(module: Module) -> bool:
@@ -243,6 +252,41 @@ class RNNQuant:
             _check_unit(op, "activation", unit, formats["pre"], formats["hidden"])
         return cls(_rounding(quant, op), _maps(quant, "w", op), _maps(quant, "r", op), _bias_formats(quant, op),
                    activation=unit, **formats)
+
+
+@dataclass(frozen=True)
+class ElementwiseQuant:
+    """A quantized ``add`` or ``mul``: its operands' formats and its result's."""
+
+    rounding: str
+    inputs: tuple[FixedType, FixedType]
+    output: FixedType
+
+    @classmethod
+    def of(cls, op: Op) -> "ElementwiseQuant":
+        quant = _quant_of(op)
+        if len(op.operands) != 2 or not isinstance(op.operands[1].type.dtype, FixedType):
+            raise VerifyError(f"{op.describe()}: a quantized {op.kind} takes two fix<w,f> operands")
+        formats = tuple(v.type.dtype for v in op.operands)
+        return cls(_rounding(quant, op), formats, op.result.type.dtype)
+
+
+@dataclass(frozen=True)
+class ActivationQuant:
+    """A quantized ``sigmoid`` or ``tanh``: the unit from its operand's format to its result's."""
+
+    rounding: str
+    output: FixedType
+    unit: ActivationUnit
+
+    @classmethod
+    def of(cls, op: Op) -> "ActivationQuant":
+        quant = _quant_of(op)
+        unit = _unit(quant, "unit", op)
+        if unit.function != op.kind:
+            raise VerifyError(f"{op.describe()}: quant 'unit' computes {unit.function}, not {op.kind}")
+        _check_unit(op, "unit", unit, op.operands[0].type.dtype, op.result.type.dtype)
+        return cls(_rounding(quant, op), op.result.type.dtype, unit)
 
 
 def module_rounding(module: Module) -> str:

@@ -21,7 +21,8 @@ import numpy as np
 
 from ..errors import ExecutionError, VerifyError
 from ..fixedpoint.formats import code_max, code_min, dequantize, quantize
-from ..fixedpoint.programs import GRUProgram, LinearProgram, LSTMProgram, Narrowing, Program, RNNProgram, TensorStats
+from ..fixedpoint.programs import (ActivationProgram, ElementwiseProgram, GRUProgram, LinearProgram, LSTMProgram,
+                                   Narrowing, Program, RNNProgram, TensorStats)
 from ..fixedpoint.quant_attrs import is_quantized, module_rounding
 from ..ir.core import Module, Op
 from ..ir.ops import DATA_MOVEMENT
@@ -30,7 +31,9 @@ from .executor import check_inputs
 from .host import host_program
 from .kernels import KERNELS, check_result_size
 
-PROGRAMS = {"linear": LinearProgram, "lstm": LSTMProgram, "gru": GRUProgram, "rnn": RNNProgram}
+PROGRAMS = {"linear": LinearProgram, "lstm": LSTMProgram, "gru": GRUProgram, "rnn": RNNProgram,
+            "add": ElementwiseProgram, "mul": ElementwiseProgram, "sigmoid": ActivationProgram,
+            "tanh": ActivationProgram}
 """The integer program of each quantized op kind that computes (``fixedpoint.programs``)."""
 
 

@@ -178,10 +178,15 @@ def _product(dims) -> Dim:
     return total
 
 
+QUANTIZED_ELEMENTWISE = ("add", "mul", "sigmoid", "tanh")
+"""Elementwise ops with a fixed-point form: a ``quant`` attribute gives their result
+format (``fixedpoint.quant_attrs``); their operands may be in different formats."""
+
+
 def _unary(kind, doc):
-    @_spec(kind, doc, ["x"])
+    @_spec(kind, doc, ["x"], {"quant": None} if kind in QUANTIZED_ELEMENTWISE else None)
     def infer(op, consts):
-        return [op.operands[0].type]
+        return quantized_types(op, [op.operands[0].type])
 
 
 for _kind, _doc in [
@@ -195,12 +200,15 @@ for _kind, _doc in [
 
 
 def _binary(kind, doc):
-    @_spec(kind, doc, ["a", "b"])
+    @_spec(kind, doc, ["a", "b"], {"quant": None} if kind in QUANTIZED_ELEMENTWISE else None)
     def infer(op, consts):
         a, b = op.operands
-        if a.type.dtype != b.type.dtype:
+        quantized = op.attrs.get("quant") is not None
+        if quantized and not all(isinstance(v.type.dtype, FixedType) for v in (a, b)):
+            _fail(op, f"a quantized {kind} takes fix<w,f> operands, got {a.type.dtype} and {b.type.dtype}")
+        if not quantized and a.type.dtype != b.type.dtype:
             _fail(op, f"element types differ: {a.type.dtype} and {b.type.dtype}")
-        return [TensorType(broadcast(op, a.type.shape, b.type.shape), a.type.dtype)]
+        return quantized_types(op, [TensorType(broadcast(op, a.type.shape, b.type.shape), a.type.dtype)])
 
 
 for _kind, _doc in [

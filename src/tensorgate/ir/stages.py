@@ -8,8 +8,9 @@ which ops the core can run: the *prefix* is the other ops no core op precedes, t
 *suffix* those a core op precedes, the *core* a module of its own holding every core op,
 whose inputs are the module inputs and prefix results it reads and whose outputs are the
 values the suffix or the module's outputs take from it.  Constants belong to whichever
-stage reads them, and data movement fed only by ops off the core runs with them (the
-Unsqueeze between a head's Relu and its Conv).  An op off the core that a core op precedes and another follows (a
+stage reads them, and data movement and the elementwise ops of ``FOLLOWERS`` fed only by
+ops off the core run with them (the Unsqueeze between a head's Relu and its Conv, the
+``add`` of an offset after a head's sigmoid).  An op off the core that a core op precedes and another follows (a
 host region between two parts of the core) is refused, naming it.
 """
 
@@ -23,6 +24,10 @@ from .core import Module, Op, Value
 from .ops import DATA_MOVEMENT
 
 
+FOLLOWERS = DATA_MOVEMENT + ("add", "mul", "relu", "sigmoid", "tanh")
+"""Ops that run off the core, with what feeds them, when only ops off the core feed them."""
+
+
 @dataclass
 class Stages:
     prefix: list[Op]
@@ -34,7 +39,7 @@ def split_stages(module: Module, on_core: Callable[[Op], bool]) -> Stages:
     """The cut of the module docstring (``core`` is ``module`` itself if every op is on it)."""
     off_ids: set[int] = set()
     for op in module.ops:
-        if op.kind != "const" and not on_core(op) or op.kind in DATA_MOVEMENT and _fed_only_by(op, off_ids):
+        if op.kind != "const" and not on_core(op) or op.kind in FOLLOWERS and _fed_only_by(op, off_ids):
             off_ids.add(id(op))
     if not off_ids:
         return Stages([], module, [])

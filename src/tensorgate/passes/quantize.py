@@ -18,6 +18,14 @@ calibrated ``max |value|`` unsaturated):
   steps that only read weights (precontraction) have ``weight-bits``, others ``act-bits``;
 * biases: at the fraction bits of the accumulator they are added to, as wide as their
   largest code needs (no precision is lost before the single rounding);
+* ``add`` and ``mul`` of two values (computed, or float constants): the result's format
+  from its calibrated range at ``act-bits``; the exact sum (operands aligned to the larger
+  fraction-bit count) or product is rounded once, in the ``rounding`` mode, and
+  saturated (``fixedpoint.programs``), so a result is within half an LSB of its format
+  of the exact result of the operands' codes.  A float constant they read gets the
+  format of its largest ``|value|`` at ``weight-bits``;
+* ``sigmoid`` and ``tanh`` on their own (a head's): an integer unit from the operand's
+  format to ``fix<A, A-1>`` (``|y| <= 1``; sigmoid's 1.0 saturates one LSB below);
 * activations: from calibration ranges (``passes/quantization/calibrate.py``).  A gate's
   pre-activation range stops at ``clip`` and where σ (resp. tanh) is within a quarter
   output LSB of its limit: saturating beyond changes nothing.  The gate outputs
@@ -61,7 +69,15 @@ from ..fixedpoint.maps import IntegerMap, MapQuant, network_plans
 from ..fixedpoint.quant_attrs import is_quantized
 from ..ir.core import Module, Op, Value
 from ..ir.linear_map import DenseMap, LinearMap
-from ..ir.ops import DATA_MOVEMENT, RECURRENT, activation_names, gate_count, num_directions, recurrent_ops
+from ..ir.ops import (
+    DATA_MOVEMENT,
+    QUANTIZED_ELEMENTWISE,
+    RECURRENT,
+    activation_names,
+    gate_count,
+    num_directions,
+    recurrent_ops,
+)
 from ..ir.types import FixedType, FloatType, TensorType
 from .base import Pass, option
 from .dce import DeadCodeElimination
@@ -251,11 +267,11 @@ def _check_supported(module: Module) -> None:
             continue
         if op.kind in RECURRENT:
             _check_recurrent(op)
-        elif op.kind not in ("linear", "const", "relu") + DATA_MOVEMENT:
+        elif op.kind not in ("linear", "const", "relu") + QUANTIZED_ELEMENTWISE + DATA_MOVEMENT:
             hint = " (the argmax of the logits is the same: export the logits without it)" if op.kind in (
                 "softmax", "log_softmax") else ""
             raise PassError(f"{op.describe()} has no fixed-point form; quantize handles linear, lstm, gru, rnn, "
-                            f"relu and data movement ops{hint}")
+                            f"add, mul, sigmoid, tanh, relu and data movement ops{hint}")
 
 
 RNN_ACTIVATIONS = ("Tanh", "Sigmoid", "Relu")
@@ -330,6 +346,10 @@ class _Planner:
                 self._linear(op)
             elif op.kind in RECURRENT:
                 plan_recurrent[op.kind](op, state_formats[id(op)])
+            elif op.kind in ("add", "mul"):
+                self._elementwise(op)
+            elif op.kind in ("sigmoid", "tanh"):
+                self._activation(op)
             elif any(id(v) in self.result.formats for v in op.inputs):
                 self._passthrough(op)
         return self.result
@@ -433,14 +453,21 @@ class _Planner:
     # -- ops
 
     def _const(self, op: Op) -> None:
+        """A float constant as an initial state takes the state's format; one that only
+        ``add`` and ``mul`` read, the format of its largest ``|value|`` at ``weight-bits``."""
         demanded = self.demanded.get(id(op.result))
+        users = self.module.users(op.result)
+        if demanded is None and users and all(user.kind in ("add", "mul") for user in users):
+            demanded = (fit_format(float(np.abs(op.attrs["value"]).max(initial=0.0)), self.weight_bits,
+                                   self.rounding), "")
         if demanded is None:
-            users = ", ".join(user.describe() for user in self.module.users(op.result))
-            raise PassError(f"{op.describe()}: a float constant feeding {users} has no fixed-point form; quantize "
-                            "takes float constants only as initial states of recurrent ops")
+            described = ", ".join(user.describe() for user in users)
+            raise PassError(f"{op.describe()}: a float constant feeding {described} has no fixed-point form; "
+                            "quantize takes float constants as initial states of recurrent ops and operands of "
+                            "add and mul")
         fmt = demanded[0]
         self._set(op.result, fmt)
-        self.result.attrs[id(op)] = {"value": quantize(op.attrs["value"], fmt, self.rounding),
+        self.result.attrs[id(op)] = {"value": np.asarray(quantize(op.attrs["value"], fmt, self.rounding), np.int64),
                                    "quant": {"results": [str(fmt)]}}
 
     def _host(self, op: Op) -> None:
@@ -456,6 +483,27 @@ class _Planner:
                 self._set(value, fmt)
         self.result.attrs[id(op)] = {"quant": {"rounding": self.rounding, "results": [
             str(fmt or value.type.dtype) for value, fmt in zip(op.results, formats)]}}
+
+    def _elementwise(self, op: Op) -> None:
+        """``add`` / ``mul`` (``fixedpoint.programs.ElementwiseProgram``): the result's
+        format from calibration, the exact sum or product's bound checked."""
+        a, b = (self._format_of(v, op) for v in op.operands)
+        if op.kind == "mul":
+            bound = code_min(a) * code_min(b)
+        else:
+            bound = _aligned_bound([(-code_min(a), a.frac), (-code_min(b), b.frac)])
+        self._check_bound(op.result.name, bound)
+        out = self._fit(op.result.name, self.act_bits)
+        self.result.attrs[id(op)] = {"quant": {"rounding": self.rounding, "results": [str(out)]}}
+        self._set(op.result, out)
+
+    def _activation(self, op: Op) -> None:
+        """A ``sigmoid`` or ``tanh`` of its own: a unit from the operand's format to ``fix<A, A-1>``."""
+        x_fmt = self._format_of(op.operands[0], op)
+        out = FixedType(self.act_bits, self.act_bits - 1)
+        self.result.attrs[id(op)] = {"quant": {"rounding": self.rounding, "results": [str(out)],
+                                               "unit": self._unit(op.kind, x_fmt, out)}}
+        self._set(op.result, out)
 
     def _passthrough(self, op: Op) -> None:
         """Data movement and relu: results take the format of the (fixed-point) data."""

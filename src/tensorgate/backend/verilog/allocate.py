@@ -12,6 +12,10 @@ holds constants, or a word of it is read before any instruction has written it (
 of an initial state or of padding columns); a region the host reads at the end (an output)
 keeps its words to the end.  The program is straight-line (time steps are unrolled), so
 these intervals are exact.
+
+A walk that crosses regions (an instruction reading the concatenation of values stored one
+after another, as the linear layers of a grouped linear layer) relies on their relative
+places: the regions between its first and last address move as one block.
 """
 
 from __future__ import annotations
@@ -41,8 +45,8 @@ def allocate_scratchpad(image: Image, regions: list[Region]) -> Image:
     if not regions:
         return image
     starts = np.array([r.base for r in regions], np.int64)
-    first, last = _live_intervals(image, regions, starts)
-    placed = _place(regions, first, last)
+    first, last, joined = _live_intervals(image, regions, starts)
+    placed = _place_blocks(regions, first, last, joined)
     offsets = {r.base: p - r.base for r, p in zip(regions, placed)}
     used = [p + r.size for r, p, f, l in zip(regions, placed, first, last) if f <= l]
     scratch = np.zeros(max(used, default=0), np.int64)
@@ -69,10 +73,13 @@ def _region_of(starts: np.ndarray, regions: list[Region], addresses: np.ndarray)
     return index
 
 
-def _live_intervals(image: Image, regions: list[Region], starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _live_intervals(image: Image, regions: list[Region], starts: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per region, the first and last instruction that touches it (-1 / len(program) for
-    words the host writes or reads, and for words the image must hold at the start)."""
+    words the host writes or reads, and for words the image must hold at the start), and
+    whether one walk joins it to the next region (they then move together)."""
     count = len(regions)
+    joined = np.zeros(count, bool)
     first = np.full(count, np.iinfo(np.int64).max, np.int64)
     last = np.full(count, -1, np.int64)
     end = len(image.program)
@@ -90,6 +97,7 @@ def _live_intervals(image: Image, regions: list[Region], starts: np.ndarray) -> 
             if addresses.size == 0:
                 continue
             touched = np.unique(_region_of(starts, regions, addresses))
+            joined[touched[0]:touched[-1]] = True
             if not is_write:
                 unwritten = addresses[~written[addresses]]
                 first[np.unique(_region_of(starts, regions, unwritten))] = -1
@@ -101,7 +109,28 @@ def _live_intervals(image: Image, regions: list[Region], starts: np.ndarray) -> 
         touched = np.unique(_region_of(starts, regions, addresses.ravel()))
         last[touched] = end
         first[touched] = np.minimum(first[touched], end)
-    return first, last
+    return first, last, joined
+
+
+def _place_blocks(regions: list[Region], first: np.ndarray, last: np.ndarray, joined: np.ndarray) -> list[int]:
+    """The base of every region: runs of joined regions placed as one block (``_place``),
+    each region at its offset within it."""
+    blocks: list[list[int]] = []
+    for index in range(len(regions)):
+        if index and joined[index - 1]:
+            blocks[-1].append(index)
+        else:
+            blocks.append([index])
+    spans = [Region(regions[b[0]].base, regions[b[-1]].base + regions[b[-1]].size - regions[b[0]].base)
+             for b in blocks]
+    block_first = np.array([first[b].min() for b in blocks], np.int64)
+    block_last = np.array([last[b].max() for b in blocks], np.int64)
+    block_bases = _place(spans, block_first, block_last)
+    placed = [0] * len(regions)
+    for block, span, base in zip(blocks, spans, block_bases):
+        for index in block:
+            placed[index] = base + regions[index].base - span.base
+    return placed
 
 
 def _place(regions: list[Region], first: np.ndarray, last: np.ndarray) -> list[int]:

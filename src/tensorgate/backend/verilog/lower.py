@@ -16,6 +16,12 @@ term, the output format, the clip) or, for BT sums and gate-split outputs, stays
 accumulator that elementwise instructions finish.  The arithmetic is exactly the golden
 model's (``fixedpoint/programs.py``), so the simulated outputs equal it bit for bit.
 
+A quantized ``add`` of two values (a residual connection) is one elementwise instruction
+whose X and init are the two operands, aligned and narrowed as the golden model's
+``ElementwiseProgram``; ``relu`` is an elementwise move clamped below at 0.  Ops without
+hardware here (``mul``, a head's ``sigmoid``/``tanh``) run on the host before or after
+the program (``ir.stages``).
+
 One ``Lowering`` object does all of it: the op lowerings, the map applications and the
 instruction emission share its scratchpad regions, weight rows and program, so they
 stay one class; the data it produces is ``image``'s.  Every value gets a region of its
@@ -26,13 +32,14 @@ scratchpad holds what is live at once, not everything the program ever computes.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 
 from ...fixedpoint.activations import MAX_OFFSET_BITS, ActivationUnit
 from ...fixedpoint.formats import code_max, code_min, requantize
 from ...fixedpoint.maps import IntegerMap
-from ...fixedpoint.programs import LinearProgram, LSTMProgram
+from ...fixedpoint.programs import ElementwiseProgram, LinearProgram, LSTMProgram
 from ...interpreter import KERNELS
 from ...ir.core import Module, Op
 from ...ir.ops import DATA_MOVEMENT
@@ -417,12 +424,16 @@ class Lowering(GatedCellLowering):
         addresses = [None if a is None else a[1] for a in args]
         if op.kind == "linear" and op.attrs.get("quant") is not None:
             return [("addr", self._linear(op, addresses))]
+        if op.kind == "add" and op.attrs.get("quant") is not None:
+            return [("addr", self._add(op, addresses))]
+        if op.kind == "relu" and _fixed(op.operands[0]):
+            return [("addr", self._relu(op, addresses))]
         if op.kind == "lstm" and op.attrs.get("quant") is not None:
             return [("addr", a) for a in self._lstm(op, addresses)]
         if is_gated_cell_op(op):
             return [("addr", a) for a in (self._gru if op.kind == "gru" else self._rnn)(op, addresses)]
         raise LoweringError(f"{op.describe()}: the verilog target has no hardware for this op "
-                            "(it runs quantized linear, lstm, gru and rnn ops and data movement)")
+                            "(it runs quantized linear, lstm, gru, rnn and add ops, relu and data movement)")
 
     def _linear(self, op: Op, args) -> np.ndarray:
         program = LinearProgram(op)
@@ -436,6 +447,48 @@ class Lowering(GatedCellLowering):
         result = self.apply_map(program.weight, grid, program.x_frac,
                                 [Epilogue(0, out_dim, init, init_frac, program.quant.output)], op.results[0].name)[0]
         return result.addresses().reshape(leading + (out_dim,))
+
+    def _add(self, op: Op, args) -> np.ndarray:
+        """``requantize(align(a) + align(b), O)`` (``ElementwiseProgram``) as one EW
+        instruction: ``a`` is its X, ``b`` its init; both are aligned up to the larger of
+        their and O's fraction bits (exact), so the one narrowing shift is a right shift."""
+        quant = ElementwiseProgram(op).quant
+        (fa, fb), out = (fmt.frac for fmt in quant.inputs), quant.output
+        narrowing = self.narrowing(fa, fb, out, target_frac=out.frac)
+        bound = sum(-code_min(fmt) << shift for fmt, shift in zip(quant.inputs, (narrowing.acc_shift,
+                                                                                   narrowing.init_shift)))
+        if bound >= 1 << 62:
+            raise LoweringError(f"{op.describe()}: aligning its operands to {out} needs more than the "
+                                "datapath's 64 bits")
+        return self._pointwise(op, args[0], args[1], narrowing)
+
+    def _relu(self, op: Op, args) -> np.ndarray:
+        """``max(x, 0)`` as one EW instruction: a move clamped below at 0."""
+        fmt = op.operands[0].type.dtype
+        return self._pointwise(op, args[0], None, replace(self.narrowing(fmt.frac, None, fmt), lo=0))
+
+    def _pointwise(self, op: Op, x: np.ndarray, init: np.ndarray | None, narrowing: Narrowing) -> np.ndarray:
+        """``O = narrow(X, I)`` over the broadcast shape of the address arrays ``x`` and
+        ``init``, into a fresh region; its addresses.  Each operand must be an affine
+        address pattern, as is or with every axis split into its prime factors."""
+        shape = x.shape if init is None else np.broadcast_shapes(x.shape, init.shape)
+        operands = [np.broadcast_to(a, shape) for a in (x, init) if a is not None]
+        for refined in (shape, tuple(f for size in shape for f in _prime_factors(size))):
+            fits = [affine(np.reshape(a, refined)) for a in operands]
+            if all(fit is not None for fit in fits):
+                break
+        else:
+            raise LoweringError(f"{op.describe()}: an operand's elements are not an affine address pattern (a "
+                                "gather or concatenation of separately stored values); the accelerator cannot "
+                                "read it")
+        size = math.prod(shape)
+        out = self.alloc(size)
+        out_strides = np.cumprod((1,) + tuple(refined)[::-1])[:-1][::-1]
+        init_strides = fits[1][1] if init is not None else (0,) * len(refined)
+        dims = [(refined[a], (fits[0][1][a], int(out_strides[a]), init_strides[a]))
+                for a in reversed(range(len(refined)))]
+        self.elementwise(dims, fits[0][0], out, fits[1][0] if init is not None else None, narrowing)
+        return out + np.arange(size, dtype=np.int64).reshape(shape)
 
     def _unit_base(self, unit: ActivationUnit) -> int:
         """Where ``unit``'s table lives; one copy per distinct table.  Keyed by the words
@@ -598,11 +651,16 @@ def _bits(codes: np.ndarray) -> int:
     return max(int(codes.max()).bit_length(), int(-codes.min() - 1).bit_length()) + 1
 
 
+def _fixed(value) -> bool:
+    return value is not None and isinstance(value.type.dtype, FixedType)
+
+
 def on_accelerator(op: Op) -> bool:
     """Whether the accelerator runs ``op``: constants, data movement, quantized linear, lstm,
-    gru and rnn ops."""
+    gru, rnn and add ops, and relu of fixed-point codes."""
     return op.kind == "const" or op.kind in DATA_MOVEMENT or (
-        op.kind in ("linear", "lstm", "gru", "rnn") and op.attrs.get("quant") is not None)
+        op.kind in ("linear", "lstm", "gru", "rnn", "add") and op.attrs.get("quant") is not None) or (
+        op.kind == "relu" and _fixed(op.operands[0]))
 
 
 def accelerator_stages(module: Module) -> Stages:

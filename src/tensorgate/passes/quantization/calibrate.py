@@ -3,7 +3,8 @@
 ``calibrate(module, inputs)`` runs the float module once over the calibration inputs
 and records, under the names the integer golden model narrows them by:
 
-* each float module input (``x``) and host region result (by its name);
+* each float module input (``x``), host region result and ``add`` / ``mul`` result (by
+  its name);
 * each ``linear``: its output (``{name}``) and its map's step results (``{name}.weight``);
 * each ``lstm``: ``{name}.gates_x`` (``W x + b``, all gates), the pre-activations
   before ``clip`` of the σ gates i, o, f (``{name}.pre_sigmoid``) and of the tanh gate c
@@ -107,7 +108,7 @@ def _calibrate_call(module: Module, inputs: dict[str, np.ndarray], calibration: 
                 results = RECORDING_KERNELS[op.kind](op, args, calibration)
             else:
                 results = KERNELS[op.kind](op, args, dtype)
-                if op.kind == "host":
+                if op.kind == "host" or op.kind in ("add", "mul"):
                     for value, array in zip(op.results, results):
                         if array.dtype.kind == "f":
                             calibration.record(value.name, array)
