@@ -1,5 +1,5 @@
-"""Raise a recurrent cell (LSTM or GRU) written out step by step, unrolled over time, to
-one ``lstm`` or ``gru`` op.
+"""Raise a recurrent cell (LSTM, GRU or RNN) written out step by step, unrolled over time,
+to one ``lstm``, ``gru`` or ``rnn`` op.
 
 PyTorch exports a Python loop over time steps as one copy of the cell per step.  A
 cell is recognized by its data flow, not by names or gate order::
@@ -14,6 +14,9 @@ cell is recognized by its data flow, not by names or gate order::
            n = tanh(W_h x_t + R_h (r * h) + b_h)              (linear_before_reset = 0)
            h' = (1 - z) * n + z * h        or      h' = n + z * (h - n)
 
+    RNN:   h' = f(W x_t + R h + b)          f one of tanh, relu, sigmoid; at least two
+                                          steps (one step is any layer of two inputs)
+
 ``x_t`` must be a time step of a rank-3 sequence ``X`` (``X[t]``, ``X[:, t]``, a slice
 or split of one step), ``W`` and ``R`` linear maps (the raised ``tt``/``bt``/``ht`` maps or
 dense layers), and the cells a chain: each takes the previous one's states (``h'``, and
@@ -21,7 +24,7 @@ dense layers), and the cells a chain: each takes the previous one's states (``h'
 one), all with the same maps and biases (compared exactly).  The first cell's states
 are zeros (the initial-state operands left out) or values of shape ``[B, H]`` (passed
 as the initial states).  An exporter that folded an LSTM's first step ``R·0 + b`` into a
-constant is understood too; a GRU's first step folded that way (a static batch with a
+constant is understood too (an RNN's as well); a GRU's first step folded that way (a static batch with a
 zero initial state) is not, and its chain stays generic ops, with a note.
 
 The chain becomes ``lstm(X)`` or ``gru(X)`` (``X`` transposed to time-major and cut to
@@ -60,9 +63,10 @@ from .gate_terms import Layer, vector_sum
 from .gru_cells import GRUCell, gru_anchor
 from .lstm_cells import Cell, cell_anchor
 from .notes import Notes, NotRaised, place_of
-
-CELL_NAMES = {"lstm": "LSTM", "gru": "GRU"}
 from .rewrite import constant_array, remove_dead, topological_order
+from .rnn_cells import RNNCell, rnn_anchor
+
+CELL_NAMES = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
 
 
 def raise_recurrent(module: Module, notes: Notes) -> None:
@@ -76,11 +80,27 @@ def raise_recurrent(module: Module, notes: Notes) -> None:
                 cells.append(match(*anchor))
             except NotRaised as exc:
                 notes.add(f"{CELL_NAMES[kind]} cell", place_of([exc.where or op]), str(exc))
+    cells += _rnn_cells(module, {id(op) for cell in cells for op in cell.ops}, notes)
     for chain in _chains(cells, notes):
+        if chain[0].kind == "rnn" and len(chain) < 2:
+            continue
         try:
             _raise_chain(module, chain)
         except NotRaised as exc:
             notes.add(CELL_NAMES[chain[0].kind], place_of([exc.where or chain[0].h_new.producer]), str(exc))
+
+
+def _rnn_cells(module: Module, claimed: set[int], notes: Notes) -> list[RNNCell]:
+    """The RNN steps among the ops no LSTM or GRU cell holds (their gates look alike)."""
+    cells = []
+    for op in module.ops:
+        anchor = None if id(op) in claimed else rnn_anchor(op)
+        if anchor is not None:
+            try:
+                cells.append(RNNCell.match(*anchor))
+            except NotRaised as exc:
+                notes.add("RNN cell", place_of([exc.where or op]), str(exc))
+    return cells
 
 
 # --- chains ----------------------------------------------------------------------------
@@ -128,7 +148,7 @@ def _raise_chain(module: Module, chain: list) -> None:
     if layer.r is None:
         raise NotRaised("the last step has no recurrent map")
     for k, other in enumerate(layers):
-        if k == 0 and other.r is None and first.kind == "lstm":
+        if k == 0 and other.r is None and first.kind in ("lstm", "rnn"):
             other = _folded_first_step(other, layer)
         if not other.same_as(layer):
             raise NotRaised(f"step {k} uses other maps or biases than the last step")
@@ -142,7 +162,7 @@ def _folded_first_step(first: Layer, later: Layer) -> Layer:
     totals = [vector_sum([x for x in pair if x is not None]) for pair in zip(later.x_bias, later.h_bias)]
     if not all(_equal_or_zero(a, b) for a, b in zip(first.x_bias, totals)):
         raise NotRaised("the first step has no recurrent map and its constants are not the later steps' biases")
-    return Layer(first.w, later.r, later.x_bias, later.h_bias)
+    return Layer(first.w, later.r, later.x_bias, later.h_bias, first.attrs)
 
 
 def _equal_or_zero(a: np.ndarray | None, b: np.ndarray | None) -> bool:
