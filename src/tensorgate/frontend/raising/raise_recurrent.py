@@ -23,11 +23,12 @@ dense layers), and the cells a chain: each takes the previous one's states (``h'
 ``c'`` for an LSTM), at time steps ``0..T-1`` (a forward op) or ``T-1..0`` (a reverse
 one), all with the same maps and biases (compared exactly).  The first cell's states
 are zeros (the initial-state operands left out) or values of shape ``[B, H]`` (passed
-as the initial states).  An exporter that folded an LSTM's first step ``R·0 + b`` into a
-constant is understood too (an RNN's as well); a GRU's first step folded that way (a static batch with a
-zero initial state) is not, and its chain stays generic ops, with a note.
+as the initial states).  An exporter that folded an LSTM's or RNN's first step
+``R·0 + b`` into a constant is understood too; a GRU's first step folded that way (a
+static batch with a zero initial state) is not, and its chain stays generic ops, with a
+note.
 
-The chain becomes ``lstm(X)`` or ``gru(X)`` (``X`` transposed to time-major and cut to
+The chain becomes ``lstm(X)``, ``gru(X)`` or ``rnn(X)`` (``X`` transposed to time-major and cut to
 ``T`` steps where needed), semantically the ONNX op: the gates in ONNX order (LSTM
 ``i, o, f, c``, GRU ``z, r, h``), every bias folded into ``bias = [Wb, Rb]`` (``Wb`` from
 the input side and free constants, ``Rb`` from the recurrent map, and for the GRU's
