@@ -16,7 +16,7 @@ from pathlib import Path
 from ...ir.types import FixedType
 from . import RTL_DIR, rtl_sources
 from .image import Image
-from .isa import WORDS
+from .isa import CELL, GCELL, WORDS
 
 ACCEL_DIR = Path(__file__).parent / "accel"
 TOP = "tg_accel"
@@ -43,13 +43,18 @@ class AccelConfig:
     s_depth: int = DEFAULT_DEPTHS["s_depth"]
     t_depth: int = DEFAULT_DEPTHS["t_depth"]
     groups: int = 1
+    lstm_cell: bool = True
+    gru_rnn_cell: bool = True
 
     @classmethod
     def sized(cls, image: Image, code_width: int) -> "AccelConfig":
         """The build ``image`` needs and no more: codes and scratchpad words at their
-        storage widths, every memory exactly as deep as its image."""
+        storage widths, every memory exactly as deep as its image, and only the cell units
+        its program's instructions use (a unit left out costs no logic and no timing path)."""
         depths = {key: max(MIN_DEPTH, need) for key, need in image_depths(image).items()}
-        return cls(image.pes, **image_widths(image, code_width), **depths, groups=image.groups)
+        opcodes = image.opcodes()
+        return cls(image.pes, **image_widths(image, code_width), **depths, groups=image.groups,
+                   lstm_cell=CELL in opcodes, gru_rnn_cell=GCELL in opcodes)
 
     @classmethod
     def for_image(cls, image: Image, code_width: int) -> "AccelConfig":
@@ -66,7 +71,8 @@ class AccelConfig:
 
     def parameters(self) -> dict[str, int]:
         return {"P": self.pes, "CODE_W": self.code_width, "S_W": self.scratch_width, "PROG_DEPTH": self.prog_depth,
-                "W_DEPTH": self.w_depth, "S_DEPTH": self.s_depth, "T_DEPTH": self.t_depth, "GROUPS": self.groups}
+                "W_DEPTH": self.w_depth, "S_DEPTH": self.s_depth, "T_DEPTH": self.t_depth, "GROUPS": self.groups,
+                "LSTM_CELL": int(self.lstm_cell), "GRU_RNN_CELL": int(self.gru_rnn_cell)}
 
     def memories(self) -> list["Memory"]:
         """The build's memories as ``tg_accel.sv`` instantiates them: the scratchpad has a

@@ -85,6 +85,10 @@ class Image:
     streamed: list[str] = field(default_factory=list)
     groups: int = 1
 
+    def opcodes(self) -> set[int]:
+        """The opcodes the program uses (word 0 bits 7:0 of each instruction)."""
+        return {int(instruction[0]) & 0xFF for instruction in self.program}
+
     def program_words(self) -> np.ndarray:
         return np.concatenate(self.program) if self.program else np.zeros(0, np.uint64)
 

@@ -44,6 +44,9 @@
 //   Arming again restarts a stream at the new region (a word still buffered is dropped).
 // Performance counters (cleared by start): cycles spent running GEMM, EW and CELL
 // instructions; the rest of a run is instruction fetch, decode and sequencing.
+// LSTM_CELL / GRU_RNN_CELL = 0 builds leave that cell unit out (the compiler sets them from
+// the program: a program without CELL or GCELL instructions needs no such unit); an
+// instruction for a unit left out finishes at once and writes nothing.
 // narrow(v) = clamp(round(v / 2^shift), lo, hi): the golden requantize (shift signed, rounding
 // half-away or to even) with the output format's range, the LSTM clip, or no bound (a wide
 // 64-bit result).
@@ -59,7 +62,9 @@ module tg_accel #(
     parameter int W_DEPTH    = 4096,
     parameter int S_DEPTH    = 8192,
     parameter int T_DEPTH    = 4096,
-    parameter int GROUPS     = 1
+    parameter int GROUPS     = 1,
+    parameter int LSTM_CELL    = 1,
+    parameter int GRU_RNN_CELL = 1
 ) (
     input  logic        clk,
     input  logic        rst,
@@ -380,20 +385,34 @@ module tg_accel #(
   logic [S_AW-1:0] lstm_rd_addr, lstm_wr_addr;
   logic signed [63:0] lstm_wr_data;
   logic [T_AW-1:0] lstm_tbl_addr;
-  tg_lstm_cell #(.NW(NW), .S_AW(S_AW), .T_AW(T_AW), .CODE_W(CODE_W)) cell_unit (
-      .clk(clk), .rst(rst), .start(lstm_start), .ins(ins), .finished(lstm_finished),
-      .rd_en(lstm_rd_en), .rd_addr(lstm_rd_addr), .rd_data(scratch_a_rdata),
-      .wr_en(lstm_wr_en), .wr_addr(lstm_wr_addr), .wr_data(lstm_wr_data),
-      .tbl_en(lstm_tbl_en), .tbl_addr(lstm_tbl_addr), .tbl_data(table_rdata));
+  if (LSTM_CELL != 0) begin : g_lstm_cell
+    tg_lstm_cell #(.NW(NW), .S_AW(S_AW), .T_AW(T_AW), .CODE_W(CODE_W)) cell_unit (
+        .clk(clk), .rst(rst), .start(lstm_start), .ins(ins), .finished(lstm_finished),
+        .rd_en(lstm_rd_en), .rd_addr(lstm_rd_addr), .rd_data(scratch_a_rdata),
+        .wr_en(lstm_wr_en), .wr_addr(lstm_wr_addr), .wr_data(lstm_wr_data),
+        .tbl_en(lstm_tbl_en), .tbl_addr(lstm_tbl_addr), .tbl_data(table_rdata));
+  end else begin : g_no_lstm_cell
+    tg_no_cell #(.S_AW(S_AW), .T_AW(T_AW)) cell_unit (
+        .clk(clk), .rst(rst), .start(lstm_start), .finished(lstm_finished),
+        .rd_en(lstm_rd_en), .rd_addr(lstm_rd_addr), .wr_en(lstm_wr_en), .wr_addr(lstm_wr_addr),
+        .wr_data(lstm_wr_data), .tbl_en(lstm_tbl_en), .tbl_addr(lstm_tbl_addr));
+  end
   logic gated, gated_start, gated_finished, gated_rd_en, gated_wr_en, gated_tbl_en;
   logic [S_AW-1:0] gated_rd_addr, gated_wr_addr;
   logic signed [63:0] gated_wr_data;
   logic [T_AW-1:0] gated_tbl_addr;
-  tg_gru_rnn_cell #(.NW(NW), .S_AW(S_AW), .T_AW(T_AW)) gated_unit (
-      .clk(clk), .rst(rst), .start(gated_start), .ins(ins), .finished(gated_finished),
-      .rd_en(gated_rd_en), .rd_addr(gated_rd_addr), .rd_data(scratch_a_rdata),
-      .wr_en(gated_wr_en), .wr_addr(gated_wr_addr), .wr_data(gated_wr_data),
-      .tbl_en(gated_tbl_en), .tbl_addr(gated_tbl_addr), .tbl_data(table_rdata));
+  if (GRU_RNN_CELL != 0) begin : g_gru_rnn_cell
+    tg_gru_rnn_cell #(.NW(NW), .S_AW(S_AW), .T_AW(T_AW)) gated_unit (
+        .clk(clk), .rst(rst), .start(gated_start), .ins(ins), .finished(gated_finished),
+        .rd_en(gated_rd_en), .rd_addr(gated_rd_addr), .rd_data(scratch_a_rdata),
+        .wr_en(gated_wr_en), .wr_addr(gated_wr_addr), .wr_data(gated_wr_data),
+        .tbl_en(gated_tbl_en), .tbl_addr(gated_tbl_addr), .tbl_data(table_rdata));
+  end else begin : g_no_gru_rnn_cell
+    tg_no_cell #(.S_AW(S_AW), .T_AW(T_AW)) gated_unit (
+        .clk(clk), .rst(rst), .start(gated_start), .finished(gated_finished),
+        .rd_en(gated_rd_en), .rd_addr(gated_rd_addr), .wr_en(gated_wr_en), .wr_addr(gated_wr_addr),
+        .wr_data(gated_wr_data), .tbl_en(gated_tbl_en), .tbl_addr(gated_tbl_addr));
+  end
   assign gated = {56'd0, ins[0][7:0]} == OP_GCELL;
   assign lstm_start = cell_start && !gated;
   assign gated_start = cell_start && gated;
