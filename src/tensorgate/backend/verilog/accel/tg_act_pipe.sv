@@ -17,8 +17,11 @@
 //   0 compare q with the clip bounds       5 value << m, slope * t (registered operands)
 //   1 clip, u                              6 the line's add
 //   2 j, the table address                 7-10 tg_requant_pipe by m + guard_bits
-//   3 the table read (tbl_en)              11 clamp (pwl) or the entry (lut)
-//   4 the table's output register; r, t, m 12 y
+//   3 the table read (tbl_en); r           11 clamp (pwl) or the entry (lut)
+//   4 the table's output register; t, m    12 y
+// The configuration is static for an instruction, and what follows from it alone (masks,
+// shifts, the clip's upper bound) is registered once: it must be set a cycle before the
+// first lookup (the cell units sample it at `start`, cycles ahead).
 module tg_act_pipe #(
     parameter int ADDR_W = 12
 ) (
@@ -45,10 +48,22 @@ module tg_act_pipe #(
   localparam int LINE_W = 48;
   localparam int REQUANT_LATENCY = 4;
 
-  // The clip bounds' upper end, from the static configuration.
+  // What follows from the static configuration alone, once per instruction rather than per
+  // lookup: the clip bounds' upper end, the offset mask 2^index_shift - 1, whether the
+  // offset drops bits, the offset's weight m and the line's rounding shift m + guard_bits.
   logic [2:0][63:0] hi;
+  logic [2:0][31:0] offset_mask;
+  logic [2:0] drops;
+  logic [2:0][5:0] weight_m, line_shift;
   always_ff @(posedge clk) begin
-    for (int u = 0; u < 3; u++) hi[u] <= lo[u] + 64'(span_m1[u]);
+    for (int u = 0; u < 3; u++) begin
+      hi[u] <= lo[u] + 64'(span_m1[u]);
+      offset_mask[u] <= (32'd1 << index_shift[u]) - 32'd1;
+      drops[u] <= offset_drop[u] != '0;
+      weight_m[u] <= (offset_drop[u] != '0) ? index_shift[u] - offset_drop[u] + 6'd1 : index_shift[u];
+      line_shift[u] <= ((offset_drop[u] != '0) ? index_shift[u] - offset_drop[u] + 6'd1 : index_shift[u])
+          + guard_bits[u];
+    end
   end
 
   // 0: compare.
@@ -88,27 +103,19 @@ module tg_act_pipe #(
   end
   assign tbl_en = valid3;
 
-  // 3: the table read.
-  logic [31:0] u4;
+  // 3: the table read; the offset r within the segment.
+  logic [31:0] r4;
   logic [1:0] unit4;
   always_ff @(posedge clk) begin
     unit4 <= unit3;
-    u4 <= u3;
+    r4 <= u3 & offset_mask[unit3];
   end
 
   // 4: the word, and the offset t and its weight m.
-  logic [31:0] r4;
   logic [T_W-1:0] t4;
-  logic [5:0] m4;
   always_comb begin
-    r4 = u4 & ((32'd1 << index_shift[unit4]) - 32'd1);
-    if (offset_drop[unit4] != '0) begin
-      t4 = {(T_W - 1)'(r4 >> offset_drop[unit4]), 1'b1};
-      m4 = index_shift[unit4] - offset_drop[unit4] + 6'd1;
-    end else begin
-      t4 = T_W'(r4);
-      m4 = index_shift[unit4];
-    end
+    if (drops[unit4]) t4 = {(T_W - 1)'(r4 >> offset_drop[unit4]), 1'b1};
+    else t4 = T_W'(r4);
   end
   logic [63:0] word5;
   logic [T_W-1:0] t5;
@@ -117,7 +124,7 @@ module tg_act_pipe #(
   always_ff @(posedge clk) begin
     word5 <= table_word;
     t5 <= t4;
-    m5 <= m4;
+    m5 <= weight_m[unit4];
     unit5 <= unit4;
   end
 
@@ -133,7 +140,7 @@ module tg_act_pipe #(
     product6 <= LINE_W'(slope5 * signed'({1'b0, t5}));
     shifted6 <= LINE_W'(value5) <<< m5;
     value6 <= value5;
-    shift6 <= m5 + guard_bits[unit5];
+    shift6 <= line_shift[unit5];
     unit6 <= unit5;
   end
 
