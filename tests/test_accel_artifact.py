@@ -25,8 +25,11 @@ from tensorgate.runtime.verilator import verilator_executable
 @pytest.mark.parametrize("config", [AccelConfig(1), AccelConfig(4), AccelConfig(16, code_width=8, scratch_width=16),
                                     AccelConfig(64, groups=4),
                                     AccelConfig(8, code_width=32, scratch_width=32, prog_depth=1 << 16,
-                                                s_depth=1 << 16, t_depth=256)],
-                         ids=["P1", "P4", "P16", "P64-groups4", "P8-wide-deep"])
+                                                s_depth=1 << 16, t_depth=256),
+                                    AccelConfig(4, code_width=8, scratch_width=16, gru_rnn_cell=False),
+                                    AccelConfig(2, lstm_cell=False), AccelConfig(4, lstm_cell=False, gru_rnn_cell=False)],
+                         ids=["P1", "P4", "P16", "P64-groups4", "P8-wide-deep", "P4-lstm-only", "P2-gru-rnn-only",
+                              "P4-no-cells"])
 def test_accelerator_is_lint_clean(config):
     flags = [f"-G{name}={value}" for name, value in config.parameters().items()]
     result = subprocess.run([str(verilator_executable()), "--lint-only", "-Wall", "--top-module", TOP, *flags,
@@ -48,6 +51,16 @@ def test_artifact_holds_rtl_images_and_hardware_summary(tmp_path):
     assert all(len(word) == 16 for word in program)
     weights = (artifact / "weights.hex").read_text().split()
     assert len(weights) == 4 * hardware["used_words"]["weight_rows"]
+
+
+@pytest.mark.parametrize("cell, units", [("lstm", (1, 0)), ("gru", (0, 1)), ("rnn+lstm", (1, 1))])
+def test_a_build_has_the_cell_units_its_program_uses(tmp_path, cell, units):
+    module, _ = quantized(AccelCase(cell=cell, layers=len(cell.split("+"))), tmp_path)
+    artifact = write_verilog_artifact(module, tmp_path / "out", "quantize", "model.onnx", 4)
+    parameters = json.loads((artifact / "manifest.json").read_text())["hardware"]["parameters"]
+    assert (parameters["LSTM_CELL"], parameters["GRU_RNN_CELL"]) == units
+    config = AccelConfig(4, lstm_cell=False, gru_rnn_cell=False)
+    assert (config.shared().lstm_cell, config.shared().gru_rnn_cell) == (True, True)  # one simulation build
 
 
 def test_float_module_is_refused_with_advice(tmp_path):

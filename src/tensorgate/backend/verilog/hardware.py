@@ -63,11 +63,11 @@ class AccelConfig:
 
     def shared(self) -> "AccelConfig":
         """This build with its memories at the default depths, deepened (powers of two) where
-        it needs more: the same words at the same addresses, and one simulation build for
-        every model of these widths that fits."""
+        it needs more, and every cell unit: the same words at the same addresses, and one
+        simulation build for every model of these widths that fits."""
         depths = {key: max(DEFAULT_DEPTHS[key], 1 << max(0, (getattr(self, key) - 1).bit_length()))
                   for key in DEFAULT_DEPTHS}
-        return replace(self, **depths)
+        return replace(self, **depths, lstm_cell=True, gru_rnn_cell=True)
 
     def parameters(self) -> dict[str, int]:
         return {"P": self.pes, "CODE_W": self.code_width, "S_W": self.scratch_width, "PROG_DEPTH": self.prog_depth,
