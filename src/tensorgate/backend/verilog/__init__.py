@@ -12,8 +12,9 @@ Leaf modules (one per file, file name = module name):
 
 The accelerator (``accel/``): ``tg_accel`` (top: controller, P lanes, memories, host
 port), ``tg_drain`` (the pipelined narrowing every GEMM and EW result is written
-through), ``tg_lstm_cell`` (cell unit), ``tg_act_unit`` (σ/tanh, PWL or LUT).  ``isa``
-encodes its instructions, ``lower`` compiles a quantized module to program and memory
+through), ``tg_lstm_cell`` and ``tg_gru_rnn_cell`` (the cell units, modulo-scheduled;
+``tg_no_cell`` stands in for one a build leaves out), ``tg_act_pipe`` (pipelined σ/tanh, PWL
+or LUT).  ``isa`` encodes its instructions, ``lower`` compiles a quantized module to program and memory
 images, ``hardware`` names the build, ``artifact`` writes the ``verilog`` target.
 """
 

@@ -28,9 +28,10 @@ from . import isa
 from .image import Epilogue, Grid, affine
 from .isa import LoweringError, Narrowing
 
-GCELL_CYCLES_PER_ELEMENT = {isa.GC_RNN: 3, isa.GC_RESET: 4, isa.GC_UPDATE: 7}
-"""Cycles per element of each GCELL mode (an UPDATE reading a ready pre_h: one fewer)."""
-GCELL_FIXED_CYCLES = 6
+GCELL_CYCLES_PER_ELEMENT = {isa.GC_RNN: 2, isa.GC_RESET: 2, isa.GC_UPDATE: 5}
+"""Cycles per element of each GCELL mode: the cell unit's initiation interval."""
+GCELL_FIXED_CYCLES = {isa.GC_RNN: 18, isa.GC_RESET: 25, isa.GC_UPDATE: 48}
+"""The last element's schedule after its start, and the start and finish (the length read aside)."""
 
 
 class GatedCellLowering:
@@ -130,7 +131,7 @@ class GatedCellLowering:
                         words.update({isa.GC_H: h_grid.base + b * hidden, isa.GC_T: t,
                                       isa.GC_Y: y_region + ((t * dirs + d) * batch + b) * hidden,
                                       isa.GC_LEN: int(lens[b]) if lens is not None else 0})
-                    self.emit(isa.cell(words, isa.GCELL), hidden * GCELL_CYCLES_PER_ELEMENT[mode] + GCELL_FIXED_CYCLES)
+                    self.emit(isa.cell(words, isa.GCELL), hidden * GCELL_CYCLES_PER_ELEMENT[mode] + GCELL_FIXED_CYCLES[mode])
 
                 step(d, h_grid, [g.row_block(t * batch, batch) for g in gx], bias_grid, cell)
         y = y_region + np.arange(steps * dirs * batch * hidden, dtype=np.int64).reshape(steps, dirs, batch, hidden)
@@ -186,7 +187,7 @@ class GatedCellLowering:
         return fields
 
     def _unit_words(self, unit: ActivationUnit) -> tuple[int, ...]:
-        """An activation unit's configuration words (``tg_act_unit``), its table stored once."""
+        """An activation unit's configuration words (``tg_act_pipe``), its table stored once."""
         if unit.rounding != self.rounding:
             raise LoweringError(f"{unit.describe()} rounds {unit.rounding}, the module {self.rounding}")
         return (int(unit.kind == "pwl"), unit.lo, unit.span - 1, unit.index_shift, unit.offset_drop,

@@ -380,7 +380,10 @@ module tg_accel #(
   logic [S_AW-1:0] cell_rd_addr, cell_wr_addr;
   logic signed [63:0] cell_wr_data;
   logic [T_AW-1:0] cell_tbl_addr;
-  logic [63:0] table_rdata, table_host_rdata;
+  /* verilator lint_off UNUSEDSIGNAL */
+  logic [63:0] table_rdata;  // unused in a build without cell units
+  /* verilator lint_on UNUSEDSIGNAL */
+  logic [63:0] table_host_rdata;
   logic lstm_start, lstm_finished, lstm_rd_en, lstm_wr_en, lstm_tbl_en;
   logic [S_AW-1:0] lstm_rd_addr, lstm_wr_addr;
   logic signed [63:0] lstm_wr_data;
@@ -402,7 +405,7 @@ module tg_accel #(
   logic signed [63:0] gated_wr_data;
   logic [T_AW-1:0] gated_tbl_addr;
   if (GRU_RNN_CELL != 0) begin : g_gru_rnn_cell
-    tg_gru_rnn_cell #(.NW(NW), .S_AW(S_AW), .T_AW(T_AW)) gated_unit (
+    tg_gru_rnn_cell #(.NW(NW), .S_AW(S_AW), .T_AW(T_AW), .S_W(S_W)) gated_unit (
         .clk(clk), .rst(rst), .start(gated_start), .ins(ins), .finished(gated_finished),
         .rd_en(gated_rd_en), .rd_addr(gated_rd_addr), .rd_data(scratch_a_rdata),
         .wr_en(gated_wr_en), .wr_addr(gated_wr_addr), .wr_data(gated_wr_data),

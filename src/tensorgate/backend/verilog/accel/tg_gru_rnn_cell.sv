@@ -15,18 +15,24 @@
 //
 // With a sequence length (flags.has_len) the row is active when t < len; an inactive row
 // keeps h and writes 0 to y.  Operands and results live in the scratchpad (one read and one
-// write port, read latency one cycle); σ and tanh (or the RNN's unit) are tg_act_unit
-// configurations over one table memory (read latency one cycle).
+// write port, read latency one cycle); σ and tanh (or the RNN's unit) are configurations of
+// one tg_act_pipe over one table memory.
 //
-// Elements run one after another; element k's writes of h' and y overlap the next element's
-// first two stages (E0, E1 read only), and T0/T1 finish the last one.  Stages of element k:
-//   E0 read pre_z / pre_r / pre
-//   E1 look up σ(pre_z) (RESET: σ(pre_r), RNN: act(pre)); read pre_r (RESET: h)
-//   E2 UPDATE: take z, look up σ(pre_r), read rn / pre_h | RESET: rh | RNN: h'
-//   E3 UPDATE: take r, take rn and read gx_h / take pre_h | RESET: write rh
-//   E4 UPDATE with linear_before_reset: pre_h
-//   E5 UPDATE: look up tanh(pre_h), read h
-//   E6 UPDATE: h'
+// A modulo-scheduled pipeline as tg_lstm_cell's: element k starts in cycle II·k (II = 5 for
+// UPDATE, 2 for RESET and RNN) and does everything at fixed offsets from its start, distinct
+// mod II per resource (read port, table, write port).  The datapath is free-running; the
+// offsets pick its results.  Offsets (reads registered two cycles later, lookups 12 cycles
+// to their result, each narrowing 8 cycles from its multiply to its clamped result):
+//   UPDATE  0-4 read pre_z, pre_r, rn / pre_h, gx_h (linear_before_reset), h
+//           2, 3 look up σ(pre_z), σ(pre_r);  16 r·rn (and gx_h at 17) -> pre_h in 24
+//           24 look up tanh(pre_h);  37 (ONE - z)·n and z·h -> h' in 45: written; y in 46
+//   RESET   0, 1 read pre_r, h;  2 look up σ(pre_r);  15 r·h -> rh in 23: written
+//   RNN     0 read pre;  2 look up act(pre);  h' in 15: written; y in 16
+// RESET's r·h goes through UPDATE's pre_h narrowing (the same operand taps, a cycle
+// earlier), with the hidden format's shift and bounds.  Multipliers are OP_W = S_W + 2 bits
+// (every operand is a scratchpad word or a gate, and ONE - z fits), the sums and their
+// rounding 64 bits as in the golden model.  An instruction of H elements takes II·H plus the
+// last element's schedule (47, 24 or 17 cycles) plus the length read.
 //
 // Instruction words (64 bits each): 1 pre_z / pre_r (RESET) / pre (RNN) row address,
 // 2 pre_r, 3 rn or pre_h, 4 gx_h, 5 h, 6 y (RESET: rh), 7 H, 8 len address, 9 t,
@@ -34,11 +40,12 @@
 // 11 ONE, 12 n_prod, 13 n_gx, 14 n_shift, 15 n_lo, 16 n_hi, 17 h_n, 18 h_z, 19 h_shift,
 // 20 h_lo, 21 h_hi, 22 unit output lo, 23 unit output hi, then per unit u (σ or the RNN's
 // activation, tanh) at 24 + 8u: pwl, lo, span - 1, index_shift, offset_drop, guard_bits,
-// table base.
+// table base.  They are sampled at `start`.
 module tg_gru_rnn_cell #(
     parameter int NW = 64,
     parameter int S_AW = 13,
-    parameter int T_AW = 12
+    parameter int T_AW = 12,
+    parameter int S_W = 64
 ) (
     input  logic                           clk,
     input  logic                           rst,
@@ -55,202 +62,288 @@ module tg_gru_rnn_cell #(
     output logic        [  T_AW-1:0]       tbl_addr,
     input  logic        [      63:0]       tbl_data
 );
-  typedef enum logic [3:0] {
-    IDLE, LEN_READ, LEN_WAIT, E0, E1, E2, E3, E4, E5, E6, T0, T1
-  } state_t;
-
+  localparam int OP_W = (S_W + 2 < 64) ? S_W + 2 : 64;
+  localparam int PRODUCT_W = (2 * OP_W < 64) ? 2 * OP_W : 64;  // a 64-bit product wraps as the golden one
+  localparam int ACT_LATENCY = 12;
+  localparam int NARROW_LATENCY = 8;  // multiply, shifts, add, tg_requant_pipe, clamp
+  localparam int READ_LATENCY = 2;  // a read's word is rd_q two cycles after its offset
+  // Offsets from an element's start (the schedule above).
+  localparam int LOOK_FIRST = 2, LOOK_R = 3;
+  localparam int MUL_RESET = LOOK_FIRST + ACT_LATENCY + 1;  // 15
+  localparam int MUL_N = LOOK_R + ACT_LATENCY + 1;  // 16
+  localparam int WRITE_RH = MUL_RESET + NARROW_LATENCY;  // 23
+  localparam int LOOK_N = MUL_N + NARROW_LATENCY;  // 24
+  localparam int MUL_H = LOOK_N + ACT_LATENCY + 1;  // 37
+  localparam int WRITE_H = MUL_H + NARROW_LATENCY;  // 45
+  localparam int WRITE_Y = WRITE_H + 1;  // 46
+  localparam int RNN_WRITE_H = LOOK_FIRST + ACT_LATENCY + 1;  // 15
+  localparam int RNN_WRITE_Y = RNN_WRITE_H + 1;  // 16
+  // Taps of the read-word delay line (rd_d[n]: rd_q of n + 1 cycles ago): the word read at
+  // offset 1 (RESET's h) in cycle MUL_RESET, at 2 (rn) in MUL_N, at 3 (gx_h) in MUL_N + 1 and
+  // at 0 (the RNN's pre) in RNN_WRITE_H - 1 are one tap; pre_h (read at 2) in LOOK_N; h (read
+  // at 4) in MUL_H.
+  localparam int OPERAND_TAP = MUL_RESET - 1 - (1 + READ_LATENCY);  // 11
+  localparam int PRE_H_TAP = LOOK_N - 1 - (2 + READ_LATENCY);  // 19
+  localparam int H_TAP = MUL_H - 1 - (4 + READ_LATENCY);  // 30
+  localparam int Z_TAP = (MUL_H - 1) - 1 - (LOOK_FIRST + ACT_LATENCY);  // z (act_y at 14) in MUL_H - 1
   localparam logic [1:0] MODE_RNN = 2'd0;
   localparam logic [1:0] MODE_RESET = 2'd1;
   localparam logic [1:0] MODE_UPDATE = 2'd2;
 
-  state_t state;
-  logic [31:0] k, k_done;
-  logic active, pending;  // pending: element k_done's h' and y are still to be written
-  logic signed [63:0] gate_z, gate_r, candidate, pre_h, h_new;
-
-  logic [63:0] hidden;
-  logic [6:0] flags;
-  logic has_len, round_even, write_y, lbr, relu;
+  // ---------------------------------------------------------------- the instruction's fields
+  logic [S_AW-1:0] first_base, pre_r_base, candidate_base, gx_base, h_base, y_base, len_addr;
+  logic [31:0] hidden;
+  logic signed [63:0] t_now;
+  logic round_even, write_y, lbr, relu;
   logic [1:0] mode;
-  assign hidden = ins[7];
-  assign flags = ins[10][6:0];
-  assign has_len = flags[0];
-  assign round_even = flags[1];
-  assign write_y = flags[2];
-  assign lbr = flags[3];
-  assign mode = flags[5:4];
-  assign relu = flags[6];
-
-  logic unit;
-  logic lookup;
-  logic signed [63:0] act_q, act_y;
-  logic [63:0] unit_cfg[7];
-  always_comb begin
-    for (int field = 0; field < 7; field++) unit_cfg[field] = ins[24+8*int'(unit)+field];
-  end
-
-  tg_act_unit #(
-      .ADDR_W(T_AW)
-  ) act (
-      .clk        (clk),
-      .lookup     (lookup),
-      .q          (act_q),
-      .pwl        (unit_cfg[0] != 64'd0),
-      .lo         (unit_cfg[1]),
-      .span_m1    (unit_cfg[2][31:0]),
-      .index_shift(unit_cfg[3][5:0]),
-      .offset_drop(unit_cfg[4][5:0]),
-      .guard_bits (unit_cfg[5][5:0]),
-      .base       (unit_cfg[6][T_AW-1:0]),
-      .out_lo     (ins[22]),
-      .out_hi     (ins[23]),
-      .round_even (round_even),
-      .table_addr (tbl_addr),
-      .table_word (tbl_data),
-      .y          (act_y)
-  );
-
-  function automatic logic signed [63:0] clamp(input logic signed [63:0] v, input logic signed [63:0] low,
-                                               input logic signed [63:0] high);
-    clamp = (v < low) ? low : ((v > high) ? high : v);
-  endfunction
-
-  // The three narrowings: the candidate's pre-activation, the new hidden state (UPDATE) and
-  // r ⊙ h (RESET), each one rounding shift, then the format's bounds.
-  logic signed [63:0] pre_h_sum, hidden_sum, reset_product, pre_h_rounded, hidden_rounded, reset_rounded;
-  logic unused_pre_h_saturated, unused_hidden_saturated, unused_reset_saturated;
-  assign pre_h_sum = ((gate_r * candidate) <<< ins[12][5:0]) + (rd_data <<< ins[13][5:0]);
-  assign hidden_sum = (((signed'(ins[11]) - gate_z) * act_y) <<< ins[17][5:0]) + ((gate_z * rd_data) <<< ins[18][5:0]);
-  assign reset_product = act_y * rd_data;
-
-  tg_requant #(.IN_W(64), .OUT_W(64), .SHIFT_W(8)) pre_h_narrow (
-      .value(pre_h_sum), .shift(ins[14][7:0]), .round_even(round_even),
-      .result(pre_h_rounded), .saturated(unused_pre_h_saturated));
-  tg_requant #(.IN_W(64), .OUT_W(64), .SHIFT_W(8)) hidden_narrow (
-      .value(hidden_sum), .shift(ins[19][7:0]), .round_even(round_even),
-      .result(hidden_rounded), .saturated(unused_hidden_saturated));
-  tg_requant #(.IN_W(64), .OUT_W(64), .SHIFT_W(8)) reset_narrow (
-      .value(reset_product), .shift(ins[19][7:0]), .round_even(round_even),
-      .result(reset_rounded), .saturated(unused_reset_saturated));
-
-  // Reads, lookups and writes per stage.
-  always_comb begin
-    unit = 1'b0;
-    lookup = 1'b0;
-    act_q = rd_data;
-    rd_en = 1'b0;
-    rd_addr = '0;
-    tbl_en = 1'b0;
-    wr_en = 1'b0;
-    wr_addr = '0;
-    wr_data = '0;
-    case (state)
-      LEN_READ: begin rd_en = 1'b1; rd_addr = S_AW'(ins[8]); end
-      E0: begin rd_en = 1'b1; rd_addr = S_AW'(ins[1] + 64'(k)); end
-      E1: begin
-        rd_en = mode != MODE_RNN;
-        rd_addr = S_AW'((mode == MODE_RESET ? ins[5] : ins[2]) + 64'(k));
-        lookup = !relu;
-        tbl_en = !relu;
+  logic signed [OP_W-1:0] one;
+  logic [5:0] n_prod_shift, n_gx_shift, h_n_shift, h_z_shift;
+  logic [7:0] n_shift, h_shift;
+  logic signed [63:0] n_lo, n_hi, h_lo, h_hi, unit_lo_out, unit_hi_out;
+  logic [2:0] unit_pwl;
+  logic [2:0][63:0] unit_lo;
+  logic [2:0][31:0] unit_span_m1;
+  logic [2:0][5:0] unit_index_shift, unit_offset_drop, unit_guard_bits;
+  logic [2:0][T_AW-1:0] unit_base;
+  logic reset_mode;
+  assign reset_mode = ins[10][5:4] == MODE_RESET;
+  always_ff @(posedge clk) begin
+    if (start) begin
+      first_base <= S_AW'(ins[1]);
+      pre_r_base <= S_AW'(ins[2]);
+      candidate_base <= S_AW'(ins[3]);
+      gx_base <= S_AW'(ins[4]);
+      h_base <= S_AW'(ins[5]);
+      y_base <= S_AW'(ins[6]);
+      hidden <= ins[7][31:0];
+      len_addr <= S_AW'(ins[8]);
+      t_now <= ins[9];
+      {relu, mode, lbr, write_y, round_even} <= ins[10][6:1];  // bit 0, has_len, picks the first state
+      one <= OP_W'(ins[11]);
+      // RESET narrows r·h with the hidden format's shift and bounds, and no gx term.
+      n_prod_shift <= reset_mode ? 6'd0 : ins[12][5:0];
+      n_gx_shift <= ins[13][5:0];
+      n_shift <= reset_mode ? ins[19][7:0] : ins[14][7:0];
+      n_lo <= reset_mode ? ins[20] : ins[15];
+      n_hi <= reset_mode ? ins[21] : ins[16];
+      h_n_shift <= ins[17][5:0];
+      h_z_shift <= ins[18][5:0];
+      h_shift <= ins[19][7:0];
+      h_lo <= ins[20];
+      h_hi <= ins[21];
+      unit_lo_out <= ins[22];
+      unit_hi_out <= ins[23];
+      // Units 0 (σ or the RNN's) and 1 (tanh); the pipe's third configuration repeats unit 0.
+      for (int u = 0; u < 3; u++) begin
+        unit_pwl[u] <= ins[24+8*(u%2)] != 64'd0;
+        unit_lo[u] <= ins[25+8*(u%2)];
+        unit_span_m1[u] <= ins[26+8*(u%2)][31:0];
+        unit_index_shift[u] <= ins[27+8*(u%2)][5:0];
+        unit_offset_drop[u] <= ins[28+8*(u%2)][5:0];
+        unit_guard_bits[u] <= ins[29+8*(u%2)][5:0];
+        unit_base[u] <= ins[30+8*(u%2)][T_AW-1:0];
       end
-      E2: if (mode == MODE_UPDATE) begin
-        rd_en = 1'b1;
-        rd_addr = S_AW'(ins[3] + 64'(k));
-        lookup = 1'b1;
-        tbl_en = 1'b1;
-      end
-      E3: begin
-        if (mode == MODE_RESET) begin
-          wr_en = 1'b1;
-          wr_addr = S_AW'(ins[6] + 64'(k));
-          wr_data = h_new;
-        end else if (lbr) begin
-          rd_en = 1'b1;
-          rd_addr = S_AW'(ins[4] + 64'(k));
-        end
-      end
-      E5: begin
-        rd_en = 1'b1;
-        rd_addr = S_AW'(ins[5] + 64'(k));
-        unit = 1'b1;
-        act_q = pre_h;
-        lookup = 1'b1;
-        tbl_en = 1'b1;
-      end
-      default: ;
-    endcase
-    // The previous element's writes, in the stages where this element leaves the port free.
-    if (pending) begin
-      case (state)
-        E0, T0: begin wr_en = active; wr_addr = S_AW'(ins[5] + 64'(k_done)); wr_data = h_new; end
-        E1, T1: begin wr_en = write_y; wr_addr = S_AW'(ins[6] + 64'(k_done)); wr_data = active ? h_new : '0; end
-        default: ;
-      endcase
     end
   end
 
-  // After an element's result: the next element, or the tail.
-  logic last;
-  assign last = 64'(k) + 64'd1 >= hidden;
+  // ---------------------------------------------------------------- sequencing
+  typedef enum logic [2:0] {IDLE, LEN_READ, LEN_WAIT, LEN_TAKE, RUN} state_t;
+  state_t state;
+  logic active, launch, update, resetting, rnn;
+  logic [2:0] phase, last_phase;
+  logic [31:0] launched, retired;
+  // since[d]: an element started d + 1 cycles ago (so offset d + 1 of its schedule is now).
+  logic [WRITE_Y-1:0] since;
+  logic signed [63:0] rd_q;
+  assign update = mode == MODE_UPDATE;
+  assign resetting = mode == MODE_RESET;
+  assign rnn = mode == MODE_RNN;
+  assign last_phase = update ? 3'd4 : 3'd1;
+  assign launch = state == RUN && phase == 3'd0 && launched < hidden;
+
+  function automatic logic at(input int offset);
+    at = (offset == 0) ? launch : since[offset-1];
+  endfunction
+
+  // The element's first write (h', or RESET's rh) and its last event.
+  logic first_write, y_write, retire;
+  assign first_write = update ? at(WRITE_H) : (resetting ? at(WRITE_RH) : at(RNN_WRITE_H));
+  assign y_write = update ? at(WRITE_Y) : (rnn && at(RNN_WRITE_Y));
+  assign retire = resetting ? first_write : y_write;
+
   always_ff @(posedge clk) begin
     if (rst) begin
       state <= IDLE;
       finished <= 1'b0;
-      pending <= 1'b0;
     end else begin
       finished <= 1'b0;
-      if (state == E1 || state == T1) pending <= 1'b0;
       case (state)
-        IDLE: if (start) begin
-          k <= '0;
-          active <= 1'b1;
-          pending <= 1'b0;
-          state <= has_len ? LEN_READ : E0;
-        end
+        IDLE: if (start) state <= ins[10][0] ? LEN_READ : RUN;
         LEN_READ: state <= LEN_WAIT;
-        LEN_WAIT: begin active <= $signed(ins[9]) < rd_data; state <= E0; end
-        E0: state <= E1;
-        E1: begin candidate <= rd_data; state <= E2; end
-        E2: begin
-          case (mode)
-            MODE_UPDATE: begin gate_z <= act_y; state <= E3; end
-            MODE_RESET: begin h_new <= clamp(reset_rounded, ins[20], ins[21]); state <= E3; end
-            default: begin
-              h_new <= relu ? ((candidate < 0) ? '0 : candidate) : act_y;
-              pending <= 1'b1;
-              k_done <= k;
-              k <= k + 32'd1;
-              state <= last ? T0 : E0;
-            end
-          endcase
-        end
-        E3: begin
-          if (mode == MODE_RESET) begin
-            k <= k + 32'd1;
-            state <= last ? T1 : E0;
-          end else begin
-            gate_r <= act_y;
-            candidate <= rd_data;
-            pre_h <= rd_data;
-            state <= lbr ? E4 : E5;
-          end
-        end
-        E4: begin pre_h <= clamp(pre_h_rounded, ins[15], ins[16]); state <= E5; end
-        E5: state <= E6;
-        E6: begin
-          h_new <= clamp(hidden_rounded, ins[20], ins[21]);
-          pending <= 1'b1;
-          k_done <= k;
-          k <= k + 32'd1;
-          state <= last ? T0 : E0;
-        end
-        T0: state <= T1;
-        T1: begin
+        LEN_WAIT: state <= LEN_TAKE;
+        LEN_TAKE: state <= RUN;
+        RUN: if (retire && retired + 32'd1 >= hidden) begin
           finished <= 1'b1;
           state <= IDLE;
         end
         default: state <= IDLE;
       endcase
     end
+  end
+
+  always_ff @(posedge clk) begin
+    if (rst || start) since <= '0;
+    else since <= {since[WRITE_Y-2:0], launch};
+    if (start) begin
+      active <= 1'b1;
+      phase <= '0;
+      launched <= '0;
+      retired <= '0;
+    end else begin
+      if (state == LEN_TAKE) active <= t_now < rd_q;
+      if (state == RUN) phase <= (phase == last_phase) ? 3'd0 : phase + 3'd1;
+      if (launch) launched <= launched + 32'd1;
+      if (retire) retired <= retired + 32'd1;
+    end
+  end
+
+  // ---------------------------------------------------------------- reads
+  logic [S_AW-1:0] read_k, first_k, y_k;
+  logic last_read;
+  assign last_read = update ? at(4) : (resetting ? at(1) : at(0));
+  always_ff @(posedge clk) begin
+    if (start) read_k <= '0;
+    else if (last_read) read_k <= read_k + S_AW'(1);
+    rd_q <= rd_data;
+  end
+  always_comb begin
+    rd_en = 1'b1;
+    rd_addr = '0;
+    if (state == LEN_READ) rd_addr = len_addr;
+    else if (at(0)) rd_addr = first_base + read_k;
+    else if (at(1) && update) rd_addr = pre_r_base + read_k;
+    else if (at(1) && resetting) rd_addr = h_base + read_k;
+    else if (at(2) && update) rd_addr = candidate_base + read_k;
+    else if (at(3) && update && lbr) rd_addr = gx_base + read_k;
+    else if (at(4) && update) rd_addr = h_base + read_k;
+    else rd_en = 1'b0;
+  end
+
+  // ---------------------------------------------------------------- activations
+  logic lookup, look_n;
+  logic [1:0] unit;
+  logic signed [63:0] act_q, pre_h;
+  /* verilator lint_off UNUSEDSIGNAL */
+  logic signed [63:0] act_y;  // a unit-format code: the bits above OP_W are its sign
+  /* verilator lint_on UNUSEDSIGNAL */
+  assign look_n = update && at(LOOK_N);
+  always_comb begin
+    lookup = (at(LOOK_FIRST) && !(rnn && relu)) || (update && at(LOOK_R)) || look_n;
+    unit = look_n ? 2'd1 : 2'd0;
+    act_q = look_n ? pre_h : rd_q;
+  end
+  tg_act_pipe #(.ADDR_W(T_AW)) act (
+      .clk(clk), .lookup(lookup), .q(act_q), .unit(unit), .pwl(unit_pwl), .lo(unit_lo),
+      .span_m1(unit_span_m1), .index_shift(unit_index_shift), .offset_drop(unit_offset_drop),
+      .guard_bits(unit_guard_bits), .base(unit_base), .out_lo(unit_lo_out), .out_hi(unit_hi_out),
+      .round_even(round_even), .tbl_en(tbl_en), .table_addr(tbl_addr), .table_word(tbl_data), .y(act_y));
+
+  // ---------------------------------------------------------------- the free-running datapath
+  // rd_d[n] holds rd_q of n + 1 cycles ago, z_d[n] act_y of n + 1 cycles ago, y_d act_y of one.
+  logic signed [OP_W-1:0] rd_d[H_TAP+1], z_d[Z_TAP+1], y_d;
+  always_ff @(posedge clk) begin
+    rd_d[0] <= OP_W'(rd_q);
+    for (int n = 1; n <= H_TAP; n++) rd_d[n] <= rd_d[n-1];
+    z_d[0] <= OP_W'(act_y);
+    for (int n = 1; n <= Z_TAP; n++) z_d[n] <= z_d[n-1];
+    y_d <= OP_W'(act_y);
+  end
+
+  function automatic logic signed [63:0] clamp(input logic signed [63:0] v, input logic signed [63:0] low,
+                                               input logic signed [63:0] high);
+    clamp = (v < low) ? low : ((v > high) ? high : v);
+  endfunction
+
+  // pre_h (UPDATE, cycle MUL_N: r = y_d, rn = rd_d[OPERAND_TAP]; gx_h a cycle later at the
+  // same tap) or RESET's rh (cycle MUL_RESET: r = y_d, h = rd_d[OPERAND_TAP]).
+  logic gx_en;
+  assign gx_en = update && lbr;
+  logic signed [PRODUCT_W-1:0] r_times_x;
+  logic signed [63:0] rx_term, gx_term, n_sum, n_rounded, n_new;
+  logic unused_n_saturated;
+  always_ff @(posedge clk) begin
+    r_times_x <= y_d * rd_d[OPERAND_TAP];
+    rx_term <= 64'(r_times_x) <<< n_prod_shift;
+    gx_term <= gx_en ? 64'(rd_d[OPERAND_TAP]) <<< n_gx_shift : '0;
+    n_sum <= rx_term + gx_term;
+    n_new <= clamp(n_rounded, n_lo, n_hi);
+  end
+  tg_requant_pipe #(.IN_W(64), .OUT_W(64), .SHIFT_W(8)) pre_h_narrow (
+      .clk(clk), .value(n_sum), .shift(n_shift), .round_even(round_even), .result(n_rounded),
+      .saturated(unused_n_saturated));
+  assign pre_h = lbr ? n_new : 64'(rd_d[PRE_H_TAP]);
+
+  // h' (UPDATE, cycle MUL_H: ONE - z and z registered the cycle before, n = y_d, h = rd_d[H_TAP]).
+  logic signed [OP_W-1:0] one_minus_z, gate_z;
+  logic signed [PRODUCT_W-1:0] n_product, h_product;
+  logic signed [63:0] n_term, h_term, h_sum, h_rounded, h_new, rnn_h, h_out, h_held;
+  logic unused_h_saturated;
+  always_ff @(posedge clk) begin
+    one_minus_z <= one - z_d[Z_TAP];
+    gate_z <= z_d[Z_TAP];
+    n_product <= one_minus_z * y_d;
+    h_product <= gate_z * rd_d[H_TAP];
+    n_term <= 64'(n_product) <<< h_n_shift;
+    h_term <= 64'(h_product) <<< h_z_shift;
+    h_sum <= n_term + h_term;
+    h_new <= clamp(h_rounded, h_lo, h_hi);
+    // The RNN's h' in cycle RNN_WRITE_H (act(pre) = act_y, pre = rd_d[OPERAND_TAP] the cycle before).
+    rnn_h <= relu ? (rd_d[OPERAND_TAP] < 0 ? '0 : 64'(rd_d[OPERAND_TAP])) : act_y;
+    if (first_write) h_held <= h_out;
+  end
+  tg_requant_pipe #(.IN_W(64), .OUT_W(64), .SHIFT_W(8)) hidden_narrow (
+      .clk(clk), .value(h_sum), .shift(h_shift), .round_even(round_even), .result(h_rounded),
+      .saturated(unused_h_saturated));
+  assign h_out = rnn ? rnn_h : h_new;
+
+  // ---------------------------------------------------------------- writes
+  always_ff @(posedge clk) begin
+    if (start) begin
+      first_k <= '0;
+      y_k <= '0;
+    end else begin
+      if (first_write) first_k <= first_k + S_AW'(1);
+      if (y_write) y_k <= y_k + S_AW'(1);
+    end
+  end
+  always_comb begin
+    wr_en = 1'b0;
+    wr_addr = '0;
+    wr_data = '0;
+    if (first_write && resetting) begin
+      wr_en = 1'b1;
+      wr_addr = y_base + first_k;
+      wr_data = n_new;
+    end else if (first_write) begin
+      wr_en = active;
+      wr_addr = h_base + first_k;
+      wr_data = h_out;
+    end else if (y_write) begin
+      wr_en = write_y;
+      wr_addr = y_base + y_k;
+      wr_data = active ? h_held : '0;
+    end
+  end
+
+  // Each resource serves one element a cycle: its events' offsets are distinct mod II.
+  function automatic logic [4:0] slot(input int offset, input int ii);
+    slot = 5'(1) << (offset % ii);
+  endfunction
+  localparam logic [4:0] UPDATE_LOOKUPS = slot(LOOK_FIRST, 5) | slot(LOOK_R, 5) | slot(LOOK_N, 5);
+  localparam logic [4:0] UPDATE_WRITES = slot(WRITE_H, 5) | slot(WRITE_Y, 5);
+  localparam logic [4:0] RNN_WRITES = slot(RNN_WRITE_H, 2) | slot(RNN_WRITE_Y, 2);
+  if ($countones(UPDATE_LOOKUPS) != 3 || $countones(UPDATE_WRITES) != 2 || $countones(RNN_WRITES) != 2)
+  begin : g_bad_schedule
+    $error("tg_gru_rnn_cell: two events of one resource share a cycle of the schedule");
   end
 endmodule
