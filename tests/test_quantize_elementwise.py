@@ -5,7 +5,8 @@ lsnr head's scale and offset), ``sigmoid``/``tanh`` of a head, and ``relu`` on t
   (within half an output LSB), and within the LSBs the formats guarantee of float;
 * the PE array's EW instruction (add, relu) equals the golden model bit for bit at P = 1
   and 16, 8 and 16 bits, with a concatenation of separately stored values read by one walk;
-* a residual add after a GRU or an LSTM, CLI ``compile`` -> ``simulate`` == ``run``.
+* a residual add after a GRU or an LSTM, CLI ``compile`` -> ``simulate`` == ``run``;
+* the onnx target's QDQ form of them equals the golden model bit for bit in onnxruntime.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ import json
 
 import numpy as np
 import onnx
+import onnxruntime
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
+from tensorgate.backend.onnx_export import export_onnx
 from tensorgate.backend.verilog.artifact import write_verilog_artifact
 from tensorgate.backend.verilog.lower import accelerator_stages
 from tensorgate.cli import main
@@ -85,14 +88,7 @@ def test_quantized_add_and_mul_round_the_exact_result_once(tmp_path_factory, sha
 
 def test_a_sigmoid_head_with_a_scale_and_an_offset_stays_within_its_lsbs(tmp_path):
     """enc.onnx's lsnr: sigmoid(W x + b) * 35 - 15 (constants quantized at weight-bits)."""
-    rng = np.random.default_rng(3)
-    feeds = {"x": rng.standard_normal((2, 5, 8)).astype(np.float32)}
-    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["bias", "m"], ["pre"]),
-             helper.make_node("Sigmoid", ["pre"], ["s"]), helper.make_node("Mul", ["s", "scale"], ["scaled"]),
-             helper.make_node("Add", ["scaled", "offset"], ["lsnr"]), helper.make_node("Tanh", ["pre"], ["t"])]
-    inits = [_init("w", rng.standard_normal((8, 1))), _init("bias", [0.3]), _init("scale", 35.0),
-             _init("offset", -15.0)]
-    model = _model(nodes, {"x": [2, 5, 8]}, {"lsnr": [2, 5, 1], "t": [2, 5, 1]}, inits)
+    model, feeds = _head_model(np.random.default_rng(3))
     module = _quantized(model, feeds, tmp_path, 16)
     assert {op.kind for op in module.ops} >= {"add", "mul", "sigmoid", "tanh"}
     expected = run_module(import_onnx(tmp_path / "m.onnx"), feeds)
@@ -100,6 +96,16 @@ def test_a_sigmoid_head_with_a_scale_and_an_offset_stays_within_its_lsbs(tmp_pat
     for name in ("lsnr", "t"):
         fmt = module.outputs[[v.name for v in module.outputs].index(name)].type.dtype
         assert np.abs(got[name] - expected[name]).max() <= 8 * 2.0 ** -fmt.frac, name  # 16-bit: a few LSBs
+
+
+def _head_model(rng) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["bias", "m"], ["pre"]),
+             helper.make_node("Sigmoid", ["pre"], ["s"]), helper.make_node("Mul", ["s", "scale"], ["scaled"]),
+             helper.make_node("Add", ["scaled", "offset"], ["lsnr"]), helper.make_node("Tanh", ["pre"], ["t"])]
+    inits = [_init("w", rng.standard_normal((8, 1))), _init("bias", [0.3]), _init("scale", 35.0),
+             _init("offset", -15.0)]
+    model = _model(nodes, {"x": [2, 5, 8]}, {"lsnr": [2, 5, 1], "t": [2, 5, 1]}, inits)
+    return model, {"x": rng.standard_normal((2, 5, 8)).astype(np.float32)}
 
 
 def _ew_model(rng) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
@@ -180,3 +186,17 @@ def test_residual_add_after_a_recurrent_layer_simulates_as_run(tmp_path, capsys,
     expected = run_module(import_onnx(tmp_path / "m.onnx"), feeds)
     with np.load(tmp_path / "real.npz") as real:
         np.testing.assert_allclose(real["res"], expected["res"], atol=2e-2)
+
+
+@pytest.mark.parametrize("make", [_head_model, _ew_model])
+def test_the_qdq_export_computes_the_golden_models_codes(tmp_path, make):
+    model, feeds = make(np.random.default_rng(7))
+    module = _quantized(model, feeds, tmp_path, 8)
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    session = onnxruntime.InferenceSession(export_onnx(module).SerializeToString(), options,
+                                           providers=["CPUExecutionProvider"])
+    names = [output.name for output in session.get_outputs()]
+    expected = run_fixed(module, feeds)
+    for name, got in zip(names, session.run(names, feeds)):
+        np.testing.assert_array_equal(got.astype(np.float64), expected[name], err_msg=name)
