@@ -200,3 +200,18 @@ def test_the_qdq_export_computes_the_golden_models_codes(tmp_path, make):
     expected = run_fixed(module, feeds)
     for name, got in zip(names, session.run(names, feeds)):
         np.testing.assert_array_equal(got.astype(np.float64), expected[name], err_msg=name)
+
+
+def test_integer_shape_arithmetic_is_left_alone(tmp_path):
+    """An ``add`` of int64 shape values (a symbolic batch) is no fixed-point add."""
+    nodes = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Sub", ["s", "s"], ["z"]),
+             helper.make_node("Add", ["s", "z"], ["same"]), helper.make_node("Reshape", ["x", "same"], ["xr"]),
+             helper.make_node("MatMul", ["xr", "w"], ["y"])]
+    graph = helper.make_graph(nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])],
+                              [_init("w", np.ones((4, 3)))])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    module = import_onnx(tmp_path / "m.onnx")
+    PassManager.parse("canonicalize, quantize").run(module)
+    (add,) = module.ops_of("add")
+    assert add.attrs["quant"] is None and str(add.result.type.dtype) == "i64"

@@ -346,7 +346,7 @@ class _Planner:
                 self._linear(op)
             elif op.kind in RECURRENT:
                 plan_recurrent[op.kind](op, state_formats[id(op)])
-            elif op.kind in ("add", "mul"):
+            elif op.kind in ("add", "mul") and any(_is_float(v) for v in op.operands):
                 self._elementwise(op)
             elif op.kind in ("sigmoid", "tanh"):
                 self._activation(op)
