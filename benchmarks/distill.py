@@ -42,6 +42,16 @@ into the cache, ``--models DIR``, default ``$TENSORGATE_MODELS`` or
 Target (the compression issue): at least 5x fewer parameters in the recurrent layers
 with an output error of at most 2% of the range.  Exits non-zero when a model misses it.
 
+Why the VAD row stays far off: its error is the largest change over all chunks of the
+held-out streams, each model on its own state, so one chunk the student still calls
+speech after the teacher has let go reads as ~0.9.  Learning also from the student's
+own states (after each round it runs the training audio on its own state, and those
+calls, labelled by the teacher, join the data: DAgger) instead of the teacher's alone
+was measured on 24 streams of 40 chunks, three rounds of four epochs: 0.89 -> 0.64 ->
+0.85 with the student's states, 0.89 -> 0.68 -> 0.97 without.  Neither settles in runs
+this short: the error is set by single chunks and jumps between rounds, whichever
+states the student learns from.
+
     python benchmarks/distill.py [--quick] [--models DIR] [--decompose PIPELINE] [--only NAME]
 
 Training runs on one torch thread (``OMP_NUM_THREADS=1`` is set before torch loads): the
