@@ -183,3 +183,162 @@ def test_a_loop_over_torchs_rnn_cell_is_raised(tmp_path, nonlinearity, exporter)
     ours = run_module(module, feeds)
     for key, want in run_onnxruntime(path, feeds).items():
         assert_close_f32(ours[key], want, key)
+
+
+# --- a single step, streamed ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TwoInputLayer:
+    """``h1 = f(A x + B y + b)`` written by hand: a streamed RNN step when ``y`` is a module
+    input ``[B, H]`` and ``h1`` a module output, else an ordinary layer of two inputs."""
+
+    activation: str = "Tanh"
+    matmul: bool = False  # MatMul + Add instead of Gemm
+    x_form: str = "plain"  # "plain" [B, I]; "time-major" [1, B, I] squeezed; "batch-major" [B, 1, I] gathered
+    y_width: int = 5  # H = 5; another width: y is no state of the output's width
+    x_width: int = 6
+    output_fed_on: bool = False  # h1 goes through another layer, not out of the module
+    batch: int = 2
+
+
+def two_input_layer(case: TwoInputLayer, seed: int = 0) -> onnx.ModelProto:
+    rng = np.random.default_rng(seed)
+    hidden = 5
+    inits = {"a": rng.standard_normal((hidden, case.x_width)) * 0.5, "b": rng.standard_normal((hidden, case.y_width)) * 0.5,
+             "bias_x": rng.standard_normal(hidden) * 0.1, "bias_y": rng.standard_normal(hidden) * 0.1,
+             "head": rng.standard_normal((hidden, 3)), "zero": np.array(0, np.int64), "axis0": np.array([0], np.int64)}
+    x_shape = {"plain": [case.batch, case.x_width], "time-major": [1, case.batch, case.x_width],
+               "batch-major": [case.batch, 1, case.x_width]}[case.x_form]
+    nodes = {"plain": [], "time-major": [helper.make_node("Squeeze", ["x", "axis0"], ["x_t"])],
+             "batch-major": [helper.make_node("Gather", ["x", "zero"], ["x_t"], axis=1)]}[case.x_form]
+    x = "x" if case.x_form == "plain" else "x_t"
+    if case.matmul:
+        inits.update(a_t=inits["a"].T, b_t=inits["b"].T)
+        nodes += [helper.make_node("MatMul", [x, "a_t"], ["ax"]), helper.make_node("Add", ["ax", "bias_x"], ["gx"]),
+                  helper.make_node("MatMul", ["y", "b_t"], ["by"]), helper.make_node("Add", ["by", "bias_y"], ["gy"])]
+    else:
+        nodes += [helper.make_node("Gemm", [x, "a", "bias_x"], ["gx"], transB=1),
+                  helper.make_node("Gemm", ["y", "b", "bias_y"], ["gy"], transB=1)]
+    nodes += [helper.make_node("Add", ["gx", "gy"], ["pre"]), helper.make_node(case.activation, ["pre"], ["h1"])]
+    outputs = [helper.make_tensor_value_info("h1", TensorProto.FLOAT, [case.batch, hidden])]
+    if case.output_fed_on:
+        nodes.append(helper.make_node("MatMul", ["h1", "head"], ["out"]))
+        outputs = [helper.make_tensor_value_info("out", TensorProto.FLOAT, [case.batch, 3])]
+    graph = helper.make_graph(
+        nodes, "two_inputs",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape),
+         helper.make_tensor_value_info("y", TensorProto.FLOAT, [case.batch, case.y_width])],
+        outputs, [numpy_helper.from_array(np.asarray(v, v.dtype if v.dtype.kind == "i" else np.float32), k)
+                  for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def _layer_feeds(model: onnx.ModelProto, seed: int = 1) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {i.name: rng.standard_normal([d.dim_value for d in i.type.tensor_type.shape.dim]).astype(np.float32)
+            for i in model.graph.input}
+
+
+def _imported_matches_onnxruntime(tmp_path, model: onnx.ModelProto, feeds: dict[str, np.ndarray]):
+    path = tmp_path / "model.onnx"
+    onnx.save(model, path)
+    module = import_onnx(path)
+    ours = run_module(module, feeds)
+    for key, want in run_onnxruntime(path, feeds).items():
+        assert_close_f32(ours[key], want, key)
+    return module
+
+
+STREAMED = {
+    "tanh, gemm": TwoInputLayer(),
+    "relu, matmul + add": TwoInputLayer(activation="Relu", matmul=True),
+    "sigmoid, gemm, time-major step": TwoInputLayer(activation="Sigmoid", x_form="time-major"),
+    "tanh, matmul + add, batch-major step": TwoInputLayer(matmul=True, x_form="batch-major"),
+    "tanh, input as wide as the state": TwoInputLayer(x_form="time-major", x_width=5),
+}
+
+
+@pytest.mark.parametrize("name", STREAMED)
+def test_a_streamed_single_step_is_raised(tmp_path, name):
+    """State in as a module input, out as a module output of its width: one ``rnn`` op."""
+    case = STREAMED[name]
+    model = two_input_layer(case)
+    module = _imported_matches_onnxruntime(tmp_path, model, _layer_feeds(model))
+    (rnn,) = module.ops_of("rnn")
+    assert rnn.attrs["activations"] == [case.activation] and rnn.attrs["hidden_size"] == 5
+    assert tuple(rnn.operands[0].type.shape) == (1, case.batch, case.x_width) and not module.notes
+    assert not module.ops_of(case.activation.lower())
+
+
+NOT_STREAMED = {
+    "output fed on, not out": TwoInputLayer(output_fed_on=True),
+    "second input narrower than the output": TwoInputLayer(y_width=3),
+    "second input wider than the output": TwoInputLayer(y_width=7, matmul=True),
+    "both inputs as wide as the output": TwoInputLayer(x_width=5),
+}
+
+
+@pytest.mark.parametrize("name", NOT_STREAMED)
+def test_an_ordinary_two_input_layer_is_not_raised(tmp_path, name):
+    """``tanh(A x + B y + b)`` whose output is not fed back (or where which input is the
+    state is not known): left as it is, without a note."""
+    case = NOT_STREAMED[name]
+    model = two_input_layer(case)
+    module = _imported_matches_onnxruntime(tmp_path, model, _layer_feeds(model))
+    assert not module.ops_of("rnn") and module.ops_of(case.activation.lower()) and not module.notes
+
+
+def test_one_step_from_a_graph_input_state_is_raised_and_from_zeros_is_not(tmp_path):
+    """Of the written-out chain with one step: raised with ``h0`` an input (``h_last`` is an
+    output), left as it is from a zero state (any layer of a time step looks so)."""
+    streamed = WrittenRNN(steps=1, initial=True)
+    module = _imported_matches_onnxruntime(tmp_path, written_rnn(streamed), _feeds(streamed))
+    assert len(module.ops_of("rnn")) == 1 and not module.ops_of("tanh") and not module.notes
+    from_zeros = WrittenRNN(steps=1)
+    module = _imported_matches_onnxruntime(tmp_path, written_rnn(from_zeros), _feeds(from_zeros))
+    assert not module.ops_of("rnn") and module.ops_of("tanh") and not module.notes
+
+
+@pytest.mark.parametrize("nonlinearity,batched,exporter", [
+    ("tanh", True, "torchscript"), ("relu", True, "torchscript"), ("tanh", False, "torchscript"),
+    pytest.param("tanh", True, "dynamo", marks=pytest.mark.slow),
+    pytest.param("relu", False, "dynamo", marks=pytest.mark.slow)])
+def test_a_streamed_torch_rnn_cell_is_raised(tmp_path, nonlinearity, batched, exporter):
+    """``forward(x, h) = nn.RNNCell(x, h)``, the state handed in and out each call (batched,
+    or unbatched: torch wraps the cell in Unsqueeze/Squeeze of axis 0)."""
+    import contextlib
+    import io
+    import logging
+    import warnings
+
+    import torch
+
+    class Streamed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.cell = torch.nn.RNNCell(6, 5, nonlinearity=nonlinearity)
+
+        def forward(self, x, h):
+            return self.cell(x, h)
+
+    torch.manual_seed(0)
+    shapes = ((2, 6), (2, 5)) if batched else ((6,), (5,))
+    path = tmp_path / "cell.onnx"
+    logging.getLogger("torch").setLevel(logging.ERROR)
+    options = {} if exporter == "dynamo" else {"opset_version": 17}
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(
+            io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Streamed().eval(), tuple(torch.randn(s) for s in shapes), path,
+                          dynamo=exporter == "dynamo", input_names=["x", "h"], output_names=["h1"], **options)
+    module = import_onnx(path)
+    (rnn,) = module.ops_of("rnn")
+    assert rnn.attrs["activations"] == [nonlinearity.capitalize()] and not module.notes
+    rng = np.random.default_rng(2)
+    feeds = {name: rng.standard_normal(s).astype(np.float32) for name, s in zip(("x", "h"), shapes)}
+    ours = run_module(module, feeds)
+    for key, want in run_onnxruntime(path, feeds).items():
+        assert_close_f32(ours[key], want, key)

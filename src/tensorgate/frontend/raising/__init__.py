@@ -7,8 +7,9 @@ own ops.
 * ``raise_maps.raise_maps``: contractions of an input with constant cores (einsum
   chains, reshape/transpose/matmul chains) become ``linear`` ops with ``tt``/``bt``/``ht``
   maps holding the cores unchanged.
-* ``raise_recurrent.raise_recurrent``: an LSTM or GRU cell written out step by step and
-  unrolled over time becomes one ``lstm`` or ``gru`` op.
+* ``raise_recurrent.raise_recurrent``: an LSTM, GRU or RNN cell written out step by step
+  and unrolled over time (or applied once: an LSTM or GRU cell, a streamed RNN step)
+  becomes one ``lstm``, ``gru`` or ``rnn`` op.
 
 What is not recognized stays as generic ops, which the NumPy runtime runs; each such
 part gets a one-line note (``Module.notes``) saying what it is and why it was left.

@@ -15,7 +15,7 @@ cell is recognized by its data flow, not by names or gate order::
            h' = (1 - z) * n + z * h        or      h' = n + z * (h - n)
 
     RNN:   h' = f(W x_t + R h + b)          f one of tanh, relu, sigmoid; at least two
-                                          steps (one step is any layer of two inputs)
+                                          steps, or one streamed step (below)
 
 ``x_t`` must be a time step of a rank-3 sequence ``X`` (``X[t]``, ``X[:, t]``, a slice
 or split of one step), ``W`` and ``R`` linear maps (the raised ``tt``/``bt``/``ht`` maps or
@@ -23,7 +23,11 @@ dense layers), and the cells a chain: each takes the previous one's states (``h'
 ``c'`` for an LSTM), at time steps ``0..T-1`` (a forward op) or ``T-1..0`` (a reverse
 one), all with the same maps and biases (compared exactly).  The first cell's states
 are zeros (the initial-state operands left out) or values of shape ``[B, H]`` (passed
-as the initial states).  An exporter that folded an LSTM's or RNN's first step
+as the initial states).  A single RNN step looks like any layer of two inputs and is
+raised only where it is streamed: ``h`` is a module input and ``h'`` a module output of
+the same width ``[B, H]`` (a model that takes its state in and hands it out each call),
+``x`` a time step or any other ``[B, I]`` value; a single step from zeros or a constant
+state stays generic ops, without a note.  An exporter that folded an LSTM's or RNN's first step
 ``R·0 + b`` into a constant is understood too; a GRU's first step folded that way (a
 static batch with a zero initial state) is not, and its chain stays generic ops, with a
 note.
@@ -65,7 +69,7 @@ from .gru_cells import GRUCell, gru_anchor
 from .lstm_cells import Cell, cell_anchor
 from .notes import Notes, NotRaised, place_of
 from .rewrite import constant_array, remove_dead, topological_order
-from .rnn_cells import RNNCell, rnn_anchor
+from .rnn_cells import RNNCell, is_streamed, rnn_anchor, streamed_anchor
 
 CELL_NAMES = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
 
@@ -83,7 +87,7 @@ def raise_recurrent(module: Module, notes: Notes) -> None:
                 notes.add(f"{CELL_NAMES[kind]} cell", place_of([exc.where or op]), str(exc))
     cells += _rnn_cells(module, {id(op) for cell in cells for op in cell.ops}, notes)
     for chain in _chains(cells, notes):
-        if chain[0].kind == "rnn" and len(chain) < 2:
+        if chain[0].kind == "rnn" and len(chain) < 2 and not is_streamed(chain[0].h_prev, chain[0].h_new, module):
             continue
         try:
             _raise_chain(module, chain)
@@ -95,7 +99,7 @@ def _rnn_cells(module: Module, claimed: set[int], notes: Notes) -> list[RNNCell]
     """The RNN steps among the ops no LSTM or GRU cell holds (their gates look alike)."""
     cells = []
     for op in module.ops:
-        anchor = None if id(op) in claimed else rnn_anchor(op)
+        anchor = None if id(op) in claimed else rnn_anchor(op) or streamed_anchor(op, module)
         if anchor is not None:
             try:
                 cells.append(RNNCell.match(*anchor))
@@ -185,7 +189,7 @@ def _is_zero(value: Value | None) -> bool:
 
 
 class _Rewriter:
-    """Builds the ``lstm`` or ``gru`` op for a chain and gives the chain's outputs to its users."""
+    """Builds the ``lstm``, ``gru`` or ``rnn`` op for a chain and gives the chain's outputs to its users."""
 
     def __init__(self, module: Module, chain: list, layer: Layer, hidden: int, reverse: bool):
         self.module = module
@@ -227,7 +231,7 @@ class _Rewriter:
         return users + [None] * sum(v is value for v in self.module.outputs)
 
     def _recurrent(self, initial: list[Value | None]) -> list[Value]:
-        """The ``lstm`` or ``gru`` op over the chain's sequence; its results."""
+        """The ``lstm``, ``gru`` or ``rnn`` op over the chain's sequence; its results."""
         first = self.chain[0]
         x = first.sequence
         if first.time_axis is None:
