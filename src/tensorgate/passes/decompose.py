@@ -32,6 +32,14 @@ with the imported model on held-out digits: eps 0.5 compresses 1.2x, agrees on 8
 after fine-tuning; eps 0.9 compresses 3.7x, agrees on 19%, 94% after fine-tuning.  Measure what it costs with calibration inputs
 (``compile --calibration``, or ``calibration=`` here).
 
+Why 0.9 and not 0.95, which would give the 5x fewer recurrent parameters that
+``benchmarks/distill.py`` asks for on all its models (5.3-11x): the output error, not
+the compression, is what that benchmark misses, and 0.95 makes it worse.  Recurrent
+parameters and output error before -> after label-free distillation, eps 0.9 against
+0.95: the digits LSTM 4.4x, 81% -> 5.5% against 8.8x, 90% -> 8.7%; the torch 2-layer
+BiLSTM (before distillation) 4.1x at 40% against 5.3x at 41%.  A user who wants the
+compression and wins the accuracy back by longer training says ``eps=0.95``.
+
 Maps that do not pay stay dense, each with a note (``Module.notes``): a map too small
 for ``d`` modes of an automatic shape, or whose decomposition would be neither smaller
 (parameters) nor cheaper (multiply-accumulates per vector in its best contraction order)
