@@ -42,15 +42,19 @@ module tg_addr_gen #(
   logic all_done;
   logic [ADDR_W-1:0] next_addr;
 
+  // Each loop's "every inner loop is at its end" is its own AND of the at_end registers (not
+  // a chain through the loops), and the advancing loop's address is picked by an AND-OR of
+  // one-hot selects (not a priority chain): the step's enables and next address stay a few
+  // gates deep at any DIMS.
+  logic [DIMS-1:0] advances;  // the one loop that steps: inner loops at their end, itself not
   always_comb begin
-    all_done  = 1'b1;
-    next_addr = level_addr[0];
+    next_addr = '0;
     for (int d = 0; d < DIMS; d++) begin
-      inner_done[d] = all_done;
-      // The loop that advances is the innermost one not in its final iteration.
-      if (all_done && !at_end[d]) next_addr = level_addr[d] + stride_q[d];
-      all_done = all_done & at_end[d];
+      inner_done[d] = &(at_end | ~DIMS'((1 << d) - 1));
+      advances[d] = inner_done[d] && !at_end[d];
+      next_addr = next_addr | ({ADDR_W{advances[d]}} & (level_addr[d] + stride_q[d]));
     end
+    all_done = &at_end;
   end
 
   assign addr = level_addr[0];
