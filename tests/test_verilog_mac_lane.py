@@ -135,6 +135,30 @@ def test_pipelined_requant_equals_the_combinational_one_four_edges_later(requant
     assert want["saturated"].any()
 
 
+def test_pipelined_requant_compares_its_result_with_the_bounds(requant, requant_pipe):
+    """below / above pick lo or hi: the clamp of the result (saturated or not) to bounds lo <= hi
+    anywhere in the OUT_W range, its extremes included, as a multiplexer."""
+    rng = np.random.default_rng(6)
+    values, shifts, modes = requant_vectors(rng, 20_000)
+    top = (1 << (OUT_W - 1)) - 1
+    bounds = np.sort(rng.integers(-top - 1, top + 1, (2, values.size)), axis=0)
+    bounds[:, :8] = [[-top - 1, -top - 1, 0, top, -top - 1, -3, -top - 1, 5], [top, -top - 1, 0, top, 0, 7, top, 5]]
+    want = requant.drive({"value": values, "shift": shifts, "round_even": modes}, ["result"], signed=["result"])
+    tail = np.zeros(REQUANT_PIPE_LATENCY, np.int64)
+    # The bounds are static for an instruction in the accelerator; here each value's are given
+    # when the saturation stage reads them, 3 edges after the value.
+    early, late = np.zeros(1 + 3, np.int64), np.zeros(REQUANT_PIPE_LATENCY - 3, np.int64)
+    padded = {"shift": np.r_[shifts, 0, tail], "value": np.r_[0, values, tail], "round_even": np.r_[0, modes, tail],
+              "lo": np.r_[early, bounds[0], late], "hi": np.r_[early, bounds[1], late]}
+    got = requant_pipe.drive(padded, ["result", "below", "above"], signed=["result"])
+    lag = slice(1 + REQUANT_PIPE_LATENCY, None)
+    below, above = got["below"][lag].astype(bool), got["above"][lag].astype(bool)
+    clamped = np.where(below, bounds[0], np.where(above, bounds[1], got["result"][lag]))
+    np.testing.assert_array_equal(clamped, np.clip(want["result"], bounds[0], bounds[1]))
+    inside = (want["result"] > bounds[0]) & (want["result"] < bounds[1])
+    assert not (below | above)[inside].any() and below.any() and above.any()
+
+
 @pytest.mark.parametrize("value, shift, even, expected", [
     (5, 1, 0, 3), (5, 1, 1, 2), (-5, 1, 0, -3), (-5, 1, 1, -2), (7, 1, 1, 4), (-7, 1, 1, -4),
     (-3, 1, 0, -2), (3, 1, 0, 2), (6, 2, 1, 2), (-6, 2, 0, -2), (-6, 2, 1, -2), (-2, 2, 1, 0),

@@ -14,13 +14,13 @@
 // segment offsets to T_W - 1 = 12 bits (fixedpoint.activations.MAX_OFFSET_BITS, checked by
 // the lowering), so t has T_W bits, m at most T_W, and the line fits LINE_W = 48 bits: the
 // slope multiply is 32 x 14 bits, not 64 x 64.  Cycles, for a lookup in cycle 0:
-//   0 compare q with the clip bounds       5 value << m, slope * t (registered operands)
-//   1 clip, u                              6 the line's add
+//   0 compare q with the clip bounds, q-lo 5 value << m, slope * t in two halves
+//   1 clip: u                              6 the line's add (carry-save, one carry chain)
 //   2 j, the table address                 7-10 tg_requant_pipe by m + guard_bits
 //   3 the table read (tbl_en); r           11 clamp (pwl) or the entry (lut)
 //   4 the table's output register; t, m    12 y
 // The configuration is static for an instruction, and what follows from it alone (masks,
-// shifts, the clip's upper bound) is registered once: it must be set a cycle before the
+// shifts, the clip's upper bound, the output bounds) is registered once: it must be set a cycle before the
 // first lookup (the cell units sample it at `start`, cycles ahead).
 module tg_act_pipe #(
     parameter int ADDR_W = 12
@@ -66,29 +66,32 @@ module tg_act_pipe #(
     end
   end
 
-  // 0: compare.
+  // 0: compare with the clip bounds, and q - lo beside it.
   logic valid1, below1, above1;
-  logic [31:0] q1;
+  logic [31:0] offset1, span1;
   logic [1:0] unit1;
   always_ff @(posedge clk) begin
     valid1 <= lookup;
-    q1 <= q[31:0];
     unit1 <= unit;
     below1 <= q < signed'(lo[unit]);
     above1 <= q > signed'(hi[unit]);
+    offset1 <= q[31:0] - lo[unit][31:0];
+    span1 <= span_m1[unit];
   end
 
-  // 1: clip; u < span <= 2^32, so its low 32 bits are all of it.
+  // 1: u = clip(q) - lo (0 below, span - 1 above); u < span <= 2^32, so its low 32 bits are
+  // all of it.  The unit's index shift and table base for the next stage.
   logic valid2;
-  logic [31:0] u2, clipped_low;
+  logic [31:0] u2;
   logic [1:0] unit2;
-  always_comb begin
-    clipped_low = below1 ? lo[unit1][31:0] : (above1 ? hi[unit1][31:0] : q1[31:0]);
-  end
+  logic [5:0] index_shift2;
+  logic [ADDR_W-1:0] base2;
   always_ff @(posedge clk) begin
     valid2 <= valid1;
     unit2 <= unit1;
-    u2 <= clipped_low - lo[unit1][31:0];
+    u2 <= below1 ? '0 : (above1 ? span1 : offset1);
+    index_shift2 <= index_shift[unit1];
+    base2 <= base[unit1];
   end
 
   // 2: the table address.
@@ -99,22 +102,26 @@ module tg_act_pipe #(
     valid3 <= valid2;
     unit3 <= unit2;
     u3 <= u2;
-    table_addr <= base[unit2] + ADDR_W'(u2 >> index_shift[unit2]);
+    table_addr <= base2 + ADDR_W'(u2 >> index_shift2);
   end
   assign tbl_en = valid3;
 
   // 3: the table read; the offset r within the segment.
   logic [31:0] r4;
   logic [1:0] unit4;
+  logic drops4;
+  logic [5:0] drop4;
   always_ff @(posedge clk) begin
     unit4 <= unit3;
     r4 <= u3 & offset_mask[unit3];
+    drops4 <= drops[unit3];
+    drop4 <= offset_drop[unit3];
   end
 
   // 4: the word, and the offset t and its weight m.
   logic [T_W-1:0] t4;
   always_comb begin
-    if (drops[unit4]) t4 = {(T_W - 1)'(r4 >> offset_drop[unit4]), 1'b1};
+    if (drops4) t4 = {(T_W - 1)'(r4 >> drop4), 1'b1};
     else t4 = T_W'(r4);
   end
   logic [63:0] word5;
@@ -128,49 +135,67 @@ module tg_act_pipe #(
     unit5 <= unit4;
   end
 
-  // 5: the slope product and the shifted intercept.
-  logic signed [31:0] value5, slope5;
+  // 5: the slope product as two registered halves (each one DSP multiplier, no adder after
+  // it), slope * t = (slope[31:16] * t << 16) + slope[15:0] * t, and the shifted intercept.
+  logic signed [31:0] value5;
+  logic signed [15:0] slope_high5;
+  logic [15:0] slope_low5;
   assign value5 = signed'(word5[31:0]);
-  assign slope5 = signed'(word5[63:32]);
-  logic signed [LINE_W-1:0] product6, shifted6;
+  assign slope_high5 = signed'(word5[63:48]);
+  assign slope_low5 = word5[47:32];
+  logic signed [16+T_W:0] high_product5;
+  logic signed [17+T_W:0] low_product5;
+  assign high_product5 = slope_high5 * signed'({1'b0, t5});
+  assign low_product5 = signed'({1'b0, slope_low5}) * signed'({1'b0, t5});
+  logic signed [LINE_W-1:0] shifted6, high6, low6;
   logic signed [31:0] value6;
   logic [5:0] shift6;
   logic [1:0] unit6;
   always_ff @(posedge clk) begin
-    product6 <= LINE_W'(slope5 * signed'({1'b0, t5}));
+    high6 <= LINE_W'(high_product5) <<< 16;
+    low6 <= LINE_W'(low_product5);
     shifted6 <= LINE_W'(value5) <<< m5;
     value6 <= value5;
     shift6 <= line_shift[unit5];
     unit6 <= unit5;
   end
 
-  // 6: the line.
+  // 6: the line, shifted + high + low: one carry-save layer, then one carry chain.
+  logic [LINE_W-1:0] save_sum, save_carry;
+  assign save_sum = shifted6 ^ high6 ^ low6;
+  assign save_carry = ((shifted6 & high6) | (shifted6 & low6) | (high6 & low6)) << 1;
   logic signed [LINE_W-1:0] line7;
   logic [REQUANT_LATENCY:0][31:0] value_d;
   logic [REQUANT_LATENCY:0][1:0] unit_d;
   always_ff @(posedge clk) begin
-    line7 <= shifted6 + product6;
+    line7 <= signed'(save_sum + save_carry);
     value_d <= {value_d[REQUANT_LATENCY-1:0], value6};
     unit_d <= {unit_d[REQUANT_LATENCY-1:0], unit6};
   end
 
   // 7-10: round (the shift goes in a cycle ahead of its line); 11: clamp (pwl) or the entry (lut), y from 12.
+  // The output bounds (a code format's range, within LINE_W bits) saturated to LINE_W bits
+  // for the requantizer's comparisons.
+  localparam logic signed [63:0] LINE_MIN = -(64'sd1 <<< (LINE_W - 1)), LINE_MAX = (64'sd1 <<< (LINE_W - 1)) - 1;
+  logic signed [LINE_W-1:0] line_lo, line_hi;
+  always_ff @(posedge clk) begin
+    line_lo <= LINE_W'(out_lo < LINE_MIN ? LINE_MIN : (out_lo > LINE_MAX ? LINE_MAX : out_lo));
+    line_hi <= LINE_W'(out_hi < LINE_MIN ? LINE_MIN : (out_hi > LINE_MAX ? LINE_MAX : out_hi));
+  end
   logic signed [LINE_W-1:0] rounded;
-  logic unused_saturated;
+  logic unused_saturated, below, above;
   tg_requant_pipe #(.IN_W(LINE_W), .OUT_W(LINE_W), .SHIFT_W(8)) narrow (
-      .clk(clk), .value(line7), .shift({2'b00, shift6}), .round_even(round_even), .result(rounded),
-      .saturated(unused_saturated));
+      .clk(clk), .value(line7), .shift({2'b00, shift6}), .round_even(round_even), .lo(line_lo), .hi(line_hi),
+      .result(rounded), .saturated(unused_saturated), .below(below), .above(above));
 
   logic signed [31:0] value11;
   logic [1:0] unit11;
-  logic signed [63:0] wide11;
   assign value11 = signed'(value_d[REQUANT_LATENCY]);
   assign unit11 = unit_d[REQUANT_LATENCY];
-  assign wide11 = 64'(rounded);
   always_ff @(posedge clk) begin
     if (!pwl[unit11]) y <= 64'(value11);
-    else if (wide11 < out_lo) y <= out_lo;
-    else if (wide11 > out_hi) y <= out_hi;
-    else y <= wide11;
+    else if (below) y <= out_lo;
+    else if (above) y <= out_hi;
+    else y <= 64'(rounded);
   end
 endmodule

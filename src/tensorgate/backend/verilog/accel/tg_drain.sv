@@ -8,7 +8,7 @@
 //   2  the two run-time left shifts
 //   3  the add
 //   4-7  tg_requant_pipe (bias, rounding add, shift, saturation)
-//   8  the clamp to [lo, hi]
+//   8  the clamp to [lo, hi] (the requantizer compared)
 // `load` samples the instruction's fields (acc_shift, init_shift, shift, flags {init_en,
 // round_even}, lo, hi) for the results that follow.  `busy` is high while any result is
 // in flight.  The write address travels with its result.
@@ -65,8 +65,8 @@ module tg_drain #(
   assign out_valid = valid[LATENCY-1];
   assign out_addr = addr[LATENCY-1];
 
-  logic signed [63:0] x1, init1, x2, init2, total3, rounded, clamped;
-  logic unused_saturated;
+  logic signed [63:0] x1, init1, x2, init2, total3, rounded;
+  logic unused_saturated, below, above;
   always_ff @(posedge clk) begin
     x1 <= x;
     init1 <= init_en_q ? init : '0;
@@ -76,11 +76,10 @@ module tg_drain #(
   end
 
   tg_requant_pipe #(.IN_W(64), .OUT_W(64), .SHIFT_W(8)) narrow (
-      .clk(clk), .value(total3), .shift(shift_q), .round_even(round_even_q), .result(rounded),
-      .saturated(unused_saturated));
+      .clk(clk), .value(total3), .shift(shift_q), .round_even(round_even_q), .lo(lo_q), .hi(hi_q),
+      .result(rounded), .saturated(unused_saturated), .below(below), .above(above));
 
-  always_comb clamped = (rounded < lo_q) ? lo_q : ((rounded > hi_q) ? hi_q : rounded);
-  always_ff @(posedge clk) out_value <= clamped;
+  always_ff @(posedge clk) out_value <= below ? lo_q : (above ? hi_q : rounded);
 
   if (REQUANT_AT + 4 + 1 != LATENCY) begin : g_bad_latency
     $error("tg_drain: its stages do not add up to LATENCY");

@@ -259,35 +259,30 @@ module tg_gru_rnn_cell #(
     y_d <= OP_W'(act_y);
   end
 
-  function automatic logic signed [63:0] clamp(input logic signed [63:0] v, input logic signed [63:0] low,
-                                               input logic signed [63:0] high);
-    clamp = (v < low) ? low : ((v > high) ? high : v);
-  endfunction
-
   // pre_h (UPDATE, cycle MUL_N: r = y_d, rn = rd_d[OPERAND_TAP]; gx_h a cycle later at the
   // same tap) or RESET's rh (cycle MUL_RESET: r = y_d, h = rd_d[OPERAND_TAP]).
   logic gx_en;
   assign gx_en = update && lbr;
   logic signed [PRODUCT_W-1:0] r_times_x;
   logic signed [63:0] rx_term, gx_term, n_sum, n_rounded, n_new;
-  logic unused_n_saturated;
+  logic unused_n_saturated, n_below, n_above;
   always_ff @(posedge clk) begin
     r_times_x <= y_d * rd_d[OPERAND_TAP];
     rx_term <= 64'(r_times_x) <<< n_prod_shift;
     gx_term <= gx_en ? 64'(rd_d[OPERAND_TAP]) <<< n_gx_shift : '0;
     n_sum <= rx_term + gx_term;
-    n_new <= clamp(n_rounded, n_lo, n_hi);
+    n_new <= n_below ? n_lo : (n_above ? n_hi : n_rounded);
   end
   tg_requant_pipe #(.IN_W(64), .OUT_W(64), .SHIFT_W(8)) pre_h_narrow (
-      .clk(clk), .value(n_sum), .shift(n_shift), .round_even(round_even), .result(n_rounded),
-      .saturated(unused_n_saturated));
+      .clk(clk), .value(n_sum), .shift(n_shift), .round_even(round_even), .lo(n_lo), .hi(n_hi),
+      .result(n_rounded), .saturated(unused_n_saturated), .below(n_below), .above(n_above));
   assign pre_h = lbr ? n_new : 64'(rd_d[PRE_H_TAP]);
 
   // h' (UPDATE, cycle MUL_H: ONE - z and z registered the cycle before, n = y_d, h = rd_d[H_TAP]).
   logic signed [OP_W-1:0] one_minus_z, gate_z;
   logic signed [PRODUCT_W-1:0] n_product, h_product;
   logic signed [63:0] n_term, h_term, h_sum, h_rounded, h_new, rnn_h, h_out, h_held;
-  logic unused_h_saturated;
+  logic unused_h_saturated, h_below, h_above;
   always_ff @(posedge clk) begin
     one_minus_z <= one - z_d[Z_TAP];
     gate_z <= z_d[Z_TAP];
@@ -296,14 +291,14 @@ module tg_gru_rnn_cell #(
     n_term <= 64'(n_product) <<< h_n_shift;
     h_term <= 64'(h_product) <<< h_z_shift;
     h_sum <= n_term + h_term;
-    h_new <= clamp(h_rounded, h_lo, h_hi);
+    h_new <= h_below ? h_lo : (h_above ? h_hi : h_rounded);
     // The RNN's h' in cycle RNN_WRITE_H (act(pre) = act_y, pre = rd_d[OPERAND_TAP] the cycle before).
     rnn_h <= relu ? (rd_d[OPERAND_TAP] < 0 ? '0 : 64'(rd_d[OPERAND_TAP])) : act_y;
     if (first_write) h_held <= h_out;
   end
   tg_requant_pipe #(.IN_W(64), .OUT_W(64), .SHIFT_W(8)) hidden_narrow (
-      .clk(clk), .value(h_sum), .shift(h_shift), .round_even(round_even), .result(h_rounded),
-      .saturated(unused_h_saturated));
+      .clk(clk), .value(h_sum), .shift(h_shift), .round_even(round_even), .lo(h_lo), .hi(h_hi),
+      .result(h_rounded), .saturated(unused_h_saturated), .below(h_below), .above(h_above));
   assign h_out = rnn ? rnn_h : h_new;
 
   // ---------------------------------------------------------------- writes

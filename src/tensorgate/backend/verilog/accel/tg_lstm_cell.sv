@@ -219,7 +219,7 @@ module tg_lstm_cell #(
   // c' (cycle MUL_C: gate_f, c = c_d[C_DELAY], i = y_d[2], g = y_d[0]).
   logic signed [PRODUCT_W-1:0] f_times_c, i_times_g;
   logic signed [63:0] fc_term, ig_term, cell_sum, cell_rounded, hidden_rounded;
-  logic unused_cell_saturated, unused_hidden_saturated;
+  logic unused_cell_saturated, unused_hidden_saturated, cell_below, cell_above, hidden_below, hidden_above;
   always_ff @(posedge clk) begin
     f_times_c <= gate_f * c_d[C_DELAY];
     i_times_g <= y_d[2] * y_d[0];
@@ -228,26 +228,21 @@ module tg_lstm_cell #(
     cell_sum <= fc_term + ig_term;
   end
   tg_requant_pipe #(.IN_W(64), .OUT_W(64), .SHIFT_W(8)) cell_narrow (
-      .clk(clk), .value(cell_sum), .shift(c_shift), .round_even(round_even), .result(cell_rounded),
-      .saturated(unused_cell_saturated));
-
-  function automatic logic signed [63:0] clamp(input logic signed [63:0] v, input logic signed [63:0] low,
-                                               input logic signed [63:0] high);
-    clamp = (v < low) ? low : ((v > high) ? high : v);
-  endfunction
+      .clk(clk), .value(cell_sum), .shift(c_shift), .round_even(round_even), .lo(c_lo), .hi(c_hi),
+      .result(cell_rounded), .saturated(unused_cell_saturated), .below(cell_below), .above(cell_above));
 
   // h' (cycle MUL_H: o = o_d[O_DELAY], tanh_cell(c') = act_y).
   logic signed [PRODUCT_W-1:0] o_times_tanh;
   logic signed [63:0] h_new, h_held;
   always_ff @(posedge clk) begin
-    c_new <= clamp(cell_rounded, c_lo, c_hi);
+    c_new <= cell_below ? c_lo : (cell_above ? c_hi : cell_rounded);
     o_times_tanh <= o_d[O_DELAY] * OP_W'(act_y);
-    h_new <= clamp(hidden_rounded, h_lo, h_hi);
+    h_new <= hidden_below ? h_lo : (hidden_above ? h_hi : hidden_rounded);
     if (at(WRITE_H)) h_held <= h_new;
   end
   tg_requant_pipe #(.IN_W(64), .OUT_W(64), .SHIFT_W(8)) hidden_narrow (
-      .clk(clk), .value(64'(o_times_tanh)), .shift(h_shift), .round_even(round_even), .result(hidden_rounded),
-      .saturated(unused_hidden_saturated));
+      .clk(clk), .value(64'(o_times_tanh)), .shift(h_shift), .round_even(round_even), .lo(h_lo), .hi(h_hi),
+      .result(hidden_rounded), .saturated(unused_hidden_saturated), .below(hidden_below), .above(hidden_above));
 
   // ---------------------------------------------------------------- writes (offsets 25, 43, 44)
   always_ff @(posedge clk) begin

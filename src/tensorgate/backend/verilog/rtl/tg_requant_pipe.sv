@@ -9,9 +9,14 @@
 //   1  the rounding bias: half or the mask below it, by bit compares (no adder)
 //   2  value + bias (right path), value << lift (left path)
 //   3  >>> shift
-//   4  saturation to OUT_W bits
+//   4  saturation to OUT_W bits, and the comparisons with the bounds lo and hi
 // It takes a new value every cycle; `result` and `saturated` belong to the value given
-// LATENCY edges earlier (and the shift given the cycle before it).
+// LATENCY edges earlier (and the shift given the cycle before it).  `below` and `above` pick
+// lo or hi for a caller's clamp of that result to [lo, hi] (bounds of OUT_W bits, read in
+// stage 4), so that the clamp is a multiplexer, not two wide comparisons and a multiplexer in
+// one cycle.  They come from the fit and the low bits: a result that does not fit is the
+// extreme of its sign, flagged below (above) even where lo (hi) is that extreme and equals
+// it, which the clamp gives alike.
 module tg_requant_pipe #(
     parameter int IN_W    = 32,
     parameter int OUT_W   = 8,
@@ -21,8 +26,12 @@ module tg_requant_pipe #(
     input  logic signed [   IN_W-1:0] value,
     input  logic signed [SHIFT_W-1:0] shift,
     input  logic                      round_even,
+    input  logic signed [  OUT_W-1:0] lo,
+    input  logic signed [  OUT_W-1:0] hi,
     output logic signed [  OUT_W-1:0] result,
-    output logic                      saturated
+    output logic                      saturated,
+    output logic                      below,
+    output logic                      above
 );
   localparam int RW = IN_W + 2;
   localparam int LW = IN_W + OUT_W;
@@ -99,5 +108,7 @@ module tg_requant_pipe #(
   always_ff @(posedge clk) begin
     saturated <= !fits;
     result <= fits ? low_bits : {negative, {(OUT_W - 1) {!negative}}};
+    below <= fits ? signed'(low_bits) < lo : negative;
+    above <= fits ? signed'(low_bits) > hi : !negative;
   end
 endmodule
