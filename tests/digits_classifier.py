@@ -49,9 +49,10 @@ without); max-rank 8 from the digits alone (lr 0.05 diverges there).
 Max-rank 2's held-out agreement levels off at 91-94% whatever else was tried (seed 0,
 one torch thread): the digits' eight one-pixel shifts as more unlabeled inputs (with
 mixups 92.5-94%), d=2 or 3, explicit shapes with the gates as a mode, gates=separate,
-MSE on the logits, temperature 3, rank 8 then 4 then 2 (each step fine-tuned), and even
-max-rank 8 at d=2 (94.6%).  Trained on the held-out digits' own inputs, max-rank 2 reaches
-96-98% on them, so the ranks are not what limits it: the held-out digits are other
+MSE on the logits, temperature 3, weight decay, inputs made adversarial to the student
+(sign-gradient steps up the KL divergence), rank 8 then 4 then 2 (each step
+fine-tuned), and even max-rank 8 at d=2 (94.6%).  Trained on the held-out digits' own
+inputs, max-rank 2 reaches 96-98% on them, so the ranks are not what limits it: the held-out digits are other
 hands' writing, on which the teacher itself is right only 92.3% of the time, and the
 student misses it where it is unsure or wrong (30 of its 43 held-out disagreements are
 digits the teacher gets wrong; the student gets 20 of the 43 right)."""
