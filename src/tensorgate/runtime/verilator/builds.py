@@ -17,7 +17,8 @@ from pathlib import Path
 from .design import Port, RtlDesign, parse_ports, ports_include
 from .toolchain import (
     BUILD_RECIPE, HARNESS_CPP, LIBRARY_NAME, LOG_NAME, MAKE_VARIABLES, MANIFEST_NAME, MODEL_PREFIX, PORTS_INCLUDE,
-    USER_CFLAGS, VerilatorError, cache_dir, first_error, run_tool, verilator_executable, verilator_version,
+    USER_CFLAGS, VERILATOR_FLAGS, VerilatorError, cache_dir, first_error, run_tool, verilator_executable,
+    verilator_version,
 )
 
 
@@ -94,7 +95,7 @@ def _build_into(design: RtlDesign, root: Path, work: Path, say) -> None:
     say(f"Verilating [bold]{design.top}[/]")
     args = [str(verilator_executable()), "--cc", "--exe", "--prefix", MODEL_PREFIX,
             "--top-module", design.top, "--no-timing", "-Wno-fatal", "--Mdir", str(obj),
-            "-o", LIBRARY_NAME, "-LDFLAGS", "-shared", f"-I{sources}"]
+            "-o", LIBRARY_NAME, "-LDFLAGS", "-shared", f"-I{sources}", *VERILATOR_FLAGS]
     for flag in USER_CFLAGS:
         args += ["-CFLAGS", flag]
     if design.trace:

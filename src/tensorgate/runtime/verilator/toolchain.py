@@ -24,6 +24,11 @@ HOST_PORTS = ("host_en", "host_we", "host_mem", "host_addr", "host_wdata", "host
 # large enough to get a precompiled header is then compiled with the header's name as a
 # bare (missing) input file; -include is what a GCC-configured Verilator writes there.
 MAKE_VARIABLES = ("OPT_FAST=-O2", "CFG_CXXFLAGS_PCH_I=-include")
+# --unroll-count: Verilator unrolls loops of up to 64 iterations by default, and a loop it
+# keeps runs on every evaluation, bit by bit: the 66-bit rounding-bias loop of each 64-bit
+# tg_requant_pipe (the drain's, the cell units') was then a third of an accelerator's
+# per-cycle work.  Unrolled, each bit is a compare against constants.
+VERILATOR_FLAGS = ("--unroll-count", "256")
 # Position-independent code for the shared library; VL_USER_FATAL lets the harness
 # turn Verilator's fatal errors into error returns instead of exiting the process.
 USER_CFLAGS = ("-fPIC", "-DVL_USER_FATAL")
