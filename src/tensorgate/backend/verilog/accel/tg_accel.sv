@@ -293,7 +293,8 @@ module tg_accel #(
     logic signed [ACC_W-1:0] unused_acc;
     logic unused_saturated;
     // The operand registers take the block RAMs' words, the product register the multiply.
-    tg_mac_lane #(.A_W(CODE_W), .B_W(CODE_W), .ACC_W(ACC_W), .OUT_W(ACC_W), .SHIFT_W(8), .MUL_STAGES(2)) lane (
+    tg_mac_lane #(.A_W(CODE_W), .B_W(CODE_W), .ACC_W(ACC_W), .OUT_W(ACC_W), .SHIFT_W(8), .MUL_STAGES(2),
+                .REQUANT(0)) lane (
         .clk(clk), .rst(rst), .acc_en(s1_valid), .clear(s1_valid && s1_first), .acc_init('0),
         .a(group_a_rdata[lane_group(l)][CODE_W-1:0]), .b(weight[l]), .emit(s2_emit), .shift('0), .round_even(1'b0),
         .acc(unused_acc), .out(lane_out[l]), .out_valid(lane_out_valid[l]), .out_saturated(unused_saturated));

@@ -11,7 +11,10 @@
 //   out <= saturate_OUT_W(round(acc * 2**-shift))   (tg_requant; shift is signed)
 // It reads the accumulator before that edge, so `emit` may coincide with the
 // `clear` that starts the next sum: the output register is the second buffer of
-// a double-buffered accumulator.  out_valid follows `emit` by one cycle.
+// a double-buffered accumulator.  out_valid follows `emit` by one cycle.  With
+// REQUANT = 0 the output register takes the sum as it is (OUT_W = ACC_W; `shift` and
+// `round_even` unused): what tg_requant gives for shift 0, without evaluating it on
+// every edge of a simulation.
 //
 // MUL_STAGES (0, 1 or 2) registers the multiply: 1 the product (a DSP's pipeline register),
 // 2 the operands too (the block RAM's or DSP's input register).  Every input then takes
@@ -24,7 +27,8 @@ module tg_mac_lane #(
     parameter int ACC_W      = 32,
     parameter int OUT_W      = 8,
     parameter int SHIFT_W    = 7,
-    parameter int MUL_STAGES = 0
+    parameter int MUL_STAGES = 0,
+    parameter bit REQUANT    = 1
 ) (
     input  logic                      clk,
     input  logic                      rst,
@@ -43,6 +47,9 @@ module tg_mac_lane #(
 );
   if (ACC_W < A_W + B_W) begin : g_bad_width
     $error("tg_mac_lane: ACC_W (%0d) must hold a full product (A_W + B_W = %0d)", ACC_W, A_W + B_W);
+  end
+  if (!REQUANT && OUT_W != ACC_W) begin : g_bad_whole_sum
+    $error("tg_mac_lane: without REQUANT, OUT_W (%0d) must equal ACC_W (%0d)", OUT_W, ACC_W);
   end
   if (MUL_STAGES < 0 || MUL_STAGES > 2) begin : g_bad_stages
     $error("tg_mac_lane: MUL_STAGES (%0d) must be 0, 1 or 2", MUL_STAGES);
@@ -107,17 +114,26 @@ module tg_mac_lane #(
   assign addend   = acc_en_d ? ACC_W'(product) : '0;
   assign acc_base = clear_d ? acc_init_d : acc;
 
-  tg_requant #(
-      .IN_W   (ACC_W),
-      .OUT_W  (OUT_W),
-      .SHIFT_W(SHIFT_W)
-  ) requant (
-      .value     (acc),
-      .shift     (shift_d),
-      .round_even(round_even_d),
-      .result    (requantized),
-      .saturated (requant_saturated)
-  );
+  if (REQUANT) begin : g_requant
+    tg_requant #(
+        .IN_W   (ACC_W),
+        .OUT_W  (OUT_W),
+        .SHIFT_W(SHIFT_W)
+    ) requant (
+        .value     (acc),
+        .shift     (shift_d),
+        .round_even(round_even_d),
+        .result    (requantized),
+        .saturated (requant_saturated)
+    );
+  end else begin : g_whole_sum
+    /* verilator lint_off UNUSEDSIGNAL */
+    logic unused_requant_controls;
+    assign unused_requant_controls = ^{shift_d, round_even_d};
+    /* verilator lint_on UNUSEDSIGNAL */
+    assign requantized = acc;
+    assign requant_saturated = 1'b0;
+  end
 
   always_ff @(posedge clk) begin
     if (rst) begin
