@@ -150,14 +150,15 @@ class Simulator:
                     sim.write_memory(SCRATCH, words, int(addresses.flat[0]))
             for name in image.streamed:  # taken one time step at a time by the program's INPUT instructions
                 sim.push_stream(np.asarray(codes[name], np.int64).ravel())
-            running = time.perf_counter()
+            running, running_cpu = time.perf_counter(), time.thread_time()
             cycles = sim.run(max_cycles, start=True, progress=self.progress)
-            run_seconds = time.perf_counter() - running
+            run_seconds, run_cpu_seconds = time.perf_counter() - running, time.thread_time() - running_cpu
             by_class = {name: sim.get(name) for name in COUNTERS}
             read = stream_codes if io == "stream" else read_codes
             values = {name: read(sim, addresses) for name, (addresses, _) in image.outputs.items()}
         seconds = time.perf_counter() - started
-        return values, simulation_stats(image, config, cycles, by_class, seconds, run_seconds, built.build_seconds)
+        return values, simulation_stats(image, config, cycles, by_class, seconds, (run_seconds, run_cpu_seconds),
+                                        built.build_seconds)
 
 
 def load_image(sim: RtlSim, image: Image) -> None:
@@ -251,12 +252,15 @@ def stream_codes(sim: RtlSim, addresses: np.ndarray) -> np.ndarray:
 
 
 def simulation_stats(image: Image, config: AccelConfig, cycles: int, by_class: dict[str, int], seconds: float,
-                     run_seconds: float, build_seconds: float) -> dict:
+                     run_seconds: tuple[float, float], build_seconds: float) -> dict:
     """Cycle counts and rates of one run.  ``pe_utilization`` is over the whole run;
     ``gemm_utilization`` over the cycles running GEMM instructions (the contraction steps);
     ``overhead_cycles`` are the fetch/decode/sequencing cycles between instructions.
     ``sim_seconds`` is the whole run (loading images and reading outputs included),
-    ``cycles_per_second`` the simulation speed while the accelerator runs."""
+    ``cycles_per_second`` the simulation speed while the accelerator runs (``run_seconds``:
+    its wall and its thread's CPU seconds), ``cpu_cycles_per_second`` the same per second
+    of CPU time (what it would be on an otherwise idle core)."""
+    wall, cpu = run_seconds
     bound = math.ceil(image.macs / image.pes)
     gemm = by_class["gemm_cycles"]
     return {
@@ -270,7 +274,8 @@ def simulation_stats(image: Image, config: AccelConfig, cycles: int, by_class: d
         "mac_bound_cycles": bound / image.steps,
         "pe_utilization": image.macs / (image.pes * cycles) if cycles else 0.0,
         "sim_seconds": seconds,
-        "cycles_per_second": cycles / run_seconds if run_seconds > 0 else 0.0,
+        "cycles_per_second": cycles / wall if wall > 0 else 0.0,
+        "cpu_cycles_per_second": cycles / cpu if cpu > 0 else 0.0,
         "build_seconds": build_seconds,
         "pes": image.pes,
         "instructions": len(image.program),
