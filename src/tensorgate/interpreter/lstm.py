@@ -36,6 +36,10 @@ def _lstm(op, args, dtype):
                      fused, dtype)
 
         recurrent = RecurrentProduct(r, batch, dtype)
+        states = [initial_state(s, batch, hidden, dtype) for s in initial]
+        if fused and not (lens < steps).any():
+            with blas_threads_for(r, batch):
+                return cell.fused_sweep(gates_x, recurrent, reverse, *states)
 
         def step(t, states):
             h, c = states
@@ -44,7 +48,7 @@ def _lstm(op, args, dtype):
             return list(cell.update(gates, c))
 
         with blas_threads_for(r, batch):
-            y, (h, c) = sweep(steps, lens, reverse, [initial_state(s, batch, hidden, dtype) for s in initial], step)
+            y, (h, c) = sweep(steps, lens, reverse, states, step)
         return y, h, c
 
     return run_directions(op, args, direction)
@@ -99,6 +103,43 @@ class _Cell:
             pre_o = gates[:, o_] + self.peep[1] * c_new
             o = self.f_act(pre_o if self.clip is None else np.clip(pre_o, -self.clip, self.clip))
         return o * self.h_act(c_new), c_new
+
+    def fused_sweep(self, gates_x: np.ndarray, recurrent: RecurrentProduct, reverse: bool, h: np.ndarray,
+                    c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(Y, h, c)`` of a fused cell over every step (no row ends early): the arithmetic
+        of ``_fused_update`` with c updated in place and each h written straight into Y,
+        so that a step allocates nothing (a small LSTM's step is a dozen NumPy calls)."""
+        steps = gates_x.shape[0]
+        y = np.empty((steps,) + h.shape, h.dtype)
+        c = c.copy()
+        scratch = np.empty_like(c)
+        for t in (range(steps - 1, -1, -1) if reverse else range(steps)):
+            gates = recurrent(h)
+            gates += gates_x[t]
+            h = y[t]
+            self._fused_in_place(gates, c, h, scratch)
+        return y, h.copy(), c  # the final h a result of its own, not a view into Y
+
+    def _fused_in_place(self, gates: np.ndarray, c: np.ndarray, h: np.ndarray, scratch: np.ndarray) -> None:
+        """``_fused_update`` writing the new c over ``c`` and the new h into ``h``."""
+        i_, o_, f_, c_ = self.blocks
+        if self.clip is not None:
+            np.clip(gates, -self.clip, self.clip, out=gates)
+        gates *= self.halve_sigmoid_gates
+        np.tanh(gates, out=gates)
+        sig = gates[:, :3 * self.hidden]
+        sig *= 0.5
+        sig += 0.5
+        i, o, f, g = gates[:, i_], gates[:, o_], gates[:, f_], gates[:, c_]
+        if self.input_forget:
+            np.subtract(1, i, out=scratch)
+            c *= scratch
+        else:
+            c *= f
+        np.multiply(i, g, out=scratch)
+        c += scratch
+        np.tanh(c, out=scratch)
+        np.multiply(o, scratch, out=h)
 
     def _fused_update(self, gates: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         i_, o_, f_, c_ = self.blocks
