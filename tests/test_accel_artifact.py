@@ -23,13 +23,15 @@ from tensorgate.runtime.verilator import verilator_executable
 
 
 @pytest.mark.parametrize("config", [AccelConfig(1), AccelConfig(4), AccelConfig(16, code_width=8, scratch_width=16),
-                                    AccelConfig(64, groups=4),
+                                    AccelConfig(64, groups=8, drain_lanes=2, banks=8),
+                                    AccelConfig(128, code_width=8, scratch_width=16, groups=16, drain_lanes=4,
+                                                banks=16, s_depth=103691),
                                     AccelConfig(8, code_width=32, scratch_width=32, prog_depth=1 << 16,
                                                 s_depth=1 << 16, t_depth=256),
                                     AccelConfig(4, code_width=8, scratch_width=16, gru_rnn_cell=False),
                                     AccelConfig(2, lstm_cell=False), AccelConfig(4, lstm_cell=False, gru_rnn_cell=False)],
-                         ids=["P1", "P4", "P16", "P64-groups4", "P8-wide-deep", "P4-lstm-only", "P2-gru-rnn-only",
-                              "P4-no-cells"])
+                         ids=["P1", "P4", "P16", "P64-groups8-drain2", "P128-groups16-drain4", "P8-wide-deep",
+                              "P4-lstm-only", "P2-gru-rnn-only", "P4-no-cells"])
 def test_accelerator_is_lint_clean(config):
     flags = [f"-G{name}={value}" for name, value in config.parameters().items()]
     result = subprocess.run([str(verilator_executable()), "--lint-only", "-Wall", "--top-module", TOP, *flags,

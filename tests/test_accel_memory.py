@@ -104,9 +104,10 @@ def test_block_ram_estimate_tiles_each_copy_by_the_cheapest_true_dual_port_shape
 
 def test_memory_estimate_sums_its_memories():
     config = AccelConfig(64, code_width=8, scratch_width=16, prog_depth=1280, w_depth=12004, s_depth=103691,
-                         t_depth=48, groups=4)
+                         t_depth=48, groups=8, drain_lanes=2, banks=8)
     estimate = config.memory_estimate()
     assert estimate["bits"] == sum(config.memory_bits().values())
     assert estimate["bram36"] == sum(m["bram36"] for m in estimate["by_memory"].values())
-    assert estimate["by_memory"]["group_replicas"] == {"copies": 3, "depth": 103691, "width": 8,
-                                                      "bits": 3 * 103691 * 8, "bram36": 76.5}
+    # two copies of 8 banks of 12,962 rows: RAMB18s of 1024 x 18, 13 a bank
+    assert estimate["by_memory"]["scratchpad"] == {"copies": 16, "depth": 12962, "width": 16,
+                                                   "bits": 16 * 12962 * 16, "bram36": 104.0}

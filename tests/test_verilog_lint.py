@@ -24,6 +24,8 @@ VARIANTS = {
     "tg_addr_gen": [{"DIMS": 1}, {"DIMS": 4, "ADDR_W": 20, "COUNT_W": 6}],
     "tg_lut_act": [{"IN_W": 8, "DEPTH": 4096, "OFFSET_W": 4}, {"IN_W": 32, "OUT_W": 8, "DEPTH": 100}],
     "tg_ram_dp": [{"WIDTH": 1, "DEPTH": 2}, {"WIDTH": 72, "DEPTH": 1000}],
+    "tg_ram_banked": [{"WIDTH": 14, "DEPTH": 1000, "BANKS": 16, "RD": 16, "WR": 4},
+                      {"WIDTH": 8, "DEPTH": 3, "BANKS": 2, "RD": 1, "WR": 2}],
     "tb_host_copy": [{"DEPTH": 1024}],
 }
 

@@ -15,7 +15,10 @@ these intervals are exact.
 
 A walk that crosses regions (an instruction reading the concatenation of values stored one
 after another, as the linear layers of a grouped linear layer) relies on their relative
-places: the regions between its first and last address move as one block.
+places: the regions between its first and last address move as one block.  So do the
+accesses of one cycle of a GEMM (its row groups' A reads, its drain lanes' writes and init
+reads: each within one region), so the differences between them, and with them the
+distinct scratchpad banks the lowering chose them to fall in, are kept.
 """
 
 from __future__ import annotations

@@ -45,6 +45,8 @@ class AccelConfig:
     groups: int = 1
     lstm_cell: bool = True
     gru_rnn_cell: bool = True
+    drain_lanes: int = 1
+    banks: int = 1
 
     @classmethod
     def sized(cls, image: Image, code_width: int) -> "AccelConfig":
@@ -54,7 +56,8 @@ class AccelConfig:
         depths = {key: max(MIN_DEPTH, need) for key, need in image_depths(image).items()}
         opcodes = image.opcodes()
         return cls(image.pes, **image_widths(image, code_width), **depths, groups=image.groups,
-                   lstm_cell=CELL in opcodes, gru_rnn_cell=GCELL in opcodes)
+                   drain_lanes=image.drain_lanes, banks=image.banks, lstm_cell=CELL in opcodes,
+                   gru_rnn_cell=GCELL in opcodes)
 
     @classmethod
     def for_image(cls, image: Image, code_width: int) -> "AccelConfig":
@@ -72,15 +75,14 @@ class AccelConfig:
     def parameters(self) -> dict[str, int]:
         return {"P": self.pes, "CODE_W": self.code_width, "S_W": self.scratch_width, "PROG_DEPTH": self.prog_depth,
                 "W_DEPTH": self.w_depth, "S_DEPTH": self.s_depth, "T_DEPTH": self.t_depth, "GROUPS": self.groups,
+                "DRAIN_W": self.drain_lanes, "BANKS": self.banks,
                 "LSTM_CELL": int(self.lstm_cell), "GRU_RNN_CELL": int(self.gru_rnn_cell)}
 
     def memories(self) -> list["Memory"]:
-        """The build's memories as ``tg_accel.sv`` instantiates them: the scratchpad has a
-        copy for the init stream and one of lane operand codes per further row group (that
-        many reads per cycle)."""
+        """The build's memories as ``tg_accel.sv`` instantiates them: the scratchpad is two
+        copies (operand reads, init reads) of ``banks`` banks each (``tg_ram_banked``)."""
         return [Memory("program", 1, self.prog_depth, 64), Memory("weights", self.pes, self.w_depth, self.code_width),
-                Memory("scratchpad", 2, self.s_depth, self.scratch_width),
-                Memory("group_replicas", self.groups - 1, self.s_depth, self.code_width),
+                Memory("scratchpad", 2 * self.banks, bank_depth(self.s_depth, self.banks), self.scratch_width),
                 Memory("activation_tables", 1, self.t_depth, 64)]
 
     def memory_bits(self) -> dict[str, int]:
@@ -121,6 +123,11 @@ class Memory:
         ``block_rams`` tiles one (every port of ``tg_ram_dp`` may write: true dual port);
         0 for a memory that maps to distributed RAM."""
         return 0.0 if self.depth <= LUTRAM_DEPTH else self.copies * block_rams(self.depth, self.width, "xcup")
+
+
+def bank_depth(depth: int, banks: int) -> int:
+    """Rows of one bank of a ``depth``-word memory in ``banks`` banks (``tg_ram_banked``)."""
+    return max(MIN_DEPTH, -(-depth // banks))
 
 
 def storage_width(bits: int) -> int:

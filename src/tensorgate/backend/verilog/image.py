@@ -68,7 +68,9 @@ class Image:
     ``code_width``: bits of the widest weight; ``scratch_width``: of the widest word any
     instruction, the host or the input stream writes to the scratchpad.  ``inputs`` the
     host writes before the run; ``streamed`` inputs, in this order, each flattened, are
-    taken from the input stream by the program's INPUT instructions as it runs."""
+    taken from the input stream by the program's INPUT instructions as it runs.  ``groups``,
+    ``drain_lanes`` and ``banks``: the build's row groups, results drained a cycle and
+    scratchpad banks (``isa.row_groups``, ``isa.drain_lanes``, ``isa.scratch_banks``)."""
 
     pes: int
     program: list[np.ndarray] = field(default_factory=list)
@@ -84,6 +86,8 @@ class Image:
     scratch_width: int = 2
     streamed: list[str] = field(default_factory=list)
     groups: int = 1
+    drain_lanes: int = 1
+    banks: int = 1
 
     def opcodes(self) -> set[int]:
         """The opcodes the program uses (word 0 bits 7:0 of each instruction)."""

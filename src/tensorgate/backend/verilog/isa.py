@@ -2,7 +2,7 @@
 ``accel/tg_gru_rnn_cell.sv``).
 
 An instruction is ``WORDS`` 64-bit words; word 0 is the opcode (bits 7:0; a GEMM's log2 row
-groups in bits 15:8).  Signed fields are two's
+groups in bits 15:8 and log2 drain lanes in bits 23:16).  Signed fields are two's
 complement.  ``Loops`` are address-generator walks: a base and up to ``DIMS`` nested loops,
 innermost first, each ``(count, stride)``.
 """
@@ -19,7 +19,8 @@ WORDS = 64
 DIMS = 8
 END, GEMM, EW, CELL, GCELL, INPUT = 0, 1, 2, 3, 4, 5
 WIDE_LO, WIDE_HI = -(1 << 63), (1 << 63) - 1
-MAX_ROW_GROUPS, LANES_PER_ROW_GROUP = 4, 16
+MAX_ROW_GROUPS, LANES_PER_ROW_GROUP = 16, 8
+MAX_DRAIN_LANES, LANES_PER_DRAIN_LANE = 4, 32
 MASK64 = (1 << 64) - 1
 
 # GEMM / EW word positions
@@ -117,22 +118,50 @@ def _put_narrowing(words: np.ndarray, narrowing: Narrowing, init: bool, results:
 
 
 def row_groups(pes: int) -> int:
-    """The row groups (scratchpad read replicas) a build of ``pes`` lanes has: a GEMM of
-    few columns runs up to this many rows at once on lane groups of ``pes / groups``."""
+    """The row groups a build of ``pes`` lanes has: a GEMM runs up to this many rows at once
+    on lane groups of ``pes / groups`` lanes (each its own read port of the banked scratchpad)."""
     return min(MAX_ROW_GROUPS, max(1, pes // LANES_PER_ROW_GROUP))
 
 
+def drain_lanes(pes: int) -> int:
+    """The results a build of ``pes`` lanes drains a cycle (write ports of the banked
+    scratchpad): enough that a tile of ``pes`` results drains within a K of ``pes / lanes``."""
+    return min(MAX_DRAIN_LANES, max(1, pes // LANES_PER_DRAIN_LANE))
+
+
+def scratch_banks(pes: int) -> int:
+    """The scratchpad's banks (word w in bank w mod banks): one per read or write port a
+    cycle may need."""
+    return max(row_groups(pes), drain_lanes(pes))
+
+
+@dataclass(frozen=True)
+class Lanes:
+    """How a GEMM uses the lanes: ``groups`` row groups (group g reads A at ``a_group_stride``
+    * g from the A walk) and ``drain`` results drained a cycle (result j of a drain cycle at
+    ``out_stride`` * j from the output walk, its init at ``init_stride`` * j)."""
+
+    groups: int = 1
+    a_group_stride: int = 0
+    drain: int = 1
+    out_stride: int = 0
+    init_stride: int = 0
+
+
 def gemm(a: Loops, out: Loops, init: Loops | None, b_base: int, k: int, tiles: int, rows: int, columns: int,
-         narrowing: Narrowing, groups: int = 1, a_group_stride: int = 0) -> np.ndarray:
-    """A GEMM of ``rows`` rows; with ``groups`` > 1 the A walk covers ``rows / groups`` row
-    steps and group g reads at ``a_group_stride * g`` from it."""
+         narrowing: Narrowing, lanes: Lanes = Lanes()) -> np.ndarray:
+    """A GEMM of ``rows`` rows; with ``lanes.groups`` > 1 the A walk covers ``rows / groups``
+    row steps, and with ``lanes.drain`` > 1 the output and init walks each drain cycle's first."""
     words = instruction()
-    _put(words, 0, GEMM | ((groups.bit_length() - 1) << 8))
+    _put(words, 0, GEMM | ((lanes.groups.bit_length() - 1) << 8) | ((lanes.drain.bit_length() - 1) << 16))
     _put_loops(words, A_BASE, a, "the A operand")
-    _put(words, A_BASE, (a.base & 0xFFFFFFFF) | ((a_group_stride & 0xFFFFFFFF) << 32))
     _put_loops(words, O_BASE, out, "the output")
     _put_loops(words, I_BASE, init if init is not None else Loops(0, out.dims), "the init operand")
-    for index, value in ((B_BASE, b_base), (B_K, k), (B_TILES, tiles), (B_ROWS, rows // groups), (COLUMNS, columns)):
+    for index, base, stride in ((A_BASE, a.base, lanes.a_group_stride), (O_BASE, out.base, lanes.out_stride),
+                                (I_BASE, init.base if init is not None else 0, lanes.init_stride)):
+        _put(words, index, (base & 0xFFFFFFFF) | ((stride & 0xFFFFFFFF) << 32))
+    for index, value in ((B_BASE, b_base), (B_K, k), (B_TILES, tiles), (B_ROWS, rows // lanes.groups),
+                         (COLUMNS, columns)):
         _put(words, index, value)
     _put_narrowing(words, narrowing, init is not None, rows * columns)
     return words
@@ -177,18 +206,27 @@ def _walk(words: np.ndarray, base_index: int) -> np.ndarray:
     return addresses
 
 
+def _high_signed(word) -> int:
+    """The signed 32-bit field in bits 63:32 of a walk's base word."""
+    return _signed(((int(word) >> 32) & 0xFFFFFFFF) << 32) >> 32
+
+
+def _spread(walk: np.ndarray, count: int, stride: int) -> np.ndarray:
+    """Every address ``count`` parallel accesses at ``stride`` apart reach from ``walk``."""
+    return (walk[None, :] + stride * np.arange(count, dtype=np.int64)[:, None]).ravel()
+
+
 def address_fields(words: np.ndarray) -> list[tuple[int, np.ndarray]]:
     """The instruction's scratchpad address fields, each with every address read or
     written from it (the scratchpad allocator moves them)."""
     opcode = int(words[0]) & 0xFF
     if opcode in (GEMM, EW):
         groups = 1 << ((int(words[0]) >> 8) & 0xFF) if opcode == GEMM else 1
-        group_stride = _signed(((int(words[A_BASE]) >> 32) & 0xFFFFFFFF) << 32) >> 32
-        a = _walk(words, A_BASE)
-        fields = [(A_BASE, (a[None, :] + group_stride * np.arange(groups)[:, None]).ravel()),
-                  (O_BASE, _walk(words, O_BASE))]
+        drain = 1 << ((int(words[0]) >> 16) & 0xFF) if opcode == GEMM else 1
+        fields = [(A_BASE, _spread(_walk(words, A_BASE), groups, _high_signed(words[A_BASE]))),
+                  (O_BASE, _spread(_walk(words, O_BASE), drain, _high_signed(words[O_BASE])))]
         if int(words[FLAGS]) & INIT_EN:
-            fields.append((I_BASE, _walk(words, I_BASE)))
+            fields.append((I_BASE, _spread(_walk(words, I_BASE), drain, _high_signed(words[I_BASE]))))
         return fields
     if opcode == INPUT:
         return [(1, int(words[1]) + np.arange(int(words[2]), dtype=np.int64))]

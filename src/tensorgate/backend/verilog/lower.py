@@ -32,7 +32,7 @@ scratchpad holds what is live at once, not everything the program ever computes.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -64,7 +64,8 @@ class Lowering(GatedCellLowering):
         if pes < 1 or pes & (pes - 1):
             raise LoweringError(f"--pes must be a power of two, got {pes}")
         self.module = module
-        self.image = Image(pes, groups=isa.row_groups(pes))
+        self.image = Image(pes, groups=isa.row_groups(pes), drain_lanes=isa.drain_lanes(pes),
+                           banks=isa.scratch_banks(pes))
         self.shapes = shapes
         self.rounding = "nearest-even"
         self.unit_bases: dict[tuple[int, ...], int] = {}
@@ -139,46 +140,47 @@ class Lowering(GatedCellLowering):
         """``O = narrow(A·B, I)``.  ``row_dims``: ``(count, (a, out, init strides))``,
         ``k_dims``: ``(count, a stride)``, ``col_dims``: ``(count, (out, init strides))``, all
         innermost first; ``matrix`` is ``B[K, C]`` with K and C flattened outermost first."""
-        pes = self.image.pes
         rows = math.prod(c for c, _ in row_dims)
         depth, columns = matrix.shape
-        row_m = isa.merge_dims(list(row_dims))
         k_m = isa.merge_dims([(c, (s,)) for c, s in k_dims])
-        col_m = isa.merge_dims(list(col_dims))
-        groups = self._row_groups(columns, row_m, len(k_m), len(col_m))
-        lanes = pes // groups
-        tiles = -(-columns // lanes)
-        padded = np.zeros((depth, tiles * lanes), np.int64)
+        plan = self._gemm_plan(isa.merge_dims(list(row_dims)), len(k_m), isa.merge_dims(list(col_dims)), depth,
+                               columns, init_base is not None)
+        lanes, groups = plan.lanes, plan.groups
+        padded = np.zeros((depth, plan.tiles * plan.group_lanes), np.int64)
         padded[:, :columns] = matrix
-        b_base = self.weights(np.concatenate([np.tile(padded[:, tile * lanes:(tile + 1) * lanes], (1, groups))
-                                              for tile in range(tiles)]))
+        b_base = self.weights(np.concatenate([
+            np.tile(padded[:, tile * plan.group_lanes:(tile + 1) * plan.group_lanes], (1, groups))
+            for tile in range(plan.tiles)]))
         self.image.code_width = max(self.image.code_width, _bits(matrix))
-        group_strides = (0, 0, 0)
-        if groups > 1:  # the outermost row loop runs `groups` blocks of its rows at once
-            count, strides = row_m[-1]
-            group_strides = tuple(count // groups * stride for stride in strides)
-            row_m = row_m[:-1] + ([(count // groups, strides)] if count > groups else [])
-        group_out = [(groups, group_strides[1])] if groups > 1 else []
-        group_init = [(groups, group_strides[2])] if groups > 1 else []
-        a_loops = [(c, s[0]) for c, s in k_m] + ([(tiles, 0)] if tiles > 1 else []) + [(c, s[0]) for c, s in row_m]
-        out_loops = [(c, s[0]) for c, s in col_m] + group_out + [(c, s[1]) for c, s in row_m]
-        init_loops = [(c, s[1]) for c, s in col_m] + group_init + [(c, s[2]) for c, s in row_m]
-        words = isa.gemm(Loops(a_base, tuple(a_loops)), Loops(out_base, tuple(out_loops)),
-                         None if init_base is None else Loops(init_base, tuple(init_loops)),
-                         b_base, depth, tiles, rows, columns, narrowing, groups, group_strides[0])
+        a_loops = [(c, s[0]) for c, s in k_m] + ([(plan.tiles, 0)] if plan.tiles > 1 else []) \
+            + [(c, s[0]) for c, s in plan.rows]
+        words = isa.gemm(Loops(a_base, tuple(a_loops)), Loops(out_base, tuple(plan.walk(1))),
+                         None if init_base is None else Loops(init_base, tuple(plan.walk(2))),
+                         b_base, depth, plan.tiles, rows, columns, narrowing, lanes)
         self.image.macs += rows * depth * columns
-        drain = groups * min(lanes, columns)
-        self.emit(words, rows // groups * tiles * max(depth, drain + 1) + drain + 6)
+        self.emit(words, plan.cycles)
 
-    def _row_groups(self, columns: int, row_m, k_loops: int, col_loops: int) -> int:
-        """The most row groups (a power of two up to the build's) whose lanes each hold all
-        ``columns`` and that divide the outermost row loop, within the generators' loops."""
-        groups = self.image.groups
-        if not row_m or col_loops + 1 + len(row_m) > isa.DIMS or k_loops + len(row_m) > isa.DIMS:
-            return 1
-        while groups > 1 and (columns > self.image.pes // groups or row_m[-1][0] % groups):
-            groups //= 2
-        return groups
+    def _gemm_plan(self, row_m, k_loops: int, col_m, depth: int, columns: int, init: bool) -> "GemmPlan":
+        """The fastest way the build's lanes, row groups and drain lanes run a GEMM whose
+        walks stay within the address generators' loops and whose parallel scratchpad
+        accesses of a cycle fall in distinct banks (``GemmPlan``)."""
+        image = self.image
+        plans = [GemmPlan(image.pes, depth, columns, row_m, col_m)]
+        groups = 2
+        while groups <= image.groups:
+            for index, (count, _) in enumerate(row_m):
+                if count % groups == 0:
+                    plans += [GemmPlan(image.pes, depth, columns, row_m, col_m, groups, index, interleaved)
+                              for interleaved in (True, False)]
+            groups *= 2
+        drained = []
+        for plan in plans:
+            drain = 1
+            while drain <= image.drain_lanes:
+                drained.append(replace(plan, drain=drain))
+                drain *= 2
+        fitting = [plan for plan in drained if plan.fits(k_loops, image.banks, init)] or plans[:1]
+        return min(fitting, key=lambda plan: (plan.cycles, plan.groups, plan.drain))
 
     def elementwise(self, dims, x_base: int, out_base: int, init_base: int | None, narrowing: Narrowing) -> None:
         """``O = narrow(X, I)`` over ``dims``: ``(count, (x, out, init strides))``, innermost first."""
@@ -324,8 +326,8 @@ class Lowering(GatedCellLowering):
                 out_base, out_strides = result.base, self._output_strides(plan, linear_map, result.row_stride,
                                                                           result.col_stride)
             else:
-                out_base = self.alloc(math.prod(sizes[label] for label in step.output))
-                out_strides = _row_major(step.output, sizes)
+                out_strides, size = _row_major(step.output, sizes)
+                out_base = self.alloc(size)
             cols = sorted((label for label in b_labels if label not in a_strides), key=lambda l: out_strides[l])
             init_strides = {}
             init_base = None
@@ -626,12 +628,146 @@ class Lowering(GatedCellLowering):
                 for g, (imap, e) in enumerate(zip(maps, epilogues))]
 
 
-def _row_major(labels, sizes) -> dict[str, int]:
-    strides, running = {}, 1
+@dataclass(frozen=True)
+class GemmPlan:
+    """One way to run a GEMM of ``depth`` = K and ``columns`` on ``pes`` lanes.
+
+    ``groups`` row groups split row loop ``split`` (interleaved: group g takes the rows
+    whose index along it is g mod groups; else blocks of count / groups), each group of
+    ``pes / groups`` lanes holding one column of a tile of columns apiece; ``drain``
+    results are written a cycle, consecutive columns of one group.  ``row_loops`` /
+    ``col_loops`` are the merged loops, innermost first, each ``(count, (a, out, init
+    strides))`` / ``(count, (out, init strides))``."""
+
+    pes: int
+    depth: int
+    columns: int
+    row_loops: tuple
+    col_loops: tuple
+    groups: int = 1
+    split: int = 0
+    interleaved: bool = True
+    drain: int = 1
+
+    def __post_init__(self):
+        object.__setattr__(self, "row_loops", tuple(self.row_loops))
+        object.__setattr__(self, "col_loops", tuple(self.col_loops))
+
+    @property
+    def group_lanes(self) -> int:
+        return self.pes // self.groups
+
+    @property
+    def tiles(self) -> int:
+        return -(-self.columns // self.group_lanes)
+
+    @property
+    def group_strides(self) -> tuple[int, ...]:
+        if self.groups == 1:
+            return (0, 0, 0)
+        count, strides = self.row_loops[self.split]
+        return strides if self.interleaved else tuple(count // self.groups * s for s in strides)
+
+    @property
+    def rows(self) -> list:
+        """The row loops the walks step through (the split loop's groups run at once)."""
+        if self.groups == 1:
+            return list(self.row_loops)
+        count, strides = self.row_loops[self.split]
+        inner = (count // self.groups, tuple(self.groups * s for s in strides) if self.interleaved else strides)
+        return [loop for loop in self.row_loops[:self.split] + (inner,) + self.row_loops[self.split + 1:]
+                if loop[0] > 1]
+
+    def _column_split(self) -> tuple[list, list] | None:
+        """The column loops of one tile and those of the tiles (with several groups a tile's
+        walk runs inside the group loop), or None where the tiles do not cut the loops."""
+        if not self.col_loops:
+            return [(1, (0, 0))], []
+        if self.groups == 1 or self.tiles == 1:
+            return list(self.col_loops), []
+        if self.columns % self.group_lanes:
+            return None
+        inside, outside, left = [], [], self.group_lanes
+        for count, strides in self.col_loops:
+            if left == 1:
+                outside.append((count, strides))
+            elif left % count == 0:
+                inside.append((count, strides))
+                left //= count
+            elif count % left == 0:
+                inside.append((left, strides))
+                outside.append((count // left, tuple(left * s for s in strides)))
+                left = 1
+            else:
+                return None
+        return inside, outside
+
+    @property
+    def lanes(self) -> isa.Lanes:
+        inside, _ = self._column_split()
+        out_stride, init_stride = inside[0][1] if self.drain > 1 else (0, 0)
+        return isa.Lanes(self.groups, self.group_strides[0], self.drain, out_stride, init_stride)
+
+    def walk(self, which: int) -> list[tuple[int, int]]:
+        """The output (``which`` 1) or init (2) walk: a drain cycle's first result, over a
+        group's columns of a tile, group by group, tile by tile, row step by row step."""
+        inside, outside = self._column_split()
+        count, strides = inside[0]
+        inside = ([(count // self.drain, tuple(self.drain * s for s in strides))] if count > self.drain else []) \
+            + inside[1:]
+        group = [(self.groups, (self.group_strides[1], self.group_strides[2]))] if self.groups > 1 else []
+        return [(c, s[which - 1]) for c, s in inside + group + outside] + [(c, s[which]) for c, s in self.rows]
+
+    @property
+    def drain_cycles(self) -> int:
+        return self.groups * min(self.group_lanes, self.columns) // self.drain
+
+    @property
+    def cycles(self) -> int:
+        steps = math.prod(c for c, _ in self.row_loops) // self.groups
+        return steps * self.tiles * max(self.depth, self.drain_cycles + 1) + self.drain_cycles + 6
+
+    def fits(self, k_loops: int, banks: int, init: bool) -> bool:
+        """Whether the walks fit the generators and a cycle's parallel accesses fall in
+        distinct banks (or are one word: a stride of 0)."""
+        split = self._column_split()
+        if split is None:
+            return False
+        inside, outside = split
+        if not inside or inside[0][0] % self.drain or min(self.group_lanes, self.columns) % self.drain:
+            return False
+        walk_loops = len(inside) - (inside[0][0] == self.drain) + (self.groups > 1) + len(outside) + len(self.rows)
+        if walk_loops > isa.DIMS or k_loops + (self.tiles > 1) + len(self.rows) > isa.DIMS:
+            return False
+        lane_out, lane_init = inside[0][1]
+        return (_distinct_banks(self.group_strides[0], self.groups, banks)
+                and _distinct_banks(lane_out, self.drain, banks)
+                and (not init or _distinct_banks(lane_init, self.drain, banks)))
+
+
+def _distinct_banks(stride: int, count: int, banks: int) -> bool:
+    """Whether ``count`` accesses ``stride`` apart fall in distinct banks (word w in bank
+    w mod banks), or are all one word."""
+    return stride == 0 or len({(j * stride) % banks for j in range(count)}) == count
+
+
+PAD_FROM = 64
+"""An intermediate's block of this many words or more gets one pad word if even (``_row_major``)."""
+
+
+def _row_major(labels, sizes) -> tuple[dict[str, int], int]:
+    """Row-major strides of an intermediate and its words.  The first even block of
+    ``PAD_FROM`` words or more (from the innermost label out) is padded by a word, so the
+    labels outside it have odd strides: a consumer's row groups split along one of them
+    read distinct banks (``GemmPlan.fits``), at a cost under 2% of the words."""
+    strides, running, padded = {}, 1, False
     for label in reversed(labels):
         strides[label] = running
         running *= sizes[label]
-    return strides
+        if not padded and running >= PAD_FROM and running % 2 == 0 and label != labels[0]:
+            running += 1
+            padded = True
+    return strides, running
 
 
 def _prime_factors(size: int) -> list[int]:

@@ -18,13 +18,19 @@
 //         between contraction steps are strides.  B (weights) is stored by the compiler as
 //         rows of P codes, tile by tile, so its stream is base + tile*K + k.  Lane l of tile
 //         t accumulates column t*P + l.  The lanes' output registers hold a finished tile
-//         while the next accumulates; the drain walks a tile's columns one per cycle through
-//         the output and init address generators (same loop structure, other strides).
-//         Row groups (word 0 bits [15:8] = log2 G, G <= GROUPS): with few columns the lanes
-//         split into G groups of P/G; group g reads its A operand from scratchpad replica g
-//         at the A address + g * (word 1 bits [63:32]), so G rows accumulate at once.  The
-//         compiler then repeats B's columns in every group, walks the rows G at a time and
-//         walks the output and init group by group; a drain covers G * columns lanes.
+//         while the next accumulates; the drain walks a tile's columns through the output
+//         and init address generators (same loop structure, other strides).
+//         Row groups (word 0 bits [15:8] = log2 G, G <= GROUPS): the lanes split into G
+//         groups of L = P/G; group g reads its A operand through read port g of the banked
+//         scratchpad at the A address + g * (word 1 bits [63:32]), so G rows accumulate at
+//         once, and lane l of a group holds column t*L + l of tile t.  The compiler repeats
+//         B's tiles in every group, walks the rows G at a time and the output and init
+//         group by group within a tile.
+//         Drain lanes (word 0 bits [23:16] = log2 D, D <= DRAIN_W): a drain cycle takes D
+//         consecutive lanes of a group through D narrowing pipelines and writes them through
+//         D write ports, result j at the output address + j * (word 18 bits [63:32]), its
+//         init read at the init address + j * (word 35 bits [63:32]); the generators walk
+//         a drain cycle's first result.
 //   EW    O = narrow((X << acc_shift) + (I << init_shift)) elementwise, X walked by the A
 //         generator: epilogues (bias/gate terms, format and clip) and block sums.
 //   CELL  the LSTM cell update of one batch row (tg_lstm_cell).
@@ -64,7 +70,9 @@ module tg_accel #(
     parameter int T_DEPTH    = 4096,
     parameter int GROUPS     = 1,
     parameter int LSTM_CELL    = 1,
-    parameter int GRU_RNN_CELL = 1
+    parameter int GRU_RNN_CELL = 1,
+    parameter int DRAIN_W    = 1,
+    parameter int BANKS      = 1
 ) (
     input  logic        clk,
     input  logic        rst,
@@ -192,12 +200,14 @@ module tg_accel #(
       .strides({32'd0, ins[53][31:0], 32'd1}), .addr(b_addr), .valid(b_valid), .last(b_last));
 
   // ------------------------------------------------------------------ GEMM issue
-  logic [31:0] depth_k, tiles, columns;
-  logic [7:0] group_log;
+  logic [31:0] depth_k, tiles, columns, group_lanes;
+  logic [7:0] group_log, drain_log;
   /* verilator lint_off UNUSEDSIGNAL */
   logic signed [31:0] a_group_stride;  // unused in a build without row groups
   /* verilator lint_on UNUSEDSIGNAL */
   assign group_log = ins[0][15:8];
+  assign drain_log = ins[0][23:16];
+  assign group_lanes = 32'(P) >> group_log;
   assign a_group_stride = ins[1][63:32];
   assign depth_k = ins[53][31:0];
   assign tiles = ins[54][31:0];
@@ -208,14 +218,14 @@ module tg_accel #(
   logic tile_first, holding, issue;
   assign issue = (state == RUN_GEMM) && a_valid && !(tile_first && holding);
 
-  // The columns of a tile from whose first column on `left` columns remain: P, or the rest.
+  // The columns of a tile from whose first column on `left` columns remain: L, or the rest.
   function automatic logic [31:0] tile_lanes(input logic [31:0] left);
-    tile_lanes = (left < 32'(P)) ? left : 32'(P);
+    tile_lanes = (left < group_lanes) ? left : group_lanes;
   endfunction
 
-  // A tile's first issue holds the next tile's for its column count: the drain reads the
-  // lanes' output registers one column a cycle, and the next tile's results land there
-  // one cycle after the drain has read the last of them (tiles of K < columns + 1 are
+  // A tile's first issue holds the next tile's for its drain cycles: the drain reads the
+  // lanes' output registers D lanes a cycle, and the next tile's results land there one
+  // cycle after the drain has read the last of them (tiles of K < drain cycles + 1 are
   // drain-bound).
   always_ff @(posedge clk) begin
     if (gens_start) begin
@@ -227,7 +237,7 @@ module tg_accel #(
       holding <= 1'b0;
     end else begin
       if (issue && tile_first) begin
-        hold <= tile_lanes(issue_left) << group_log;
+        hold <= (tile_lanes(issue_left) << group_log) >> drain_log;
         holding <= 1'b1;
       end else if (holding) begin
         hold <= hold - 32'd1;
@@ -242,7 +252,7 @@ module tg_accel #(
             issue_left <= columns;
           end else begin
             issue_tile <= issue_tile + 32'd1;
-            issue_left <= issue_left - 32'(P);
+            issue_left <= issue_left - group_lanes;
           end
         end else begin
           k_index <= k_index + 32'd1;
@@ -274,7 +284,6 @@ module tg_accel #(
   /* verilator lint_on UNUSEDSIGNAL */
   logic signed [63:0] scratch_a_rdata;
   logic signed [63:0] group_a_rdata[GROUPS];
-  assign group_a_rdata[0] = scratch_a_rdata;
 
   // The row group lane l belongs to (group_log = 0: every lane in group 0).
   function automatic int lane_group(input int lane);
@@ -303,14 +312,21 @@ module tg_accel #(
   // ------------------------------------------------------------------ drain / elementwise
   logic drain_busy;
   logic [LANE_AW-1:0] drain_lane, drain_group;
-  logic [31:0] drain_tile, drain_left, drain_columns, drain_groups;
+  logic [31:0] drain_tile, drain_left, drain_columns, drain_groups, drain_step;
   logic [LANE_AW-1:0] drained_lane;
   assign drain_groups = 32'd1 << group_log;
+  assign drain_step = 32'd1 << drain_log;
   assign drained_lane = LANE_AW'((32'(drain_group) << (32'(LOG_P) - 32'(group_log))) + 32'(drain_lane));
-  logic drain_issue, ew_issue, e1_valid, e1_from_x;
-  logic signed [63:0] e1_value;
-  logic [S_AW-1:0] e1_addr;
+  logic drain_issue, ew_issue, e1_from_x;
+  logic [DRAIN_W-1:0] e1_valid;
+  logic signed [63:0] e1_value[DRAIN_W];
+  logic [S_AW-1:0] e1_addr[DRAIN_W];
   logic [31:0] written;
+  /* verilator lint_off UNUSEDSIGNAL */
+  logic signed [31:0] o_lane_stride, i_lane_stride;  // unused in a build of one drain lane
+  /* verilator lint_on UNUSEDSIGNAL */
+  assign o_lane_stride = ins[18][63:32];
+  assign i_lane_stride = ins[35][63:32];
   assign drain_columns = tile_lanes(drain_left);
   assign drain_issue = (state == RUN_GEMM) && drain_busy;
   assign ew_issue = (state == RUN_EW) && a_valid;
@@ -330,7 +346,7 @@ module tg_accel #(
       drain_lane <= '0;
       drain_group <= '0;
     end else if (drain_busy) begin
-      if (32'(drain_lane) + 32'd1 >= drain_columns) begin
+      if (32'(drain_lane) + drain_step >= drain_columns) begin
         drain_lane <= '0;
         if (32'(drain_group) + 32'd1 >= drain_groups) begin
           drain_busy <= 1'b0;
@@ -340,39 +356,52 @@ module tg_accel #(
             drain_left <= columns;
           end else begin
             drain_tile <= drain_tile + 32'd1;
-            drain_left <= drain_left - 32'(P);
+            drain_left <= drain_left - group_lanes;
           end
         end else begin
           drain_group <= drain_group + LANE_AW'(1);
         end
       end else begin
-        drain_lane <= drain_lane + LANE_AW'(1);
+        drain_lane <= drain_lane + LANE_AW'(drain_step);
       end
     end
   end
 
-  always_ff @(posedge clk) begin
-    if (rst) e1_valid <= 1'b0;
-    else e1_valid <= drain_issue || ew_issue;
-    e1_from_x <= ew_issue;
-    e1_value <= 64'(lane_out[drained_lane]);
-    e1_addr <= S_AW'(o_addr);
+  // Drain lane j takes lane drained_lane + j (an EW instruction only lane 0, its X).
+  for (genvar j = 0; j < DRAIN_W; j++) begin : g_drain_issue
+    always_ff @(posedge clk) begin
+      if (rst) e1_valid[j] <= 1'b0;
+      else e1_valid[j] <= (drain_issue && 32'(j) < drain_step) || (ew_issue && j == 0);
+      e1_value[j] <= 64'(lane_out[LANE_AW'(32'(drained_lane) + 32'(j))]);
+      e1_addr[j] <= S_AW'(o_addr + 32'(j) * 32'(o_lane_stride));
+    end
+  end
+  always_ff @(posedge clk) e1_from_x <= ew_issue;
+
+  // The narrowing of every result, in tg_drain's pipelines; their writes go to the scratchpad.
+  logic signed [63:0] scratch_i_rdata[DRAIN_W];
+  logic signed [63:0] drained_value[DRAIN_W];
+  logic [DRAIN_W-1:0] drained, drain_pending;
+  logic [S_AW-1:0] drained_addr[DRAIN_W];
+  for (genvar j = 0; j < DRAIN_W; j++) begin : g_narrow
+    logic signed [63:0] x_value;
+    assign x_value = (j == 0 && e1_from_x) ? scratch_a_rdata : e1_value[j];
+    tg_drain #(.ADDR_W(S_AW)) narrow (
+        .clk(clk), .rst(rst), .load(gens_start), .acc_shift(ins[57][5:0]), .init_shift(ins[58][5:0]),
+        .shift(ins[59][7:0]), .init_en(ins[60][1]), .round_even(ins[60][0]), .lo(ins[61]), .hi(ins[62]),
+        .in_valid(e1_valid[j]), .x(x_value), .init(scratch_i_rdata[j]), .in_addr(e1_addr[j]),
+        .out_valid(drained[j]), .out_addr(drained_addr[j]), .out_value(drained_value[j]),
+        .busy(drain_pending[j]));
   end
 
-  // The narrowing of every result, in tg_drain's pipeline; its writes go to the scratchpad.
-  logic signed [63:0] scratch_i_rdata, x_value, drained_value;
-  logic drained, drain_pending;
-  logic [S_AW-1:0] drained_addr;
-  assign x_value = e1_from_x ? scratch_a_rdata : e1_value;
-  tg_drain #(.ADDR_W(S_AW)) narrow (
-      .clk(clk), .rst(rst), .load(gens_start), .acc_shift(ins[57][5:0]), .init_shift(ins[58][5:0]),
-      .shift(ins[59][7:0]), .init_en(ins[60][1]), .round_even(ins[60][0]), .lo(ins[61]), .hi(ins[62]),
-      .in_valid(e1_valid), .x(x_value), .init(scratch_i_rdata), .in_addr(e1_addr),
-      .out_valid(drained), .out_addr(drained_addr), .out_value(drained_value), .busy(drain_pending));
-
+  logic [31:0] drained_count;
+  always_comb begin
+    drained_count = '0;
+    for (int j = 0; j < DRAIN_W; j++) drained_count = drained_count + 32'(drained[j]);
+  end
   always_ff @(posedge clk) begin
     if (gens_start) written <= '0;
-    else if (drained) written <= written + 32'd1;
+    else written <= written + drained_count;
   end
 
   // ------------------------------------------------------------------ cell units
@@ -494,19 +523,17 @@ module tg_accel #(
     end
   end
 
-  // ------------------------------------------------------------------ scratchpad (two replicas)
-  // Replica 0 port A: A / X operand stream (row group 0), cell reads, output stream, host reads; replicas
-  // 1 .. GROUPS-1 port A: the A stream of row groups 1 ..; scratch1 port A: init stream.
-  // Every port B: every write (the engine's, the cell's, the input stream's or the host's).
+  // ------------------------------------------------------------------ scratchpad (banked, two copies)
+  // Two copies of BANKS banks each (tg_ram_banked), every write going to both: copy A's read
+  // port 0 serves the A / X operand stream (row group 0), cell reads, the output stream and
+  // host reads, its ports 1 .. GROUPS-1 the A streams of row groups 1 ..; copy I's read port
+  // j the init stream of drain lane j.  Write port 0 takes drain lane 0's results or the
+  // cell's, the input stream's or the host's words, write port j > 0 drain lane j's.
   logic s_read_en, s_write_en;
   logic [S_AW-1:0] s_read_addr, s_write_addr;
   /* verilator lint_off UNUSEDSIGNAL */
   logic [63:0] s_write_data;  // codes of S_W bits: the bits above are their sign
   /* verilator lint_on UNUSEDSIGNAL */
-  logic [S_W-1:0] s_write_word, scratch_a_word, scratch_i_word, unused_b0, unused_b1;
-  assign s_write_word = s_write_data[S_W-1:0];
-  assign scratch_a_rdata = 64'(signed'(scratch_a_word));
-  assign scratch_i_rdata = 64'(signed'(scratch_i_word));
   always_comb begin
     s_read_en = 1'b0;
     s_read_addr = S_AW'(a_addr);
@@ -522,9 +549,9 @@ module tg_accel #(
       s_read_addr = S_AW'(host_addr);
     end
     s_write_en = 1'b0;
-    s_write_addr = drained_addr;
-    s_write_data = drained_value;
-    if (drained) s_write_en = 1'b1;
+    s_write_addr = drained_addr[0];
+    s_write_data = drained_value[0];
+    if (drained[0]) s_write_en = 1'b1;
     else if (state == RUN_CELL) begin
       s_write_en = cell_wr_en;
       s_write_addr = cell_wr_addr;
@@ -539,25 +566,50 @@ module tg_accel #(
       s_write_data = host_wdata;
     end
   end
-  tg_ram_dp #(.WIDTH(S_W), .DEPTH(S_DEPTH)) scratch0 (
-      .clk(clk),
-      .a_en(s_read_en), .a_we(1'b0), .a_addr(s_read_addr), .a_wdata('0), .a_rdata(scratch_a_word),
-      .b_en(s_write_en), .b_we(1'b1), .b_addr(s_write_addr), .b_wdata(s_write_word), .b_rdata(unused_b0));
-  // A row group's replica serves only its lanes' A operands: codes of CODE_W bits.
-  for (genvar g = 1; g < GROUPS; g++) begin : g_group_replica
-    logic [CODE_W-1:0] unused_b, group_a_word;
-    assign group_a_rdata[g] = 64'(signed'(group_a_word));
-    tg_ram_dp #(.WIDTH(CODE_W), .DEPTH(S_DEPTH)) replica (
-        .clk(clk),
-        .a_en(issue), .a_we(1'b0), .a_addr(S_AW'(a_addr + 32'(g) * 32'(a_group_stride))), .a_wdata('0),
-        .a_rdata(group_a_word),
-        .b_en(s_write_en), .b_we(1'b1), .b_addr(s_write_addr), .b_wdata(s_write_data[CODE_W-1:0]),
-        .b_rdata(unused_b));
+
+  logic [DRAIN_W-1:0] w_en;
+  logic [DRAIN_W-1:0][S_AW-1:0] w_addr;
+  logic [DRAIN_W-1:0][S_W-1:0] w_data;
+  always_comb begin
+    for (int j = 0; j < DRAIN_W; j++) begin
+      w_en[j] = (j == 0) ? s_write_en : drained[j];
+      w_addr[j] = (j == 0) ? s_write_addr : drained_addr[j];
+      w_data[j] = (j == 0) ? s_write_data[S_W-1:0] : drained_value[j][S_W-1:0];
+    end
   end
-  tg_ram_dp #(.WIDTH(S_W), .DEPTH(S_DEPTH)) scratch1 (
-      .clk(clk),
-      .a_en(i_ready), .a_we(1'b0), .a_addr(S_AW'(i_addr)), .a_wdata('0), .a_rdata(scratch_i_word),
-      .b_en(s_write_en), .b_we(1'b1), .b_addr(s_write_addr), .b_wdata(s_write_word), .b_rdata(unused_b1));
+
+  logic [GROUPS-1:0] a_en;
+  logic [GROUPS-1:0][S_AW-1:0] a_port_addr;
+  logic [GROUPS-1:0][S_W-1:0] a_word;
+  always_comb begin
+    for (int g = 0; g < GROUPS; g++) begin
+      a_en[g] = (g == 0) ? s_read_en : issue;
+      a_port_addr[g] = (g == 0) ? s_read_addr : S_AW'(a_addr + 32'(g) * 32'(a_group_stride));
+    end
+  end
+  tg_ram_banked #(.WIDTH(S_W), .DEPTH(S_DEPTH), .BANKS(BANKS), .RD(GROUPS), .WR(DRAIN_W)) scratch_a (
+      .clk(clk), .rd_en(a_en), .rd_addr(a_port_addr), .rd_data(a_word),
+      .wr_en(w_en), .wr_addr(w_addr), .wr_data(w_data));
+  assign scratch_a_rdata = 64'(signed'(a_word[0]));
+  for (genvar g = 0; g < GROUPS; g++) begin : g_group_operand
+    assign group_a_rdata[g] = 64'(signed'(a_word[g]));
+  end
+
+  logic [DRAIN_W-1:0] i_en;
+  logic [DRAIN_W-1:0][S_AW-1:0] i_port_addr;
+  logic [DRAIN_W-1:0][S_W-1:0] i_word;
+  always_comb begin
+    for (int j = 0; j < DRAIN_W; j++) begin
+      i_en[j] = i_ready && 32'(j) < drain_step;
+      i_port_addr[j] = S_AW'(i_addr + 32'(j) * 32'(i_lane_stride));
+    end
+  end
+  tg_ram_banked #(.WIDTH(S_W), .DEPTH(S_DEPTH), .BANKS(BANKS), .RD(DRAIN_W), .WR(DRAIN_W)) scratch_i (
+      .clk(clk), .rd_en(i_en), .rd_addr(i_port_addr), .rd_data(i_word),
+      .wr_en(w_en), .wr_addr(w_addr), .wr_data(w_data));
+  for (genvar j = 0; j < DRAIN_W; j++) begin : g_init_operand
+    assign scratch_i_rdata[j] = 64'(signed'(i_word[j]));
+  end
 
   always_comb begin
     case (host_mem_q)
@@ -609,7 +661,7 @@ module tg_accel #(
             end
           endcase
         end
-        RUN_GEMM, RUN_EW: if (written == ins[63][31:0] && !e1_valid && !drain_pending) state <= NEXT;
+        RUN_GEMM, RUN_EW: if (written == ins[63][31:0] && e1_valid == '0 && drain_pending == '0) state <= NEXT;
         RUN_CELL: if (cell_finished) state <= NEXT;
         RUN_INPUT: if (in_left == 32'd0) state <= NEXT;
         NEXT: begin
