@@ -27,10 +27,13 @@ gH(I+H) + head, g = 4 gates for an LSTM, 3 for a GRU) / (cycles per step / 200 M
 to the paper's 175.6 GOPS on an XCKU5P (1,824 DSP slices).  Every run is checked bit for
 bit against the integer golden model.
 
-Builds of P ≥ 32 have row groups (``isa.row_groups``): a GEMM of few columns runs several
-rows at once, each lane group reading A from its own scratchpad replica, so the memory
-column grows with them.  What stays serial is the drain: one result written per cycle, so
-a GEMM step takes at least rows × columns cycles whatever P is.
+Builds of P ≥ 16 have row groups and builds of P ≥ 64 drain lanes (``isa.row_groups``,
+``isa.drain_lanes``): a GEMM of few columns runs several rows at once on groups of P/G lanes
+that take its columns in tiles, each group reading A through its own read port of the
+banked scratchpad, and the drain narrows and writes up to 4 results a cycle through its
+write ports, so a step of 16-24 columns fills the lanes and a K of 36 does not wait on the
+drain.  The memory column counts the scratchpad once per copy (operand and init reads),
+whatever the groups.
 
 Targets: cycles/step ≤ 1.25 × mac_bound + a fixed per-step cell overhead; GEMM
 utilization ≥ 80 % at P = 16 and 64; ≥ 1M simulated cycles/s; ≥ 2 × 175.6 GOPS with at

@@ -136,7 +136,7 @@ def test_gemm_plans_write_every_result_once_in_distinct_banks(rows, cols, depth,
 def _run_copies(image: Image) -> dict[str, np.ndarray]:
     """The words an EW-only program leaves at the image's outputs (each EW a copy)."""
     words = np.array(image.scratch + [0] * 64, np.int64)
-    for name, addresses in image.inputs.items():
+    for addresses in image.inputs.values():
         words[addresses] = 1000 + np.arange(addresses.size)
     for instruction in image.program:
         if int(instruction[0]) & 0xFF == isa.EW:

@@ -3,6 +3,8 @@
 Leaf modules (one per file, file name = module name):
 
 * ``tg_ram_dp``   dual-port synchronous RAM, optional ``$readmemh`` image
+* ``tg_ram_banked`` a memory in interleaved banks of ``tg_ram_dp``, several read and write
+  ports a cycle (the scratchpad)
 * ``tg_requant``  round (half-away or half-even) by a run-time shift, saturate
 * ``tg_requant_pipe`` the same in four register stages (the drain's and the cell's)
 * ``tg_mac_lane`` multiply-accumulate lane with a requantizing output register

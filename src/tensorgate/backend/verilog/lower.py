@@ -160,7 +160,7 @@ class Lowering(GatedCellLowering):
         self.image.macs += rows * depth * columns
         self.emit(words, plan.cycles)
 
-    def _gemm_plan(self, row_m, k_loops: int, col_m, depth: int, columns: int, init: bool) -> "GemmPlan":
+    def _gemm_plan(self, row_m, k_loops: int, col_m, depth: int, columns: int, init: bool) -> GemmPlan:
         """The fastest way the build's lanes, row groups and drain lanes run a GEMM whose
         walks stay within the address generators' loops and whose parallel scratchpad
         accesses of a cycle fall in distinct banks (``GemmPlan``)."""
