@@ -52,8 +52,10 @@ from .isa import Loops, LoweringError, Narrowing
 from .lower_gru_rnn import GatedCellLowering, is_gated_cell_op
 
 CELL_CYCLES_PER_ELEMENT = 6
-FETCH_CYCLES = isa.WORDS + 3
-"""Fetch (a word a cycle, one more for the last), decode and next."""
+FETCH_CYCLES = isa.WORDS + 1
+"""A word a cycle, one more for the last: prefetched while the instruction before runs."""
+TAKE_CYCLES = 2
+"""Taking the prefetched instruction and decoding it."""
 
 
 class Lowering(GatedCellLowering):
@@ -73,6 +75,7 @@ class Lowering(GatedCellLowering):
         self.constant_bases: dict[bytes, int] = {}
         self.regions: list[Region] = []
         self.streamed_ops: dict[int, str] = {}
+        self.last_run = 0
 
     # -------------------------------------------------------------- memories
 
@@ -112,7 +115,8 @@ class Lowering(GatedCellLowering):
 
     def emit(self, words: np.ndarray, cycles: int) -> None:
         self.image.program.append(words)
-        self.image.cycles_estimate += cycles + FETCH_CYCLES
+        self.image.cycles_estimate += TAKE_CYCLES + max(0, FETCH_CYCLES - self.last_run - 1) + cycles
+        self.last_run = cycles
 
     def narrowing(self, acc_frac: int, init_frac: int | None, fmt: FixedType | None, target_frac: int | None = None,
                   clip: int | None = None) -> Narrowing:

@@ -9,8 +9,10 @@
 // through the host port (host_mem 0 program, 1 weights, 2 scratchpad, 3 activation tables).
 //
 // Program: instructions of NW 64-bit words (word 0 the opcode) in one 64-bit-wide memory of
-// PROG_DEPTH words (instruction i at words i*NW ..), fetched a word a cycle into the
-// instruction register (NW + 1 cycles; one narrow memory instead of NW parallel banks):
+// PROG_DEPTH words (instruction i at words i*NW ..), fetched a word a cycle (NW + 1 cycles;
+// one narrow memory instead of NW parallel banks) into a prefetch register while the
+// instruction before runs, and taken into the instruction register in one cycle when it
+// ends: the fetch stays off the critical path of every instruction of NW + 1 cycles or more.
 //   END   raise done.  Word 0 holds the opcode in bits [7:0].
 //   GEMM  O = narrow((A·B << acc_shift) + (I << init_shift)) over R rows and C columns.
 //         A (activation codes, scratchpad) is walked by an 8-loop address generator in the
@@ -119,9 +121,8 @@ module tg_accel #(
   localparam logic [63:0] OP_GCELL = 64'd4;
   localparam logic [63:0] OP_INPUT = 64'd5;
 
-  typedef enum logic [2:0] {IDLE, FETCH, DECODE, RUN_GEMM, RUN_EW, RUN_CELL, RUN_INPUT, NEXT} state_t;
+  typedef enum logic [2:0] {IDLE, FETCH, DECODE, RUN_GEMM, RUN_EW, RUN_CELL, RUN_INPUT} state_t;
   state_t state;
-  logic [P_AW-1:0] pc;  // the word address of the instruction
   logic idle;
   assign idle = (state == IDLE);
 
@@ -139,25 +140,42 @@ module tg_accel #(
   end
 
   // ------------------------------------------------------------------ program memory
-  // FETCH reads word fetch_word (0 .. NW-1) on its first NW cycles and shifts the word read
-  // the cycle before into the top of the instruction register, so after NW + 1 cycles
-  // ins[w] holds word w.
-  logic [NW-1:0][63:0] ins;
+  // The fetcher reads word fetch_word (0 .. NW-1) of the instruction at fetch_pc and shifts
+  // the word read the cycle before into the top of `fetched`, so after NW + 1 cycles
+  // fetched[w] holds word w and fetch_done rises.  FETCH waits for it, takes `fetched` into
+  // `ins` (take) and sets the fetcher on the instruction after, which it reads while this
+  // one runs.  A run starts the fetcher at instruction 0; it stops when the run ends.
+  logic [NW-1:0][63:0] ins, fetched;
   logic [63:0] prog_rdata, prog_host_rdata;
+  logic [P_AW-1:0] fetch_pc;
   logic [NW_AW:0] fetch_word;
-  logic fetch_read, fetch_shift, fetch_last;
-  assign fetch_read = (state == FETCH) && fetch_word < (NW_AW + 1)'(NW);
-  assign fetch_last = (state == FETCH) && fetch_word == (NW_AW + 1)'(NW);
+  logic fetch_busy, fetch_done, fetch_read, fetch_shift, take;
+  assign fetch_read = fetch_busy && fetch_word < (NW_AW + 1)'(NW);
+  assign take = (state == FETCH) && fetch_done;
   tg_ram_dp #(.WIDTH(64), .DEPTH(PROG_DEPTH)) program_memory (
       .clk(clk),
-      .a_en(fetch_read), .a_we(1'b0), .a_addr(pc + P_AW'(fetch_word)), .a_wdata('0), .a_rdata(prog_rdata),
+      .a_en(fetch_read), .a_we(1'b0), .a_addr(fetch_pc + P_AW'(fetch_word)), .a_wdata('0), .a_rdata(prog_rdata),
       .b_en(host_prog), .b_we(host_we), .b_addr(P_AW'(host_addr)), .b_wdata(host_wdata),
       .b_rdata(prog_host_rdata));
   always_ff @(posedge clk) begin
-    if (rst || state != FETCH) fetch_word <= '0;
-    else fetch_word <= fetch_word + 1'b1;
+    if (rst || idle) begin
+      fetch_busy <= !rst && start;
+      fetch_done <= 1'b0;
+      fetch_word <= '0;
+      fetch_pc <= '0;
+    end else if (take) begin
+      fetch_busy <= 1'b1;
+      fetch_done <= 1'b0;
+      fetch_word <= '0;
+      fetch_pc <= fetch_pc + P_AW'(NW);
+    end else if (fetch_busy) begin
+      fetch_busy <= fetch_word != (NW_AW + 1)'(NW);
+      fetch_done <= fetch_word == (NW_AW + 1)'(NW);
+      fetch_word <= fetch_word + 1'b1;
+    end
     fetch_shift <= fetch_read;
-    if (fetch_shift) ins <= {prog_rdata, ins[NW-1:1]};
+    if (fetch_shift) fetched <= {prog_rdata, fetched[NW-1:1]};
+    if (take) ins <= fetched;
   end
 
   logic [63:0] opcode;
@@ -640,15 +658,13 @@ module tg_accel #(
     if (rst) begin
       state <= IDLE;
       done <= 1'b0;
-      pc <= '0;
     end else begin
       case (state)
         IDLE: if (start) begin
           done <= 1'b0;
-          pc <= '0;
           state <= FETCH;
         end
-        FETCH: if (fetch_last) state <= DECODE;
+        FETCH: if (take) state <= DECODE;
         DECODE: begin
           case (opcode)
             OP_GEMM: state <= RUN_GEMM;
@@ -661,13 +677,9 @@ module tg_accel #(
             end
           endcase
         end
-        RUN_GEMM, RUN_EW: if (written == ins[63][31:0] && e1_valid == '0 && drain_pending == '0) state <= NEXT;
-        RUN_CELL: if (cell_finished) state <= NEXT;
-        RUN_INPUT: if (in_left == 32'd0) state <= NEXT;
-        NEXT: begin
-          pc <= pc + P_AW'(NW);
-          state <= FETCH;
-        end
+        RUN_GEMM, RUN_EW: if (written == ins[63][31:0] && e1_valid == '0 && drain_pending == '0) state <= FETCH;
+        RUN_CELL: if (cell_finished) state <= FETCH;
+        RUN_INPUT: if (in_left == 32'd0) state <= FETCH;
         default: state <= IDLE;
       endcase
     end
