@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from tensorgate.backend.artifact import write_numpy_artifact
 from tensorgate.backend.verilog import rtl_sources
 from tensorgate.backend.verilog.artifact import write_verilog_artifact
-from tensorgate.backend.verilog.hardware import BLOCK_RAMS, block_rams, multipliers
+from tensorgate.backend.verilog.hardware import BLOCK_RAMS, bank_depth, block_rams, multipliers
 from tensorgate.cli import main
 from tensorgate.runtime.synthesis import (
     DEVICES,
@@ -132,6 +132,16 @@ def test_yosys_maps_a_memory_to_the_estimated_block_rams(tmp_path, device, depth
     counts = synthesize_rtl(tmp_path, "tb_ram_read_port", {"WIDTH": width, "DEPTH": depth}, device)
     assert counts["bram"] == block_rams(depth, width, device.family)
     assert counts["lut"] <= 4  # the memory is block RAM, not logic
+
+
+@pytest.mark.parametrize("device", [XCKU5P, ECP5], ids=lambda d: d.name)
+def test_yosys_maps_a_banked_scratchpad_to_the_estimated_block_rams(tmp_path, device):
+    """The banked scratchpad (4 banks, a read port per row group, 2 drain write ports): each
+    bank the block RAMs of its rows, as the build's memory estimate counts them."""
+    depth, width, banks = 8192, 16, 4
+    counts = synthesize_rtl(tmp_path, "tg_ram_banked", {"WIDTH": width, "DEPTH": depth, "BANKS": banks, "RD": 4,
+                                                        "WR": 2}, device)
+    assert counts["bram"] == banks * block_rams(bank_depth(depth, banks), width, device.family)
 
 
 @pytest.mark.parametrize("device, code_width", [(XCKU5P, 16), (ECP5, 8)], ids=["xcku5p-16", "ecp5-85k-8"])
