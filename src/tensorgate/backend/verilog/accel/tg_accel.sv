@@ -486,30 +486,38 @@ module tg_accel #(
   assign host_scratch_read = host_scratch && !host_we;
   assign host_scratch_write = host_scratch && host_we;
 
+  // in_expected (in_left != 0) is a register, so that in_ready, which a word's arrival and
+  // the stream's counters wait on, is a few gates from registers.
   logic [31:0] in_addr, in_left;
-  logic in_fire, in_load;
-  assign in_ready = (idle || state == RUN_INPUT) && in_left != 32'd0 && !host_scratch_write;
+  logic in_fire, in_load, in_expected;
+  assign in_ready = (idle || state == RUN_INPUT) && in_expected && !host_scratch_write;
   assign in_fire = in_valid && in_ready;
   assign in_load = (state == DECODE) && opcode == OP_INPUT;
   always_ff @(posedge clk) begin
     if (rst) begin
       in_addr <= '0;
       in_left <= '0;
+      in_expected <= 1'b0;
     end else if (in_load) begin
       in_addr <= ins[1][31:0];
       in_left <= ins[2][31:0];
+      in_expected <= ins[2][31:0] != 32'd0;
     end else if (in_arm) begin
       in_addr <= in_base;
       in_left <= in_count;
+      in_expected <= in_count != 32'd0;
     end else if (in_fire) begin
       in_addr <= in_addr + 32'd1;
       in_left <= in_left - 32'd1;
+      in_expected <= in_left != 32'd1;
     end
   end
 
   // Reads are issued only when the buffer will have room for their word one edge later:
-  // buffered + in flight - taken this cycle < 2.
+  // buffered + in flight - taken this cycle < 2.  out_owed (out_left != 0) is a register, as
+  // in_expected is.
   logic [31:0] out_addr, out_left;
+  logic out_owed;
   logic [63:0] out_buffer[2];
   logic out_head, out_tail, out_fetch, out_fetched, out_take;
   logic [1:0] out_held, out_claimed;
@@ -517,11 +525,12 @@ module tg_accel #(
   assign out_data = out_buffer[out_head];
   assign out_take = out_valid && out_ready;
   assign out_claimed = out_held + 2'(out_fetched) - 2'(out_take);
-  assign out_fetch = idle && out_left != 32'd0 && !host_scratch_read && out_claimed < 2'd2;
+  assign out_fetch = idle && out_owed && !host_scratch_read && out_claimed < 2'd2;
   always_ff @(posedge clk) begin
     if (rst || out_arm) begin
       out_addr <= out_base;
       out_left <= rst ? 32'd0 : out_count;
+      out_owed <= !rst && out_count != 32'd0;
       out_head <= 1'b0;
       out_tail <= 1'b0;
       out_held <= '0;
@@ -531,6 +540,7 @@ module tg_accel #(
       if (out_fetch) begin
         out_addr <= out_addr + 32'd1;
         out_left <= out_left - 32'd1;
+        out_owed <= out_left != 32'd1;
       end
       if (out_fetched) begin
         out_buffer[out_tail] <= scratch_a_rdata;
@@ -679,7 +689,7 @@ module tg_accel #(
         end
         RUN_GEMM, RUN_EW: if (written == ins[63][31:0] && e1_valid == '0 && drain_pending == '0) state <= FETCH;
         RUN_CELL: if (cell_finished) state <= FETCH;
-        RUN_INPUT: if (in_left == 32'd0) state <= FETCH;
+        RUN_INPUT: if (!in_expected) state <= FETCH;
         default: state <= IDLE;
       endcase
     end
