@@ -120,9 +120,9 @@ class _Cell:
             self._fused_in_place(gates, c, h, scratch)
         return y, h.copy(), c  # the final h a result of its own, not a view into Y
 
-    def _fused_in_place(self, gates: np.ndarray, c: np.ndarray, h: np.ndarray, scratch: np.ndarray) -> None:
-        """``_fused_update`` writing the new c over ``c`` and the new h into ``h``."""
-        i_, o_, f_, c_ = self.blocks
+    def _activated_gates(self, gates: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The i, o, f, g views of ``gates`` after clipping and σ/σ/σ/tanh, computed in place:
+        σ(x) as 0.5·tanh(x/2) + 0.5, so one tanh call covers all four blocks."""
         if self.clip is not None:
             np.clip(gates, -self.clip, self.clip, out=gates)
         gates *= self.halve_sigmoid_gates
@@ -130,7 +130,12 @@ class _Cell:
         sig = gates[:, :3 * self.hidden]
         sig *= 0.5
         sig += 0.5
-        i, o, f, g = gates[:, i_], gates[:, o_], gates[:, f_], gates[:, c_]
+        i_, o_, f_, c_ = self.blocks
+        return gates[:, i_], gates[:, o_], gates[:, f_], gates[:, c_]
+
+    def _fused_in_place(self, gates: np.ndarray, c: np.ndarray, h: np.ndarray, scratch: np.ndarray) -> None:
+        """``_fused_update`` writing the new c over ``c`` and the new h into ``h``."""
+        i, o, f, g = self._activated_gates(gates)
         if self.input_forget:
             np.subtract(1, i, out=scratch)
             c *= scratch
@@ -142,15 +147,7 @@ class _Cell:
         np.multiply(o, scratch, out=h)
 
     def _fused_update(self, gates: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        i_, o_, f_, c_ = self.blocks
-        if self.clip is not None:
-            np.clip(gates, -self.clip, self.clip, out=gates)
-        gates *= self.halve_sigmoid_gates
-        np.tanh(gates, out=gates)
-        sig = gates[:, :3 * self.hidden]
-        sig *= 0.5
-        sig += 0.5
-        i, o, f, g = gates[:, i_], gates[:, o_], gates[:, f_], gates[:, c_]
+        i, o, f, g = self._activated_gates(gates)
         c_new = (1 - i if self.input_forget else f) * c
         c_new += i * g
         return o * np.tanh(c_new), c_new
