@@ -16,19 +16,27 @@ ACTIVATIONS = {"tanh": "Tanh", "relu": "Relu", "sigmoid": "Sigmoid"}
 """The activations of an RNN cell, by op kind, as the ONNX RNN names them."""
 
 
-def rnn_anchor(op: Op) -> tuple[Value] | None:
-    """``(h',)`` if ``op`` is an activation of a sum of maps of a time step of a sequence
-    and at most one other value: the shape of an RNN step (the first one's recurrent term
-    may be folded away; an LSTM's or GRU's gates have this shape too, so those cells are
-    matched first and their ops are no anchors)."""
+def _mapped_sources(op: Op) -> list[Value] | None:
+    """The distinct values that linear maps read in the sum under ``op``, an RNN
+    activation; None where ``op`` is no such activation of a sum of maps."""
     if op.kind not in ACTIVATIONS or len(op.operands) != 1:
         return None
     try:
         terms = gate_terms(op.operands[0], [])
     except NotRaised:
         return None
-    sources = {id(t.source): t.source for t in terms if t.linear_map is not None}
-    steps = [v for v in sources.values() if time_slice(v, []) is not None]
+    return list({id(t.source): t.source for t in terms if t.linear_map is not None}.values())
+
+
+def rnn_anchor(op: Op) -> tuple[Value] | None:
+    """``(h',)`` if ``op`` is an activation of a sum of maps of a time step of a sequence
+    and at most one other value: the shape of an RNN step (the first one's recurrent term
+    may be folded away; an LSTM's or GRU's gates have this shape too, so those cells are
+    matched first and their ops are no anchors)."""
+    sources = _mapped_sources(op)
+    if sources is None:
+        return None
+    steps = [v for v in sources if time_slice(v, []) is not None]
     return (op.results[0],) if len(sources) in (1, 2) and len(steps) == 1 else None
 
 
@@ -37,14 +45,8 @@ def streamed_anchor(op: Op, module: Module) -> tuple[Value, Value] | None:
     time step, a map of ``h`` and constants, where exactly one of the two mapped values is
     a streamed state (``is_streamed``): a single RNN step applied to a ``[B, I]`` input,
     as a model that takes its state in and hands it out each call computes it."""
-    if op.kind not in ACTIVATIONS or len(op.operands) != 1:
-        return None
-    try:
-        terms = gate_terms(op.operands[0], [])
-    except NotRaised:
-        return None
-    sources = list({id(t.source): t.source for t in terms if t.linear_map is not None}.values())
-    if len(sources) != 2 or any(time_slice(v, []) is not None for v in sources):
+    sources = _mapped_sources(op)
+    if sources is None or len(sources) != 2 or any(time_slice(v, []) is not None for v in sources):
         return None
     states = [v for v in sources if is_streamed(v, op.results[0], module)]
     return (op.results[0], states[0]) if len(states) == 1 else None
