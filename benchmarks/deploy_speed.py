@@ -7,8 +7,9 @@ input 61056 = 16·8·9·53, hidden 384 = 4·4·4·6, one TT of ranks 4 per gate)
 
 * dense onnxruntime: the ONNX ``LSTM`` node with W rebuilt densely from the same cores,
   so every row computes the same function (``max |diff|`` is against this row);
-* tensorgate numpy: the NumPy runtime (``interpreter.Executor``) on the module after
-  ``order-contractions``;
+* tensorgate numpy: the float runtime (``runtime.float_kernels.float_executor``, its
+  default ``auto`` kernel, which runs a layer with a decomposed W in NumPy) on the module
+  after ``order-contractions``;
 * tensorgate onnx: onnxruntime on the ``onnx`` target's export of that module (default
   lowering choices), and with ``--tune`` (the choices onnxruntime ran fastest at export
   time, named in the row);
@@ -23,8 +24,9 @@ on the machine, and disturbed alike).  Targets: both tensorgate rows
 at least 20x faster than dense onnxruntime on UCF11 batch 1, and within 1.3x of the
 hand chain.
 
-Table 2: ``runtime_dense.py``'s table (the dense NumPy runtime against onnxruntime, one
-LSTM layer, T=16, one thread).  Target: within 2x.
+Table 2: ``runtime_dense.py``'s table (tensorgate's dense float runtime, with its NumPy
+and its onnxruntime recurrent kernel, against onnxruntime, one LSTM layer, T=16, one
+thread).  Target: within 2x.
 
 Table 3 (``--verilator``): simulated cycles per second of the FL-TT-LSTM accelerator
 under Verilator at P = 16, 64, 128 (``accelerator.py``'s model and measurement), the best
@@ -47,13 +49,13 @@ from rich.console import Console
 from rich.table import Table
 from threadpoolctl import threadpool_limits
 
-from runtime_dense import dense_table, interleaved_best_ms, one_thread_session, verdict
+from runtime_dense import any_met, dense_table, interleaved_best_ms, one_thread_session, verdict
 from tensorgate.backend.onnx_export import export_onnx, tune_choices
-from tensorgate.interpreter import Executor
 from tensorgate.ir import F32, DenseMap, Module, TensorType, TTMap, verify_module
 from tensorgate.ir.builder import Builder
 from tensorgate.ir.stats import recurrent_macs_per_step
 from tensorgate.passes import PassManager
+from tensorgate.runtime.float_kernels import float_executor
 
 STEPS = 6
 SPEEDUP_TARGET, HAND_TARGET = 20.0, 1.3
@@ -182,7 +184,7 @@ def tt_table(repeats: int, cases) -> tuple[Table, bool]:
         module = tt_module(shape, batch)
         x = np.random.default_rng(1).standard_normal((STEPS, batch, shape.inputs)).astype(np.float32)
         dense = one_thread_session(dense_model(module))
-        executor, hand = Executor(module), HandLSTM(module)
+        executor, hand = float_executor(module, threads=1), HandLSTM(module)
         exported = one_thread_session(export_onnx(module))
         choices, _ = tune_choices(module, repeats=dense_runs)
         tuned = one_thread_session(export_onnx(module, choices))
@@ -257,17 +259,17 @@ def main(argv: list[str] | None = None) -> int:
     with threadpool_limits(limits=1):
         tt, tt_met = tt_table(args.repeats, CASES[:1] if args.quick else CASES)
         console.print(tt)
-        dense_met = True
+        dense_worst: dict[str, float] = {}
         if not args.quick:
-            dense, dense_met = dense_table(args.repeats)
+            dense, dense_worst = dense_table(args.repeats)
             console.print(dense)
     if args.verilator is not None:
         console.print(verilator_table(args.verilator or [16, 64, 128], args.verilator_rounds))
     console.print(f"UCF11 batch 1: both tensorgate rows >= {SPEEDUP_TARGET:.0f}x dense onnxruntime and within "
                   f"{HAND_TARGET}x of the hand chain -> {'met' if tt_met else 'NOT met'}")
     if not args.quick:
-        console.print(verdict(dense_met))
-    return 0 if tt_met and dense_met else 1
+        console.print(verdict(dense_worst))
+    return 0 if tt_met and (args.quick or any_met(dense_worst)) else 1
 
 
 if __name__ == "__main__":

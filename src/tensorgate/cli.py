@@ -106,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", type=path_argument, required=True, help=".npz to write, keyed by output names")
     run.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                      help="float precision of the run (default: float32; float artifacts only)")
+    run.add_argument("--kernel", choices=("auto", "numpy", "onnxruntime"),
+                     help="the float runtime's recurrent kernel: 'onnxruntime' runs each LSTM/GRU/RNN layer in "
+                          "onnxruntime (float32), 'numpy' in NumPy, 'auto' (default) onnxruntime for dense float32 "
+                          "layers and NumPy for the rest (float artifacts only)")
     run.add_argument("--raw", action="store_true",
                      help="write the integer codes of a quantized artifact's outputs, not their real values")
     run.add_argument("--raw-input", action="store_true",
@@ -440,6 +444,9 @@ def cmd_run(args) -> None:
     module, _ = load_artifact(args.artifact)
     inputs = read_inputs(args.input, [v.name for v in module.inputs])
     if is_quantized(module):
+        if args.kernel is not None:
+            raise UsageError("--kernel chooses the float runtime's recurrent kernel; a quantized artifact runs "
+                             "the integer golden model")
         from .interpreter import run_fixed
 
         outputs = run_fixed(module, inputs, raw=args.raw, raw_input=args.raw_input)
@@ -448,9 +455,9 @@ def cmd_run(args) -> None:
             if getattr(args, flag):
                 raise UsageError(f"--{flag.replace('_', '-')} needs a quantized artifact (compile with a "
                                  "'quantize' pass)")
-        from .interpreter import run_module
+        from .runtime.float_kernels import run_float
 
-        outputs = run_module(module, inputs, dtype=np.dtype(args.dtype))
+        outputs = run_float(module, inputs, dtype=np.dtype(args.dtype), kernel=args.kernel or "auto")
     write_npz(args.output, outputs)
     warn_nan_outputs(outputs)
     print(f"wrote {args.output} ({', '.join(f'{k}{list(v.shape)}' for k, v in outputs.items())})")

@@ -4,6 +4,8 @@ every op."""
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from ..errors import ExecutionError
@@ -11,7 +13,7 @@ from ..fixedpoint.quant_attrs import is_quantized
 from ..ir.core import Module, Op
 from ..ir.linear_map import LinearMap
 from ..ir.types import TensorType
-from .kernels import KERNELS, as_float, check_result_size
+from .kernels import KERNELS, Kernel, as_float, check_result_size
 
 
 def check_inputs(module: Module, inputs: dict[str, np.ndarray]) -> None:
@@ -63,10 +65,19 @@ def _check_shape(name: str, type: TensorType, shape: tuple[int, ...], bound: dic
                                      f"{dim}={bound[dim]}")
 
 
-class Executor:
-    """Runs one module repeatedly; weights are converted to the run's dtype once."""
+KernelChooser = Callable[[Op, np.dtype], Kernel | None]
+"""Given an op of the module and the run's dtype, the kernel to run it with instead of its
+NumPy one, or ``None`` for the NumPy kernel.  Called once per op when the executor is
+made, so a kernel may build what it needs (an onnxruntime session) there, not per run."""
 
-    def __init__(self, module: Module, dtype=np.float32):
+
+class Executor:
+    """Runs one module repeatedly; weights are converted to the run's dtype once.
+
+    ``choose_kernel`` lets a runtime above the interpreter run some ops with a compiled
+    kernel of its own (``runtime.float_kernels``); every op defaults to its NumPy kernel."""
+
+    def __init__(self, module: Module, dtype=np.float32, choose_kernel: KernelChooser | None = None):
         self.module = module
         self.dtype = np.dtype(dtype)
         if self.dtype.kind != "f":
@@ -75,6 +86,7 @@ class Executor:
             raise ExecutionError("this module is quantized: run it with the integer golden model "
                                  "(tensorgate.interpreter.run_fixed, or `tensorgate run`)")
         self._ops = [self._prepared(op) for op in module.ops]
+        self._kernels = [self._kernel_of(op, choose_kernel) for op in module.ops]
 
     def _prepared(self, op: Op) -> Op:
         """The op with its float tensors and maps converted to the run's dtype."""
@@ -83,21 +95,25 @@ class Executor:
         attrs = {key: _convert(value, self.dtype) for key, value in op.attrs.items()}
         return Op(op.kind, op.operands, [], attrs, op.loc)
 
+    def _kernel_of(self, op: Op, choose_kernel: KernelChooser | None) -> Kernel:
+        chosen = None if choose_kernel is None else choose_kernel(op, self.dtype)
+        return KERNELS[op.kind] if chosen is None else chosen
+
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         check_inputs(self.module, inputs)
         env: dict[int, np.ndarray] = {
             id(v): as_float(np.asarray(inputs[v.name]), self.dtype) for v in self.module.inputs
         }
         with np.errstate(all="ignore"):  # an overflow is the model's arithmetic: NaN outputs are reported
-            for op, prepared in zip(self.module.ops, self._ops):
-                self._run_op(op, prepared, env)
+            for op, prepared, kernel in zip(self.module.ops, self._ops, self._kernels):
+                self._run_op(op, prepared, kernel, env)
         return {v.name: env[id(v)] for v in self.module.outputs}
 
-    def _run_op(self, op: Op, prepared: Op, env: dict[int, np.ndarray]) -> None:
+    def _run_op(self, op: Op, prepared: Op, kernel: Kernel, env: dict[int, np.ndarray]) -> None:
         args = [None if v is None else env[id(v)] for v in op.operands]
         try:
             check_result_size(op, args)
-            results = KERNELS[op.kind](prepared, args, self.dtype)
+            results = kernel(prepared, args, self.dtype)
         except (ValueError, IndexError, TypeError) as exc:
             raise ExecutionError(f"{op.describe()} failed: {exc}") from exc
         for value, array in zip(op.results, results):
