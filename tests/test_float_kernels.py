@@ -140,6 +140,13 @@ def test_float64_run_needs_the_numpy_kernel():
         np.testing.assert_array_equal(auto[name], expected)
 
 
+def test_onnxruntime_failure_is_an_execution_error():
+    model, feeds = make_onnx_recurrent(OnnxRecurrent(sequence_lens=True))
+    feeds["sequence_lens"] = np.array([9, 1, 2], np.int32)  # past the 4 steps: onnxruntime refuses it
+    with pytest.raises(ExecutionError, match="'lstm'.*onnxruntime's kernel failed.*sequence_lens"):
+        run_float(import_onnx(model), feeds, kernel="onnxruntime")
+
+
 def test_unknown_kernel_is_a_usage_error():
     model, _ = make_onnx_recurrent(OnnxRecurrent())
     with pytest.raises(UsageError, match="'cuda' is not one of auto, numpy, onnxruntime"):

@@ -81,13 +81,16 @@ class OnnxruntimeRecurrent:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
         options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-        options.log_severity_level = 3
+        options.log_severity_level = 4  # a failure is raised as an ExecutionError, not logged too
         self.session = onnxruntime.InferenceSession(model.SerializeToString(), options,
                                                     providers=["CPUExecutionProvider"])
 
     def __call__(self, op: Op, args: list, dtype: np.dtype) -> list[np.ndarray]:
         feeds = {value.name: np.asarray(args[index], numpy_dtype(value)) for index, value in self.feeds}
-        return self.session.run(None, feeds)
+        try:
+            return self.session.run(None, feeds)
+        except Exception as exc:  # onnxruntime's run-time failures (shapes, values) have no common base
+            raise ExecutionError(f"{op.describe()}: onnxruntime's kernel failed: {' '.join(str(exc).split())}") from None
 
 
 def _distinct_operands(op: Op) -> list[tuple[int, Value]]:
