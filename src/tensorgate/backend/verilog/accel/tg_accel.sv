@@ -74,7 +74,14 @@ module tg_accel #(
     parameter int LSTM_CELL    = 1,
     parameter int GRU_RNN_CELL = 1,
     parameter int DRAIN_W    = 1,
-    parameter int BANKS      = 1
+    parameter int BANKS      = 1,
+    // Each memory's ram_style (tg_ram_dp: "auto", "block", "ultra"), picked per memory by
+    // the compiler from the device's budget (hardware.AccelConfig.memory_map).
+    parameter PROG_RAM       = "auto",
+    parameter W_RAM          = "auto",
+    parameter SA_RAM         = "auto",
+    parameter SI_RAM         = "auto",
+    parameter T_RAM          = "auto"
 ) (
     input  logic        clk,
     input  logic        rst,
@@ -152,7 +159,7 @@ module tg_accel #(
   logic fetch_busy, fetch_done, fetch_read, fetch_shift, take;
   assign fetch_read = fetch_busy && fetch_word < (NW_AW + 1)'(NW);
   assign take = (state == FETCH) && fetch_done;
-  tg_ram_dp #(.WIDTH(64), .DEPTH(PROG_DEPTH)) program_memory (
+  tg_ram_dp #(.WIDTH(64), .DEPTH(PROG_DEPTH), .STYLE(PROG_RAM)) program_memory (
       .clk(clk),
       .a_en(fetch_read), .a_we(1'b0), .a_addr(fetch_pc + P_AW'(fetch_word)), .a_wdata('0), .a_rdata(prog_rdata),
       .b_en(host_prog), .b_we(host_we), .b_addr(P_AW'(host_addr)), .b_wdata(host_wdata),
@@ -311,7 +318,7 @@ module tg_accel #(
   endfunction
 
   for (genvar l = 0; l < P; l++) begin : g_lane
-    tg_ram_dp #(.WIDTH(CODE_W), .DEPTH(W_DEPTH)) bank (
+    tg_ram_dp #(.WIDTH(CODE_W), .DEPTH(W_DEPTH), .STYLE(W_RAM)) bank (
         .clk(clk),
         .a_en(issue), .a_we(1'b0), .a_addr(W_AW'(b_addr)), .a_wdata('0), .a_rdata(weight[l]),
         .b_en(host_weight && (host_addr % 32'(P)) == 32'(l)), .b_we(host_we),
@@ -475,7 +482,7 @@ module tg_accel #(
   assign cell_wr_data = gated ? gated_wr_data : lstm_wr_data;
   assign cell_tbl_en = gated ? gated_tbl_en : lstm_tbl_en;
   assign cell_tbl_addr = gated ? gated_tbl_addr : lstm_tbl_addr;
-  tg_ram_dp #(.WIDTH(64), .DEPTH(T_DEPTH)) act_table (
+  tg_ram_dp #(.WIDTH(64), .DEPTH(T_DEPTH), .STYLE(T_RAM)) act_table (
       .clk(clk),
       .a_en(cell_tbl_en), .a_we(1'b0), .a_addr(cell_tbl_addr), .a_wdata('0), .a_rdata(table_rdata),
       .b_en(host_table), .b_we(host_we), .b_addr(T_AW'(host_addr)), .b_wdata(host_wdata),
@@ -615,7 +622,8 @@ module tg_accel #(
       a_port_addr[g] = (g == 0) ? s_read_addr : S_AW'(a_addr + 32'(g) * 32'(a_group_stride));
     end
   end
-  tg_ram_banked #(.WIDTH(S_W), .DEPTH(S_DEPTH), .BANKS(BANKS), .RD(GROUPS), .WR(DRAIN_W)) scratch_a (
+  tg_ram_banked #(.WIDTH(S_W), .DEPTH(S_DEPTH), .BANKS(BANKS), .RD(GROUPS), .WR(DRAIN_W), .STYLE(SA_RAM))
+      scratch_a (
       .clk(clk), .rd_en(a_en), .rd_addr(a_port_addr), .rd_data(a_word),
       .wr_en(w_en), .wr_addr(w_addr), .wr_data(w_data));
   assign scratch_a_rdata = 64'(signed'(a_word[0]));
@@ -632,7 +640,8 @@ module tg_accel #(
       i_port_addr[j] = S_AW'(i_addr + 32'(j) * 32'(i_lane_stride));
     end
   end
-  tg_ram_banked #(.WIDTH(S_W), .DEPTH(S_DEPTH), .BANKS(BANKS), .RD(DRAIN_W), .WR(DRAIN_W)) scratch_i (
+  tg_ram_banked #(.WIDTH(S_W), .DEPTH(S_DEPTH), .BANKS(BANKS), .RD(DRAIN_W), .WR(DRAIN_W), .STYLE(SI_RAM))
+      scratch_i (
       .clk(clk), .rd_en(i_en), .rd_addr(i_port_addr), .rd_data(i_word),
       .wr_en(w_en), .wr_addr(w_addr), .wr_data(w_data));
   for (genvar j = 0; j < DRAIN_W; j++) begin : g_init_operand

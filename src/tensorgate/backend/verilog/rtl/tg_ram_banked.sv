@@ -8,12 +8,15 @@
 // a cycle are not allowed (the higher-numbered port's word is dropped): the compiler places
 // values so that a cycle's parallel walks keep to this.  Read data appear on the edge
 // after the request, as from tg_ram_dp, and hold until the port or another reads that bank.
+// STYLE is every bank's ram_style (tg_ram_dp): a bank's port A only reads and its port B
+// only writes, which block RAM and UltraRAM both serve.
 module tg_ram_banked #(
     parameter int WIDTH = 16,
     parameter int DEPTH = 1024,
     parameter int BANKS = 1,
     parameter int RD    = 1,
     parameter int WR    = 1,
+    parameter STYLE     = "auto",
     localparam int ADDR_W = $clog2(DEPTH)
 ) (
     input  logic                       clk,
@@ -61,7 +64,7 @@ module tg_ram_banked #(
         end
       end
     end
-    tg_ram_dp #(.WIDTH(WIDTH), .DEPTH(ROWS)) bank (
+    tg_ram_dp #(.WIDTH(WIDTH), .DEPTH(ROWS), .STYLE(STYLE)) bank (
         .clk(clk),
         .a_en(read), .a_we(1'b0), .a_addr(read_row), .a_wdata('0), .a_rdata(bank_rdata[b]),
         .b_en(write), .b_we(1'b1), .b_addr(write_row), .b_wdata(write_word), .b_rdata(unused_rdata));
