@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnxruntime
 import pytest
 from models import OnnxRecurrent, make_model, make_onnx_recurrent
 from onnx import TensorProto, numpy_helper
@@ -148,3 +149,25 @@ def test_run_warns_of_nan_outputs(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "warning: output 'y' holds NaN in 1 of its 2 entries" in err
     assert np.isnan(np.load(tmp_path / "y.npz")["y"][0, 0])
+
+
+@pytest.mark.parametrize("op_type", ["LSTM", "GRU", "RNN"])
+@pytest.mark.parametrize("lengths", [[5, 1, 2], [-1, 1, 2], [4, 1, 7]])
+def test_sequence_lengths_onnxruntime_refuses_are_refused(op_type, lengths, tmp_path):
+    """Lengths past the 4 steps or negative: onnxruntime refuses them, and so do the float runtime and the golden model, naming the op; lengths 0 and
+    4 run in all three."""
+    model, feeds = make_onnx_recurrent(OnnxRecurrent(op_type=op_type, sequence_lens=True))
+    np.savez(tmp_path / "calibration.npz", **feeds)
+    quantized = PassManager.parse(f"quantize{{bits=8 calibration={tmp_path / 'calibration.npz'}}}").run(
+        import_onnx(model))
+    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    bad = {**feeds, "sequence_lens": np.array(lengths, np.int32)}
+    with pytest.raises(Exception):
+        session.run(None, bad)
+    for run, module in ((run_module, import_onnx(model)), (run_fixed, quantized)):
+        with pytest.raises(ExecutionError, match=f"'{op_type.lower()}'.*sequence_lens"):
+            run(module, bad)
+    edge = {**feeds, "sequence_lens": np.array([0, 4, 2], np.int32)}
+    session.run(None, edge)
+    run_module(import_onnx(model), edge)
+    run_fixed(quantized, edge)

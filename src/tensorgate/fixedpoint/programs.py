@@ -98,7 +98,7 @@ import numpy as np
 from ..errors import VerifyError
 from ..ir.core import Op
 from ..ir.linear_map import DenseMap
-from ..ir.ops import RECURRENT, gate_count, num_directions
+from ..ir.ops import RECURRENT, gate_count, num_directions, sequence_lengths
 from ..ir.types import FixedType
 from .formats import code_max, narrowing_shift, saturate
 from .maps import IntegerMap
@@ -234,7 +234,7 @@ class RecurrentProgram:
             x = np.swapaxes(x, 0, 1)
             initial = [None if s is None else np.swapaxes(s, 0, 1) for s in initial]
         steps, batch = x.shape[0], x.shape[1]
-        lens = np.full(batch, steps, np.int64) if seq_lens is None else np.asarray(seq_lens, np.int64)
+        lens = sequence_lengths(seq_lens, steps, batch)
         outputs = [self._direction(d, x, lens, [None if s is None else s[d] for s in initial], narrow)
                    for d in range(self.dirs)]
         y = np.stack([o[0] for o in outputs], axis=1)

@@ -18,7 +18,7 @@ from threadpoolctl import ThreadpoolController
 
 from ..ir.core import Op
 from ..ir.linear_map import DenseMap, LinearMap
-from ..ir.ops import RECURRENT, activation_params, num_directions
+from ..ir.ops import RECURRENT, activation_params, num_directions, sequence_lengths
 from .kernels import sigmoid
 
 Activation = Callable[[np.ndarray], np.ndarray]
@@ -136,7 +136,7 @@ def run_directions(op: Op, args: list, run: DirectionKernel) -> list[np.ndarray]
         x = np.swapaxes(x, 0, 1)
         initial = [None if s is None else np.swapaxes(s, 0, 1) for s in initial]
     steps, batch = x.shape[0], x.shape[1]
-    lens = np.full(batch, steps, np.int64) if seq_lens is None else seq_lens.astype(np.int64)
+    lens = sequence_lengths(seq_lens, steps, batch)
     outputs = []
     for d in range(num_directions(op)):
         reverse = op.attrs["direction"] == "reverse" or d == 1

@@ -561,6 +561,21 @@ def num_directions(op: Op) -> int:
     return 2 if op.attrs["direction"] == "bidirectional" else 1
 
 
+def sequence_lengths(seq_lens, steps: int, batch: int) -> np.ndarray:
+    """Each of the ``batch`` rows' lengths from a recurrent op's ``sequence_lens`` operand
+    (``steps`` for every row where it is absent), as int64.  ONNX and onnxruntime accept
+    only lengths in ``0 .. steps``: any other is a ``ValueError`` (the runtimes name the
+    op), never a silently clamped run."""
+    if seq_lens is None:
+        return np.full(batch, steps, np.int64)
+    lens = np.asarray(seq_lens).astype(np.int64)
+    bad = (lens < 0) | (lens > steps)
+    if bad.any():
+        raise ValueError(f"sequence_lens {lens[bad][0]} of batch row {int(np.argmax(bad))} "
+                         f"is outside 0..{steps} (the sequence has {steps} steps)")
+    return lens
+
+
 def gate_count(op: Op) -> int:
     """Row blocks of a recurrent op's W and R per direction: 4 (LSTM), 3 (GRU), 1 (RNN)."""
     return len(RECURRENT[op.kind].gates)
