@@ -109,5 +109,7 @@ def test_memory_estimate_sums_its_memories():
     assert estimate["bits"] == sum(config.memory_bits().values())
     assert estimate["bram36"] == sum(m["bram36"] for m in estimate["by_memory"].values())
     # two copies of 8 banks of 12,962 rows: RAMB18s of 1024 x 18, 13 a bank
-    assert estimate["by_memory"]["scratchpad"] == {"copies": 16, "depth": 12962, "width": 16,
-                                                   "bits": 16 * 12962 * 16, "bram36": 104.0}
+    for copy in ("scratchpad_operands", "scratchpad_init"):
+        assert estimate["by_memory"][copy] == {"copies": 8, "depth": 12962, "width": 16, "bits": 8 * 12962 * 16,
+                                               "primitive": "bram", "cells": {"RAMB18E2": 104}, "bram36": 52.0,
+                                               "uram": 0}

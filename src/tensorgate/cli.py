@@ -145,8 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--timeout", type=positive_number, default=4 * 3600.0, metavar="SECONDS",
                        help="time limit of each tool run (default: 14400)")
     synth.add_argument("--uram", choices=("auto", "on", "off"), default="auto",
-                       help="UltraScale+ UltraRAM: auto where the RTL asks for it (ram_style \"ultra\"), on for "
-                            "any memory yosys picks, off (default: auto)")
+                       help="UltraScale+ UltraRAM: auto maps each memory to block RAM or URAM, whichever "
+                            "leaves the device's budgets least full; on maps every memory but the shallow "
+                            "(LUT RAM) ones to URAM; off keeps all in block RAM (default: auto)")
     synth.add_argument("--no-place", action="store_true", help="stop after synthesis (no nextpnr)")
     synth.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default: 1)")
     synth.add_argument("--work-dir", type=path_argument, metavar="DIR",
@@ -523,7 +524,15 @@ def cmd_synth(args) -> None:
     """Synthesize a verilog artifact; a progress line while the tools run, then the summary."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from .runtime.synthesis import SynthOptions, device_named, read_hardware, summary_table, synthesize, timing_lines
+    from .runtime.synthesis import (
+        SynthOptions,
+        device_named,
+        memory_table,
+        read_hardware,
+        summary_table,
+        synthesize,
+        timing_lines,
+    )
 
     device = device_named(args.device)
     read_hardware(args.artifact)  # refuse a wrong artifact before the progress display starts
@@ -536,6 +545,9 @@ def cmd_synth(args) -> None:
         result = synthesize(args.artifact, device, options,
                             lambda step: progress.update(task, description=step[:100]))
     Console().print(summary_table(result))
+    memories = memory_table(result)
+    if memories is not None:
+        Console().print(memories)
     for line in timing_lines(result):
         print(line)
     print(f"wrote {args.artifact / 'synth.json'}")

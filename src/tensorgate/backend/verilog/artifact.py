@@ -166,7 +166,7 @@ def hardware_summary(image: Image, config: AccelConfig) -> dict:
     bits = config.memory_bits()
     return {"pes": config.pes, "top": "tg_accel", "parameters": config.parameters(),
             "memory_bits": sum(bits.values()), "memory_bits_by_memory": bits,
-            "memory_estimate": config.memory_estimate(),
+            "memory_estimate": config.memory_estimate(), "memory_choices": config.memory_choices(),
             "used_words": {"program": len(image.program), "weight_rows": len(image.weight_rows),
                            "scratchpad": len(image.scratch), "activation_tables": len(image.tables)},
             "macs": image.macs, "steps": image.steps, "cycles_estimate": image.cycles_estimate,

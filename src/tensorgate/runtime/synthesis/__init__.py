@@ -5,10 +5,10 @@ executables, ``reports`` reads their JSON reports, ``flow`` runs a synthesis and
 ``ART/synth.json``, ``summary`` renders it.
 """
 
-from .devices import DEVICES, KINDS, Device, device_named, kind_counts
+from .devices import DEVICES, KINDS, Device, device_named, kind_counts, memory_budgets
 from .flow import SYNTH_JSON, SynthOptions, read_hardware, synthesize
 from .reports import read_nextpnr_report, read_yosys_cells
-from .summary import summary_table, timing_lines
+from .summary import memory_table, summary_table, timing_lines
 from .tools import SynthesisError, SynthesisTimeout
 
 __all__ = [
@@ -21,6 +21,8 @@ __all__ = [
     "SynthesisTimeout",
     "device_named",
     "kind_counts",
+    "memory_table",
+    "memory_budgets",
     "read_hardware",
     "read_nextpnr_report",
     "read_yosys_cells",

@@ -126,6 +126,18 @@ def device_named(name: str) -> Device:
 KINDS = (LUT, FF, DSP, BRAM, URAM)
 
 
+def memory_budgets(device: Device) -> tuple[int, int]:
+    """The block RAM (in the family's largest block: BRAM36, DP16KD) and the URAMs the
+    device has: the budgets the compiler maps memories against (0 URAM on an ECP5)."""
+
+    def available(kind: str) -> int:
+        resource = device.resource(kind)
+        budget = next((b for b in device.budgets if resource and resource.name in b.weights), None)
+        return budget.available if budget else 0
+
+    return available(BRAM), available(URAM)
+
+
 def kind_counts(device: Device, counts: dict[str, int]) -> dict[str, float | None]:
     """The LUT, FF, DSP, block-RAM and URAM columns of a table across devices: each
     kind's resource count (``None`` where the device has none), block RAM as its budget

@@ -3,10 +3,13 @@ places the device, place-and-route at a target clock; the result in ``ART/synth.
 
 The accelerator's memories are RAMs the host loads through its port, so the netlist does
 not depend on the images: what is synthesized is the artifact's ``rtl/`` at the
-parameters of its manifest (``hardware.parameters``), the build ``simulate`` runs.  The
-tools run in a scratch directory holding copies of the RTL and the images (they see
-only their working directory), so nothing but ``synth.json`` is written into the
-artifact, atomically.
+parameters of its manifest (``hardware.parameters``), the build ``simulate`` runs, with
+each memory's ram_style picked for the device (``AccelConfig.memory_map``: block RAM or
+URAM, whichever leaves the device's budgets least full).  ``synth.json`` records the
+choice, the memory estimate under it, and whether yosys's block-RAM and URAM counts equal
+that estimate.  The tools run in a scratch directory holding copies of the RTL and the
+images (they see only their working directory), so nothing but ``synth.json`` is written
+into the artifact, atomically.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ from pathlib import Path
 
 from ...backend.loading import MANIFEST, check_files, read_manifest, validate_manifest
 from ...backend.verilog.artifact import artifact_sources
+from ...backend.verilog.hardware import URAM, AccelConfig
 from ...errors import TensorgateError, UsageError
-from .devices import Device
+from .devices import Device, kind_counts, memory_budgets
 from .reports import PlacedDesign, read_nextpnr_report, read_yosys_cells
 from .tools import NEXTPNR_ECP5, YOSYS, SynthesisError, package_version, run_tool
 
@@ -36,9 +40,10 @@ SCRIPT, STAT, NETLIST, PNR_REPORT = "synth.ys", "stat.json", "netlist.json", "ne
 @dataclass(frozen=True)
 class SynthOptions:
     """``freq_mhz``: nextpnr's target clock; ``timeout_s``: per tool run; ``uram``:
-    ``auto`` maps to UltraRAM when the RTL asks for it (``ram_style = "ultra"``), ``on``
-    lets yosys use it for any memory, ``off`` never; ``place``: run place-and-route where
-    the device has it; ``work_dir``: keep the tools' files (scripts, logs, netlist) there."""
+    ``auto`` maps each memory to block RAM or UltraRAM, whichever leaves the device's
+    budgets least full, ``on`` every memory but the shallow (LUT RAM) ones to UltraRAM,
+    ``off`` none; ``place``: run place-and-route where the device has it; ``work_dir``:
+    keep the tools' files (scripts, logs, netlist) there."""
 
     freq_mhz: float = DEFAULT_MHZ
     timeout_s: float = DEFAULT_TIMEOUT_S
@@ -76,17 +81,22 @@ def synthesize(artifact: Path, device: Device, options: SynthOptions = SynthOpti
     artifact = Path(artifact)
     if options.uram not in ("auto", "on", "off"):
         raise UsageError(f"uram must be auto, on or off, not '{options.uram}'")
+    if options.uram == "on" and not memory_budgets(device)[1]:
+        raise UsageError(f"{device.name} has no UltraRAM: --uram on is for the XCKU5P")
     hardware, files = read_hardware(artifact)
     inputs = listed_inputs(artifact, files)
     sources = [path for path in inputs if path.suffix != ".hex"]
+    memories = memory_plan(hardware, device, options.uram)
     with _scratch(options.work_dir) as work:
         for path in inputs:
             shutil.copyfile(path, work / path.name)
         top = hardware.get("top", "tg_accel")
-        uram = options.uram == "on" or (options.uram == "auto" and asks_for_uram(sources))
-        cells, command, seconds = run_yosys(work, [p.name for p in sources], top, hardware.get("parameters", {}),
-                                            device, uram, options.timeout_s, progress)
+        parameters = hardware.get("parameters", {}) | memories["parameters"]
+        uram = any(entry["primitive"] == URAM for entry in memories["estimate"]["by_memory"].values())
+        cells, command, seconds = run_yosys(work, [p.name for p in sources], top, parameters, device, uram,
+                                            options.timeout_s, progress)
         result = synthesized(device, hardware, top, command, cells, {"yosys": round(seconds, 1)})
+        result["memories"] = memory_check(device, memories, result["resources"])
         if device.places and options.place:
             if result["fit"]["fits"]:
                 progress(f"nextpnr at {options.freq_mhz:g} MHz")
@@ -132,8 +142,24 @@ def run_yosys(work: Path, files: list[str], top: str, parameters: dict, device: 
     return read_yosys_cells(work / STAT, top), command, run.seconds
 
 
-def asks_for_uram(sources: list[Path]) -> bool:
-    return any("ultra" in line and "ram_style" in line for path in sources for line in path.read_text().splitlines())
+def memory_plan(hardware: dict, device: Device, uram: str) -> dict:
+    """Each memory's primitive on ``device`` (``AccelConfig.memory_map`` under ``uram``),
+    the ``tg_accel`` parameters that ask yosys for it, and the memory estimate under it."""
+    config = AccelConfig.from_parameters(hardware.get("parameters", {}))
+    primitives = config.memory_map(device.family, *memory_budgets(device), uram)
+    return {"uram": uram, "parameters": config.style_parameters(primitives),
+            "estimate": config.memory_estimate(device.family, primitives)}
+
+
+def memory_check(device: Device, memories: dict, resources: dict[str, int]) -> dict:
+    """The memory plan with yosys's block-RAM and URAM columns beside the estimate's
+    (``kind_counts``: block RAM as the budget counts it) and whether they are equal."""
+    estimated_cells = memories["estimate"]["cells"]
+    estimate = kind_counts(device, {r.name: r.count(estimated_cells) for r in device.resources})
+    synthesized = kind_counts(device, resources)
+    compared = {kind: {"estimate": estimate[kind], "synthesized": synthesized[kind]} for kind in ("bram", "uram")}
+    return memories | {"counts": compared,
+                       "estimate_equals_synthesis": all(c["estimate"] == c["synthesized"] for c in compared.values())}
 
 
 def yosys_command(device: Device, top: str, uram: bool) -> str:
