@@ -51,7 +51,7 @@ dense-equivalent GOPS at that measured clock; the GOPS column of the first table
 take many minutes; ``--synth-dir DIR`` keeps the artifacts and their ``synth.json``, and a
 build whose ``synth.json`` is there is not synthesized again.
 
-    python benchmarks/accelerator.py [--quick] [--steps T] [--pes 16 64] [--synth [--synth-dir DIR]]
+    python benchmarks/accelerator.py [--quick] [--steps T] [--pes 16 64] [--models NAME ..] [--synth [--synth-dir DIR]]
 """
 
 from __future__ import annotations
@@ -173,6 +173,10 @@ FL_STACKED = Model("fl-tt-lstm-stacked", (16, 8, 9, 53), (4, 4, 4, 24), 4, 1, st
 SMALL_GRU = Model("tt-gru-h32", (4, 8), (8, 12), 2, 3, stacked=True, cell="gru")
 SMALL_GRU_LBR0 = Model("tt-gru-lbr0", (4, 8), (8, 12), 2, 3, stacked=True, cell="gru", linear_before_reset=0)
 FL_GRU = Model("fl-tt-gru", (16, 8, 9, 53), (4, 4, 4, 6), 4, 1, classes=11, cell="gru")
+
+
+SMALL_MODELS = (SMALL, SMALL_GRU, SMALL_GRU_LBR0)
+FL_MODELS = (FL, FL_STACKED, FL_GRU)
 
 
 def measure(model: Model, steps: int, pes: int, directory: Path) -> dict:
@@ -333,12 +337,15 @@ def main() -> None:
     parser.add_argument("--synth-pes", type=int, nargs="+", default=[16, 64], help="lane counts of the FL syntheses")
     parser.add_argument("--freq", type=float, default=100.0, help="nextpnr target clock in MHz (default 100)")
     parser.add_argument("--synth-dir", type=Path, help="keep the synthesized artifacts here (and reuse them)")
+    parser.add_argument("--models", nargs="+", choices=[m.name for m in SMALL_MODELS + FL_MODELS],
+                        help="only these models (default: all, or the small ones with --quick)")
     args = parser.parse_args()
     console = Console(width=200)
-    runs = [(model, model.steps, p) for model in (SMALL, SMALL_GRU, SMALL_GRU_LBR0) for p in (1, 4, 16, 64)]
+    chosen = lambda models: [m for m in models if args.models is None or m.name in args.models]
+    runs = [(model, model.steps, p) for model in chosen(SMALL_MODELS) for p in (1, 4, 16, 64)]
     if not args.quick:
         steps = args.steps or FL.steps
-        runs += [(model, steps, p) for model in (FL, FL_STACKED, FL_GRU) for p in args.pes]
+        runs += [(model, steps, p) for model in chosen(FL_MODELS) for p in args.pes]
     with tempfile.TemporaryDirectory() as tmp:
         floor = None
         if args.synth:

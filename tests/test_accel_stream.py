@@ -3,7 +3,8 @@ received from the output stream, with random stalls on both sides, equal the hos
 and the integer golden model's bit for bit; every word arrives once, in order; a word
 offered on the output stays offered, unchanged, until taken; the streams yield to the host
 port and take no new words while a program runs, except for its INPUT instructions (a
-sequence streamed one time step at a time)."""
+sequence streamed one time step at a time, several codes to a stream word in a build of
+several write ports: ``isa.input_pack``)."""
 
 from __future__ import annotations
 
@@ -11,23 +12,37 @@ import numpy as np
 import pytest
 
 from accel_models import AccelCase, quantized
+from dataclasses import replace
+
+from tensorgate.backend.verilog import isa
 from tensorgate.backend.verilog.artifact import write_verilog_artifact
 from tensorgate.backend.verilog.hardware import AccelConfig, module_code_width
 from tensorgate.backend.verilog.lower import lower
 from tensorgate.errors import TensorgateError
 from tensorgate.interpreter import FixedExecutor, run_fixed
-from tensorgate.runtime.simulator import (SCRATCH, Simulator, accel_design, load_image, read_codes,
+from tensorgate.runtime.simulator import (PROGRAM, SCRATCH, Simulator, accel_design, load_image, read_codes,
                                           stream_in, stream_out)
 from tensorgate.runtime.verilator import RtlSim, build
 
 PES = 4
 CONFIG = AccelConfig(PES, code_width=8, scratch_width=64)
 """The build the 8-bit BT models need (their block sums are wide accumulators)."""
+PACKED = replace(CONFIG, drain_lanes=4, banks=4)
+"""The same with four scratchpad write ports: an INPUT instruction takes four codes a stream word."""
 
 
 @pytest.fixture(scope="module")
 def accel():
     return build(accel_design(CONFIG), progress=False)
+
+
+@pytest.fixture(scope="module")
+def packed_accel():
+    return build(accel_design(PACKED), progress=False)
+
+
+def test_packed_build_takes_four_codes_a_word():
+    assert (CONFIG.input_pack, PACKED.input_pack) == (1, 4)
 
 
 def stalls(rng: np.random.Generator, probability: float, length: int = 1 << 14) -> np.ndarray:
@@ -51,22 +66,27 @@ def test_simulator_stream_io_equals_host_io_and_golden(case, tmp_path):
     assert stream_stats["cycles"] == host_stats["cycles"]
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_stalled_streams_through_a_model_run_are_bit_exact(seed, accel, tmp_path):
+@pytest.mark.parametrize("packed", [False, True], ids=["one-code-a-word", "four-codes-a-word"])
+@pytest.mark.parametrize("seed, batch", [(0, 2), (1, 1), (2, 1)])
+def test_stalled_streams_through_a_model_run_are_bit_exact(seed, batch, packed, accel, packed_accel, tmp_path):
+    """A step of batch 1 is 6 codes: in four-code words its last word is half empty."""
     rng = np.random.default_rng(seed)
-    module, inputs = quantized(AccelCase(fmt="bt", lens=True, seed=seed), tmp_path)
+    module, inputs = quantized(AccelCase(fmt="bt", lens=True, seed=seed, batch=batch), tmp_path)
     codes = FixedExecutor(module).input_codes(inputs)
     image = lower(module, PES, {name: np.shape(array) for name, array in codes.items()})
     assert AccelConfig.for_image(image, module_code_width(module)) == CONFIG
     expected = run_fixed(module, inputs, raw=True)
-    with RtlSim(accel) as sim:
+    config = PACKED if packed else CONFIG
+    with RtlSim(packed_accel if packed else accel) as sim:
         sim.reset()
         load_image(sim, image)
         for name, addresses in image.inputs.items():
             stream_in(sim, int(addresses.flat[0]), np.asarray(codes[name], np.int64).ravel(),
                       valid=stalls(rng, 0.4))
         assert image.streamed == ["x"]  # the sequence goes in a time step at a time while the program runs
-        sim.push_stream(np.asarray(codes["x"], np.int64).ravel())
+        words = image.stream_words(codes, config.input_pack)
+        assert len(words) == -(-codes["x"][0].size // config.input_pack) * len(codes["x"])
+        sim.push_stream(words)
         sim.run(1 << 20, start=True)
         assert sim.push_stream([]) == 0, "the program left words of the sequence in the stream"
         for name, (addresses, _) in image.outputs.items():
@@ -146,3 +166,38 @@ def test_unknown_io_mode_is_refused(tmp_path):
     artifact = write_verilog_artifact(module, tmp_path / "artifact", "quantize", "io", PES)
     with pytest.raises(TensorgateError, match="io mode 'axi'"):
         Simulator(artifact, progress=False).run(inputs, io="axi")
+
+
+def run_input_instruction(sim: RtlSim, base: int, codes: np.ndarray, pack: int) -> int:
+    """Run a program of one INPUT instruction of ``codes`` (packed ``pack`` a word) to
+    scratchpad words ``base`` on; the cycles it took."""
+    sim.write_memory(PROGRAM, np.concatenate([isa.stream_input(base, len(codes)), isa.end()]))
+    sim.push_stream(isa.pack_input(codes, pack))
+    cycles = sim.run(1 << 16, start=True)
+    assert sim.push_stream([]) == 0, "words left in the stream"
+    return cycles
+
+
+@pytest.mark.parametrize("count", [1, 3, 4, 9, 64])
+def test_packed_input_instruction_writes_exactly_its_codes(count, packed_accel):
+    rng = np.random.default_rng(count)
+    codes = rng.integers(-128, 128, count)
+    base = 37
+    with RtlSim(packed_accel) as sim:
+        sim.reset()
+        sim.write_memory(SCRATCH, np.full(200, 7))
+        run_input_instruction(sim, base, codes, PACKED.input_pack)
+        memory = sim.read_memory(SCRATCH, 200, signed=True)
+    assert np.array_equal(memory[base:base + count], codes)
+    assert (memory[:base] == 7).all() and (memory[base + count:] == 7).all()
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["one-code-a-word", "four-codes-a-word"])
+def test_input_instruction_takes_one_stream_word_a_cycle(packed, accel, packed_accel):
+    pack = PACKED.input_pack if packed else 1
+    rng = np.random.default_rng(6)
+    with RtlSim(packed_accel if packed else accel) as sim:
+        sim.reset()
+        short, long = (run_input_instruction(sim, 0, rng.integers(-128, 128, words * pack), pack)
+                       for words in (100, 200))  # past the next instruction's fetch (65 cycles)
+    assert long - short == 100

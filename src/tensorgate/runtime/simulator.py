@@ -5,7 +5,7 @@ Verilator for its P and widths, its memories deepened to shared power-of-two dep
 (``AccelConfig.shared``: the same words at the same addresses; cached by content hash, one
 build per configuration and RTL serves every model that fits it), loads the program and memory images through the
 bulk host port, queues the inputs the program streams one time step at a time
-(``Image.streamed``) for the input stream, runs until ``done`` and reads the outputs back.  The images are the
+(``Image.streamed``, ``AccelConfig.input_pack`` codes a word) for the input stream, runs until ``done`` and reads the outputs back.  The images are the
 artifact's .hex files when the inputs have the shapes it was compiled for; inputs of
 other sizes along a symbolic dimension lower the artifact's model again for their shapes.
 Either way the .hex files must hold what the artifact's model compiles to, and the
@@ -148,8 +148,8 @@ class Simulator:
                     stream_in(sim, int(addresses.flat[0]), words)
                 else:
                     sim.write_memory(SCRATCH, words, int(addresses.flat[0]))
-            for name in image.streamed:  # taken one time step at a time by the program's INPUT instructions
-                sim.push_stream(np.asarray(codes[name], np.int64).ravel())
+            if image.streamed:  # taken one time step at a time by the program's INPUT instructions
+                sim.push_stream(image.stream_words(codes, config.input_pack))
             running, running_cpu = time.perf_counter(), time.thread_time()
             cycles = sim.run(max_cycles, start=True, progress=self.progress)
             run_seconds, run_cpu_seconds = time.perf_counter() - running, time.thread_time() - running_cpu

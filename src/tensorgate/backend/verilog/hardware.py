@@ -23,7 +23,7 @@ from pathlib import Path
 from ...ir.types import FixedType
 from . import RTL_DIR, rtl_sources
 from .image import Image
-from .isa import CELL, GCELL, WORDS
+from .isa import CELL, GCELL, WORDS, input_pack
 
 ACCEL_DIR = Path(__file__).parent / "accel"
 TOP = "tg_accel"
@@ -94,6 +94,11 @@ class AccelConfig:
                 "W_DEPTH": self.w_depth, "S_DEPTH": self.s_depth, "T_DEPTH": self.t_depth, "GROUPS": self.groups,
                 "DRAIN_W": self.drain_lanes, "BANKS": self.banks,
                 "LSTM_CELL": int(self.lstm_cell), "GRU_RNN_CELL": int(self.gru_rnn_cell)}
+
+    @property
+    def input_pack(self) -> int:
+        """Codes an INPUT instruction takes per input-stream word in this build (``isa.input_pack``)."""
+        return input_pack(self.code_width, self.drain_lanes, self.banks)
 
     def memories(self) -> list["Memory"]:
         """The build's memories as ``tg_accel.sv`` instantiates them, each with the parameter

@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ...errors import TensorgateError
 from ...ir.types import FixedType
+from . import isa
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,19 @@ class Image:
     groups: int = 1
     drain_lanes: int = 1
     banks: int = 1
+
+    def stream_words(self, codes: dict[str, np.ndarray], pack: int) -> np.ndarray:
+        """The input stream the program's INPUT instructions take: the ``streamed`` inputs'
+        codes in order, each instruction's share packed ``pack`` a word (``isa.pack_input``)."""
+        sequence = np.concatenate([np.asarray(codes[name], np.int64).ravel() for name in self.streamed] or
+                                  [np.zeros(0, np.int64)])
+        counts = [int(words[2]) for words in self.program if int(words[0]) & 0xFF == isa.INPUT]
+        starts = np.cumsum([0] + counts)
+        if starts[-1] != len(sequence):
+            raise TensorgateError(f"the program's INPUT instructions take {starts[-1]} codes; the streamed inputs "
+                             f"{', '.join(self.streamed)} hold {len(sequence)}")
+        chunks = [isa.pack_input(sequence[start:stop], pack) for start, stop in zip(starts[:-1], starts[1:])]
+        return np.concatenate(chunks or [np.zeros(0, np.int64)])
 
     def opcodes(self) -> set[int]:
         """The opcodes the program uses (word 0 bits 7:0 of each instruction)."""

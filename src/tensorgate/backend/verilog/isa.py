@@ -278,8 +278,27 @@ def _gcell_rows(words: np.ndarray) -> list[int]:
     return [GC_PRE, GC_PRE_R, GC_CANDIDATE, GC_GX_H, GC_H] + y
 
 
+def input_pack(code_width: int, drain_lanes: int, banks: int) -> int:
+    """Codes an INPUT instruction takes per input-stream word (``IN_PACK`` in tg_accel.sv):
+    one per scratchpad write port (the drain's) and bank, at most as many as 64 bits hold."""
+    return min(drain_lanes, banks, 64 // code_width)
+
+
+def pack_input(codes: np.ndarray, pack: int) -> np.ndarray:
+    """The input-stream words carrying one INPUT instruction's ``codes`` in order, ``pack``
+    a word: code j of a word in bits [j * 64 // pack, (j + 1) * 64 // pack), two's complement;
+    the last word's unused fields zero."""
+    field = 64 // pack
+    padded = np.zeros(-(-len(codes) // pack) * pack, np.int64)
+    padded[:len(codes)] = codes
+    bits = (padded.astype(np.uint64) & np.uint64((1 << field) - 1 if field < 64 else MASK64)).reshape(-1, pack)
+    shifts = (np.arange(pack, dtype=np.uint64) * np.uint64(field))
+    return np.bitwise_or.reduce(bits << shifts, axis=1).astype(np.int64)
+
+
 def stream_input(base: int, count: int) -> np.ndarray:
-    """INPUT: the next ``count`` words of the input stream to scratchpad words ``base`` on."""
+    """INPUT: the next ``count`` codes of the input stream to scratchpad words ``base`` on
+    (``input_pack`` codes a stream word, ``pack_input``)."""
     words = instruction()
     _put(words, 0, INPUT)
     _put(words, 1, base)

@@ -47,6 +47,7 @@ from ...ir.stages import Stages, split_stages
 from ...ir.types import FixedType
 from . import isa
 from .allocate import Region, allocate_scratchpad
+from .hardware import module_code_width, storage_width
 from .image import Epilogue, Grid, Image, adjacent_groups, affine, astuple_tail
 from .isa import Loops, LoweringError, Narrowing
 from .lower_gru_rnn import GatedCellLowering, is_gated_cell_op
@@ -75,6 +76,8 @@ class Lowering(GatedCellLowering):
         self.constant_bases: dict[bytes, int] = {}
         self.regions: list[Region] = []
         self.streamed_ops: dict[int, str] = {}
+        self.input_pack = isa.input_pack(storage_width(module_code_width(module)), self.image.drain_lanes,
+                                         self.image.banks)  # the build's (AccelConfig.input_pack), for the estimate
         self.last_run = 0
 
     # -------------------------------------------------------------- memories
@@ -599,7 +602,7 @@ class Lowering(GatedCellLowering):
         """One time step of a streamed input (``batch`` rows of ``width`` codes), taken from
         the input stream into a region of its own."""
         step = self.grid(batch, width)
-        self.emit(isa.stream_input(step.base, batch * width), batch * width)
+        self.emit(isa.stream_input(step.base, batch * width), -(-batch * width // self.input_pack))
         return step
 
     def _projection(self, program: LSTMProgram, d: int, x: Grid, key: str) -> list[Grid]:

@@ -37,9 +37,13 @@
 //         generator: epilogues (bias/gate terms, format and clip) and block sums.
 //   CELL  the LSTM cell update of one batch row (tg_lstm_cell).
 //   GCELL the GRU or RNN cell update of one batch row, or a GRU's r ⊙ h (tg_gru_rnn_cell).
-//   INPUT take the next word 2 words from the input stream into the scratchpad at word 1,
+//   INPUT take the next word 2 codes from the input stream into the scratchpad at word 1,
 //         word 1 + 1, ... (a sequence streamed one time step at a time while the program
-//         runs: only the step's inputs are ever on chip).
+//         runs: only the step's inputs are ever on chip), IN_PACK codes a stream word and a
+//         cycle: code j of a word in bits [j*IN_FIELD +: IN_FIELD] (IN_FIELD = 64 / IN_PACK,
+//         two's complement), the last word's fields past word 2's count ignored.  IN_PACK =
+//         min(DRAIN_W, BANKS, 64 / CODE_W): one code per write port, and every code fits
+//         its field.
 // Streams (AXI-Stream-like: a word moves on an edge where valid && ready; valid never waits
 // for ready), served while the accelerator is idle and yielding to the host port, and the
 // input stream also by INPUT instructions:
@@ -121,6 +125,11 @@ module tg_accel #(
   // A lane's sum of K <= W_DEPTH products of CODE_W-bit codes never needs more bits.
   localparam int SUM_W = 2 * CODE_W + $clog2(W_DEPTH);
   localparam int ACC_W = (SUM_W < 64) ? SUM_W : 64;
+  // Codes an INPUT instruction takes per stream word: as many as the write ports and banks
+  // take a cycle (consecutive words fall in distinct banks), each in a field of IN_FIELD bits.
+  localparam int IN_PORTS = (DRAIN_W < BANKS) ? DRAIN_W : BANKS;
+  localparam int IN_PACK = (IN_PORTS < 64 / CODE_W) ? IN_PORTS : 64 / CODE_W;
+  localparam int IN_FIELD = 64 / IN_PACK;
 
   localparam logic [63:0] OP_GEMM = 64'd1;
   localparam logic [63:0] OP_EW = 64'd2;
@@ -493,30 +502,51 @@ module tg_accel #(
   assign host_scratch_read = host_scratch && !host_we;
   assign host_scratch_write = host_scratch && host_we;
 
-  // in_expected (in_left != 0) is a register, so that in_ready, which a word's arrival and
-  // the stream's counters wait on, is a few gates from registers.
-  logic [31:0] in_addr, in_left;
-  logic in_fire, in_load, in_expected;
+  // in_expected (more codes expected) is a register, so that in_ready, which a word's arrival
+  // and the stream's counters wait on, is a few gates from registers.  in_left counts codes:
+  // an armed stream's word is one code, an INPUT instruction's word IN_PACK (in_packed).
+  logic [31:0] in_addr, in_left, in_step;
+  logic in_fire, in_load, in_expected, in_expected_after, in_packed;
   assign in_ready = (idle || state == RUN_INPUT) && in_expected && !host_scratch_write;
   assign in_fire = in_valid && in_ready;
   assign in_load = (state == DECODE) && opcode == OP_INPUT;
+  assign in_step = in_packed ? 32'(IN_PACK) : 32'd1;
+  assign in_expected_after = in_left > in_step;
   always_ff @(posedge clk) begin
     if (rst) begin
       in_addr <= '0;
       in_left <= '0;
       in_expected <= 1'b0;
+      in_packed <= 1'b0;
     end else if (in_load) begin
       in_addr <= ins[1][31:0];
       in_left <= ins[2][31:0];
       in_expected <= ins[2][31:0] != 32'd0;
+      in_packed <= 1'b1;
     end else if (in_arm) begin
       in_addr <= in_base;
       in_left <= in_count;
       in_expected <= in_count != 32'd0;
+      in_packed <= 1'b0;
     end else if (in_fire) begin
-      in_addr <= in_addr + 32'd1;
-      in_left <= in_left - 32'd1;
-      in_expected <= in_left != 32'd1;
+      in_addr <= in_addr + in_step;
+      in_left <= in_expected_after ? in_left - in_step : 32'd0;
+      in_expected <= in_expected_after;
+    end
+  end
+
+  // An INPUT word's codes land in registers, one per write lane, and are written the cycle
+  // after through write ports 0 .. IN_PACK-1 (consecutive words: distinct banks); lanes past
+  // the instruction's last code stay off.  An armed stream's word goes straight to port 0.
+  logic [IN_PACK-1:0] in_lane_en;
+  logic [IN_PACK-1:0][S_AW-1:0] in_lane_addr;
+  logic [IN_PACK-1:0][S_W-1:0] in_lane_code;
+  for (genvar j = 0; j < IN_PACK; j++) begin : g_input_lane
+    always_ff @(posedge clk) begin
+      if (rst) in_lane_en[j] <= 1'b0;
+      else in_lane_en[j] <= in_fire && in_packed && in_left > 32'(j);
+      in_lane_addr[j] <= S_AW'(in_addr + 32'(j));
+      in_lane_code[j] <= S_W'(64'(signed'(in_data[j * IN_FIELD +: IN_FIELD])));
     end
   end
 
@@ -591,7 +621,11 @@ module tg_accel #(
       s_write_en = cell_wr_en;
       s_write_addr = cell_wr_addr;
       s_write_data = cell_wr_data;
-    end else if (in_fire) begin
+    end else if (in_lane_en[0]) begin
+      s_write_en = 1'b1;
+      s_write_addr = in_lane_addr[0];
+      s_write_data = 64'(signed'(in_lane_code[0]));
+    end else if (in_fire && !in_packed) begin
       s_write_en = 1'b1;
       s_write_addr = S_AW'(in_addr);
       s_write_data = in_data;
@@ -610,6 +644,13 @@ module tg_accel #(
       w_en[j] = (j == 0) ? s_write_en : drained[j];
       w_addr[j] = (j == 0) ? s_write_addr : drained_addr[j];
       w_data[j] = (j == 0) ? s_write_data[S_W-1:0] : drained_value[j][S_W-1:0];
+    end
+    for (int j = 1; j < IN_PACK; j++) begin
+      if (in_lane_en[j]) begin
+        w_en[j] = 1'b1;
+        w_addr[j] = in_lane_addr[j];
+        w_data[j] = in_lane_code[j];
+      end
     end
   end
 
