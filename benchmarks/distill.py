@@ -48,8 +48,9 @@ second moment of the inputs the imported model feeds that map (its input rows fo
 ``W``, its hidden states for ``R``), cuts the maps' squared relative output error from
 0.73-0.75 to 0.38-0.69 (``W``) and 0.12-0.46 (``R``), and the output error before
 distillation from 40.2% to 35.0%; but after three epochs of this script's distillation
-(the cosine over the three) it is 17.8%, against 15.4% from TT-SVD (13.1% after the
-BiLSTM's twenty epochs).  On the digits LSTM it lowers the held-out agreement too
+(the cosine over the three) it is 17.8%, against 15.4% from TT-SVD, and after the
+BiLSTM's twenty epochs 13.2% against 13.1% (the fit: branch ``distill-fitmaps``,
+``finetune{fit-maps=true}``).  On the digits LSTM it lowers the held-out agreement
 (``tests/digits_classifier.py``).
 
 Why the VAD row stays far off: its error is the largest change over all chunks of the
