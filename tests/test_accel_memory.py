@@ -27,8 +27,9 @@ def lowered(case: AccelCase, tmp_path, steps: int, pes: int = 4) -> Image:
     return lower(module, pes, shapes)
 
 
-@pytest.mark.parametrize("case", [AccelCase(fmt="tt", head="dense"), AccelCase(hidden=8, inputs=16, batch=1, head="dense")],
-                         ids=["tt-head", "dense-batch1"])
+@pytest.mark.parametrize("case", [AccelCase(fmt="tt", head="dense"), AccelCase(hidden=8, inputs=16, batch=1, head="dense"),
+                                  AccelCase(fmt="tt", cell="gru", head="dense"), AccelCase(cell="rnn", batch=1, head="dense")],
+                         ids=["tt-head", "dense-batch1", "gru-tt-head", "rnn-batch1"])
 def test_streamed_sequence_needs_the_same_memory_for_any_length(case, tmp_path):
     short, long = lowered(case, tmp_path, 2), lowered(case, tmp_path, 9)
     assert short.streamed == long.streamed == ["x"] and "x" not in long.inputs
@@ -38,8 +39,11 @@ def test_streamed_sequence_needs_the_same_memory_for_any_length(case, tmp_path):
     assert len(inputs) == 9 and {int(w[2]) for w in inputs} == {case.batch * case.inputs}
 
 
-def test_reverse_sweeps_keep_the_sequence_on_chip(tmp_path):
-    case = AccelCase(direction="bidirectional")
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("direction", ["reverse", "bidirectional"])
+def test_reverse_sweeps_keep_the_sequence_on_chip(cell, direction, tmp_path):
+    """Not streamed: a reverse sweep takes the last step first, and the host writes the sequence."""
+    case = AccelCase(direction=direction, cell=cell)
     short, long = lowered(case, tmp_path, 2), lowered(case, tmp_path, 9)
     assert long.streamed == [] and "x" in long.inputs
     assert len(long.scratch) > len(short.scratch)

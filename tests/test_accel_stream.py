@@ -67,11 +67,12 @@ def test_simulator_stream_io_equals_host_io_and_golden(case, tmp_path):
 
 
 @pytest.mark.parametrize("packed", [False, True], ids=["one-code-a-word", "four-codes-a-word"])
-@pytest.mark.parametrize("seed, batch", [(0, 2), (1, 1), (2, 1)])
-def test_stalled_streams_through_a_model_run_are_bit_exact(seed, batch, packed, accel, packed_accel, tmp_path):
+@pytest.mark.parametrize("seed, batch, cell", [(0, 2, "lstm"), (1, 1, "lstm"), (2, 1, "lstm"), (3, 1, "gru"),
+                                               (4, 2, "rnn")])
+def test_stalled_streams_through_a_model_run_are_bit_exact(seed, batch, cell, packed, accel, packed_accel, tmp_path):
     """A step of batch 1 is 6 codes: in four-code words its last word is half empty."""
     rng = np.random.default_rng(seed)
-    module, inputs = quantized(AccelCase(fmt="bt", lens=True, seed=seed, batch=batch), tmp_path)
+    module, inputs = quantized(AccelCase(fmt="bt", lens=True, seed=seed, batch=batch, cell=cell), tmp_path)
     codes = FixedExecutor(module).input_codes(inputs)
     image = lower(module, PES, {name: np.shape(array) for name, array in codes.items()})
     assert AccelConfig.for_image(image, module_code_width(module)) == CONFIG

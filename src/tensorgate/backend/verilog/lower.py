@@ -39,7 +39,7 @@ import numpy as np
 from ...fixedpoint.activations import MAX_OFFSET_BITS, ActivationUnit
 from ...fixedpoint.formats import code_max, code_min, requantize
 from ...fixedpoint.maps import IntegerMap
-from ...fixedpoint.programs import ElementwiseProgram, LinearProgram, LSTMProgram
+from ...fixedpoint.programs import ElementwiseProgram, GRUProgram, LinearProgram, LSTMProgram, RNNProgram
 from ...interpreter import KERNELS
 from ...ir.core import Module, Op
 from ...ir.ops import DATA_MOVEMENT
@@ -57,6 +57,10 @@ FETCH_CYCLES = isa.WORDS + 1
 """A word a cycle, one more for the last: prefetched while the instruction before runs."""
 TAKE_CYCLES = 2
 """Taking the prefetched instruction and decoding it."""
+
+
+STREAMING_PROGRAMS = {"lstm": LSTMProgram, "gru": GRUProgram, "rnn": RNNProgram}
+"""The recurrent layers whose input may be streamed a time step at a time (``_streaming_consumer``)."""
 
 
 class Lowering(GatedCellLowering):
@@ -403,16 +407,18 @@ class Lowering(GatedCellLowering):
         return allocate_scratchpad(self.image, self.regions)
 
     def _streaming_consumer(self, value) -> Op | None:
-        """The LSTM op that takes ``value`` one time step at a time through the input stream:
-        its only user, reading it as its time-major sequence in a forward-only sweep."""
+        """The LSTM, GRU or RNN op that takes ``value`` one time step at a time through the
+        input stream: its only user, reading it as its time-major sequence in a forward-only
+        sweep.  A reverse or bidirectional layer needs the last step first, a batch-major
+        layout steps that are not contiguous: their sequences are written by the host."""
         users = self.module.users(value)
         if len(users) != 1 or value in self.module.outputs:
             return None
         op = users[0]
-        if op.kind != "lstm" or op.attrs.get("quant") is None or op.operands[0] is not value \
+        if op.kind not in STREAMING_PROGRAMS or op.attrs.get("quant") is None or op.operands[0] is not value \
                 or value in op.operands[1:]:
             return None
-        program = LSTMProgram(op)
+        program = STREAMING_PROGRAMS[op.kind](op)
         return op if not program.layout and not any(program.reverse) else None
 
     def _op(self, op: Op, args) -> list[tuple[str, np.ndarray]]:

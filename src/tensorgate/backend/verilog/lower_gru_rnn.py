@@ -2,8 +2,9 @@
 instructions (``accel/tg_gru_rnn_cell.sv``), in the arithmetic of ``GRUProgram`` and
 ``RNNProgram`` (``fixedpoint/programs.py``).
 
-Per direction the input projection of all steps runs first (``Lowering._projection``);
-then, per time step, GEMMs give each gate's pre-activation with its epilogue (``gx`` term,
+Per direction the input projection of all steps runs first (``Lowering._projection``), or,
+for a forward layer whose input is streamed, each step's as the step arrives; then, per
+time step, GEMMs give each gate's pre-activation with its epilogue (``gx`` term,
 format, clip) and one GCELL per batch row does the elementwise rest:
 
 * RNN: ``pre = clip(narrow(R·h + gx, P))`` by GEMM, ``h' = f(pre)`` in the cell;
@@ -114,10 +115,14 @@ class GatedCellLowering:
         dirs, hidden = program.dirs, program.hidden
         self.image.steps = max(self.image.steps, steps)
         h_region = self._initial_state(h0, (dirs, batch, hidden))
-        y_region = self.alloc(steps * dirs * batch * hidden)
-        x_grid = self.rows_grid(x, x.shape[-1])
+        keeps_y = bool(self.module.users(op.results[0])) or op.results[0] in self.module.outputs
+        y_region = self.alloc(steps * dirs * batch * hidden if keeps_y else 0)  # Y unused: never written
+        streamed = self.streamed_ops.get(id(op))
+        if streamed is not None:
+            self.image.streamed.append(streamed)
+        x_grid = self.rows_grid(x, x.shape[-1]) if streamed is None else None
         for d in range(dirs):
-            gx = self._projection(program, d, x_grid, f"{program.name}.d{d}")
+            gx = self._projection(program, d, x_grid, f"{program.name}.d{d}") if streamed is None else None
             h_grid = Grid(h_region + d * batch * hidden, batch, hidden, hidden, 1)
             bias = getattr(program, "recurrent_bias", None)
             bias_grid = None if bias is None else self.constant_grid(bias[d][0], batch)
@@ -128,12 +133,17 @@ class GatedCellLowering:
                     words.update(rows)
                     if b is not None:
                         words[isa.GC_FLAGS] |= isa.GC_HAS_LEN if lens is not None else 0
+                        words[isa.GC_FLAGS] &= ~0 if keeps_y else ~isa.GC_WRITE_Y
                         words.update({isa.GC_H: h_grid.base + b * hidden, isa.GC_T: t,
                                       isa.GC_Y: y_region + ((t * dirs + d) * batch + b) * hidden,
                                       isa.GC_LEN: int(lens[b]) if lens is not None else 0})
                     self.emit(isa.cell(words, isa.GCELL), hidden * GCELL_CYCLES_PER_ELEMENT[mode] + GCELL_FIXED_CYCLES[mode])
 
-                step(d, h_grid, [g.row_block(t * batch, batch) for g in gx], bias_grid, cell)
+                if streamed is None:
+                    gx_t = [g.row_block(t * batch, batch) for g in gx]
+                else:  # a forward sweep: the step's input arrives now (Lowering._streaming_consumer)
+                    gx_t = self._projection(program, d, self._stream_step(x.shape[-1], batch), f"{program.name}.d{d}")
+                step(d, h_grid, gx_t, bias_grid, cell)
         y = y_region + np.arange(steps * dirs * batch * hidden, dtype=np.int64).reshape(steps, dirs, batch, hidden)
         h = h_region + np.arange(dirs * batch * hidden, dtype=np.int64).reshape(dirs, batch, hidden)
         if program.layout:
