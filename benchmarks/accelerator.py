@@ -21,7 +21,8 @@ Per model and lane count P (one run each, every ratio from that run): cycles per
 the MAC bound per step (MACs / P), their ratio, PE utilization over the GEMM cycles (the
 contraction steps, from the accelerator's performance counters) and over the whole run,
 the cycles per step spent in the cell unit, in elementwise epilogues and in instruction
-fetch/sequencing, simulated cycles per second of wall time, on-chip memory bits, and
+fetch/sequencing and the INPUT instructions' stream (``fetch/step``: a streamed step's
+input codes, up to 4 a cycle, ``isa.input_pack``), simulated cycles per second of wall time, on-chip memory bits, and
 dense-equivalent GOPS at an assumed 200 MHz: 2 · (MACs per step of the dense model:
 gH(I+H) + head, g = 4 gates for an LSTM, 3 for a GRU) / (cycles per step / 200 MHz), next
 to the paper's 175.6 GOPS on an XCKU5P (1,824 DSP slices).  Every run is checked bit for

@@ -255,7 +255,8 @@ def simulation_stats(image: Image, config: AccelConfig, cycles: int, by_class: d
                      run_seconds: tuple[float, float], build_seconds: float) -> dict:
     """Cycle counts and rates of one run.  ``pe_utilization`` is over the whole run;
     ``gemm_utilization`` over the cycles running GEMM instructions (the contraction steps);
-    ``overhead_cycles`` are the fetch/decode/sequencing cycles between instructions.
+    ``overhead_cycles`` are the fetch/decode/sequencing cycles between instructions and
+    the INPUT instructions' (a streamed step's input codes, ``isa.input_pack`` a cycle).
     ``sim_seconds`` is the whole run (loading images and reading outputs included),
     ``cycles_per_second`` the simulation speed while the accelerator runs (``run_seconds``:
     its wall and its thread's CPU seconds), ``cpu_cycles_per_second`` the same per second
