@@ -138,12 +138,19 @@ def test_block_ram_tiling_names_the_cells_of_the_estimate(depth, width, family):
     if depth > 64:
         assert memory.blocks(BRAM, family).cells == {cell: 3 * count}
         assert memory.blocks(URAM, "xcup").uram == 3 * -(-depth // 4096) * -(-width // 72)
+        per_row = 8 if width <= 9 else 4 if width <= 18 else 2 if width <= 36 else 1
+        packed = Memory("m", 3, depth, width, write_port_reads=False)
+        assert packed.blocks(URAM, "xcup").uram == 3 * -(-depth // (4096 * per_row)) * -(-width // 72)
 
 
 def test_uram_holds_4k_words_of_72_bits():
     assert Memory("m", 1, 4096, 72).blocks(URAM, "xcup").cells == {"URAM288": 1}
     assert Memory("m", 1, 4097, 72).blocks(URAM, "xcup").uram == 2
     assert Memory("m", 2, 7040, 73).blocks(URAM, "xcup").uram == 8
+    assert Memory("m", 16, 6521, 16).blocks(URAM, "xcup").uram == 32
+    packed = lambda copies, depth, width: Memory("m", copies, depth, width, write_port_reads=False)  # noqa: E731
+    assert packed(16, 6521, 16).blocks(URAM, "xcup").uram == 16  # 4 words of 16 bits a row
+    assert packed(1, 32768, 8).blocks(URAM, "xcup").uram == 1 and packed(1, 32769, 8).blocks(URAM, "xcup").uram == 2
     assert Memory("m", 1, 64, 64).primitives("xcup") == (LUTRAM,) and Memory("m", 1, 65, 64).primitives("ecp5") == (BRAM,)
 
 
@@ -154,16 +161,15 @@ FL_P128 = AccelConfig(128, code_width=8, scratch_width=16, prog_depth=7040, w_de
 
 def test_memory_map_of_the_fl_tt_lstm_at_p128_fills_the_xcku5p_least():
     """All in block RAM it is 382 BRAM36 of 480; the program (7,040 x 64: 14 BRAM36 or 2
-    URAM) and one scratchpad copy (16 banks of 6,521 x 16: 56 BRAM36 or 32 URAM) move to
-    URAM: 312 of 480 BRAM36 (65%) and 34 of 64 URAM (53%).  Both copies would need 64 URAM
-    beside the program's 2; the 128 weight memories (7,820 x 8) would waste a URAM's width."""
+    URAM) and both scratchpad copies (16 banks of 6,521 x 16 each: 56 BRAM36 or 16 URAM)
+    move to URAM: 256 of 480 BRAM36 (53%) and 34 of 64 URAM (53%).  The 128 weight
+    memories (7,820 x 8) would take 128 URAM."""
     assert FL_P128.memory_estimate()["bram36"] == 382
     primitives = FL_P128.memory_map("xcup", *memory_budgets(XCKU5P))
-    assert primitives["program"] == URAM and primitives["weights"] == BRAM
-    assert sorted([primitives["scratchpad_operands"], primitives["scratchpad_init"]]) == [BRAM, URAM]
-    assert primitives["activation_tables"] == LUTRAM
+    assert primitives == {"program": URAM, "weights": BRAM, "scratchpad_operands": URAM, "scratchpad_init": URAM,
+                          "activation_tables": LUTRAM}
     estimate = FL_P128.memory_estimate("xcup", primitives)
-    assert (estimate["bram36"], estimate["uram"]) == (312, 34)
+    assert (estimate["bram36"], estimate["uram"]) == (256, 34)
     assert FL_P128.memory_map("ecp5", *memory_budgets(ECP5)) == FL_P128.all_block_ram("ecp5")
 
 
@@ -190,13 +196,13 @@ def test_memory_map_is_no_fuller_than_all_block_ram_or_all_uram(pes, prog, weigh
     assert set(config.memory_map("xcup", bram, urams, "on").values()) <= {URAM, LUTRAM}
 
 
-def synthesize_rtl(tmp_path: Path, top: str, parameters: dict, device) -> dict[str, float | None]:
+def synthesize_rtl(tmp_path: Path, top: str, parameters: dict, device, uram: bool = False) -> dict[str, float | None]:
     """The LUT, FF, DSP, block-RAM and URAM counts of ``top`` (package RTL and test tops)
-    synthesized for ``device`` through the stock frontend."""
+    synthesized for ``device`` through the stock frontend (``uram``: synth_xilinx -uram)."""
     files = rtl_sources() + sorted(TEST_RTL.glob("*.sv"))
     for path in files:
         shutil.copyfile(path, tmp_path / path.name)
-    cells, _, _ = run_yosys(tmp_path, [p.name for p in files], top, parameters, device)
+    cells, _, _ = run_yosys(tmp_path, [p.name for p in files], top, parameters, device, uram)
     return kind_counts(device, {r.name: r.count(cells) for r in device.resources})
 
 
@@ -207,6 +213,25 @@ def test_yosys_maps_a_memory_to_the_estimated_block_rams(tmp_path, device, depth
     counts = synthesize_rtl(tmp_path, "tb_ram_read_port", {"WIDTH": width, "DEPTH": depth}, device)
     assert counts["bram"] == block_rams(depth, width, device.family)
     assert counts["lut"] <= 4  # the memory is block RAM, not logic
+
+
+@pytest.mark.parametrize("depth, width", [(7040, 64), (6521, 16)])
+def test_yosys_maps_a_memory_to_the_estimated_urams(tmp_path, depth, width):
+    """A memory asked into UltraRAM whose host port reads and writes: deep ones cascade,
+    a word a row (6,521 x 16 takes two URAM288)."""
+    counts = synthesize_rtl(tmp_path, "tb_ram_read_port", {"WIDTH": width, "DEPTH": depth, "STYLE": "ultra"},
+                            XCKU5P, uram=True)
+    assert counts["uram"] == Memory("m", 1, depth, width).blocks(URAM, "xcup").uram and counts["bram"] == 0
+
+
+@pytest.mark.parametrize("depth, width, banks", [(2 * 6521, 16, 2), (20_000, 8, 1)])
+def test_yosys_packs_a_banked_scratchpads_words_into_urams(tmp_path, depth, width, banks):
+    """A bank's write port only writes, so yosys puts narrow words side by side in a URAM
+    row (byte enables): a bank of 6,521 x 16 or 20,000 x 8 takes one URAM288."""
+    counts = synthesize_rtl(tmp_path, "tg_ram_banked", {"WIDTH": width, "DEPTH": depth, "BANKS": banks, "RD": 2,
+                                                        "WR": 1, "STYLE": "ultra"}, XCKU5P, uram=True)
+    bank = Memory("m", banks, bank_depth(depth, banks), width, write_port_reads=False)
+    assert counts["uram"] == bank.blocks(URAM, "xcup").uram == banks and counts["bram"] == 0
 
 
 @pytest.mark.parametrize("device", [XCKU5P, ECP5], ids=lambda d: d.name)

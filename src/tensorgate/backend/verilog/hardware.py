@@ -107,8 +107,8 @@ class AccelConfig:
         rows = bank_depth(self.s_depth, self.banks)
         return [Memory("program", 1, self.prog_depth, 64, "PROG_RAM"),
                 Memory("weights", self.pes, self.w_depth, self.code_width, "W_RAM"),
-                Memory("scratchpad_operands", self.banks, rows, self.scratch_width, "SA_RAM"),
-                Memory("scratchpad_init", self.banks, rows, self.scratch_width, "SI_RAM"),
+                Memory("scratchpad_operands", self.banks, rows, self.scratch_width, "SA_RAM", write_port_reads=False),
+                Memory("scratchpad_init", self.banks, rows, self.scratch_width, "SI_RAM", write_port_reads=False),
                 Memory("activation_tables", 1, self.t_depth, 64, "T_RAM")]
 
     def memory_bits(self) -> dict[str, int]:
@@ -177,9 +177,9 @@ LUTRAM, BRAM, URAM = "lutram", "bram", "uram"
 RAM_STYLES = {LUTRAM: "auto", BRAM: "block", URAM: "ultra"}
 """The ram_style (``tg_ram_dp`` STYLE) that asks yosys for each primitive (a shallow
 memory is left to yosys, which takes LUT RAM)."""
-URAM_CELL, URAM_SHAPE = "URAM288", (4096, 72)
+URAM_CELL, URAM_SHAPE, URAM_BYTES = "URAM288", (4096, 72), (8, 9)
 """UltraScale+ UltraRAM: 4K x 72 bits, both ports read/write on one clock, no narrower
-shape (UG573; yosys ``xilinx/urams.txt``)."""
+shape, byte write enables of 8 or 9 bits (UG573; yosys ``xilinx/urams.txt``)."""
 URAM_FAMILIES = ("xcup",)
 
 
@@ -196,13 +196,15 @@ class Blocks:
 @dataclass(frozen=True)
 class Memory:
     """``copies`` memories of ``depth`` words of ``width`` bits; ``parameter`` is the
-    ``tg_accel`` parameter that sets their ram_style."""
+    ``tg_accel`` parameter that sets their ram_style; ``write_port_reads``: the port that
+    writes also reads (the host port of ``tg_ram_dp``), not so in ``tg_ram_banked``'s banks."""
 
     name: str
     copies: int
     depth: int
     width: int
     parameter: str = ""
+    write_port_reads: bool = True
 
     @property
     def bits(self) -> int:
@@ -227,14 +229,25 @@ class Memory:
 
     def blocks(self, primitive: str, family: str) -> Blocks:
         """The cells of all copies in ``primitive``: block RAMs tiled by the cheapest
-        true dual-port shape (``block_ram_tiling``), URAM288s in depth times width."""
+        true dual-port shape (``block_ram_tiling``), URAM288s in depth times width, with
+        narrow words side by side in a row where the write port only writes."""
         if primitive == LUTRAM:
             return Blocks({}, 0.0, 0)
         if primitive == URAM:
-            count = self.copies * -(-self.depth // URAM_SHAPE[0]) * -(-self.width // URAM_SHAPE[1])
+            per_row = 1 if self.write_port_reads else uram_words_per_row(self.width)
+            count = self.copies * -(-self.depth // (URAM_SHAPE[0] * per_row)) * -(-self.width // URAM_SHAPE[1])
             return Blocks({URAM_CELL: count}, 0.0, count)
         cell, cost, count = block_ram_tiling(self.depth, self.width, family)
         return Blocks({cell: self.copies * count}, self.copies * cost * count, 0)
+
+
+def uram_words_per_row(width: int) -> int:
+    """Words of ``width`` bits one 72-bit URAM row holds when yosys packs a narrow memory's
+    words side by side, each written through its own byte enables (it does so where the
+    write port does not read): as many as a power of two of whole bytes (8- or 9-bit)
+    fits (8 for 8-bit words, 4 for 16-bit, 2 for 32-bit)."""
+    fits = max(URAM_SHAPE[1] // byte // -(-width // byte) for byte in URAM_BYTES)
+    return 1 << (max(fits, 1).bit_length() - 1)
 
 
 def bank_depth(depth: int, banks: int) -> int:
