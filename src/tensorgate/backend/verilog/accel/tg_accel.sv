@@ -156,16 +156,20 @@ module tg_accel #(
   end
 
   // ------------------------------------------------------------------ program memory
-  // The fetcher reads word fetch_word (0 .. NW-1) of the instruction at fetch_pc and shifts
-  // the word read the cycle before into the top of `fetched`, so after NW + 1 cycles
+  // The fetcher reads word fetch_word (0 .. NW-1) of the instruction at fetch_pc and writes
+  // the word read the cycle before into fetched[fetch_slot], so after NW + 1 cycles
   // fetched[w] holds word w and fetch_done rises.  FETCH waits for it, takes `fetched` into
   // `ins` (take) and sets the fetcher on the instruction after, which it reads while this
   // one runs.  A run starts the fetcher at instruction 0; it stops when the run ends.
-  logic [NW-1:0][63:0] ins, fetched;
+  // `fetched` is an array written a word at a time (not a shift register): a simulation then
+  // moves one word a cycle, and the whole instruction only on `take`.
+  logic [NW-1:0][63:0] ins;
+  logic [63:0] fetched[NW];
+  logic [NW_AW-1:0] fetch_slot;
   logic [63:0] prog_rdata, prog_host_rdata;
   logic [P_AW-1:0] fetch_pc;
   logic [NW_AW:0] fetch_word;
-  logic fetch_busy, fetch_done, fetch_read, fetch_shift, take;
+  logic fetch_busy, fetch_done, fetch_read, fetch_write, take;
   assign fetch_read = fetch_busy && fetch_word < (NW_AW + 1)'(NW);
   assign take = (state == FETCH) && fetch_done;
   tg_ram_dp #(.WIDTH(64), .DEPTH(PROG_DEPTH), .STYLE(PROG_RAM)) program_memory (
@@ -189,9 +193,12 @@ module tg_accel #(
       fetch_done <= fetch_word == (NW_AW + 1)'(NW);
       fetch_word <= fetch_word + 1'b1;
     end
-    fetch_shift <= fetch_read;
-    if (fetch_shift) fetched <= {prog_rdata, fetched[NW-1:1]};
-    if (take) ins <= fetched;
+    fetch_write <= fetch_read;
+    fetch_slot <= NW_AW'(fetch_word);
+    if (fetch_write) fetched[fetch_slot] <= prog_rdata;
+    if (take) begin
+      for (int w = 0; w < NW; w++) ins[w] <= fetched[w];
+    end
   end
 
   logic [63:0] opcode;
