@@ -21,6 +21,7 @@ ROUNDINGS = {0: "half-away", 1: "nearest-even"}
 IN_W, OUT_W, SHIFT_W = 40, 8, 7
 REQUANT_PIPE_LATENCY = 4
 A_W, B_W, ACC_W, LANE_OUT_W = 8, 8, 20, 12
+LANES = 3
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +45,15 @@ def lane():
     build = vl.build(vl.RtlDesign.of("tg_mac_lane", rtl_sources(),
                                      {"A_W": A_W, "B_W": B_W, "ACC_W": ACC_W, "OUT_W": LANE_OUT_W,
                                       "SHIFT_W": SHIFT_W}))
+    with vl.RtlSim(build) as sim:
+        yield sim
+
+
+@pytest.fixture(scope="module")
+def lanes():
+    build = vl.build(vl.RtlDesign.of("tg_mac_lane", rtl_sources(),
+                                     {"A_W": A_W, "B_W": B_W, "ACC_W": ACC_W, "OUT_W": LANE_OUT_W,
+                                      "SHIFT_W": SHIFT_W, "LANES": LANES}))
     with vl.RtlSim(build) as sim:
         yield sim
 
@@ -271,3 +281,45 @@ def test_pipelined_mac_lane_is_the_lane_delayed_by_its_stages(piped_lane):
     for name in want:
         np.testing.assert_array_equal(got[name][1 + stages:], want[name][1 + stages:], err_msg=name)
     assert want["out_valid"].sum() > 100
+
+
+def packed(columns: list[np.ndarray], width: int) -> np.ndarray:
+    """Per-lane values (two's complement) as the packed port that holds lane l at bits [l*width +: width]."""
+    mask = (1 << width) - 1
+    return sum((column.astype(np.int64) & mask) << (lane * width) for lane, column in enumerate(columns))
+
+
+def unpacked(port: np.ndarray, width: int, lanes: int, signed: bool) -> list[np.ndarray]:
+    """The lanes' fields of a packed port, sign-extended when ``signed``."""
+    fields = [(port.astype(np.uint64) >> np.uint64(lane * width)) & np.uint64((1 << width) - 1)
+              for lane in range(lanes)]
+    fields = [field.astype(np.int64) for field in fields]
+    return [np.where(f >= 1 << (width - 1), f - (1 << width), f) if signed else f for f in fields]
+
+
+def test_lanes_under_one_control_are_each_the_single_lane(lanes):
+    """LANES lanes share acc_en, clear, emit, shift and round_even; each lane's accumulator and
+    output register are the single lane's cycle model on its own operands and init."""
+    rng = np.random.default_rng(8)
+    count = 3_000
+    shared = {
+        "rst": np.r_[1, (rng.random(count - 1) < 0.01).astype(np.int64)],
+        "acc_en": (rng.random(count) < 0.8).astype(np.int64),
+        "clear": (rng.random(count) < 0.1).astype(np.int64),
+        "emit": (rng.random(count) < 0.2).astype(np.int64),
+        "shift": rng.integers(-3, ACC_W + 2, count),
+        "round_even": rng.integers(0, 2, count),
+    }
+    own = [{"acc_init": rng.integers(-(1 << 12), 1 << 12, count),
+            "a": rng.integers(-(1 << (A_W - 1)), 1 << (A_W - 1), count),
+            "b": rng.integers(-(1 << (B_W - 1)), 1 << (B_W - 1), count)} for _ in range(LANES)]
+    widths = {"acc_init": ACC_W, "a": A_W, "b": B_W}
+    stimulus = dict(shared, **{name: packed([lane[name] for lane in own], width) for name, width in widths.items()})
+    got = lanes.drive(stimulus, ["acc", "out", "out_valid", "out_saturated"])
+    fields = {"acc": unpacked(got["acc"], ACC_W, LANES, True), "out": unpacked(got["out"], LANE_OUT_W, LANES, True),
+              "out_saturated": unpacked(got["out_saturated"], 1, LANES, False)}
+    for lane in range(LANES):
+        want = lane_model(dict(shared, **own[lane]))
+        for name, columns in fields.items():
+            np.testing.assert_array_equal(columns[lane][1:], want[name][1:], err_msg=f"lane {lane} {name}")
+        np.testing.assert_array_equal(got["out_valid"][1:], want["out_valid"][1:])

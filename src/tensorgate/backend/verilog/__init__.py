@@ -7,8 +7,8 @@ Leaf modules (one per file, file name = module name):
   ports a cycle (the scratchpad)
 * ``tg_requant``  round (half-away or half-even) by a run-time shift, saturate
 * ``tg_requant_pipe`` the same in four register stages (the drain's and the cell's)
-* ``tg_mac_lane`` multiply-accumulate lane with a requantizing output register
-  (optionally registered operands and product: block RAM and DSP registers)
+* ``tg_mac_lane`` multiply-accumulate lanes under one shared control, each with a requantizing
+  output register (optionally registered operands and product: block RAM and DSP registers)
 * ``tg_addr_gen`` nested-loop address generator (strides, one address per cycle)
 * ``tg_lut_act``  table-lookup activation over a ``tg_ram_dp``
 

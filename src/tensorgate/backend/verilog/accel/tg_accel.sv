@@ -317,12 +317,9 @@ module tg_accel #(
   end
 
   // ------------------------------------------------------------------ weights and lanes
-  logic signed [CODE_W-1:0] weight[P];
   logic [CODE_W-1:0] weight_host_rdata[P];
-  logic signed [ACC_W-1:0] lane_out[P];
-  /* verilator lint_off UNUSEDSIGNAL */
-  logic [P-1:0] lane_out_valid;  // the lanes emit together; lane 0 speaks for all
-  /* verilator lint_on UNUSEDSIGNAL */
+  logic [P-1:0][ACC_W-1:0] lane_out;  // lane l's sum: two's complement
+  logic lane_out_valid;
   logic signed [63:0] scratch_a_rdata;
   logic signed [63:0] group_a_rdata[GROUPS];
 
@@ -333,22 +330,30 @@ module tg_accel #(
     lane_group = (group < 32'(GROUPS)) ? int'(group) : 0;
   endfunction
 
+  // Every lane's weight bank and A operand; the lanes share one control (tg_mac_lane).  The
+  // host port reaches bank host_addr % P (a one-hot decoded once, not compared per lane).
+  logic [P-1:0][CODE_W-1:0] lane_a, lane_b;
+  logic [P-1:0] bank_host_en;
+  assign bank_host_en = host_weight ? P'(1) << (host_addr % 32'(P)) : '0;
   for (genvar l = 0; l < P; l++) begin : g_lane
     tg_ram_dp #(.WIDTH(CODE_W), .DEPTH(W_DEPTH), .STYLE(W_RAM)) bank (
         .clk(clk),
-        .a_en(issue), .a_we(1'b0), .a_addr(W_AW'(b_addr)), .a_wdata('0), .a_rdata(weight[l]),
-        .b_en(host_weight && (host_addr % 32'(P)) == 32'(l)), .b_we(host_we),
+        .a_en(issue), .a_we(1'b0), .a_addr(W_AW'(b_addr)), .a_wdata('0), .a_rdata(lane_b[l]),
+        .b_en(bank_host_en[l]), .b_we(host_we),
         .b_addr(W_AW'(host_addr / 32'(P))), .b_wdata(host_wdata[CODE_W-1:0]),
         .b_rdata(weight_host_rdata[l]));
-    logic signed [ACC_W-1:0] unused_acc;
-    logic unused_saturated;
-    // The operand registers take the block RAMs' words, the product register the multiply.
-    tg_mac_lane #(.A_W(CODE_W), .B_W(CODE_W), .ACC_W(ACC_W), .OUT_W(ACC_W), .SHIFT_W(8), .MUL_STAGES(2),
-                .REQUANT(0)) lane (
-        .clk(clk), .rst(rst), .acc_en(s1_valid), .clear(s1_valid && s1_first), .acc_init('0),
-        .a(group_a_rdata[lane_group(l)][CODE_W-1:0]), .b(weight[l]), .emit(s2_emit), .shift('0), .round_even(1'b0),
-        .acc(unused_acc), .out(lane_out[l]), .out_valid(lane_out_valid[l]), .out_saturated(unused_saturated));
+    assign lane_a[l] = group_a_rdata[lane_group(l)][CODE_W-1:0];
   end
+  /* verilator lint_off UNUSEDSIGNAL */
+  logic [P-1:0][ACC_W-1:0] unused_acc;
+  logic [P-1:0] unused_saturated;
+  /* verilator lint_on UNUSEDSIGNAL */
+  // The operand registers take the block RAMs' words, the product registers the multiplies.
+  tg_mac_lane #(.A_W(CODE_W), .B_W(CODE_W), .ACC_W(ACC_W), .OUT_W(ACC_W), .SHIFT_W(8), .MUL_STAGES(2),
+                .REQUANT(0), .INIT(0), .LANES(P)) lanes (
+      .clk(clk), .rst(rst), .acc_en(s1_valid), .clear(s1_valid && s1_first), .acc_init('0),
+      .a(lane_a), .b(lane_b), .emit(s2_emit), .shift('0), .round_even(1'b0),
+      .acc(unused_acc), .out(lane_out), .out_valid(lane_out_valid), .out_saturated(unused_saturated));
 
   // ------------------------------------------------------------------ drain / elementwise
   logic drain_busy;
@@ -382,7 +387,7 @@ module tg_accel #(
       drain_left <= columns;
       drain_lane <= '0;
       drain_group <= '0;
-    end else if (lane_out_valid[0]) begin
+    end else if (lane_out_valid) begin
       drain_busy <= 1'b1;
       drain_lane <= '0;
       drain_group <= '0;
@@ -413,7 +418,7 @@ module tg_accel #(
     always_ff @(posedge clk) begin
       if (rst) e1_valid[j] <= 1'b0;
       else e1_valid[j] <= (drain_issue && 32'(j) < drain_step) || (ew_issue && j == 0);
-      e1_value[j] <= 64'(lane_out[LANE_AW'(32'(drained_lane) + 32'(j))]);
+      e1_value[j] <= 64'(signed'(lane_out[LANE_AW'(32'(drained_lane) + 32'(j))]));
       e1_addr[j] <= S_AW'(o_addr + 32'(j) * 32'(o_lane_stride));
     end
   end
