@@ -39,6 +39,21 @@ module tg_ram_banked #(
     row_of = ROW_W'(addr / ADDR_W'(BANKS));
   endfunction
 
+  // Each port's bank and row, worked out once a cycle rather than once for every bank the
+  // port is matched against (a simulation otherwise repeats it RD x BANKS times).
+  logic [BANK_W-1:0] rd_bank[RD], wr_bank[WR];
+  logic [ROW_W-1:0] rd_row[RD], wr_row[WR];
+  always_comb begin
+    for (int p = 0; p < RD; p++) begin
+      rd_bank[p] = bank_of(rd_addr[p]);
+      rd_row[p] = row_of(rd_addr[p]);
+    end
+    for (int p = 0; p < WR; p++) begin
+      wr_bank[p] = bank_of(wr_addr[p]);
+      wr_row[p] = row_of(wr_addr[p]);
+    end
+  end
+
   logic [BANKS-1:0][WIDTH-1:0] bank_rdata;
   for (genvar b = 0; b < BANKS; b++) begin : g_bank
     logic read, write;
@@ -48,18 +63,18 @@ module tg_ram_banked #(
       read = 1'b0;
       read_row = '0;
       for (int p = RD - 1; p >= 0; p--) begin
-        if (rd_en[p] && bank_of(rd_addr[p]) == BANK_W'(b)) begin
+        if (rd_en[p] && rd_bank[p] == BANK_W'(b)) begin
           read = 1'b1;
-          read_row = row_of(rd_addr[p]);
+          read_row = rd_row[p];
         end
       end
       write = 1'b0;
       write_row = '0;
       write_word = '0;
       for (int p = WR - 1; p >= 0; p--) begin
-        if (wr_en[p] && bank_of(wr_addr[p]) == BANK_W'(b)) begin
+        if (wr_en[p] && wr_bank[p] == BANK_W'(b)) begin
           write = 1'b1;
-          write_row = row_of(wr_addr[p]);
+          write_row = wr_row[p];
           write_word = wr_data[p];
         end
       end
@@ -73,7 +88,7 @@ module tg_ram_banked #(
   // The bank each port read last, so its word is taken from that bank's output.
   logic [RD-1:0][BANK_W-1:0] read_bank;
   always_ff @(posedge clk) begin
-    for (int p = 0; p < RD; p++) if (rd_en[p]) read_bank[p] <= bank_of(rd_addr[p]);
+    for (int p = 0; p < RD; p++) if (rd_en[p]) read_bank[p] <= rd_bank[p];
   end
   always_comb begin
     for (int p = 0; p < RD; p++) rd_data[p] = bank_rdata[BANKS > 1 ? int'(read_bank[p]) : 0];
