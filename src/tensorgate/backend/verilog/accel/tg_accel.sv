@@ -122,6 +122,7 @@ module tg_accel #(
   localparam int NW_AW = $clog2(NW);
   localparam int LANE_AW = (P > 1) ? $clog2(P) : 1;
   localparam int LOG_P = $clog2(P);
+  localparam int LANE_CW = LOG_P + 2;  // counts of lanes up to 2P
   // A lane's sum of K <= W_DEPTH products of CODE_W-bit codes never needs more bits.
   localparam int SUM_W = 2 * CODE_W + $clog2(W_DEPTH);
   localparam int ACC_W = (SUM_W < 64) ? SUM_W : 64;
@@ -253,10 +254,12 @@ module tg_accel #(
   assign depth_k = ins[53][31:0];
   assign tiles = ins[54][31:0];
   assign columns = ins[56][31:0];
-  // tile_first (k_index == 0), holding (hold != 0) and the columns left from the issuing
-  // tile on are registers, so that `issue` is a few gates from registers.
-  logic [31:0] k_index, issue_tile, issue_left, hold;
-  logic tile_first, holding, issue;
+  // tile_first (the tile's first k), k_last (its last), holding (hold != 0), the tiles left
+  // and the issuing tile's columns are registers, so that `issue` is a few gates from
+  // registers and every count test is a register the cycle it is needed.
+  logic [31:0] k_left, issue_tiles_left, issue_rest, hold;
+  logic [LANE_CW-1:0] issue_columns;
+  logic tile_first, k_last, issue_tile_last, holding, issue;
   assign issue = (state == RUN_GEMM) && a_valid && !(tile_first && holding);
 
   // The columns of a tile from whose first column on `left` columns remain: L, or the rest.
@@ -269,37 +272,37 @@ module tg_accel #(
   // cycle after the drain has read the last of them (tiles of K < drain cycles + 1 are
   // drain-bound).
   always_ff @(posedge clk) begin
+    if (gens_start || (issue && k_last)) begin
+      k_left <= depth_k;
+      k_last <= depth_k <= 32'd1;
+    end else if (issue) begin
+      k_left <= k_left - 32'd1;
+      k_last <= k_left <= 32'd2;
+    end
+    if (gens_start || (issue && k_last && issue_tile_last)) begin
+      issue_tiles_left <= tiles;
+      issue_tile_last <= tiles <= 32'd1;
+      issue_columns <= LANE_CW'(tile_lanes(columns));
+      issue_rest <= columns - group_lanes;
+    end else if (issue && k_last) begin
+      issue_tiles_left <= issue_tiles_left - 32'd1;
+      issue_tile_last <= issue_tiles_left <= 32'd2;
+      issue_columns <= LANE_CW'(tile_lanes(issue_rest));
+      issue_rest <= issue_rest - group_lanes;
+    end
     if (gens_start) begin
-      k_index <= '0;
       tile_first <= 1'b1;
-      issue_tile <= '0;
-      issue_left <= columns;
       hold <= '0;
       holding <= 1'b0;
     end else begin
       if (issue && tile_first) begin
-        hold <= (tile_lanes(issue_left) << group_log) >> drain_log;
+        hold <= (32'(issue_columns) << group_log) >> drain_log;
         holding <= 1'b1;
       end else if (holding) begin
         hold <= hold - 32'd1;
         holding <= hold != 32'd1;
       end
-      if (issue) begin
-        if (k_index + 32'd1 >= depth_k) begin
-          k_index <= '0;
-          tile_first <= 1'b1;
-          if (issue_tile + 32'd1 >= tiles) begin
-            issue_tile <= '0;
-            issue_left <= columns;
-          end else begin
-            issue_tile <= issue_tile + 32'd1;
-            issue_left <= issue_left - group_lanes;
-          end
-        end else begin
-          k_index <= k_index + 32'd1;
-          tile_first <= 1'b0;
-        end
-      end
+      if (issue) tile_first <= k_last;
     end
   end
 
@@ -313,7 +316,7 @@ module tg_accel #(
       s2_emit <= s1_valid && s1_last;
     end
     s1_first <= tile_first;
-    s1_last <= k_index + 32'd1 >= depth_k;
+    s1_last <= k_last;
   end
 
   // ------------------------------------------------------------------ weights and lanes
@@ -356,13 +359,17 @@ module tg_accel #(
       .acc(unused_acc), .out(lane_out), .out_valid(lane_out_valid), .out_saturated(unused_saturated));
 
   // ------------------------------------------------------------------ drain / elementwise
-  logic drain_busy;
-  logic [LANE_AW-1:0] drain_lane, drain_group;
-  logic [31:0] drain_tile, drain_left, drain_columns, drain_groups, drain_step;
-  logic [LANE_AW-1:0] drained_lane;
-  assign drain_groups = 32'd1 << group_log;
-  assign drain_step = 32'd1 << drain_log;
-  assign drained_lane = LANE_AW'((32'(drain_group) << (32'(LOG_P) - 32'(group_log))) + 32'(drain_lane));
+  // The drain walks a tile group by group and each group's columns D lanes a cycle.  Every
+  // "is this the last" test is a register computed the cycle before it is needed (the lanes
+  // left in the group, the groups and tiles left, the next tile's columns), and the lane
+  // drained is a register stepped by D or to the next group's first lane, so a drain step is
+  // a few gates from registers instead of adders, compares and a shift from the instruction.
+  logic drain_busy, lane_last, group_last, tile_last, tile_drained;
+  logic [LANE_CW-1:0] lanes_left, drain_columns, drain_step;
+  logic [LANE_AW-1:0] drained_lane, group_base;
+  logic [LANE_AW:0] groups_left;
+  logic [31:0] tiles_left, drain_rest;
+  assign drain_step = LANE_CW'(1) << drain_log;
   logic drain_issue, ew_issue, e1_from_x;
   logic [DRAIN_W-1:0] e1_valid;
   logic signed [63:0] e1_value[DRAIN_W];
@@ -373,42 +380,50 @@ module tg_accel #(
   /* verilator lint_on UNUSEDSIGNAL */
   assign o_lane_stride = ins[18][63:32];
   assign i_lane_stride = ins[35][63:32];
-  assign drain_columns = tile_lanes(drain_left);
   assign drain_issue = (state == RUN_GEMM) && drain_busy;
   assign ew_issue = (state == RUN_EW) && a_valid;
   assign a_ready = issue || ew_issue;
   assign o_ready = drain_issue || ew_issue;
   assign i_ready = drain_issue || ew_issue;
 
+  // A group starts at lane 0 with all of the tile's columns left; a row starts at tile 0.
+  assign tile_drained = drain_busy && !lane_out_valid && lane_last && group_last;
   always_ff @(posedge clk) begin
+    if (gens_start || (tile_drained && tile_last)) begin
+      tiles_left <= tiles;
+      tile_last <= tiles <= 32'd1;
+      drain_columns <= LANE_CW'(tile_lanes(columns));
+      drain_rest <= columns - group_lanes;
+    end else if (tile_drained) begin
+      tiles_left <= tiles_left - 32'd1;
+      tile_last <= tiles_left <= 32'd2;
+      drain_columns <= LANE_CW'(tile_lanes(drain_rest));
+      drain_rest <= drain_rest - group_lanes;
+    end
     if (gens_start) begin
       drain_busy <= 1'b0;
-      drain_tile <= '0;
-      drain_left <= columns;
-      drain_lane <= '0;
-      drain_group <= '0;
     end else if (lane_out_valid) begin
       drain_busy <= 1'b1;
-      drain_lane <= '0;
-      drain_group <= '0;
+      drained_lane <= '0;
+      group_base <= '0;
+      lanes_left <= drain_columns;
+      lane_last <= drain_columns <= drain_step;
+      groups_left <= (LANE_AW + 1)'(1) << group_log;
+      group_last <= group_log == 8'd0;
     end else if (drain_busy) begin
-      if (32'(drain_lane) + drain_step >= drain_columns) begin
-        drain_lane <= '0;
-        if (32'(drain_group) + 32'd1 >= drain_groups) begin
-          drain_busy <= 1'b0;
-          drain_group <= '0;
-          if (drain_tile + 32'd1 >= tiles) begin
-            drain_tile <= '0;
-            drain_left <= columns;
-          end else begin
-            drain_tile <= drain_tile + 32'd1;
-            drain_left <= drain_left - group_lanes;
-          end
-        end else begin
-          drain_group <= drain_group + LANE_AW'(1);
-        end
+      if (!lane_last) begin
+        drained_lane <= drained_lane + LANE_AW'(drain_step);
+        lanes_left <= lanes_left - drain_step;
+        lane_last <= lanes_left <= drain_step << 1;
+      end else if (!group_last) begin
+        drained_lane <= group_base + LANE_AW'(group_lanes);
+        group_base <= group_base + LANE_AW'(group_lanes);
+        lanes_left <= drain_columns;
+        lane_last <= drain_columns <= drain_step;
+        groups_left <= groups_left - (LANE_AW + 1)'(1);
+        group_last <= groups_left <= (LANE_AW + 1)'(2);
       end else begin
-        drain_lane <= drain_lane + LANE_AW'(drain_step);
+        drain_busy <= 1'b0;
       end
     end
   end
@@ -417,7 +432,7 @@ module tg_accel #(
   for (genvar j = 0; j < DRAIN_W; j++) begin : g_drain_issue
     always_ff @(posedge clk) begin
       if (rst) e1_valid[j] <= 1'b0;
-      else e1_valid[j] <= (drain_issue && 32'(j) < drain_step) || (ew_issue && j == 0);
+      else e1_valid[j] <= (drain_issue && LANE_CW'(j) < drain_step) || (ew_issue && j == 0);
       e1_value[j] <= 64'(signed'(lane_out[LANE_AW'(32'(drained_lane) + 32'(j))]));
       e1_addr[j] <= S_AW'(o_addr + 32'(j) * 32'(o_lane_stride));
     end
@@ -689,7 +704,7 @@ module tg_accel #(
   logic [DRAIN_W-1:0][S_W-1:0] i_word;
   always_comb begin
     for (int j = 0; j < DRAIN_W; j++) begin
-      i_en[j] = i_ready && 32'(j) < drain_step;
+      i_en[j] = i_ready && LANE_CW'(j) < drain_step;
       i_port_addr[j] = S_AW'(i_addr + 32'(j) * 32'(i_lane_stride));
     end
   end

@@ -118,13 +118,15 @@ module tg_lstm_cell #(
   // ---------------------------------------------------------------- sequencing
   typedef enum logic [2:0] {IDLE, LEN_READ, LEN_WAIT, LEN_TAKE, RUN} state_t;
   state_t state;
-  logic active, launch;
+  logic active, launch, unlaunched;
   logic [2:0] phase;
   logic [31:0] launched, written_y;
   // since[d]: an element started d + 1 cycles ago (so offset d + 1 of its schedule is now).
   logic [WRITE_Y-1:0] since;
   logic signed [63:0] rd_q;
-  assign launch = state == RUN && phase == 3'd0 && launched < hidden;
+  // unlaunched (launched < hidden) is a register, so that a launch, which every read
+  // address and table lookup of the schedule follows, is a few gates from registers.
+  assign launch = state == RUN && phase == 3'd0 && unlaunched;
 
   function automatic logic at(input int offset);
     at = (offset == 0) ? launch : since[offset-1];
@@ -157,10 +159,14 @@ module tg_lstm_cell #(
       active <= 1'b1;
       phase <= '0;
       launched <= '0;
+      unlaunched <= ins[8][31:0] != 32'd0;
     end else begin
       if (state == LEN_TAKE) active <= t_now < rd_q;
       if (state == RUN) phase <= (phase == 3'(II - 1)) ? 3'd0 : phase + 3'd1;
-      if (launch) launched <= launched + 32'd1;
+      if (launch) begin
+        launched <= launched + 32'd1;
+        unlaunched <= launched + 32'd1 < hidden;
+      end
     end
   end
 
