@@ -67,7 +67,7 @@ module tg_lstm_cell #(
   localparam int UNIT_SIGMOID = 0, UNIT_TANH = 1, UNIT_TANH_CELL = 2;
 
   // ---------------------------------------------------------------- the instruction's fields
-  logic [S_AW-1:0] pre_i_base, pre_o_base, pre_f_base, pre_c_base, c_base, h_base, y_base, len_addr;
+  logic [S_AW-1:0] len_addr;
   logic [31:0] hidden;
   logic signed [OP_W-1:0] one;
   logic signed [63:0] t_now, c_lo, c_hi, h_lo, h_hi, gate_lo, gate_hi;
@@ -81,13 +81,6 @@ module tg_lstm_cell #(
   logic [2:0][T_AW-1:0] unit_base;
   always_ff @(posedge clk) begin
     if (start) begin
-      pre_i_base <= S_AW'(ins[1]);
-      pre_o_base <= S_AW'(ins[2]);
-      pre_f_base <= S_AW'(ins[3]);
-      pre_c_base <= S_AW'(ins[4]);
-      c_base <= S_AW'(ins[5]);
-      h_base <= S_AW'(ins[6]);
-      y_base <= S_AW'(ins[7]);
       hidden <= ins[8][31:0];
       len_addr <= S_AW'(ins[9]);
       t_now <= ins[10];
@@ -171,22 +164,25 @@ module tg_lstm_cell #(
   end
 
   // ---------------------------------------------------------------- reads (offsets 0-4)
-  logic [S_AW-1:0] read_k, write_c_k, write_h_k;
+  // Each operand row's next address is a register that steps past the word just read, so a
+  // read address is a one-hot choice of registers (no adder before the scratchpad's banks).
+  localparam int READS = 5;  // pre_i, pre_f, pre_c, c, pre_o at offsets 0 .. 4
+  logic [READS-1:0][S_AW-1:0] read_addr;
   always_ff @(posedge clk) begin
-    if (start) read_k <= '0;
-    else if (at(4)) read_k <= read_k + S_AW'(1);
+    if (start) begin
+      read_addr <= {S_AW'(ins[2]), S_AW'(ins[5]), S_AW'(ins[4]), S_AW'(ins[3]), S_AW'(ins[1])};
+    end else begin
+      for (int r = 0; r < READS; r++) if (at(r)) read_addr[r] <= read_addr[r] + S_AW'(1);
+    end
     rd_q <= rd_data;
   end
   always_comb begin
-    rd_en = 1'b1;
-    rd_addr = '0;
-    if (state == LEN_READ) rd_addr = len_addr;
-    else if (at(0)) rd_addr = pre_i_base + read_k;
-    else if (at(1)) rd_addr = pre_f_base + read_k;
-    else if (at(2)) rd_addr = pre_c_base + read_k;
-    else if (at(3)) rd_addr = c_base + read_k;
-    else if (at(4)) rd_addr = pre_o_base + read_k;
-    else rd_en = 1'b0;
+    rd_en = state == LEN_READ;
+    rd_addr = (state == LEN_READ) ? len_addr : '0;
+    for (int r = 0; r < READS; r++) begin
+      rd_en = rd_en || at(r);
+      rd_addr = rd_addr | ({S_AW{at(r)}} & read_addr[r]);
+    end
   end
 
   // ---------------------------------------------------------------- activations
@@ -251,15 +247,21 @@ module tg_lstm_cell #(
       .result(hidden_rounded), .saturated(unused_hidden_saturated), .below(hidden_below), .above(hidden_above));
 
   // ---------------------------------------------------------------- writes (offsets 25, 43, 44)
+  // As the reads: c', h' and y each write at a register that steps past the word written.
+  logic [S_AW-1:0] c_addr, h_addr, y_addr;
   always_ff @(posedge clk) begin
     if (start) begin
-      write_c_k <= '0;
-      write_h_k <= '0;
+      c_addr <= S_AW'(ins[5]);
+      h_addr <= S_AW'(ins[6]);
+      y_addr <= S_AW'(ins[7]);
       written_y <= '0;
     end else begin
-      if (at(WRITE_C)) write_c_k <= write_c_k + S_AW'(1);
-      if (at(WRITE_H)) write_h_k <= write_h_k + S_AW'(1);
-      if (at(WRITE_Y)) written_y <= written_y + 32'd1;
+      if (at(WRITE_C)) c_addr <= c_addr + S_AW'(1);
+      if (at(WRITE_H)) h_addr <= h_addr + S_AW'(1);
+      if (at(WRITE_Y)) begin
+        y_addr <= y_addr + S_AW'(1);
+        written_y <= written_y + 32'd1;
+      end
     end
   end
   always_comb begin
@@ -268,15 +270,15 @@ module tg_lstm_cell #(
     wr_data = '0;
     if (at(WRITE_C)) begin
       wr_en = active;
-      wr_addr = c_base + write_c_k;
+      wr_addr = c_addr;
       wr_data = c_new;
     end else if (at(WRITE_H)) begin
       wr_en = active;
-      wr_addr = h_base + write_h_k;
+      wr_addr = h_addr;
       wr_data = h_new;
     end else if (at(WRITE_Y)) begin
       wr_en = write_y;
-      wr_addr = y_base + S_AW'(written_y);
+      wr_addr = y_addr;
       wr_data = active ? h_held : '0;
     end
   end
