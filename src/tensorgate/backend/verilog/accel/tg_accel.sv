@@ -507,9 +507,11 @@ module tg_accel #(
         .rd_en(gated_rd_en), .rd_addr(gated_rd_addr), .wr_en(gated_wr_en), .wr_addr(gated_wr_addr),
         .wr_data(gated_wr_data), .tbl_en(gated_tbl_en), .tbl_addr(gated_tbl_addr));
   end
-  assign gated = {56'd0, ins[0][7:0]} == OP_GCELL;
-  assign lstm_start = cell_start && !gated;
-  assign gated_start = cell_start && gated;
+  // `gated` (a GCELL runs) is a register from DECODE on, so that the choice of the unit's
+  // ports is not the opcode's compare in front of every cell read and write of the scratchpad.
+  always_ff @(posedge clk) if (state == DECODE) gated <= opcode == OP_GCELL;
+  assign lstm_start = cell_start && opcode != OP_GCELL;
+  assign gated_start = cell_start && opcode == OP_GCELL;
   assign cell_finished = gated ? gated_finished : lstm_finished;
   assign cell_rd_en = gated ? gated_rd_en : lstm_rd_en;
   assign cell_rd_addr = gated ? gated_rd_addr : lstm_rd_addr;
