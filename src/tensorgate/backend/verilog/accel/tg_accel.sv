@@ -370,6 +370,12 @@ module tg_accel #(
   logic [LANE_AW:0] groups_left;
   logic [31:0] tiles_left, drain_rest;
   assign drain_step = LANE_CW'(1) << drain_log;
+  // lane_on[j]: drain lane j takes part (j < D), a register (the instruction is stable from
+  // DECODE on), so that the init reads' bank enables are not a shift and compare away from it.
+  logic [DRAIN_W-1:0] lane_on;
+  always_ff @(posedge clk) begin
+    for (int j = 0; j < DRAIN_W; j++) lane_on[j] <= LANE_CW'(j) < drain_step;
+  end
   logic drain_issue, ew_issue, e1_from_x;
   logic [DRAIN_W-1:0] e1_valid;
   logic signed [63:0] e1_value[DRAIN_W];
@@ -432,7 +438,7 @@ module tg_accel #(
   for (genvar j = 0; j < DRAIN_W; j++) begin : g_drain_issue
     always_ff @(posedge clk) begin
       if (rst) e1_valid[j] <= 1'b0;
-      else e1_valid[j] <= (drain_issue && LANE_CW'(j) < drain_step) || (ew_issue && j == 0);
+      else e1_valid[j] <= (drain_issue && lane_on[j]) || (ew_issue && j == 0);
       e1_value[j] <= 64'(signed'(lane_out[LANE_AW'(32'(drained_lane) + 32'(j))]));
       e1_addr[j] <= S_AW'(o_addr + 32'(j) * 32'(o_lane_stride));
     end
@@ -706,7 +712,7 @@ module tg_accel #(
   logic [DRAIN_W-1:0][S_W-1:0] i_word;
   always_comb begin
     for (int j = 0; j < DRAIN_W; j++) begin
-      i_en[j] = i_ready && LANE_CW'(j) < drain_step;
+      i_en[j] = i_ready && lane_on[j];
       i_port_addr[j] = S_AW'(i_addr + 32'(j) * 32'(i_lane_stride));
     end
   end
