@@ -567,12 +567,7 @@ class Lowering(GatedCellLowering):
                 self.elementwise(dims, base, region, None, self.narrowing(0, None, None))
             states.append(region)
         h_region, c_region = states
-        keeps_y = bool(self.module.users(op.results[0])) or op.results[0] in self.module.outputs
-        y_region = self.alloc(steps * dirs * batch * hidden if keeps_y else 0)  # Y unused: never written
-        streamed = self.streamed_ops.get(id(op))
-        if streamed is not None:
-            self.image.streamed.append(streamed)
-        x_grid = self.rows_grid(x, x.shape[-1]) if streamed is None else None
+        keeps_y, y_region, x_grid = self._sequence_regions(op, x, dirs, hidden)
         fields = self._cell_fields(program)
         fields[isa.CELL_FLAGS] = ((isa.HAS_LEN if lens is not None else 0)
                                   | (isa.INPUT_FORGET if program.input_forget else 0)
@@ -580,14 +575,10 @@ class Lowering(GatedCellLowering):
                                   | (isa.WRITE_Y if keeps_y else 0))
         name = op.results[0].name
         for d in range(dirs):
-            gx = self._projection(program, d, x_grid, f"{name}.d{d}") if streamed is None else None
+            gx = self._sequence_projection(program, d, x_grid, f"{name}.d{d}")
             h_grid = Grid(h_region + d * batch * hidden, batch, hidden, hidden, 1)
             for t in (range(steps - 1, -1, -1) if program.reverse[d] else range(steps)):
-                if streamed is None:
-                    gx_t = [g.row_block(t * batch, batch) for g in gx]
-                else:
-                    gx_t = self._projection(program, d, self._stream_step(x.shape[-1], batch),
-                                            f"{name}.d{d}")
+                gx_t = self._step_projection(program, d, gx, t, batch, x.shape[-1], f"{name}.d{d}")
                 pre = self._recurrent(program, d, h_grid, gx_t, f"{name}.d{d}.r")
                 for b in range(batch):
                     row = (d * batch + b) * hidden
@@ -603,6 +594,31 @@ class Lowering(GatedCellLowering):
         if program.layout:
             return [np.transpose(y, (2, 0, 1, 3)), np.swapaxes(h, 0, 1), np.swapaxes(c, 0, 1)]
         return [y, h, c]
+
+    def _sequence_regions(self, op: Op, x: np.ndarray, dirs: int, hidden: int) -> tuple[bool, int, Grid | None]:
+        """A recurrent op's Y region (empty when nothing reads Y: the cell then writes none)
+        and its input's grid, ``None`` when the input is streamed a step at a time
+        (``_streaming_consumer``); whether Y is kept comes first."""
+        steps, batch = x.shape[0], x.shape[1]
+        keeps_y = bool(self.module.users(op.results[0])) or op.results[0] in self.module.outputs
+        y_region = self.alloc(steps * dirs * batch * hidden if keeps_y else 0)
+        streamed = self.streamed_ops.get(id(op))
+        if streamed is not None:
+            self.image.streamed.append(streamed)
+        return keeps_y, y_region, self.rows_grid(x, x.shape[-1]) if streamed is None else None
+
+    def _sequence_projection(self, program, d: int, x_grid: Grid | None, key: str) -> list[Grid] | None:
+        """Direction ``d``'s input projection of every step at once, or ``None`` for a
+        streamed input (each step's is made as it arrives, ``_step_projection``)."""
+        return None if x_grid is None else self._projection(program, d, x_grid, key)
+
+    def _step_projection(self, program, d: int, gx: list[Grid] | None, t: int, batch: int, width: int,
+                         key: str) -> list[Grid]:
+        """Step ``t``'s input projection: its rows of the whole sequence's ``gx``, or, for a
+        streamed input (a forward sweep), the projection of the step taken from the stream now."""
+        if gx is not None:
+            return [g.row_block(t * batch, batch) for g in gx]
+        return self._projection(program, d, self._stream_step(width, batch), key)
 
     def _stream_step(self, width: int, batch: int) -> Grid:
         """One time step of a streamed input (``batch`` rows of ``width`` codes), taken from

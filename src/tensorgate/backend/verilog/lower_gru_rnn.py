@@ -115,14 +115,9 @@ class GatedCellLowering:
         dirs, hidden = program.dirs, program.hidden
         self.image.steps = max(self.image.steps, steps)
         h_region = self._initial_state(h0, (dirs, batch, hidden))
-        keeps_y = bool(self.module.users(op.results[0])) or op.results[0] in self.module.outputs
-        y_region = self.alloc(steps * dirs * batch * hidden if keeps_y else 0)  # Y unused: never written
-        streamed = self.streamed_ops.get(id(op))
-        if streamed is not None:
-            self.image.streamed.append(streamed)
-        x_grid = self.rows_grid(x, x.shape[-1]) if streamed is None else None
+        keeps_y, y_region, x_grid = self._sequence_regions(op, x, dirs, hidden)
         for d in range(dirs):
-            gx = self._projection(program, d, x_grid, f"{program.name}.d{d}") if streamed is None else None
+            gx = self._sequence_projection(program, d, x_grid, f"{program.name}.d{d}")
             h_grid = Grid(h_region + d * batch * hidden, batch, hidden, hidden, 1)
             bias = getattr(program, "recurrent_bias", None)
             bias_grid = None if bias is None else self.constant_grid(bias[d][0], batch)
@@ -139,10 +134,7 @@ class GatedCellLowering:
                                       isa.GC_LEN: int(lens[b]) if lens is not None else 0})
                     self.emit(isa.cell(words, isa.GCELL), hidden * GCELL_CYCLES_PER_ELEMENT[mode] + GCELL_FIXED_CYCLES[mode])
 
-                if streamed is None:
-                    gx_t = [g.row_block(t * batch, batch) for g in gx]
-                else:  # a forward sweep: the step's input arrives now (Lowering._streaming_consumer)
-                    gx_t = self._projection(program, d, self._stream_step(x.shape[-1], batch), f"{program.name}.d{d}")
+                gx_t = self._step_projection(program, d, gx, t, batch, x.shape[-1], f"{program.name}.d{d}")
                 step(d, h_grid, gx_t, bias_grid, cell)
         y = y_region + np.arange(steps * dirs * batch * hidden, dtype=np.int64).reshape(steps, dirs, batch, hidden)
         h = h_region + np.arange(dirs * batch * hidden, dtype=np.int64).reshape(dirs, batch, hidden)
