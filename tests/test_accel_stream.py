@@ -4,7 +4,8 @@ and the integer golden model's bit for bit; every word arrives once, in order; a
 offered on the output stays offered, unchanged, until taken; the streams yield to the host
 port and take no new words while a program runs, except for its INPUT instructions (a
 sequence streamed one time step at a time, several codes to a stream word in a build of
-several write ports: ``isa.input_pack``)."""
+several write ports: ``isa.input_pack``), whose stream of the next step runs in the
+background while the step before computes, through long stalls."""
 
 from __future__ import annotations
 
@@ -202,3 +203,59 @@ def test_input_instruction_takes_one_stream_word_a_cycle(packed, accel, packed_a
         short, long = (run_input_instruction(sim, 0, rng.integers(-128, 128, words * pack), pack)
                        for words in (100, 200))  # past the next instruction's fetch (65 cycles)
     assert long - short == 100
+
+
+def run_with_stalled_input(sim: RtlSim, words: np.ndarray, valid: np.ndarray) -> int:
+    """Run the loaded program from start to done, its INPUT instructions' stream offering
+    ``words`` in order on the cycles ``valid`` says; the cycles it took."""
+    sim.set("start", 1)
+    sim.step()
+    sim.set("start", 0)
+    sent = cycles = 0
+    while not sim.get("done"):
+        offer = sent < len(words) and bool(valid[cycles % len(valid)])
+        sim.set("in_valid", int(offer))
+        sim.set("in_data", int(words[sent]) if offer else 0)
+        sim.eval()
+        sent += int(offer and sim.get("in_ready"))
+        sim.step()
+        cycles += 1
+        assert cycles < 1 << 18, "the program did not finish"
+    sim.set("in_valid", 0)
+    assert sent == len(words), "the program left words of the sequence in the stream"
+    return cycles
+
+
+@pytest.mark.parametrize("seed, cell", [(0, "lstm"), (3, "gru")])
+def test_program_input_stream_with_long_stalls_is_bit_exact(seed, cell, packed_accel, tmp_path):
+    """The background stream of the next step stops for tens of cycles at a time, during
+    the step before's GEMMs and cells and during the waits for it."""
+    rng = np.random.default_rng(seed)
+    module, inputs = quantized(AccelCase(fmt="bt", seed=seed, batch=1, cell=cell, steps=4), tmp_path)
+    codes = FixedExecutor(module).input_codes(inputs)
+    image = lower(module, PES, {name: np.shape(array) for name, array in codes.items()})
+    assert image.streamed == ["x"]
+    valid = np.repeat(rng.random(256) < 0.5, rng.integers(1, 40, 256))
+    with RtlSim(packed_accel) as sim:
+        sim.reset()
+        load_image(sim, image)
+        for name, addresses in image.inputs.items():
+            stream_in(sim, int(addresses.flat[0]), np.asarray(codes[name], np.int64).ravel())
+        run_with_stalled_input(sim, image.stream_words(codes, PACKED.input_pack), valid)
+        expected = run_fixed(module, inputs, raw=True)
+        for name, (addresses, _) in image.outputs.items():
+            assert np.array_equal(read_codes(sim, addresses), expected[name]), name
+
+
+def test_later_steps_stream_while_the_step_before_computes(tmp_path):
+    """Each step's INPUT arms the next step's stream in the background, so a step after the
+    first waits (almost) nothing for its codes: four more steps of 1024 codes (1024 stream
+    cycles each) add less than one step's stream to the cycles outside GEMM, EW and cell."""
+    runs = {}
+    for steps in (2, 6):
+        module, inputs = quantized(AccelCase(inputs=1024, hidden=8, batch=1, steps=steps), tmp_path)
+        artifact = write_verilog_artifact(module, tmp_path / f"artifact{steps}", "quantize", "overlap", PES)
+        outputs, runs[steps] = Simulator(artifact, progress=False).run(inputs, raw=True)
+        expected = run_fixed(module, inputs, raw=True)
+        assert all(np.array_equal(outputs[key], value) for key, value in expected.items())
+    assert runs[6]["overhead_cycles"] - runs[2]["overhead_cycles"] < 1024

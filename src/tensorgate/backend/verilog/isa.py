@@ -2,8 +2,8 @@
 ``accel/tg_gru_rnn_cell.sv``).
 
 An instruction is ``WORDS`` 64-bit words; word 0 is the opcode (bits 7:0; a GEMM's log2 row
-groups in bits 15:8 and log2 drain lanes in bits 23:16).  Signed fields are two's
-complement.  ``Loops`` are address-generator walks: a base and up to ``DIMS`` nested loops,
+groups in bits 15:8 and log2 drain lanes in bits 23:16; bit 24 ``WAITS_FOR_INPUT``).  Signed
+fields are two's complement.  ``Loops`` are address-generator walks: a base and up to ``DIMS`` nested loops,
 innermost first, each ``(count, stride)``.
 """
 
@@ -18,6 +18,8 @@ from ...errors import TensorgateError
 WORDS = 64
 DIMS = 8
 END, GEMM, EW, CELL, GCELL, INPUT = 0, 1, 2, 3, 4, 5
+INPUT_BACKGROUND = 1  # INPUT word 3: the next instructions run while the codes arrive
+WAITS_FOR_INPUT = 1 << 24  # word 0: start once the last INPUT's codes are all written (every INPUT has it)
 WIDE_LO, WIDE_HI = -(1 << 63), (1 << 63) - 1
 MAX_ROW_GROUPS, LANES_PER_ROW_GROUP = 16, 8
 MAX_DRAIN_LANES, LANES_PER_DRAIN_LANE = 4, 32
@@ -296,11 +298,22 @@ def pack_input(codes: np.ndarray, pack: int) -> np.ndarray:
     return np.bitwise_or.reduce(bits << shifts, axis=1).astype(np.int64)
 
 
-def stream_input(base: int, count: int) -> np.ndarray:
+def stream_input(base: int, count: int, background: bool = False) -> np.ndarray:
     """INPUT: the next ``count`` codes of the input stream to scratchpad words ``base`` on
-    (``input_pack`` codes a stream word, ``pack_input``)."""
+    (``input_pack`` codes a stream word, ``pack_input``), once the INPUT before has all its
+    codes.  In the ``background`` the instruction only arms the stream and the program goes
+    on while the codes arrive, written in the cycles the scratchpad's write ports are free;
+    the first instruction reading them ``waits_for_input``."""
     words = instruction()
-    _put(words, 0, INPUT)
+    _put(words, 0, INPUT | WAITS_FOR_INPUT)
     _put(words, 1, base)
     _put(words, 2, count)
+    _put(words, 3, INPUT_BACKGROUND if background else 0)
     return words
+
+
+def waits_for_input(words: np.ndarray) -> np.ndarray:
+    """The instruction ``words`` made to start only once the last INPUT's codes are all written."""
+    waiting = words.copy()
+    _put(waiting, 0, int(words[0]) | WAITS_FOR_INPUT)
+    return waiting

@@ -83,6 +83,8 @@ class Lowering(GatedCellLowering):
         self.input_pack = isa.input_pack(storage_width(module_code_width(module)), self.image.drain_lanes,
                                          self.image.banks)  # the build's (AccelConfig.input_pack), for the estimate
         self.last_run = 0
+        self.armed_step: tuple[Grid, int] | None = None  # the streamed step's region and the estimate at its INPUT
+        self.input_wait: int | None = None  # the cycles the next instruction waits for a streamed step
 
     # -------------------------------------------------------------- memories
 
@@ -121,6 +123,10 @@ class Lowering(GatedCellLowering):
         return Grid(self.constant_bases[key], rows, values.size, 0, 1)
 
     def emit(self, words: np.ndarray, cycles: int) -> None:
+        """Append an instruction that runs ``cycles``; the first after a streamed step's
+        arming waits for its codes (``_stream_step``)."""
+        if self.input_wait is not None:
+            words, cycles, self.input_wait = isa.waits_for_input(words), cycles + self.input_wait, None
         self.image.program.append(words)
         self.image.cycles_estimate += TAKE_CYCLES + max(0, FETCH_CYCLES - self.last_run - 1) + cycles
         self.last_run = cycles
@@ -578,7 +584,7 @@ class Lowering(GatedCellLowering):
             gx = self._sequence_projection(program, d, x_grid, f"{name}.d{d}")
             h_grid = Grid(h_region + d * batch * hidden, batch, hidden, hidden, 1)
             for t in (range(steps - 1, -1, -1) if program.reverse[d] else range(steps)):
-                gx_t = self._step_projection(program, d, gx, t, batch, x.shape[-1], f"{name}.d{d}")
+                gx_t = self._step_projection(program, d, gx, t, steps, batch, x.shape[-1], f"{name}.d{d}")
                 pre = self._recurrent(program, d, h_grid, gx_t, f"{name}.d{d}.r")
                 for b in range(batch):
                     row = (d * batch + b) * hidden
@@ -612,20 +618,35 @@ class Lowering(GatedCellLowering):
         streamed input (each step's is made as it arrives, ``_step_projection``)."""
         return None if x_grid is None else self._projection(program, d, x_grid, key)
 
-    def _step_projection(self, program, d: int, gx: list[Grid] | None, t: int, batch: int, width: int,
+    def _step_projection(self, program, d: int, gx: list[Grid] | None, t: int, steps: int, batch: int, width: int,
                          key: str) -> list[Grid]:
         """Step ``t``'s input projection: its rows of the whole sequence's ``gx``, or, for a
-        streamed input (a forward sweep), the projection of the step taken from the stream now."""
+        streamed input (a forward sweep of ``steps``), the projection of the step taken from
+        the stream."""
         if gx is not None:
             return [g.row_block(t * batch, batch) for g in gx]
-        return self._projection(program, d, self._stream_step(width, batch), key)
+        return self._projection(program, d, self._stream_step(t, steps, width, batch), key)
 
-    def _stream_step(self, width: int, batch: int) -> Grid:
-        """One time step of a streamed input (``batch`` rows of ``width`` codes), taken from
-        the input stream into a region of its own."""
-        step = self.grid(batch, width)
-        self.emit(isa.stream_input(step.base, batch * width), -(-batch * width // self.input_pack))
+    def _stream_step(self, t: int, steps: int, width: int, batch: int) -> Grid:
+        """Time step ``t`` of a streamed input (``batch`` rows of ``width`` codes), in a region
+        of its own.  The stream runs in the background: step 0's is armed here, every later
+        step's by an INPUT that waits for the step before, so that a step arrives while the
+        one before computes; the next instruction (the INPUT, or in the last step the first
+        reader) waits for the step (``input_wait``: what the work since its arming did not
+        hide).  The allocator keeps the two steps' regions apart: both are live at the arming."""
+        if t == 0:
+            self._arm_stream(width, batch)
+        step, armed_at = self.armed_step
+        self.input_wait = max(0, -(-batch * width // self.input_pack) - (self.image.cycles_estimate - armed_at))
+        if t + 1 < steps:
+            self._arm_stream(width, batch)
         return step
+
+    def _arm_stream(self, width: int, batch: int) -> None:
+        """An INPUT in the background of the next time step's codes into a region of its own."""
+        step = self.grid(batch, width)
+        self.emit(isa.stream_input(step.base, batch * width, background=True), 1)
+        self.armed_step = (step, self.image.cycles_estimate)
 
     def _projection(self, program: LSTMProgram, d: int, x: Grid, key: str) -> list[Grid]:
         """gx = narrow(W·x + b, GX) for the rows of ``x`` (all steps, or one streamed step):

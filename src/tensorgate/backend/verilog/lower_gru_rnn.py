@@ -134,7 +134,7 @@ class GatedCellLowering:
                                       isa.GC_LEN: int(lens[b]) if lens is not None else 0})
                     self.emit(isa.cell(words, isa.GCELL), hidden * GCELL_CYCLES_PER_ELEMENT[mode] + GCELL_FIXED_CYCLES[mode])
 
-                gx_t = self._step_projection(program, d, gx, t, batch, x.shape[-1], f"{program.name}.d{d}")
+                gx_t = self._step_projection(program, d, gx, t, steps, batch, x.shape[-1], f"{program.name}.d{d}")
                 step(d, h_grid, gx_t, bias_grid, cell)
         y = y_region + np.arange(steps * dirs * batch * hidden, dtype=np.int64).reshape(steps, dirs, batch, hidden)
         h = h_region + np.arange(dirs * batch * hidden, dtype=np.int64).reshape(dirs, batch, hidden)

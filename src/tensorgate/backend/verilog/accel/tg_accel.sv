@@ -43,10 +43,15 @@
 //         cycle: code j of a word in bits [j*IN_FIELD +: IN_FIELD] (IN_FIELD = 64 / IN_PACK,
 //         two's complement), the last word's fields past word 2's count ignored.  IN_PACK =
 //         min(DRAIN_W, BANKS, 64 / CODE_W): one code per write port, and every code fits
-//         its field.
+//         its field.  Word 3 bit 0 (background): only arm the stream and go on; the codes
+//         are written in the cycles nothing else writes the scratchpad, while the next
+//         instructions run (the next time step's input arrives while this one computes).
+// Any instruction with word 0 bit 24 set (every INPUT) starts only once the codes of the
+// INPUT before are all written: the first reader of a step streamed in the background waits
+// for it, and an INPUT never re-arms a stream whose codes still arrive.
 // Streams (AXI-Stream-like: a word moves on an edge where valid && ready; valid never waits
 // for ready), served while the accelerator is idle and yielding to the host port, and the
-// input stream also by INPUT instructions:
+// input stream also by INPUT instructions, in any state once armed by one:
 //   input   in_arm (one edge) loads in_base and in_count; the next in_count words on
 //           in_data (64-bit two's complement codes) are written to the scratchpad at in_base,
 //           in_base + 1, ...  in_ready is high while words are still expected.
@@ -140,7 +145,7 @@ module tg_accel #(
 
   typedef enum logic [2:0] {IDLE, FETCH, DECODE, RUN_GEMM, RUN_EW, RUN_CELL, RUN_INPUT} state_t;
   state_t state;
-  logic idle;
+  logic idle, decoded;
   assign idle = (state == IDLE);
 
   // ------------------------------------------------------------------ host port decoding
@@ -540,13 +545,28 @@ module tg_accel #(
   // in_expected (more codes expected) is a register, so that in_ready, which a word's arrival
   // and the stream's counters wait on, is a few gates from registers.  in_left counts codes:
   // an armed stream's word is one code, an INPUT instruction's word IN_PACK (in_packed).
+  // An INPUT's words pass through a queue of two (in_queue): the stream takes a word on every
+  // edge the queue has room for it, in any state (an INPUT in the background arms the stream
+  // and the program runs on), and the queue's head is written in a cycle no other source
+  // writes the scratchpad (in_write), through write ports 0 .. IN_PACK-1.  An INPUT not in
+  // the background waits until every code is written (in_busy low), and so does the decode
+  // of an instruction that waits for the input (decoded).
   logic [31:0] in_addr, in_left, in_step;
-  logic in_fire, in_load, in_expected, in_expected_after, in_packed;
-  assign in_ready = (idle || state == RUN_INPUT) && in_expected && !host_scratch_write;
+  logic in_fire, in_load, in_expected, in_expected_after, in_packed, in_busy, in_background;
+  logic [63:0] in_queue[2];
+  logic [1:0] in_held;
+  logic in_head, in_tail, in_room, in_write, in_push, scratch_writing;
+  assign in_ready = in_expected && (in_packed ? in_room : idle && !host_scratch_write);
   assign in_fire = in_valid && in_ready;
-  assign in_load = (state == DECODE) && opcode == OP_INPUT;
+  assign in_busy = in_expected || in_held != 2'd0;
+  assign decoded = (state == DECODE) && !(ins[0][24] && in_busy);
+  assign in_load = decoded && opcode == OP_INPUT;
+  assign in_background = ins[3][0];
   assign in_step = in_packed ? 32'(IN_PACK) : 32'd1;
   assign in_expected_after = in_left > in_step;
+  assign in_push = in_fire && in_packed;
+  assign scratch_writing = drained != '0 || (state == RUN_CELL && cell_wr_en) || host_scratch_write;
+  assign in_write = in_held != 2'd0 && !scratch_writing;
   always_ff @(posedge clk) begin
     if (rst) begin
       in_addr <= '0;
@@ -569,20 +589,47 @@ module tg_accel #(
       in_expected <= in_expected_after;
     end
   end
+  always_ff @(posedge clk) begin
+    if (rst || in_load || in_arm) begin
+      in_held <= '0;
+      in_room <= 1'b1;
+      in_head <= 1'b0;
+      in_tail <= 1'b0;
+    end else begin
+      if (in_push) begin
+        in_queue[in_tail] <= in_data;
+        in_tail <= ~in_tail;
+      end
+      if (in_write) in_head <= ~in_head;
+      in_held <= in_held + 2'(in_push) - 2'(in_write);
+      in_room <= in_held + 2'(in_push) - 2'(in_write) != 2'd2;
+    end
+  end
 
-  // An INPUT word's codes land in registers, one per write lane, and are written the cycle
-  // after through write ports 0 .. IN_PACK-1 (consecutive words: distinct banks); lanes past
-  // the instruction's last code stay off.  An armed stream's word goes straight to port 0.
-  logic [IN_PACK-1:0] in_lane_en;
+  // The queue's head word is written to the codes' next words, lane j code j of the word
+  // (consecutive words: distinct banks); lanes past the instruction's last code stay off.
+  // Each lane's address and whether it is live are registers stepped on every write.  An
+  // armed stream's word goes straight to port 0.
+  logic [31:0] in_unwritten;
+  logic [IN_PACK-1:0] in_lane_live, in_lane_en;
   logic [IN_PACK-1:0][S_AW-1:0] in_lane_addr;
   logic [IN_PACK-1:0][S_W-1:0] in_lane_code;
+  always_ff @(posedge clk) begin
+    if (in_load) in_unwritten <= ins[2][31:0];
+    else if (in_write) in_unwritten <= in_unwritten > 32'(IN_PACK) ? in_unwritten - 32'(IN_PACK) : 32'd0;
+  end
   for (genvar j = 0; j < IN_PACK; j++) begin : g_input_lane
     always_ff @(posedge clk) begin
-      if (rst) in_lane_en[j] <= 1'b0;
-      else in_lane_en[j] <= in_fire && in_packed && in_left > 32'(j);
-      in_lane_addr[j] <= S_AW'(in_addr + 32'(j));
-      in_lane_code[j] <= S_W'(64'(signed'(in_data[j * IN_FIELD +: IN_FIELD])));
+      if (in_load) begin
+        in_lane_live[j] <= ins[2][31:0] > 32'(j);
+        in_lane_addr[j] <= S_AW'(ins[1][31:0] + 32'(j));
+      end else if (in_write) begin
+        in_lane_live[j] <= in_unwritten > 32'(IN_PACK + j);
+        in_lane_addr[j] <= in_lane_addr[j] + S_AW'(IN_PACK);
+      end
     end
+    assign in_lane_en[j] = in_write && in_lane_live[j];
+    assign in_lane_code[j] = S_W'(64'(signed'(in_queue[in_head][j * IN_FIELD +: IN_FIELD])));
   end
 
   // Reads are issued only when the buffer will have room for their word one edge later:
@@ -652,7 +699,7 @@ module tg_accel #(
     s_write_addr = drained_addr[0];
     s_write_data = drained_value[0];
     if (drained[0]) s_write_en = 1'b1;
-    else if (state == RUN_CELL) begin
+    else if (state == RUN_CELL && cell_wr_en) begin
       s_write_en = cell_wr_en;
       s_write_addr = cell_wr_addr;
       s_write_data = cell_wr_data;
@@ -747,8 +794,8 @@ module tg_accel #(
   end
 
   // ------------------------------------------------------------------ controller
-  assign gens_start = (state == DECODE) && (opcode == OP_GEMM || opcode == OP_EW);
-  assign cell_start = (state == DECODE) && (opcode == OP_CELL || opcode == OP_GCELL);
+  assign gens_start = decoded && (opcode == OP_GEMM || opcode == OP_EW);
+  assign cell_start = decoded && (opcode == OP_CELL || opcode == OP_GCELL);
   always_ff @(posedge clk) begin
     if (rst) begin
       state <= IDLE;
@@ -760,12 +807,12 @@ module tg_accel #(
           state <= FETCH;
         end
         FETCH: if (take) state <= DECODE;
-        DECODE: begin
+        DECODE: if (decoded) begin
           case (opcode)
             OP_GEMM: state <= RUN_GEMM;
             OP_EW: state <= RUN_EW;
             OP_CELL, OP_GCELL: state <= RUN_CELL;
-            OP_INPUT: state <= RUN_INPUT;
+            OP_INPUT: state <= in_background ? FETCH : RUN_INPUT;
             default: begin
               done <= 1'b1;
               state <= IDLE;
@@ -774,7 +821,7 @@ module tg_accel #(
         end
         RUN_GEMM, RUN_EW: if (written == ins[63][31:0] && e1_valid == '0 && drain_pending == '0) state <= FETCH;
         RUN_CELL: if (cell_finished) state <= FETCH;
-        RUN_INPUT: if (!in_expected) state <= FETCH;
+        RUN_INPUT: if (!in_busy) state <= FETCH;
         default: state <= IDLE;
       endcase
     end
