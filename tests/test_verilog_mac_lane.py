@@ -138,7 +138,8 @@ def test_pipelined_requant_equals_the_combinational_one_four_edges_later(requant
     stimulus = {"value": values, "shift": shifts, "round_even": modes}
     want = requant.drive(stimulus, ["result", "saturated"], signed=["result"])
     tail = np.zeros(REQUANT_PIPE_LATENCY, np.int64)
-    padded = {"shift": np.r_[shifts, 0, tail], "value": np.r_[0, values, tail], "round_even": np.r_[0, modes, tail]}
+    padded = {"shift": np.r_[shifts, 0, tail], "value": np.r_[0, values, tail], "round_even": np.r_[0, modes, tail],
+              "en": 1}
     got = requant_pipe.drive(padded, ["result", "saturated"], signed=["result"])
     for name in ("result", "saturated"):
         np.testing.assert_array_equal(got[name][1 + REQUANT_PIPE_LATENCY:], want[name], err_msg=name)
@@ -159,7 +160,7 @@ def test_pipelined_requant_compares_its_result_with_the_bounds(requant, requant_
     # when the saturation stage reads them, 3 edges after the value.
     early, late = np.zeros(1 + 3, np.int64), np.zeros(REQUANT_PIPE_LATENCY - 3, np.int64)
     padded = {"shift": np.r_[shifts, 0, tail], "value": np.r_[0, values, tail], "round_even": np.r_[0, modes, tail],
-              "lo": np.r_[early, bounds[0], late], "hi": np.r_[early, bounds[1], late]}
+              "lo": np.r_[early, bounds[0], late], "hi": np.r_[early, bounds[1], late], "en": 1}
     got = requant_pipe.drive(padded, ["result", "below", "above"], signed=["result"])
     lag = slice(1 + REQUANT_PIPE_LATENCY, None)
     below, above = got["below"][lag].astype(bool), got["above"][lag].astype(bool)
@@ -167,6 +168,26 @@ def test_pipelined_requant_compares_its_result_with_the_bounds(requant, requant_
     np.testing.assert_array_equal(clamped, np.clip(want["result"], bounds[0], bounds[1]))
     inside = (want["result"] > bounds[0]) & (want["result"] < bounds[1])
     assert not (below | above)[inside].any() and below.any() and above.any()
+
+
+def test_pipelined_requant_moves_only_on_enabled_edges(requant_pipe):
+    """With en low on some edges the pipe holds: what it shows after t edges is what an
+    always-enabled pipe shows after the enabled ones among them, given only their inputs
+    (past the first LATENCY + 1 enabled edges, which still show values from before)."""
+    rng = np.random.default_rng(7)
+    values, shifts, modes = requant_vectors(rng, 5_000)
+    enabled = rng.random(values.size) < 0.6
+    stimulus = {"value": values, "shift": shifts, "round_even": modes}
+    outputs = ["result", "saturated", "below", "above"]
+    got = requant_pipe.drive({**stimulus, "en": enabled.astype(np.int64), "lo": -100, "hi": 100}, outputs,
+                             signed=["result"])
+    kept = requant_pipe.drive({**{name: v[enabled] for name, v in stimulus.items()}, "en": 1, "lo": -100,
+                               "hi": 100}, outputs, signed=["result"])
+    edges = np.r_[0, np.cumsum(enabled)[:-1]]
+    settled = edges > REQUANT_PIPE_LATENCY + 1
+    for name in outputs:
+        np.testing.assert_array_equal(got[name][settled], kept[name][edges[settled]], err_msg=name)
+    assert not enabled.all() and got["saturated"][settled].any()
 
 
 @pytest.mark.parametrize("value, shift, even, expected", [

@@ -11,7 +11,8 @@
 //   8  the clamp to [lo, hi] (the requantizer compared)
 // `load` samples the instruction's fields (acc_shift, init_shift, shift, flags {init_en,
 // round_even}, lo, hi) for the results that follow.  `busy` is high while any result is
-// in flight.  The write address travels with its result.
+// in flight.  The write address travels with its result.  The stages move only while a
+// result enters or is in flight (clock enables), so an idle drain costs a simulation nothing.
 module tg_drain #(
     parameter int ADDR_W = 13
 ) (
@@ -55,11 +56,15 @@ module tg_drain #(
 
   logic [LATENCY-1:0] valid;
   logic [ADDR_W-1:0] addr[LATENCY];
+  logic moving;
+  assign moving = in_valid || busy;
   always_ff @(posedge clk) begin
     if (rst) valid <= '0;
     else valid <= {valid[LATENCY-2:0], in_valid};
-    addr[0] <= in_addr;
-    for (int s = 1; s < LATENCY; s++) addr[s] <= addr[s-1];
+    if (moving) begin
+      addr[0] <= in_addr;
+      for (int s = 1; s < LATENCY; s++) addr[s] <= addr[s-1];
+    end
   end
   assign busy = |valid;
   assign out_valid = valid[LATENCY-1];
@@ -68,18 +73,20 @@ module tg_drain #(
   logic signed [63:0] x1, init1, x2, init2, total3, rounded;
   logic unused_saturated, below, above;
   always_ff @(posedge clk) begin
-    x1 <= x;
-    init1 <= init_en_q ? init : '0;
-    x2 <= x1 <<< acc_shift_q;
-    init2 <= init1 <<< init_shift_q;
-    total3 <= x2 + init2;
+    if (moving) begin
+      x1 <= x;
+      init1 <= init_en_q ? init : '0;
+      x2 <= x1 <<< acc_shift_q;
+      init2 <= init1 <<< init_shift_q;
+      total3 <= x2 + init2;
+    end
   end
 
   tg_requant_pipe #(.IN_W(64), .OUT_W(64), .SHIFT_W(8)) narrow (
-      .clk(clk), .value(total3), .shift(shift_q), .round_even(round_even_q), .lo(lo_q), .hi(hi_q),
+      .clk(clk), .en(moving), .value(total3), .shift(shift_q), .round_even(round_even_q), .lo(lo_q), .hi(hi_q),
       .result(rounded), .saturated(unused_saturated), .below(below), .above(above));
 
-  always_ff @(posedge clk) out_value <= below ? lo_q : (above ? hi_q : rounded);
+  always_ff @(posedge clk) if (moving) out_value <= below ? lo_q : (above ? hi_q : rounded);
 
   if (REQUANT_AT + 4 + 1 != LATENCY) begin : g_bad_latency
     $error("tg_drain: its stages do not add up to LATENCY");

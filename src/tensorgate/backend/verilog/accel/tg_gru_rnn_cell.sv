@@ -20,9 +20,10 @@
 //
 // A modulo-scheduled pipeline as tg_lstm_cell's: element k starts in cycle II·k (II = 5 for
 // UPDATE, 2 for RESET and RNN) and does everything at fixed offsets from its start, distinct
-// mod II per resource (read port, table, write port).  The datapath is free-running; the
-// offsets pick its results.  Offsets (reads registered two cycles later, lookups 12 cycles
-// to their result, each narrowing 8 cycles from its multiply to its clamped result):
+// mod II per resource (read port, table, write port).  The datapath is free-running while
+// the instruction runs (enabled by `running`); the offsets pick its results.  Offsets (reads
+// registered two cycles later, lookups 12 cycles to their result, each narrowing 8 cycles
+// from its multiply to its clamped result):
 //   UPDATE  0-4 read pre_z, pre_r, rn / pre_h, gx_h (linear_before_reset), h
 //           2, 3 look up σ(pre_z), σ(pre_r);  16 r·rn (and gx_h at 17) -> pre_h in 24
 //           24 look up tanh(pre_h);  37 (ONE - z)·n and z·h -> h' in 45: written; y in 46
@@ -160,6 +161,10 @@ module tg_gru_rnn_cell #(
   assign rnn = mode == MODE_RNN;
   assign last_phase = update ? 3'd4 : 3'd1;
   assign launch = state == RUN && phase == 3'd0 && launched < hidden;
+  // running: an instruction is in flight; the datapath, the activation pipe and the
+  // narrowings move only then (clock enables), so an idle unit costs a simulation nothing.
+  logic running;
+  assign running = state != IDLE;
 
   function automatic logic at(input int offset);
     at = (offset == 0) ? launch : since[offset-1];
@@ -243,7 +248,7 @@ module tg_gru_rnn_cell #(
     act_q = look_n ? pre_h : rd_q;
   end
   tg_act_pipe #(.ADDR_W(T_AW)) act (
-      .clk(clk), .lookup(lookup), .q(act_q), .unit(unit), .pwl(unit_pwl), .lo(unit_lo),
+      .clk(clk), .en(running), .lookup(lookup), .q(act_q), .unit(unit), .pwl(unit_pwl), .lo(unit_lo),
       .span_m1(unit_span_m1), .index_shift(unit_index_shift), .offset_drop(unit_offset_drop),
       .guard_bits(unit_guard_bits), .base(unit_base), .out_lo(unit_lo_out), .out_hi(unit_hi_out),
       .round_even(round_even), .tbl_en(tbl_en), .table_addr(tbl_addr), .table_word(tbl_data), .y(act_y));
@@ -252,11 +257,13 @@ module tg_gru_rnn_cell #(
   // rd_d[n] holds rd_q of n + 1 cycles ago, z_d[n] act_y of n + 1 cycles ago, y_d act_y of one.
   logic signed [OP_W-1:0] rd_d[H_TAP+1], z_d[Z_TAP+1], y_d;
   always_ff @(posedge clk) begin
-    rd_d[0] <= OP_W'(rd_q);
-    for (int n = 1; n <= H_TAP; n++) rd_d[n] <= rd_d[n-1];
-    z_d[0] <= OP_W'(act_y);
-    for (int n = 1; n <= Z_TAP; n++) z_d[n] <= z_d[n-1];
-    y_d <= OP_W'(act_y);
+    if (running) begin
+      rd_d[0] <= OP_W'(rd_q);
+      for (int n = 1; n <= H_TAP; n++) rd_d[n] <= rd_d[n-1];
+      z_d[0] <= OP_W'(act_y);
+      for (int n = 1; n <= Z_TAP; n++) z_d[n] <= z_d[n-1];
+      y_d <= OP_W'(act_y);
+    end
   end
 
   // pre_h (UPDATE, cycle MUL_N: r = y_d, rn = rd_d[OPERAND_TAP]; gx_h a cycle later at the
@@ -267,14 +274,16 @@ module tg_gru_rnn_cell #(
   logic signed [63:0] rx_term, gx_term, n_sum, n_rounded, n_new;
   logic unused_n_saturated, n_below, n_above;
   always_ff @(posedge clk) begin
-    r_times_x <= y_d * rd_d[OPERAND_TAP];
-    rx_term <= 64'(r_times_x) <<< n_prod_shift;
-    gx_term <= gx_en ? 64'(rd_d[OPERAND_TAP]) <<< n_gx_shift : '0;
-    n_sum <= rx_term + gx_term;
-    n_new <= n_below ? n_lo : (n_above ? n_hi : n_rounded);
+    if (running) begin
+      r_times_x <= y_d * rd_d[OPERAND_TAP];
+      rx_term <= 64'(r_times_x) <<< n_prod_shift;
+      gx_term <= gx_en ? 64'(rd_d[OPERAND_TAP]) <<< n_gx_shift : '0;
+      n_sum <= rx_term + gx_term;
+      n_new <= n_below ? n_lo : (n_above ? n_hi : n_rounded);
+    end
   end
   tg_requant_pipe #(.IN_W(64), .OUT_W(64), .SHIFT_W(8)) pre_h_narrow (
-      .clk(clk), .value(n_sum), .shift(n_shift), .round_even(round_even), .lo(n_lo), .hi(n_hi),
+      .clk(clk), .en(running), .value(n_sum), .shift(n_shift), .round_even(round_even), .lo(n_lo), .hi(n_hi),
       .result(n_rounded), .saturated(unused_n_saturated), .below(n_below), .above(n_above));
   assign pre_h = lbr ? n_new : 64'(rd_d[PRE_H_TAP]);
 
@@ -284,20 +293,22 @@ module tg_gru_rnn_cell #(
   logic signed [63:0] n_term, h_term, h_sum, h_rounded, h_new, rnn_h, h_out, h_held;
   logic unused_h_saturated, h_below, h_above;
   always_ff @(posedge clk) begin
-    one_minus_z <= one - z_d[Z_TAP];
-    gate_z <= z_d[Z_TAP];
-    n_product <= one_minus_z * y_d;
-    h_product <= gate_z * rd_d[H_TAP];
-    n_term <= 64'(n_product) <<< h_n_shift;
-    h_term <= 64'(h_product) <<< h_z_shift;
-    h_sum <= n_term + h_term;
-    h_new <= h_below ? h_lo : (h_above ? h_hi : h_rounded);
-    // The RNN's h' in cycle RNN_WRITE_H (act(pre) = act_y, pre = rd_d[OPERAND_TAP] the cycle before).
-    rnn_h <= relu ? (rd_d[OPERAND_TAP] < 0 ? '0 : 64'(rd_d[OPERAND_TAP])) : act_y;
-    if (first_write) h_held <= h_out;
+    if (running) begin
+      one_minus_z <= one - z_d[Z_TAP];
+      gate_z <= z_d[Z_TAP];
+      n_product <= one_minus_z * y_d;
+      h_product <= gate_z * rd_d[H_TAP];
+      n_term <= 64'(n_product) <<< h_n_shift;
+      h_term <= 64'(h_product) <<< h_z_shift;
+      h_sum <= n_term + h_term;
+      h_new <= h_below ? h_lo : (h_above ? h_hi : h_rounded);
+      // The RNN's h' in cycle RNN_WRITE_H (act(pre) = act_y, pre = rd_d[OPERAND_TAP] the cycle before).
+      rnn_h <= relu ? (rd_d[OPERAND_TAP] < 0 ? '0 : 64'(rd_d[OPERAND_TAP])) : act_y;
+      if (first_write) h_held <= h_out;
+    end
   end
   tg_requant_pipe #(.IN_W(64), .OUT_W(64), .SHIFT_W(8)) hidden_narrow (
-      .clk(clk), .value(h_sum), .shift(h_shift), .round_even(round_even), .lo(h_lo), .hi(h_hi),
+      .clk(clk), .en(running), .value(h_sum), .shift(h_shift), .round_even(round_even), .lo(h_lo), .hi(h_hi),
       .result(h_rounded), .saturated(unused_h_saturated), .below(h_below), .above(h_above));
   assign h_out = rnn ? rnn_h : h_new;
 

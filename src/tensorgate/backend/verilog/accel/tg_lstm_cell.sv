@@ -13,8 +13,9 @@
 // A modulo-scheduled pipeline: element k starts in cycle 5k and does everything at fixed
 // offsets from its start, so that the scratchpad's read port, the table and the write port
 // each serve at most one element per cycle (five reads, five lookups and three writes in
-// five cycles: distinct offsets mod 5).  The datapath itself is free-running (registers
-// without enables, delay lines for values that wait); the offsets pick its results:
+// five cycles: distinct offsets mod 5).  The datapath itself is free-running while the
+// instruction runs (registers enabled only by `running`, delay lines for values that wait);
+// the offsets pick its results:
 //    0-4  read pre_i, pre_f, pre_c, c, pre_o       (each word registered two cycles later)
 //    2, 3, 4, 6   look up σ(pre_i), σ(pre_f), tanh(pre_c), σ(pre_o)  -> i, f, g, o at +12
 //   17    f·c and i·g (gate-width multipliers, registered), 18 the shifts, 19 the add,
@@ -120,6 +121,10 @@ module tg_lstm_cell #(
   // unlaunched (launched < hidden) is a register, so that a launch, which every read
   // address and table lookup of the schedule follows, is a few gates from registers.
   assign launch = state == RUN && phase == 3'd0 && unlaunched;
+  // running: an instruction is in flight; the datapath, the activation pipe and the
+  // narrowings move only then (clock enables), so an idle unit costs a simulation nothing.
+  logic running;
+  assign running = state != IDLE;
 
   function automatic logic at(input int offset);
     at = (offset == 0) ? launch : since[offset-1];
@@ -198,7 +203,7 @@ module tg_lstm_cell #(
     act_q = at(WRITE_C) ? c_new : rd_q;
   end
   tg_act_pipe #(.ADDR_W(T_AW)) act (
-      .clk(clk), .lookup(lookup), .q(act_q), .unit(unit), .pwl(unit_pwl), .lo(unit_lo),
+      .clk(clk), .en(running), .lookup(lookup), .q(act_q), .unit(unit), .pwl(unit_pwl), .lo(unit_lo),
       .span_m1(unit_span_m1), .index_shift(unit_index_shift), .offset_drop(unit_offset_drop),
       .guard_bits(unit_guard_bits), .base(unit_base), .out_lo(gate_lo), .out_hi(gate_hi),
       .round_even(round_even), .tbl_en(tbl_en), .table_addr(tbl_addr), .table_word(tbl_data), .y(act_y));
@@ -207,15 +212,17 @@ module tg_lstm_cell #(
   // y_d[n] and c_d[n] hold act_y and rd_q of n + 1 cycles ago; o_d the same for o.
   logic signed [OP_W-1:0] y_d[3], c_d[C_DELAY+1], o_d[O_DELAY+1], gate_f;
   always_ff @(posedge clk) begin
-    y_d[0] <= OP_W'(act_y);
-    y_d[1] <= y_d[0];
-    y_d[2] <= y_d[1];
-    c_d[0] <= OP_W'(rd_q);
-    for (int n = 1; n <= C_DELAY; n++) c_d[n] <= c_d[n-1];
-    o_d[0] <= OP_W'(act_y);
-    for (int n = 1; n <= O_DELAY; n++) o_d[n] <= o_d[n-1];
-    // In cycle MUL_C - 1, y_d[0] is f and y_d[1] is i.
-    gate_f <= input_forget ? one - y_d[1] : y_d[0];
+    if (running) begin
+      y_d[0] <= OP_W'(act_y);
+      y_d[1] <= y_d[0];
+      y_d[2] <= y_d[1];
+      c_d[0] <= OP_W'(rd_q);
+      for (int n = 1; n <= C_DELAY; n++) c_d[n] <= c_d[n-1];
+      o_d[0] <= OP_W'(act_y);
+      for (int n = 1; n <= O_DELAY; n++) o_d[n] <= o_d[n-1];
+      // In cycle MUL_C - 1, y_d[0] is f and y_d[1] is i.
+      gate_f <= input_forget ? one - y_d[1] : y_d[0];
+    end
   end
 
   // c' (cycle MUL_C: gate_f, c = c_d[C_DELAY], i = y_d[2], g = y_d[0]).
@@ -223,27 +230,31 @@ module tg_lstm_cell #(
   logic signed [63:0] fc_term, ig_term, cell_sum, cell_rounded, hidden_rounded;
   logic unused_cell_saturated, unused_hidden_saturated, cell_below, cell_above, hidden_below, hidden_above;
   always_ff @(posedge clk) begin
-    f_times_c <= gate_f * c_d[C_DELAY];
-    i_times_g <= y_d[2] * y_d[0];
-    fc_term <= 64'(f_times_c) <<< fc_shift;
-    ig_term <= 64'(i_times_g) <<< ig_shift;
-    cell_sum <= fc_term + ig_term;
+    if (running) begin
+      f_times_c <= gate_f * c_d[C_DELAY];
+      i_times_g <= y_d[2] * y_d[0];
+      fc_term <= 64'(f_times_c) <<< fc_shift;
+      ig_term <= 64'(i_times_g) <<< ig_shift;
+      cell_sum <= fc_term + ig_term;
+    end
   end
   tg_requant_pipe #(.IN_W(64), .OUT_W(64), .SHIFT_W(8)) cell_narrow (
-      .clk(clk), .value(cell_sum), .shift(c_shift), .round_even(round_even), .lo(c_lo), .hi(c_hi),
+      .clk(clk), .en(running), .value(cell_sum), .shift(c_shift), .round_even(round_even), .lo(c_lo), .hi(c_hi),
       .result(cell_rounded), .saturated(unused_cell_saturated), .below(cell_below), .above(cell_above));
 
   // h' (cycle MUL_H: o = o_d[O_DELAY], tanh_cell(c') = act_y).
   logic signed [PRODUCT_W-1:0] o_times_tanh;
   logic signed [63:0] h_new, h_held;
   always_ff @(posedge clk) begin
-    c_new <= cell_below ? c_lo : (cell_above ? c_hi : cell_rounded);
-    o_times_tanh <= o_d[O_DELAY] * OP_W'(act_y);
-    h_new <= hidden_below ? h_lo : (hidden_above ? h_hi : hidden_rounded);
-    if (at(WRITE_H)) h_held <= h_new;
+    if (running) begin
+      c_new <= cell_below ? c_lo : (cell_above ? c_hi : cell_rounded);
+      o_times_tanh <= o_d[O_DELAY] * OP_W'(act_y);
+      h_new <= hidden_below ? h_lo : (hidden_above ? h_hi : hidden_rounded);
+      if (at(WRITE_H)) h_held <= h_new;
+    end
   end
   tg_requant_pipe #(.IN_W(64), .OUT_W(64), .SHIFT_W(8)) hidden_narrow (
-      .clk(clk), .value(64'(o_times_tanh)), .shift(h_shift), .round_even(round_even), .lo(h_lo), .hi(h_hi),
+      .clk(clk), .en(running), .value(64'(o_times_tanh)), .shift(h_shift), .round_even(round_even), .lo(h_lo), .hi(h_hi),
       .result(hidden_rounded), .saturated(unused_hidden_saturated), .below(hidden_below), .above(hidden_above));
 
   // ---------------------------------------------------------------- writes (offsets 25, 43, 44)

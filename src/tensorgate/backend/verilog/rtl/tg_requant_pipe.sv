@@ -11,7 +11,10 @@
 //   3  >>> shift
 //   4  saturation to OUT_W bits, and the comparisons with the bounds lo and hi
 // It takes a new value every cycle; `result` and `saturated` belong to the value given
-// LATENCY edges earlier (and the shift given the cycle before it).  `below` and `above` pick
+// LATENCY edges earlier (and the shift given the cycle before it).  `en` is a clock enable
+// of every stage: on an edge where it is low the pipeline holds, so edges count as above
+// only where en is high.  A unit that drives it high while it runs keeps an idle pipe from
+// being re-evaluated on every edge of a simulation (its logic all sits behind the enable).  `below` and `above` pick
 // lo or hi for a caller's clamp of that result to [lo, hi] (bounds of OUT_W bits, read in
 // stage 4), so that the clamp is a multiplexer, not two wide comparisons and a multiplexer in
 // one cycle.  They come from the fit and the low bits: a result that does not fit is the
@@ -23,6 +26,7 @@ module tg_requant_pipe #(
     parameter int SHIFT_W = 7
 ) (
     input  logic                      clk,
+    input  logic                      en,
     input  logic signed [   IN_W-1:0] value,
     input  logic signed [SHIFT_W-1:0] shift,
     input  logic                      round_even,
@@ -49,30 +53,33 @@ module tg_requant_pipe #(
   logic [SW-1:0] s0, l0;
   assign magnitude = shift[SHIFT_W-1] ? -shift : shift;
   always_ff @(posedge clk) begin
-    lift0 <= shift[SHIFT_W-1];
-    s0 <= (32'(magnitude) > MAX_RIGHT) ? SW'(MAX_RIGHT) : SW'(magnitude);
-    l0 <= (32'(magnitude) > MAX_LEFT) ? SW'(MAX_LEFT) : SW'(magnitude);
+    if (en) begin
+      lift0 <= shift[SHIFT_W-1];
+      s0 <= (32'(magnitude) > MAX_RIGHT) ? SW'(MAX_RIGHT) : SW'(magnitude);
+      l0 <= (32'(magnitude) > MAX_LEFT) ? SW'(MAX_LEFT) : SW'(magnitude);
+    end
   end
 
   // Stage 1: the bias, half - 1 + bit s (half-even) or half - sign (half-away): half
   // (bit s - 1) or the mask of the bits below it.
-  logic signed [RW-1:0] wide_now, bias_now;
-  logic use_half;
-  always_comb begin
-    wide_now = RW'(value);
-    use_half = round_even ? wide_now[s0] : !wide_now[RW-1];
-    for (int i = 0; i < RW; i++) bias_now[i] = use_half ? (32'(s0) == i + 1) : (i + 1 < 32'(s0));
-  end
+  function automatic logic signed [RW-1:0] bias_of(input logic signed [RW-1:0] wide, input logic [SW-1:0] s,
+                                                   input logic even);
+    logic use_half;
+    use_half = even ? wide[s] : !wide[RW-1];
+    for (int i = 0; i < RW; i++) bias_of[i] = use_half ? (32'(s) == i + 1) : (i + 1 < 32'(s));
+  endfunction
 
   logic lift1;
   logic [SW-1:0] s1, l1;
   logic signed [RW-1:0] wide1, bias1;
   always_ff @(posedge clk) begin
-    lift1 <= lift0;
-    s1 <= s0;
-    l1 <= l0;
-    wide1 <= wide_now;
-    bias1 <= bias_now;
+    if (en) begin
+      lift1 <= lift0;
+      s1 <= s0;
+      l1 <= l0;
+      wide1 <= RW'(value);
+      bias1 <= bias_of(RW'(value), s0, round_even);
+    end
   end
 
   logic lift2, lift3;
@@ -80,35 +87,39 @@ module tg_requant_pipe #(
   logic signed [RW-1:0] sum2, rounded3;
   logic signed [LW-1:0] lifted2, lifted3;
   always_ff @(posedge clk) begin
-    // Stage 2: the rounding add, and the exact lift.
-    lift2 <= lift1;
-    s2 <= s1;
-    sum2 <= wide1 + bias1;
-    lifted2 <= LW'(signed'(wide1[IN_W-1:0])) <<< l1;
-    // Stage 3: the rounding shift.
-    lift3 <= lift2;
-    rounded3 <= sum2 >>> s2;
-    lifted3 <= lifted2;
+    if (en) begin
+      // Stage 2: the rounding add, and the exact lift.
+      lift2 <= lift1;
+      s2 <= s1;
+      sum2 <= wide1 + bias1;
+      lifted2 <= LW'(signed'(wide1[IN_W-1:0])) <<< l1;
+      // Stage 3: the rounding shift.
+      lift3 <= lift2;
+      rounded3 <= sum2 >>> s2;
+      lifted3 <= lifted2;
+    end
   end
 
   // Stage 4: a value fits when all its bits from the OUT_W sign bit upwards agree.
-  logic fits, negative;
-  logic [OUT_W-1:0] low_bits;
-  always_comb begin
-    if (lift3) begin
-      fits = (lifted3[LW-1:OUT_W-1] == '0) || (lifted3[LW-1:OUT_W-1] == '1);
-      negative = lifted3[LW-1];
-      low_bits = lifted3[OUT_W-1:0];
+  // {saturated, below, above, result} of the lifted or the rounded value.
+  function automatic logic [OUT_W+2:0] saturate(input logic lift, input logic signed [LW-1:0] lifted,
+                                                input logic signed [RW-1:0] rounded,
+                                                input logic signed [OUT_W-1:0] low, input logic signed [OUT_W-1:0] high);
+    logic fits, negative;
+    logic signed [OUT_W-1:0] low_bits;
+    if (lift) begin
+      fits = (lifted[LW-1:OUT_W-1] == '0) || (lifted[LW-1:OUT_W-1] == '1);
+      negative = lifted[LW-1];
+      low_bits = lifted[OUT_W-1:0];
     end else begin
-      fits = (rounded3[RW-1:OUT_W-1] == '0) || (rounded3[RW-1:OUT_W-1] == '1);
-      negative = rounded3[RW-1];
-      low_bits = rounded3[OUT_W-1:0];
+      fits = (rounded[RW-1:OUT_W-1] == '0) || (rounded[RW-1:OUT_W-1] == '1);
+      negative = rounded[RW-1];
+      low_bits = rounded[OUT_W-1:0];
     end
-  end
+    saturate = {!fits, fits ? low_bits < low : negative, fits ? low_bits > high : !negative,
+                fits ? low_bits : {negative, {(OUT_W - 1) {!negative}}}};
+  endfunction
   always_ff @(posedge clk) begin
-    saturated <= !fits;
-    result <= fits ? low_bits : {negative, {(OUT_W - 1) {!negative}}};
-    below <= fits ? signed'(low_bits) < lo : negative;
-    above <= fits ? signed'(low_bits) > hi : !negative;
+    if (en) {saturated, below, above, result} <= saturate(lift3, lifted3, rounded3, lo, hi);
   end
 endmodule
