@@ -338,19 +338,29 @@ module tg_accel #(
     lane_group = (group < 32'(GROUPS)) ? int'(group) : 0;
   endfunction
 
-  // Every lane's weight bank and A operand; the lanes share one control (tg_mac_lane).  The
-  // host port reaches bank host_addr % P (a one-hot decoded once, not compared per lane).
+  // lane_group_q[l]: lane l's row group under the running instruction, a register loaded in
+  // DECODE (the instruction is stable from then on), so that a lane's A operand is a select
+  // by a register, not a shift and compare of the instruction's group_log on every cycle.
+  localparam int GROUP_AW = (GROUPS > 1) ? $clog2(GROUPS) : 1;
+  logic [GROUP_AW-1:0] lane_group_q[P];
+  always_ff @(posedge clk) begin
+    if (state == DECODE) for (int l = 0; l < P; l++) lane_group_q[l] <= GROUP_AW'(lane_group(l));
+  end
+
+  // Every lane's weight bank and A operand; the lanes share one control (tg_mac_lane).  A host
+  // access reads every bank's port B (one enable, tested once a cycle for all P banks) and
+  // writes bank host_addr % P (a one-hot decoded once, not compared per lane).
   logic [P-1:0][CODE_W-1:0] lane_a, lane_b;
-  logic [P-1:0] bank_host_en;
-  assign bank_host_en = host_weight ? P'(1) << (host_addr % 32'(P)) : '0;
+  logic [P-1:0] bank_host_we;
+  assign bank_host_we = host_we ? P'(1) << (host_addr % 32'(P)) : '0;
   for (genvar l = 0; l < P; l++) begin : g_lane
     tg_ram_dp #(.WIDTH(CODE_W), .DEPTH(W_DEPTH), .STYLE(W_RAM)) bank (
         .clk(clk),
         .a_en(issue), .a_we(1'b0), .a_addr(W_AW'(b_addr)), .a_wdata('0), .a_rdata(lane_b[l]),
-        .b_en(bank_host_en[l]), .b_we(host_we),
+        .b_en(host_weight), .b_we(bank_host_we[l]),
         .b_addr(W_AW'(host_addr / 32'(P))), .b_wdata(host_wdata[CODE_W-1:0]),
         .b_rdata(weight_host_rdata[l]));
-    assign lane_a[l] = group_a_rdata[lane_group(l)][CODE_W-1:0];
+    assign lane_a[l] = group_a_rdata[lane_group_q[l]][CODE_W-1:0];
   end
   /* verilator lint_off UNUSEDSIGNAL */
   logic [P-1:0][ACC_W-1:0] unused_acc;
