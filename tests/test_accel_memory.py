@@ -41,12 +41,17 @@ def test_streamed_sequence_needs_the_same_memory_for_any_length(case, tmp_path):
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("direction", ["reverse", "bidirectional"])
-def test_reverse_sweeps_keep_the_sequence_on_chip(cell, direction, tmp_path):
-    """Not streamed: a reverse sweep takes the last step first, and the host writes the sequence."""
-    case = AccelCase(direction=direction, cell=cell)
+def test_reverse_sweeps_stream_their_steps_in_the_order_they_take_them(cell, direction, tmp_path):
+    """A reverse sweep takes the last step first, and a bidirectional layer takes the
+    sequence twice (forward, then reversed): their INPUTs name those steps, and the memory
+    does not grow with the length."""
+    case = AccelCase(direction=direction, cell=cell, head="dense")
     short, long = lowered(case, tmp_path, 2), lowered(case, tmp_path, 9)
-    assert long.streamed == [] and "x" in long.inputs
-    assert len(long.scratch) > len(short.scratch)
+    assert long.streamed == ["x"] and "x" not in long.inputs
+    assert len(long.scratch) == len(short.scratch)
+    steps = [int(w[isa.INPUT_STEP]) for w in long.program if int(w[0]) & 0xFF == isa.INPUT]
+    backward = list(range(8, -1, -1))
+    assert steps == (backward if direction == "reverse" else list(range(9)) + backward)
 
 
 def test_8_bit_models_store_8_bit_weights_and_narrow_scratchpad_words(tmp_path):

@@ -92,16 +92,21 @@ class Image:
     banks: int = 1
 
     def stream_words(self, codes: dict[str, np.ndarray], pack: int) -> np.ndarray:
-        """The input stream the program's INPUT instructions take: the ``streamed`` inputs'
-        codes in order, each instruction's share packed ``pack`` a word (``isa.pack_input``)."""
-        sequence = np.concatenate([np.asarray(codes[name], np.int64).ravel() for name in self.streamed] or
-                                  [np.zeros(0, np.int64)])
-        counts = [int(words[2]) for words in self.program if int(words[0]) & 0xFF == isa.INPUT]
-        starts = np.cumsum([0] + counts)
-        if starts[-1] != len(sequence):
-            raise TensorgateError(f"the program's INPUT instructions take {starts[-1]} codes; the streamed inputs "
-                             f"{', '.join(self.streamed)} hold {len(sequence)}")
-        chunks = [isa.pack_input(sequence[start:stop], pack) for start, stop in zip(starts[:-1], starts[1:])]
+        """The input stream the program's INPUT instructions take: per instruction, in program
+        order, the time step of the ``streamed`` input it names (words ``isa.INPUT_STEP`` and
+        ``isa.INPUT_SOURCE``: a reverse sweep takes the last step first, a bidirectional
+        layer the sequence twice), packed ``pack`` codes a word (``isa.pack_input``)."""
+        chunks = []
+        for words in self.program:
+            if int(words[0]) & 0xFF != isa.INPUT:
+                continue
+            name = self.streamed[int(words[isa.INPUT_SOURCE])]
+            sequence = np.asarray(codes[name], np.int64)
+            step = sequence.reshape(len(sequence), -1)[int(words[isa.INPUT_STEP])]
+            if step.size != int(words[2]):
+                raise TensorgateError(f"the program's INPUT instructions take {int(words[2])} codes a step of "
+                                      f"'{name}'; its steps hold {step.size}")
+            chunks.append(isa.pack_input(step, pack))
         return np.concatenate(chunks or [np.zeros(0, np.int64)])
 
     def opcodes(self) -> set[int]:

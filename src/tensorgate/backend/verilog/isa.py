@@ -20,6 +20,7 @@ DIMS = 8
 END, GEMM, EW, CELL, GCELL, INPUT = 0, 1, 2, 3, 4, 5
 INPUT_BACKGROUND = 1  # INPUT word 3: the next instructions run while the codes arrive
 WAITS_FOR_INPUT = 1 << 24  # word 0: start once the last INPUT's codes are all written (every INPUT has it)
+INPUT_STEP, INPUT_SOURCE = 4, 5  # INPUT words: the time step and the streamed input it takes (for the host)
 WIDE_LO, WIDE_HI = -(1 << 63), (1 << 63) - 1
 MAX_ROW_GROUPS, LANES_PER_ROW_GROUP = 16, 8
 MAX_DRAIN_LANES, LANES_PER_DRAIN_LANE = 4, 32
@@ -298,17 +299,21 @@ def pack_input(codes: np.ndarray, pack: int) -> np.ndarray:
     return np.bitwise_or.reduce(bits << shifts, axis=1).astype(np.int64)
 
 
-def stream_input(base: int, count: int, background: bool = False) -> np.ndarray:
+def stream_input(base: int, count: int, background: bool = False, step: int = 0, source: int = 0) -> np.ndarray:
     """INPUT: the next ``count`` codes of the input stream to scratchpad words ``base`` on
     (``input_pack`` codes a stream word, ``pack_input``), once the INPUT before has all its
     codes.  In the ``background`` the instruction only arms the stream and the program goes
     on while the codes arrive, written in the cycles the scratchpad's write ports are free;
-    the first instruction reading them ``waits_for_input``."""
+    the first instruction reading them ``waits_for_input``.  Words 4 and 5 (``step`` and
+    ``source``: time step ``step`` of streamed input ``source``) are for the host, which
+    sends the steps in the program's order (``Image.stream_words``); the hardware ignores them."""
     words = instruction()
     _put(words, 0, INPUT | WAITS_FOR_INPUT)
     _put(words, 1, base)
     _put(words, 2, count)
     _put(words, 3, INPUT_BACKGROUND if background else 0)
+    _put(words, INPUT_STEP, step)
+    _put(words, INPUT_SOURCE, source)
     return words
 
 

@@ -50,7 +50,7 @@ from .allocate import Region, allocate_scratchpad
 from .hardware import module_code_width, storage_width
 from .image import Epilogue, Grid, Image, adjacent_groups, affine, astuple_tail
 from .isa import Loops, LoweringError, Narrowing
-from .lower_gru_rnn import GatedCellLowering, is_gated_cell_op
+from .lower_gru_rnn import GatedCellLowering, is_gated_cell_op, sweep
 
 CELL_CYCLES_PER_ELEMENT = 6
 FETCH_CYCLES = isa.WORDS + 1
@@ -83,7 +83,8 @@ class Lowering(GatedCellLowering):
         self.input_pack = isa.input_pack(storage_width(module_code_width(module)), self.image.drain_lanes,
                                          self.image.banks)  # the build's (AccelConfig.input_pack), for the estimate
         self.last_run = 0
-        self.armed_step: tuple[Grid, int] | None = None  # the streamed step's region and the estimate at its INPUT
+        self.stream_queue: list[int] = []  # the streamed input's time steps still to arm, in the sweeps' order
+        self.armed_step: tuple[Grid, int, int] | None = None  # the armed step's region, the estimate at its INPUT, t
         self.input_wait: int | None = None  # the cycles the next instruction waits for a streamed step
 
     # -------------------------------------------------------------- memories
@@ -414,9 +415,9 @@ class Lowering(GatedCellLowering):
 
     def _streaming_consumer(self, value) -> Op | None:
         """The LSTM, GRU or RNN op that takes ``value`` one time step at a time through the
-        input stream: its only user, reading it as its time-major sequence in a forward-only
-        sweep.  A reverse or bidirectional layer needs the last step first, a batch-major
-        layout steps that are not contiguous: their sequences are written by the host."""
+        input stream: its only user, reading it as its time-major sequence (a reverse sweep
+        takes the last step first, a bidirectional layer the sequence twice).  A batch-major
+        layout's steps are not contiguous: its sequence is written by the host."""
         users = self.module.users(value)
         if len(users) != 1 or value in self.module.outputs:
             return None
@@ -424,8 +425,7 @@ class Lowering(GatedCellLowering):
         if op.kind not in STREAMING_PROGRAMS or op.attrs.get("quant") is None or op.operands[0] is not value \
                 or value in op.operands[1:]:
             return None
-        program = STREAMING_PROGRAMS[op.kind](op)
-        return op if not program.layout and not any(program.reverse) else None
+        return op if not STREAMING_PROGRAMS[op.kind](op).layout else None
 
     def _op(self, op: Op, args) -> list[tuple[str, np.ndarray]]:
         if op.kind == "const":
@@ -573,7 +573,7 @@ class Lowering(GatedCellLowering):
                 self.elementwise(dims, base, region, None, self.narrowing(0, None, None))
             states.append(region)
         h_region, c_region = states
-        keeps_y, y_region, x_grid = self._sequence_regions(op, x, dirs, hidden)
+        keeps_y, y_region, x_grid = self._sequence_regions(op, program, x, hidden)
         fields = self._cell_fields(program)
         fields[isa.CELL_FLAGS] = ((isa.HAS_LEN if lens is not None else 0)
                                   | (isa.INPUT_FORGET if program.input_forget else 0)
@@ -583,8 +583,8 @@ class Lowering(GatedCellLowering):
         for d in range(dirs):
             gx = self._sequence_projection(program, d, x_grid, f"{name}.d{d}")
             h_grid = Grid(h_region + d * batch * hidden, batch, hidden, hidden, 1)
-            for t in (range(steps - 1, -1, -1) if program.reverse[d] else range(steps)):
-                gx_t = self._step_projection(program, d, gx, t, steps, batch, x.shape[-1], f"{name}.d{d}")
+            for t in sweep(program, d, steps):
+                gx_t = self._step_projection(program, d, gx, t, batch, x.shape[-1], f"{name}.d{d}")
                 pre = self._recurrent(program, d, h_grid, gx_t, f"{name}.d{d}.r")
                 for b in range(batch):
                     row = (d * batch + b) * hidden
@@ -601,52 +601,58 @@ class Lowering(GatedCellLowering):
             return [np.transpose(y, (2, 0, 1, 3)), np.swapaxes(h, 0, 1), np.swapaxes(c, 0, 1)]
         return [y, h, c]
 
-    def _sequence_regions(self, op: Op, x: np.ndarray, dirs: int, hidden: int) -> tuple[bool, int, Grid | None]:
+    def _sequence_regions(self, op: Op, program, x: np.ndarray, hidden: int) -> tuple[bool, int, Grid | None]:
         """A recurrent op's Y region (empty when nothing reads Y: the cell then writes none)
         and its input's grid, ``None`` when the input is streamed a step at a time
-        (``_streaming_consumer``); whether Y is kept comes first."""
+        (``_streaming_consumer``: the steps then queue in the order the sweeps take them);
+        whether Y is kept comes first."""
         steps, batch = x.shape[0], x.shape[1]
         keeps_y = bool(self.module.users(op.results[0])) or op.results[0] in self.module.outputs
-        y_region = self.alloc(steps * dirs * batch * hidden if keeps_y else 0)
+        y_region = self.alloc(steps * program.dirs * batch * hidden if keeps_y else 0)
         streamed = self.streamed_ops.get(id(op))
-        if streamed is not None:
-            self.image.streamed.append(streamed)
-        return keeps_y, y_region, self.rows_grid(x, x.shape[-1]) if streamed is None else None
+        if streamed is None:
+            return keeps_y, y_region, self.rows_grid(x, x.shape[-1])
+        self.image.streamed.append(streamed)
+        self.stream_queue = [t for d in range(program.dirs) for t in sweep(program, d, steps)]
+        return keeps_y, y_region, None
 
     def _sequence_projection(self, program, d: int, x_grid: Grid | None, key: str) -> list[Grid] | None:
         """Direction ``d``'s input projection of every step at once, or ``None`` for a
         streamed input (each step's is made as it arrives, ``_step_projection``)."""
         return None if x_grid is None else self._projection(program, d, x_grid, key)
 
-    def _step_projection(self, program, d: int, gx: list[Grid] | None, t: int, steps: int, batch: int, width: int,
+    def _step_projection(self, program, d: int, gx: list[Grid] | None, t: int, batch: int, width: int,
                          key: str) -> list[Grid]:
         """Step ``t``'s input projection: its rows of the whole sequence's ``gx``, or, for a
-        streamed input (a forward sweep of ``steps``), the projection of the step taken from
-        the stream."""
+        streamed input, the projection of the step taken from the stream."""
         if gx is not None:
             return [g.row_block(t * batch, batch) for g in gx]
-        return self._projection(program, d, self._stream_step(t, steps, width, batch), key)
+        return self._projection(program, d, self._stream_step(t, width, batch), key)
 
-    def _stream_step(self, t: int, steps: int, width: int, batch: int) -> Grid:
-        """Time step ``t`` of a streamed input (``batch`` rows of ``width`` codes), in a region
-        of its own.  The stream runs in the background: step 0's is armed here, every later
-        step's by an INPUT that waits for the step before, so that a step arrives while the
-        one before computes; the next instruction (the INPUT, or in the last step the first
-        reader) waits for the step (``input_wait``: what the work since its arming did not
-        hide).  The allocator keeps the two steps' regions apart: both are live at the arming."""
-        if t == 0:
+    def _stream_step(self, t: int, width: int, batch: int) -> Grid:
+        """Time step ``t`` of a streamed input (``batch`` rows of ``width`` codes), the next
+        of ``stream_queue``, in a region of its own.  The stream runs in the background: the
+        first step's is armed here, every later one's by an INPUT that waits for the step
+        before, so that a step arrives while the one before computes; the next instruction
+        (the INPUT, or after the last step its first reader) waits for the step
+        (``input_wait``: what the work since its arming did not hide).  The allocator keeps
+        the two steps' regions apart: both are live at the arming."""
+        if self.armed_step is None:
             self._arm_stream(width, batch)
-        step, armed_at = self.armed_step
+        step, armed_at, armed_t = self.armed_step
+        if armed_t != t:
+            raise LoweringError(f"the stream holds time step {armed_t} where the sweep takes step {t}")
         self.input_wait = max(0, -(-batch * width // self.input_pack) - (self.image.cycles_estimate - armed_at))
-        if t + 1 < steps:
+        self.armed_step = None
+        if self.stream_queue:
             self._arm_stream(width, batch)
         return step
 
     def _arm_stream(self, width: int, batch: int) -> None:
-        """An INPUT in the background of the next time step's codes into a region of its own."""
-        step = self.grid(batch, width)
-        self.emit(isa.stream_input(step.base, batch * width, background=True), 1)
-        self.armed_step = (step, self.image.cycles_estimate)
+        """An INPUT in the background of the next queued time step's codes into a region of its own."""
+        step, t = self.grid(batch, width), self.stream_queue.pop(0)
+        self.emit(isa.stream_input(step.base, batch * width, True, t, len(self.image.streamed) - 1), 1)
+        self.armed_step = (step, self.image.cycles_estimate, t)
 
     def _projection(self, program: LSTMProgram, d: int, x: Grid, key: str) -> list[Grid]:
         """gx = narrow(W·x + b, GX) for the rows of ``x`` (all steps, or one streamed step):

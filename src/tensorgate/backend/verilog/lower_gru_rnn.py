@@ -35,6 +35,11 @@ GCELL_FIXED_CYCLES = {isa.GC_RNN: 18, isa.GC_RESET: 25, isa.GC_UPDATE: 48}
 """The last element's schedule after its start, and the start and finish (the length read aside)."""
 
 
+def sweep(program, d: int, steps: int) -> range:
+    """The time steps direction ``d`` of a recurrent layer takes, in order."""
+    return range(steps - 1, -1, -1) if program.reverse[d] else range(steps)
+
+
 class GatedCellLowering:
     """The GRU and RNN op lowerings of ``lower.Lowering``."""
 
@@ -115,13 +120,13 @@ class GatedCellLowering:
         dirs, hidden = program.dirs, program.hidden
         self.image.steps = max(self.image.steps, steps)
         h_region = self._initial_state(h0, (dirs, batch, hidden))
-        keeps_y, y_region, x_grid = self._sequence_regions(op, x, dirs, hidden)
+        keeps_y, y_region, x_grid = self._sequence_regions(op, program, x, hidden)
         for d in range(dirs):
             gx = self._sequence_projection(program, d, x_grid, f"{program.name}.d{d}")
             h_grid = Grid(h_region + d * batch * hidden, batch, hidden, hidden, 1)
             bias = getattr(program, "recurrent_bias", None)
             bias_grid = None if bias is None else self.constant_grid(bias[d][0], batch)
-            for t in (range(steps - 1, -1, -1) if program.reverse[d] else range(steps)):
+            for t in sweep(program, d, steps):
 
                 def cell(fields, mode, rows, b=None, t=t, d=d):
                     words = dict(fields)
@@ -134,7 +139,7 @@ class GatedCellLowering:
                                       isa.GC_LEN: int(lens[b]) if lens is not None else 0})
                     self.emit(isa.cell(words, isa.GCELL), hidden * GCELL_CYCLES_PER_ELEMENT[mode] + GCELL_FIXED_CYCLES[mode])
 
-                gx_t = self._step_projection(program, d, gx, t, steps, batch, x.shape[-1], f"{program.name}.d{d}")
+                gx_t = self._step_projection(program, d, gx, t, batch, x.shape[-1], f"{program.name}.d{d}")
                 step(d, h_grid, gx_t, bias_grid, cell)
         y = y_region + np.arange(steps * dirs * batch * hidden, dtype=np.int64).reshape(steps, dirs, batch, hidden)
         h = h_region + np.arange(dirs * batch * hidden, dtype=np.int64).reshape(dirs, batch, hidden)
