@@ -178,11 +178,11 @@ module tg_act_pipe #(
   end
 
   // 6: the line, shifted + high + low: one carry-save layer, then one carry chain.
-  function automatic logic [LINE_W-1:0] line_of(input logic [LINE_W-1:0] x, input logic [LINE_W-1:0] y,
-                                                 input logic [LINE_W-1:0] z);
+  function automatic logic [LINE_W-1:0] line_of(input logic [LINE_W-1:0] a, input logic [LINE_W-1:0] b,
+                                                 input logic [LINE_W-1:0] c);
     logic [LINE_W-1:0] save_sum, save_carry;
-    save_sum = x ^ y ^ z;
-    save_carry = ((x & y) | (x & z) | (y & z)) << 1;
+    save_sum = a ^ b ^ c;
+    save_carry = ((a & b) | (a & c) | (b & c)) << 1;
     line_of = save_sum + save_carry;
   endfunction
   logic signed [LINE_W-1:0] line7;
