@@ -34,6 +34,7 @@ from tensorgate.passes.manager import PassManager
 from tensorgate.runtime.simulator import Simulator
 
 IN_FACTORS, OUT_FACTORS, RANK = (16, 9, 53), (4, 4, 6), 4
+DEEP_IN_FACTORS, DEEP_OUT_FACTORS = (8, 4, 3, 5), (4, 4, 4, 6)  # the FL-TT-LSTM's output factors
 
 
 def _tt(rng, out_factors, in_factors, rank):
@@ -42,15 +43,16 @@ def _tt(rng, out_factors, in_factors, rank):
                              .astype(np.float32) for k, (m, n) in enumerate(zip(out_factors, in_factors))])
 
 
-def narrow_tt_lstm(tmp_path) -> tuple[Module, dict[str, np.ndarray]]:
-    """x[1, 1, 7632] -> LSTM (hidden 96, TT rank 4 per gate on W, dense R), 8-bit."""
+def narrow_tt_lstm(tmp_path, in_factors=IN_FACTORS, out_factors=OUT_FACTORS) -> tuple[Module, dict[str, np.ndarray]]:
+    """x[1, 1, Πin] -> LSTM (hidden Πout, TT rank 4 per gate on W, dense R), 8-bit; by
+    default x[1, 1, 7632] and hidden 96."""
     rng = np.random.default_rng(3)
-    inputs, hidden = math.prod(IN_FACTORS), math.prod(OUT_FACTORS)
+    inputs, hidden = math.prod(in_factors), math.prod(out_factors)
     module = Module("banked")
     b = Builder(module)
     x = b.input("x", TensorType((1, 1, inputs), F32))
     attrs = {"hidden_size": hidden, "direction": "forward",
-             "w": [_tt(rng, OUT_FACTORS, IN_FACTORS, RANK) for _ in range(4)],
+             "w": [_tt(rng, out_factors, in_factors, RANK) for _ in range(4)],
              "r": [DenseMap((rng.standard_normal((hidden, hidden)) / np.sqrt(hidden)).astype(np.float32))
                    for _ in range(4)],
              "bias": (0.1 * rng.standard_normal((1, 8 * hidden))).astype(np.float32)}
@@ -79,6 +81,21 @@ def test_row_groups_and_drain_lanes_run_bit_exact(pes, tmp_path):
     for key, value in expected.items():
         assert np.array_equal(outputs[key], value), key
     assert stats["gemm_cycles"] * pes >= stats["macs"]
+
+
+def test_intermediate_laid_out_for_its_consumer_runs_bit_exact(tmp_path):
+    """The last TT step of an output factored 4·4·4·6 keeps 4·6 = 24 rows, which its input's
+    row-major layout splits into loops of 4 and 6: no loop of 8, so 4 row groups of 32 lanes
+    for 16 columns.  Laid out in the order the step writes them, the rows merge into one
+    loop of 24 that 8 row groups split."""
+    module, inputs = narrow_tt_lstm(tmp_path, DEEP_IN_FACTORS, DEEP_OUT_FACTORS)
+    plans = gemm_lanes(lower(module, 128, {"x": (1, 1, math.prod(DEEP_IN_FACTORS))}).program)
+    assert any(g == 8 for g, _, _ in plans), plans
+    artifact = write_verilog_artifact(module, tmp_path / "artifact", "quantize", "deep", 128)
+    outputs, _ = Simulator(artifact, progress=False).run(inputs, raw=True)
+    expected = run_fixed(module, inputs, raw=True)
+    for key, value in expected.items():
+        assert np.array_equal(outputs[key], value), key
 
 
 # ---------------------------------------------------------------- the plans' walks

@@ -161,8 +161,7 @@ class Lowering(GatedCellLowering):
         rows = math.prod(c for c, _ in row_dims)
         depth, columns = matrix.shape
         k_m = isa.merge_dims([(c, (s,)) for c, s in k_dims])
-        plan = self._gemm_plan(isa.merge_dims(list(row_dims)), len(k_m), isa.merge_dims(list(col_dims)), depth,
-                               columns, init_base is not None)
+        plan = self._plan_for(row_dims, k_dims, col_dims, init_base is not None)
         lanes, groups = plan.lanes, plan.groups
         padded = np.zeros((depth, plan.tiles * plan.group_lanes), np.int64)
         padded[:, :columns] = matrix
@@ -177,6 +176,12 @@ class Lowering(GatedCellLowering):
                          b_base, depth, plan.tiles, rows, columns, narrowing, lanes)
         self.image.macs += rows * depth * columns
         self.emit(words, plan.cycles)
+
+    def _plan_for(self, row_dims, k_dims, col_dims, init: bool) -> GemmPlan:
+        """The plan of a GEMM over ``gemm``'s unmerged loops."""
+        k_m = isa.merge_dims([(c, (s,)) for c, s in k_dims])
+        return self._gemm_plan(isa.merge_dims(list(row_dims)), len(k_m), isa.merge_dims(list(col_dims)),
+                               math.prod(c for c, _ in k_dims), math.prod(c for c, _ in col_dims), init)
 
     def _gemm_plan(self, row_m, k_loops: int, col_m, depth: int, columns: int, init: bool) -> GemmPlan:
         """The fastest way the build's lanes, row groups and drain lanes run a GEMM whose
@@ -320,6 +325,7 @@ class Lowering(GatedCellLowering):
                                    x_frac)}
         weights = dict(imap.stored[k])
         count = len(plan.names)
+        final = self._final_layout(plan, linear_map, result, epilogue, wide)
         for index, step in enumerate(plan.steps):
             if step.weights_only:
                 continue
@@ -337,24 +343,18 @@ class Lowering(GatedCellLowering):
             if any(label in step.output for label in contracted):
                 raise LoweringError(f"{key}: contraction step {index} keeps a label both operands share; "
                                     "the accelerator's GEMM cannot run it")
-            rows = sorted((label for label in a_strides if label not in b_labels), key=lambda l: a_strides[l])
-            summed = sorted(contracted, key=lambda l: a_strides[l])
             last = index == len(plan.steps) - 1
             if last:
-                out_base, out_strides = result.base, self._output_strides(plan, linear_map, result.row_stride,
-                                                                          result.col_stride)
+                out_base, (out_strides, init_strides, _) = result.base, final
             else:
-                out_strides, size = _row_major(step.output, sizes)
-                out_base = self.alloc(size)
-            cols = sorted((label for label in b_labels if label not in a_strides), key=lambda l: out_strides[l])
-            init_strides = {}
+                out_strides, size = self._intermediate_layout(plan, result_id, sizes, a_strides, b_labels, final)
+                out_base, init_strides = self.alloc(size), {}
+            _, summed, cols = _step_labels(a_strides, b_labels, out_strides)
             init_base = None
             if last and epilogue is not None and epilogue.init is not None:
                 init_base = epilogue.init.base
-                init_strides = self._output_strides(plan, linear_map, epilogue.init.row_stride,
-                                                    epilogue.init.col_stride)
             elif last and wide is not None and wide[1]:
-                init_base, init_strides = out_base, out_strides
+                init_base = out_base
             acc_frac = a_frac + b_frac
             if not last:
                 narrowing = self.narrowing(acc_frac, None, formats[index])
@@ -366,12 +366,49 @@ class Lowering(GatedCellLowering):
             order = [b_labels.index(label) for label in summed[::-1] + cols[::-1]]
             matrix = np.transpose(b_array, order).reshape(math.prod(sizes[l] for l in summed),
                                                           math.prod(sizes[l] for l in cols))
-            self.gemm(a_base, [(sizes[l], (a_strides[l], out_strides[l], init_strides.get(l, 0))) for l in rows],
-                      [(sizes[l], a_strides[l]) for l in summed],
-                      [(sizes[l], (out_strides[l], init_strides.get(l, 0))) for l in cols],
+            self.gemm(a_base, *_step_dims(sizes, a_strides, b_labels, out_strides, init_strides),
                       out_base, init_base, matrix, narrowing)
             if not last:
                 data[result_id] = (out_base, out_strides, formats[index].frac)
+
+    def _final_layout(self, plan, linear_map, result: Grid, epilogue: Epilogue | None,
+                      wide: tuple[int, bool] | None) -> tuple[dict[str, int], dict[str, int], bool]:
+        """The last step's output and init strides, and whether it reads an init."""
+        out = self._output_strides(plan, linear_map, result.row_stride, result.col_stride)
+        if epilogue is not None and epilogue.init is not None:
+            return out, self._output_strides(plan, linear_map, epilogue.init.row_stride,
+                                             epilogue.init.col_stride), True
+        if wide is not None and wide[1]:
+            return out, out, True
+        return out, {}, False
+
+    def _intermediate_layout(self, plan, result_id: int, sizes, a_strides, b_labels,
+                             final) -> tuple[dict[str, int], int]:
+        """The strides and words of the intermediate ``result_id``: row-major in its step's
+        label order, or with the labels its consumer keeps innermost, in the order the
+        consumer writes them, where that makes the producer and consumer GEMMs faster: the
+        consumer's row loops then merge into one long loop that its row groups can split
+        (a loop whose count the build's groups divide)."""
+        index = result_id - len(plan.names)
+        labels = plan.steps[index].output
+        consumer = next(j for j, s in enumerate(plan.steps) if result_id in (s.lhs, s.rhs))
+        step = plan.steps[consumer]
+        consumer_b = plan.operand_labels(step.rhs if step.lhs == result_id else step.lhs)
+        if consumer == len(plan.steps) - 1:
+            consumer_out, consumer_init, consumer_reads_init = final
+        else:
+            consumer_out, consumer_init, consumer_reads_init = _row_major(step.output, sizes)[0], {}, False
+        kept = sorted((label for label in labels if label not in consumer_b), key=consumer_out.get, reverse=True)
+        orders = [labels, tuple(label for label in labels if label in consumer_b) + tuple(kept)]
+
+        def cycles(order) -> int:
+            out_strides = _row_major(order, sizes)[0]
+            producer = self._plan_for(*_step_dims(sizes, a_strides, b_labels, out_strides, {}), False)
+            consumer_plan = self._plan_for(*_step_dims(sizes, out_strides, consumer_b, consumer_out, consumer_init),
+                                           consumer_reads_init)
+            return producer.cycles + consumer_plan.cycles
+
+        return _row_major(min(orders, key=cycles), sizes)
 
     @staticmethod
     def _output_strides(plan, linear_map, row_stride: int, col_stride: int) -> dict[str, int]:
@@ -805,6 +842,22 @@ def _distinct_banks(stride: int, count: int, banks: int) -> bool:
     """Whether ``count`` accesses ``stride`` apart fall in distinct banks (word w in bank
     w mod banks), or are all one word."""
     return stride == 0 or len({(j * stride) % banks for j in range(count)}) == count
+
+
+def _step_labels(a_strides, b_labels, out_strides) -> tuple[list, list, list]:
+    """A contraction step's row, summed and column labels, innermost first."""
+    rows = sorted((label for label in a_strides if label not in b_labels), key=a_strides.get)
+    summed = sorted((label for label in a_strides if label in b_labels), key=a_strides.get)
+    cols = sorted((label for label in b_labels if label not in a_strides), key=lambda l: out_strides.get(l, 0))
+    return rows, summed, cols
+
+
+def _step_dims(sizes, a_strides, b_labels, out_strides, init_strides) -> tuple[list, list, list]:
+    """``Lowering.gemm``'s row, K and column loops of a contraction step."""
+    rows, summed, cols = _step_labels(a_strides, b_labels, out_strides)
+    return ([(sizes[l], (a_strides[l], out_strides[l], init_strides.get(l, 0))) for l in rows],
+            [(sizes[l], a_strides[l]) for l in summed],
+            [(sizes[l], (out_strides[l], init_strides.get(l, 0))) for l in cols])
 
 
 PAD_FROM = 64
