@@ -757,7 +757,7 @@ module tg_accel #(
   end
   tg_ram_banked #(.WIDTH(S_W), .DEPTH(S_DEPTH), .BANKS(BANKS), .RD(GROUPS), .WR(DRAIN_W), .STYLE(SA_RAM))
       scratch_a (
-      .clk(clk), .rd_en(a_en), .rd_addr(a_port_addr), .rd_data(a_word),
+      .clk(clk), .rst(rst), .rd_en(a_en), .rd_addr(a_port_addr), .rd_data(a_word),
       .wr_en(w_en), .wr_addr(w_addr), .wr_data(w_data));
   assign scratch_a_rdata = 64'(signed'(a_word[0]));
   for (genvar g = 0; g < GROUPS; g++) begin : g_group_operand
@@ -775,7 +775,7 @@ module tg_accel #(
   end
   tg_ram_banked #(.WIDTH(S_W), .DEPTH(S_DEPTH), .BANKS(BANKS), .RD(DRAIN_W), .WR(DRAIN_W), .STYLE(SI_RAM))
       scratch_i (
-      .clk(clk), .rd_en(i_en), .rd_addr(i_port_addr), .rd_data(i_word),
+      .clk(clk), .rst(rst), .rd_en(i_en), .rd_addr(i_port_addr), .rd_data(i_word),
       .wr_en(w_en), .wr_addr(w_addr), .wr_data(w_data));
   for (genvar j = 0; j < DRAIN_W; j++) begin : g_init_operand
     assign scratch_i_rdata[j] = 64'(signed'(i_word[j]));
