@@ -311,17 +311,27 @@ module tg_accel #(
     end
   end
 
+  // The A operands pass a register between the scratchpad's banks and the lanes (a bank's
+  // read data are late, and the lanes lie across the chip), so the weight read and the
+  // lanes' controls follow an issue one cycle later: `issued` and its tile's first/last.
+  logic issued, issued_first, issued_last;
+  logic [W_AW-1:0] issued_b_addr;
   logic s1_valid, s1_first, s1_last, s2_emit;
   always_ff @(posedge clk) begin
     if (rst) begin
+      issued <= 1'b0;
       s1_valid <= 1'b0;
       s2_emit <= 1'b0;
     end else begin
-      s1_valid <= issue;
+      issued <= issue;
+      s1_valid <= issued;
       s2_emit <= s1_valid && s1_last;
     end
-    s1_first <= tile_first;
-    s1_last <= k_last;
+    issued_first <= tile_first;
+    issued_last <= k_last;
+    issued_b_addr <= W_AW'(b_addr);
+    s1_first <= issued_first;
+    s1_last <= issued_last;
   end
 
   // ------------------------------------------------------------------ weights and lanes
@@ -356,7 +366,7 @@ module tg_accel #(
   for (genvar l = 0; l < P; l++) begin : g_lane
     tg_ram_dp #(.WIDTH(CODE_W), .DEPTH(W_DEPTH), .STYLE(W_RAM)) bank (
         .clk(clk),
-        .a_en(issue), .a_we(1'b0), .a_addr(W_AW'(b_addr)), .a_wdata('0), .a_rdata(lane_b[l]),
+        .a_en(issued), .a_we(1'b0), .a_addr(issued_b_addr), .a_wdata('0), .a_rdata(lane_b[l]),
         .b_en(host_weight), .b_we(bank_host_we[l]),
         .b_addr(W_AW'(host_addr / 32'(P))), .b_wdata(host_wdata[CODE_W-1:0]),
         .b_rdata(weight_host_rdata[l]));
@@ -761,7 +771,7 @@ module tg_accel #(
       .wr_en(w_en), .wr_addr(w_addr), .wr_data(w_data));
   assign scratch_a_rdata = 64'(signed'(a_word[0]));
   for (genvar g = 0; g < GROUPS; g++) begin : g_group_operand
-    assign group_a_rdata[g] = 64'(signed'(a_word[g]));
+    always_ff @(posedge clk) group_a_rdata[g] <= 64'(signed'(a_word[g]));
   end
 
   logic [DRAIN_W-1:0] i_en;
