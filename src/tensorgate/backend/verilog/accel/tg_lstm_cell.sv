@@ -197,11 +197,21 @@ module tg_lstm_cell #(
   /* verilator lint_off UNUSEDSIGNAL */
   logic signed [63:0] act_y;  // a gate-format code: the bits above OP_W are its sign
   /* verilator lint_on UNUSEDSIGNAL */
-  always_comb begin
-    lookup = at(LOOK_I) || at(LOOK_F) || at(LOOK_G) || at(LOOK_O) || at(WRITE_C);
-    unit = at(LOOK_G) ? 2'(UNIT_TANH) : (at(WRITE_C) ? 2'(UNIT_TANH_CELL) : 2'(UNIT_SIGMOID));
-    act_q = at(WRITE_C) ? c_new : rd_q;
+  // The lookup's controls are registers set a cycle ahead from `since` (at(d) next cycle is
+  // since[d - 2] now): `since` reaches across the whole schedule, and these feed the unit's
+  // 64-bit clip compares, so they start from flip-flops of their own.
+  logic look_c;
+  always_ff @(posedge clk) begin
+    if (rst) begin
+      lookup <= 1'b0;
+      look_c <= 1'b0;
+    end else begin
+      lookup <= since[LOOK_I-2] || since[LOOK_F-2] || since[LOOK_G-2] || since[LOOK_O-2] || since[WRITE_C-2];
+      look_c <= since[WRITE_C-2];
+    end
+    unit <= since[LOOK_G-2] ? 2'(UNIT_TANH) : (since[WRITE_C-2] ? 2'(UNIT_TANH_CELL) : 2'(UNIT_SIGMOID));
   end
+  assign act_q = look_c ? c_new : rd_q;
   tg_act_pipe #(.ADDR_W(T_AW)) act (
       .clk(clk), .en(running), .lookup(lookup), .q(act_q), .unit(unit), .pwl(unit_pwl), .lo(unit_lo),
       .span_m1(unit_span_m1), .index_shift(unit_index_shift), .offset_drop(unit_offset_drop),
