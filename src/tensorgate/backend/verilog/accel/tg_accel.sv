@@ -405,7 +405,8 @@ module tg_accel #(
   logic [DRAIN_W-1:0] e1_valid;
   logic signed [63:0] e1_value[DRAIN_W];
   logic [S_AW-1:0] e1_addr[DRAIN_W];
-  logic [31:0] written;
+  logic [31:0] unwritten;
+  logic all_written;
   /* verilator lint_off UNUSEDSIGNAL */
   logic signed [31:0] o_lane_stride, i_lane_stride;  // unused in a build of one drain lane
   /* verilator lint_on UNUSEDSIGNAL */
@@ -486,14 +487,22 @@ module tg_accel #(
         .busy(drain_pending[j]));
   end
 
+  // The results still to be written count down from the instruction's word 63, and
+  // all_written (none left after this cycle's writes) is a register: the compare against the
+  // few results a cycle writes is shallow, and an instruction's end is a register's test.
   logic [31:0] drained_count;
   always_comb begin
     drained_count = '0;
     for (int j = 0; j < DRAIN_W; j++) drained_count = drained_count + 32'(drained[j]);
   end
   always_ff @(posedge clk) begin
-    if (gens_start) written <= '0;
-    else written <= written + drained_count;
+    if (gens_start) begin
+      unwritten <= ins[63][31:0];
+      all_written <= ins[63][31:0] == 32'd0;
+    end else begin
+      unwritten <= unwritten - drained_count;
+      all_written <= unwritten == drained_count;
+    end
   end
 
   // ------------------------------------------------------------------ cell units
@@ -541,6 +550,14 @@ module tg_accel #(
   // `gated` (a GCELL runs) is a register from DECODE on, so that the choice of the unit's
   // ports is not the opcode's compare in front of every cell read and write of the scratchpad.
   always_ff @(posedge clk) if (state == DECODE) gated <= opcode == OP_GCELL;
+  // cell_running (state == RUN_CELL) is a register of its own, so that write port 0's
+  // choice of source, which every scratchpad write waits on, is not the state's decode.
+  logic cell_running;
+  always_ff @(posedge clk) begin
+    if (rst) cell_running <= 1'b0;
+    else if (cell_start) cell_running <= 1'b1;
+    else if (cell_finished) cell_running <= 1'b0;
+  end
   assign lstm_start = cell_start && opcode != OP_GCELL;
   assign gated_start = cell_start && opcode == OP_GCELL;
   assign cell_finished = gated ? gated_finished : lstm_finished;
@@ -570,23 +587,24 @@ module tg_accel #(
   // and the program runs on), and the queue's head is written in a cycle no other source
   // writes the scratchpad (in_write), through write ports 0 .. IN_PACK-1.  An INPUT not in
   // the background waits until every code is written (in_busy low), and so does the decode
-  // of an instruction that waits for the input (decoded).
+  // of an instruction that waits for the input (decoded).  in_queued (in_held != 0) is a
+  // register, so that the input's claim on write port 0 is too.
   logic [31:0] in_addr, in_left, in_step;
   logic in_fire, in_load, in_expected, in_expected_after, in_packed, in_busy, in_background;
   logic [63:0] in_queue[2];
   logic [1:0] in_held;
-  logic in_head, in_tail, in_room, in_write, in_push, scratch_writing;
+  logic in_head, in_tail, in_room, in_queued, in_write, in_push, scratch_writing;
   assign in_ready = in_expected && (in_packed ? in_room : idle && !host_scratch_write);
   assign in_fire = in_valid && in_ready;
-  assign in_busy = in_expected || in_held != 2'd0;
+  assign in_busy = in_expected || in_queued;
   assign decoded = (state == DECODE) && !(ins[0][24] && in_busy);
   assign in_load = decoded && opcode == OP_INPUT;
   assign in_background = ins[3][0];
   assign in_step = in_packed ? 32'(IN_PACK) : 32'd1;
   assign in_expected_after = in_left > in_step;
   assign in_push = in_fire && in_packed;
-  assign scratch_writing = drained != '0 || (state == RUN_CELL && cell_wr_en) || host_scratch_write;
-  assign in_write = in_held != 2'd0 && !scratch_writing;
+  assign scratch_writing = drained != '0 || (cell_running && cell_wr_en) || host_scratch_write;
+  assign in_write = in_queued && !scratch_writing;
   always_ff @(posedge clk) begin
     if (rst) begin
       in_addr <= '0;
@@ -612,6 +630,7 @@ module tg_accel #(
   always_ff @(posedge clk) begin
     if (rst || in_load || in_arm) begin
       in_held <= '0;
+      in_queued <= 1'b0;
       in_room <= 1'b1;
       in_head <= 1'b0;
       in_tail <= 1'b0;
@@ -622,6 +641,7 @@ module tg_accel #(
       end
       if (in_write) in_head <= ~in_head;
       in_held <= in_held + 2'(in_push) - 2'(in_write);
+      in_queued <= in_held + 2'(in_push) - 2'(in_write) != 2'd0;
       in_room <= in_held + 2'(in_push) - 2'(in_write) != 2'd2;
     end
   end
@@ -719,7 +739,7 @@ module tg_accel #(
     s_write_addr = drained_addr[0];
     s_write_data = drained_value[0];
     if (drained[0]) s_write_en = 1'b1;
-    else if (state == RUN_CELL && cell_wr_en) begin
+    else if (cell_running && cell_wr_en) begin
       s_write_en = cell_wr_en;
       s_write_addr = cell_wr_addr;
       s_write_data = cell_wr_data;
@@ -839,7 +859,7 @@ module tg_accel #(
             end
           endcase
         end
-        RUN_GEMM, RUN_EW: if (written == ins[63][31:0] && e1_valid == '0 && drain_pending == '0) state <= FETCH;
+        RUN_GEMM, RUN_EW: if (all_written && e1_valid == '0 && drain_pending == '0) state <= FETCH;
         RUN_CELL: if (cell_finished) state <= FETCH;
         RUN_INPUT: if (!in_busy) state <= FETCH;
         default: state <= IDLE;
