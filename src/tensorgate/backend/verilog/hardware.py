@@ -237,7 +237,8 @@ class Memory:
             per_row = 1 if self.write_port_reads else uram_words_per_row(self.width)
             count = self.copies * -(-self.depth // (URAM_SHAPE[0] * per_row)) * -(-self.width // URAM_SHAPE[1])
             return Blocks({URAM_CELL: count}, 0.0, count)
-        cell, cost, count = block_ram_tiling(self.depth, self.width, family)
+        one_way = not self.write_port_reads and family in PSEUDO_DUAL_PORT_FAMILIES
+        cell, cost, count = block_ram_tiling(self.depth, self.width, family, simple_dual_port=one_way)
         return Blocks({cell: self.copies * count}, self.copies * cost * count, 0)
 
 
@@ -285,6 +286,10 @@ BLOCK_RAMS = {
 """Each family's block RAMs: name, cost in the family's largest block (BRAM36 or DP16KD),
 true dual-port depth x width shapes, and the wider simple dual-port shape (one read and
 one write port) (UG573 RAMB36E2/RAMB18E2; ECP5 sysMEM DP16KD, PDPW16KD)."""
+PSEUDO_DUAL_PORT_FAMILIES = ("ecp5",)
+"""Families whose yosys mapping gives a memory with one read-only and one write-only port
+the wide simple dual-port shape (ECP5's PDPW16KD: a banked scratchpad's 64-bit banks of
+up to 512 rows take 2 DP16KDs, not 4)."""
 MULTIPLIER_INPUTS = {"xcup": (27, 18), "ecp5": (18, 18)}
 """The signed operand widths one DSP multiplier takes (DSP48E2 27x18, MULT18X18D 18x18)."""
 
