@@ -474,7 +474,7 @@ module tg_accel #(
   // The narrowing of every result, in tg_drain's pipelines; their writes go to the scratchpad.
   logic signed [63:0] scratch_i_rdata[DRAIN_W];
   logic signed [63:0] drained_value[DRAIN_W];
-  logic [DRAIN_W-1:0] drained, drain_pending;
+  logic [DRAIN_W-1:0] drained;
   logic [S_AW-1:0] drained_addr[DRAIN_W];
   for (genvar j = 0; j < DRAIN_W; j++) begin : g_narrow
     logic signed [63:0] x_value;
@@ -483,8 +483,7 @@ module tg_accel #(
         .clk(clk), .rst(rst), .load(gens_start), .acc_shift(ins[57][5:0]), .init_shift(ins[58][5:0]),
         .shift(ins[59][7:0]), .init_en(ins[60][1]), .round_even(ins[60][0]), .lo(ins[61]), .hi(ins[62]),
         .in_valid(e1_valid[j]), .x(x_value), .init(scratch_i_rdata[j]), .in_addr(e1_addr[j]),
-        .out_valid(drained[j]), .out_addr(drained_addr[j]), .out_value(drained_value[j]),
-        .busy(drain_pending[j]));
+        .out_valid(drained[j]), .out_addr(drained_addr[j]), .out_value(drained_value[j]));
   end
 
   // The results still to be written count down from the instruction's word 63, and
@@ -859,7 +858,9 @@ module tg_accel #(
             end
           endcase
         end
-        RUN_GEMM, RUN_EW: if (all_written && e1_valid == '0 && drain_pending == '0) state <= FETCH;
+        // Every result in flight is one still to be written, so all_written alone says the
+        // drain is empty: no OR over the drain lanes' pipelines, which lie across the chip.
+        RUN_GEMM, RUN_EW: if (all_written) state <= FETCH;
         RUN_CELL: if (cell_finished) state <= FETCH;
         RUN_INPUT: if (!in_busy) state <= FETCH;
         default: state <= IDLE;

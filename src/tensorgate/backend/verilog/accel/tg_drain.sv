@@ -10,9 +10,9 @@
 //   4-7  tg_requant_pipe (bias, rounding add, shift, saturation)
 //   8  the clamp to [lo, hi] (the requantizer compared)
 // `load` samples the instruction's fields (acc_shift, init_shift, shift, flags {init_en,
-// round_even}, lo, hi) for the results that follow.  `busy` is high while any result is
-// in flight.  The write address travels with its result.  The stages move only while a
-// result enters or is in flight (clock enables), so an idle drain costs a simulation nothing.
+// round_even}, lo, hi) for the results that follow.  The write address travels with its
+// result.  The stages move only while a result enters or is in flight (clock enables), so
+// an idle drain costs a simulation nothing.
 module tg_drain #(
     parameter int ADDR_W = 13
 ) (
@@ -32,8 +32,7 @@ module tg_drain #(
     input  logic        [ADDR_W-1:0] in_addr,
     output logic                     out_valid,
     output logic        [ADDR_W-1:0] out_addr,
-    output logic signed [      63:0] out_value,
-    output logic                     busy
+    output logic signed [      63:0] out_value
 );
   localparam int LATENCY = 8;
   localparam int REQUANT_AT = 3;  // stages before the requantizer's input
@@ -56,7 +55,7 @@ module tg_drain #(
 
   logic [LATENCY-1:0] valid;
   logic [ADDR_W-1:0] addr[LATENCY];
-  logic moving;
+  logic moving, busy;  // busy: a result is in flight
   assign moving = in_valid || busy;
   always_ff @(posedge clk) begin
     if (rst) valid <= '0;

@@ -285,20 +285,22 @@ module tg_lstm_cell #(
       end
     end
   end
+  // wr_en is a register set a cycle ahead (as the lookup's controls): every scratchpad
+  // write's choice of source waits on it, so it starts from a flip-flop of its own.
+  always_ff @(posedge clk) begin
+    if (rst) wr_en <= 1'b0;
+    else wr_en <= ((since[WRITE_C-2] || since[WRITE_H-2]) && active) || (since[WRITE_Y-2] && write_y);
+  end
   always_comb begin
-    wr_en = 1'b0;
     wr_addr = '0;
     wr_data = '0;
     if (at(WRITE_C)) begin
-      wr_en = active;
       wr_addr = c_addr;
       wr_data = c_new;
     end else if (at(WRITE_H)) begin
-      wr_en = active;
       wr_addr = h_addr;
       wr_data = h_new;
     end else if (at(WRITE_Y)) begin
-      wr_en = write_y;
       wr_addr = y_addr;
       wr_data = active ? h_held : '0;
     end
