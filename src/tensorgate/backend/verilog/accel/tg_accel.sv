@@ -254,7 +254,9 @@ module tg_accel #(
   /* verilator lint_on UNUSEDSIGNAL */
   assign group_log = ins[0][15:8];
   assign drain_log = ins[0][23:16];
-  assign group_lanes = 32'(P) >> group_log;
+  // group_lanes (P >> group_log) is a register taken with the instruction, so that the
+  // tile and drain counts that start from it at gens_start are not a shift away from `ins`.
+  always_ff @(posedge clk) if (take) group_lanes <= 32'(P) >> fetched[0][15:8];
   assign a_group_stride = ins[1][63:32];
   assign depth_k = ins[53][31:0];
   assign tiles = ins[54][31:0];
