@@ -101,25 +101,21 @@ module tg_requant_pipe #(
   end
 
   // Stage 4: a value fits when all its bits from the OUT_W sign bit upwards agree.
-  // {saturated, below, above, result} of the lifted or the rounded value.
-  function automatic logic [OUT_W+2:0] saturate(input logic lift, input logic signed [LW-1:0] lifted,
-                                                input logic signed [RW-1:0] rounded,
+  // {saturated, below, above, result} of one path's value.  Both paths' flags are
+  // computed side by side and `lift` only picks between them, so that it is not in
+  // front of the bound comparisons' carry chains.
+  function automatic logic [OUT_W+2:0] saturate(input logic fits, input logic negative,
+                                                input logic signed [OUT_W-1:0] low_bits,
                                                 input logic signed [OUT_W-1:0] low, input logic signed [OUT_W-1:0] high);
-    logic fits, negative;
-    logic signed [OUT_W-1:0] low_bits;
-    if (lift) begin
-      fits = (lifted[LW-1:OUT_W-1] == '0) || (lifted[LW-1:OUT_W-1] == '1);
-      negative = lifted[LW-1];
-      low_bits = lifted[OUT_W-1:0];
-    end else begin
-      fits = (rounded[RW-1:OUT_W-1] == '0) || (rounded[RW-1:OUT_W-1] == '1);
-      negative = rounded[RW-1];
-      low_bits = rounded[OUT_W-1:0];
-    end
     saturate = {!fits, fits ? low_bits < low : negative, fits ? low_bits > high : !negative,
                 fits ? low_bits : {negative, {(OUT_W - 1) {!negative}}}};
   endfunction
+  logic [OUT_W+2:0] of_lifted, of_rounded;
+  assign of_lifted = saturate((lifted3[LW-1:OUT_W-1] == '0) || (lifted3[LW-1:OUT_W-1] == '1), lifted3[LW-1],
+                              lifted3[OUT_W-1:0], lo, hi);
+  assign of_rounded = saturate((rounded3[RW-1:OUT_W-1] == '0) || (rounded3[RW-1:OUT_W-1] == '1), rounded3[RW-1],
+                               rounded3[OUT_W-1:0], lo, hi);
   always_ff @(posedge clk) begin
-    if (en) {saturated, below, above, result} <= saturate(lift3, lifted3, rounded3, lo, hi);
+    if (en) {saturated, below, above, result} <= lift3 ? of_lifted : of_rounded;
   end
 endmodule
