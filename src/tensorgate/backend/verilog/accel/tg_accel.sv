@@ -209,6 +209,18 @@ module tg_accel #(
 
   logic [63:0] opcode;
   assign opcode = {56'd0, ins[0][7:0]};
+  // The opcode's classes are registers taken with the instruction, so that the starts the
+  // decode gives (gens_start, cell_start, in_load), which load counters across the chip,
+  // are a gate from registers and not an opcode compare.
+  logic op_gens, op_cell, op_gcell, op_input;
+  always_ff @(posedge clk) begin
+    if (take) begin
+      op_gens <= {56'd0, fetched[0][7:0]} == OP_GEMM || {56'd0, fetched[0][7:0]} == OP_EW;
+      op_cell <= {56'd0, fetched[0][7:0]} == OP_CELL;
+      op_gcell <= {56'd0, fetched[0][7:0]} == OP_GCELL;
+      op_input <= {56'd0, fetched[0][7:0]} == OP_INPUT;
+    end
+  end
 
   // ------------------------------------------------------------------ address generators
   logic gens_start;
@@ -550,7 +562,7 @@ module tg_accel #(
   end
   // `gated` (a GCELL runs) is a register from DECODE on, so that the choice of the unit's
   // ports is not the opcode's compare in front of every cell read and write of the scratchpad.
-  always_ff @(posedge clk) if (state == DECODE) gated <= opcode == OP_GCELL;
+  always_ff @(posedge clk) if (state == DECODE) gated <= op_gcell;
   // cell_running (state == RUN_CELL) is a register of its own, so that write port 0's
   // choice of source, which every scratchpad write waits on, is not the state's decode.
   logic cell_running;
@@ -559,8 +571,8 @@ module tg_accel #(
     else if (cell_start) cell_running <= 1'b1;
     else if (cell_finished) cell_running <= 1'b0;
   end
-  assign lstm_start = cell_start && opcode != OP_GCELL;
-  assign gated_start = cell_start && opcode == OP_GCELL;
+  assign lstm_start = cell_start && !op_gcell;
+  assign gated_start = cell_start && op_gcell;
   assign cell_finished = gated ? gated_finished : lstm_finished;
   assign cell_rd_en = gated ? gated_rd_en : lstm_rd_en;
   assign cell_rd_addr = gated ? gated_rd_addr : lstm_rd_addr;
@@ -599,7 +611,7 @@ module tg_accel #(
   assign in_fire = in_valid && in_ready;
   assign in_busy = in_expected || in_queued;
   assign decoded = (state == DECODE) && !(ins[0][24] && in_busy);
-  assign in_load = decoded && opcode == OP_INPUT;
+  assign in_load = decoded && op_input;
   assign in_background = ins[3][0];
   assign in_step = in_packed ? 32'(IN_PACK) : 32'd1;
   assign in_expected_after = in_left > in_step;
@@ -628,6 +640,9 @@ module tg_accel #(
       in_expected <= in_expected_after;
     end
   end
+  // A word pushed on the edge that empties the queue lands in a slot no count covers, so
+  // the queue's memory is written on in_push alone, not behind the decode of an INPUT.
+  always_ff @(posedge clk) if (in_push) in_queue[in_tail] <= in_data;
   always_ff @(posedge clk) begin
     if (rst || in_load || in_arm) begin
       in_held <= '0;
@@ -636,10 +651,7 @@ module tg_accel #(
       in_head <= 1'b0;
       in_tail <= 1'b0;
     end else begin
-      if (in_push) begin
-        in_queue[in_tail] <= in_data;
-        in_tail <= ~in_tail;
-      end
+      if (in_push) in_tail <= ~in_tail;
       if (in_write) in_head <= ~in_head;
       in_held <= in_held + 2'(in_push) - 2'(in_write);
       in_queued <= in_held + 2'(in_push) - 2'(in_write) != 2'd0;
@@ -723,42 +735,38 @@ module tg_accel #(
   logic [63:0] s_write_data;  // codes of S_W bits: the bits above are their sign
   /* verilator lint_on UNUSEDSIGNAL */
   always_comb begin
-    s_read_en = 1'b0;
-    s_read_addr = S_AW'(a_addr);
-    if (issue || ew_issue) s_read_en = 1'b1;
-    else if (state == RUN_CELL) begin
-      s_read_en = cell_rd_en;
-      s_read_addr = cell_rd_addr;
-    end else if (out_fetch) begin
-      s_read_en = 1'b1;
-      s_read_addr = S_AW'(out_addr);
-    end else if (host_scratch_read) begin
-      s_read_en = 1'b1;
-      s_read_addr = S_AW'(host_addr);
-    end
-    s_write_en = 1'b0;
-    s_write_addr = drained_addr[0];
-    s_write_data = drained_value[0];
-    if (drained[0]) s_write_en = 1'b1;
-    else if (cell_running && cell_wr_en) begin
-      s_write_en = cell_wr_en;
+    // The reads are apart by state: the A / X stream's and the cell's while a program
+    // runs, the output stream's and the host's while idle.  Port 0's address is chosen by
+    // registers (idle, cell_running) and the host's request, so that neither the issue nor
+    // the output stream's flow control is in front of the banks' address inputs.
+    s_read_en = issue || ew_issue || (cell_running && cell_rd_en) || out_fetch || host_scratch_read;
+    if (!idle) s_read_addr = cell_running ? cell_rd_addr : S_AW'(a_addr);
+    else s_read_addr = host_scratch_read ? S_AW'(host_addr) : S_AW'(out_addr);
+    // Port 0's address and data are chosen by the registered sources alone (a drain
+    // result, the cell's write, the host's) and otherwise by the input's mode: the input
+    // writes only in a cycle none of them does, so its claim (in_write, in_fire) gates
+    // the enable and not the wide multiplexer.
+    s_write_en = drained[0] || (cell_running && cell_wr_en) || in_lane_en[0] || (in_fire && !in_packed)
+                 || host_scratch_write;
+    if (drained[0]) begin
+      s_write_addr = drained_addr[0];
+      s_write_data = drained_value[0];
+    end else if (cell_running && cell_wr_en) begin
       s_write_addr = cell_wr_addr;
       s_write_data = cell_wr_data;
-    end else if (in_lane_en[0]) begin
-      s_write_en = 1'b1;
-      s_write_addr = in_lane_addr[0];
-      s_write_data = 64'(signed'(in_lane_code[0]));
-    end else if (in_fire && !in_packed) begin
-      s_write_en = 1'b1;
-      s_write_addr = S_AW'(in_addr);
-      s_write_data = in_data;
     end else if (host_scratch_write) begin
-      s_write_en = 1'b1;
       s_write_addr = S_AW'(host_addr);
       s_write_data = host_wdata;
+    end else if (in_packed) begin
+      s_write_addr = in_lane_addr[0];
+      s_write_data = 64'(signed'(in_lane_code[0]));
+    end else begin
+      s_write_addr = S_AW'(in_addr);
+      s_write_data = in_data;
     end
   end
 
+  // Ports j > 0 likewise: an input lane writes only where no drain lane does.
   logic [DRAIN_W-1:0] w_en;
   logic [DRAIN_W-1:0][S_AW-1:0] w_addr;
   logic [DRAIN_W-1:0][S_W-1:0] w_data;
@@ -769,8 +777,8 @@ module tg_accel #(
       w_data[j] = (j == 0) ? s_write_data[S_W-1:0] : drained_value[j][S_W-1:0];
     end
     for (int j = 1; j < IN_PACK; j++) begin
-      if (in_lane_en[j]) begin
-        w_en[j] = 1'b1;
+      w_en[j] = drained[j] || in_lane_en[j];
+      if (!drained[j]) begin
         w_addr[j] = in_lane_addr[j];
         w_data[j] = in_lane_code[j];
       end
@@ -835,8 +843,8 @@ module tg_accel #(
   end
 
   // ------------------------------------------------------------------ controller
-  assign gens_start = decoded && (opcode == OP_GEMM || opcode == OP_EW);
-  assign cell_start = decoded && (opcode == OP_CELL || opcode == OP_GCELL);
+  assign gens_start = decoded && op_gens;
+  assign cell_start = decoded && (op_cell || op_gcell);
   always_ff @(posedge clk) begin
     if (rst) begin
       state <= IDLE;
