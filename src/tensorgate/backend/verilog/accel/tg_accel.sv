@@ -488,7 +488,7 @@ module tg_accel #(
   // The narrowing of every result, in tg_drain's pipelines; their writes go to the scratchpad.
   logic signed [63:0] scratch_i_rdata[DRAIN_W];
   logic signed [63:0] drained_value[DRAIN_W];
-  logic [DRAIN_W-1:0] drained;
+  logic [DRAIN_W-1:0] drained, drained_next;
   logic [S_AW-1:0] drained_addr[DRAIN_W];
   for (genvar j = 0; j < DRAIN_W; j++) begin : g_narrow
     logic signed [63:0] x_value;
@@ -497,7 +497,8 @@ module tg_accel #(
         .clk(clk), .rst(rst), .load(gens_start), .acc_shift(ins[57][5:0]), .init_shift(ins[58][5:0]),
         .shift(ins[59][7:0]), .init_en(ins[60][1]), .round_even(ins[60][0]), .lo(ins[61]), .hi(ins[62]),
         .in_valid(e1_valid[j]), .x(x_value), .init(scratch_i_rdata[j]), .in_addr(e1_addr[j]),
-        .out_valid(drained[j]), .out_addr(drained_addr[j]), .out_value(drained_value[j]));
+        .out_valid(drained[j]), .out_valid_next(drained_next[j]), .out_addr(drained_addr[j]),
+        .out_value(drained_value[j]));
   end
 
   // The results still to be written count down from the instruction's word 63, and
@@ -615,8 +616,12 @@ module tg_accel #(
   assign in_background = ins[3][0];
   assign in_step = in_packed ? 32'(IN_PACK) : 32'd1;
   assign in_expected_after = in_left > in_step;
-  assign in_push = in_fire && in_packed;
-  assign scratch_writing = drained != '0 || (cell_running && cell_wr_en) || host_scratch_write;
+  assign in_push = in_valid && in_expected && in_packed && in_room;  // in_fire && in_packed, not behind idle
+  // drain_writing (drained != 0) is a register from the drains' valid bits a stage early,
+  // so that the input's claim is not an OR over the drain lanes, which lie across the chip.
+  logic drain_writing;
+  always_ff @(posedge clk) drain_writing <= !rst && drained_next != '0;
+  assign scratch_writing = drain_writing || (cell_running && cell_wr_en) || host_scratch_write;
   assign in_write = in_queued && !scratch_writing;
   always_ff @(posedge clk) begin
     if (rst) begin

@@ -31,6 +31,7 @@ module tg_drain #(
     input  logic signed [      63:0] init,
     input  logic        [ADDR_W-1:0] in_addr,
     output logic                     out_valid,
+    output logic                     out_valid_next,
     output logic        [ADDR_W-1:0] out_addr,
     output logic signed [      63:0] out_value
 );
@@ -67,6 +68,8 @@ module tg_drain #(
   end
   assign busy = |valid;
   assign out_valid = valid[LATENCY-1];
+  // out_valid on the next edge: the valid bits shift on every edge.
+  assign out_valid_next = valid[LATENCY-2];
   assign out_addr = addr[LATENCY-1];
 
   logic signed [63:0] x1, init1, x2, init2, total3, rounded;
