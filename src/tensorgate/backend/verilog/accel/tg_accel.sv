@@ -491,12 +491,12 @@ module tg_accel #(
   logic [DRAIN_W-1:0] drained, drained_next;
   logic [S_AW-1:0] drained_addr[DRAIN_W];
   for (genvar j = 0; j < DRAIN_W; j++) begin : g_narrow
-    logic signed [63:0] x_value;
-    assign x_value = (j == 0 && e1_from_x) ? scratch_a_rdata : e1_value[j];
     tg_drain #(.ADDR_W(S_AW)) narrow (
         .clk(clk), .rst(rst), .load(gens_start), .acc_shift(ins[57][5:0]), .init_shift(ins[58][5:0]),
         .shift(ins[59][7:0]), .init_en(ins[60][1]), .round_even(ins[60][0]), .lo(ins[61]), .hi(ins[62]),
-        .in_valid(e1_valid[j]), .x(x_value), .init(scratch_i_rdata[j]), .in_addr(e1_addr[j]),
+        .in_valid(e1_valid[j]), .x(e1_value[j]),
+        .x_read(scratch_a_rdata), .from_read(j == 0 && e1_from_x), .init(scratch_i_rdata[j]),
+        .in_addr(e1_addr[j]),
         .out_valid(drained[j]), .out_valid_next(drained_next[j]), .out_addr(drained_addr[j]),
         .out_value(drained_value[j]));
   end

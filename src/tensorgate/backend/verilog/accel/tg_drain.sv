@@ -5,7 +5,7 @@
 // in 64-bit two's complement arithmetic (the golden requantize, rounding half away from
 // zero or to even), one result per cycle, LATENCY = 8 edges from `in_valid` to `out_valid`:
 //   1  operands registered (the scratchpad's and the lanes' output registers)
-//   2  the two run-time left shifts
+//   2  x or x_read (from_read), and the two run-time left shifts
 //   3  the add
 //   4-7  tg_requant_pipe (bias, rounding add, shift, saturation)
 //   8  the clamp to [lo, hi] (the requantizer compared)
@@ -28,6 +28,8 @@ module tg_drain #(
     input  logic signed [      63:0] hi,
     input  logic                     in_valid,
     input  logic signed [      63:0] x,
+    input  logic signed [      63:0] x_read,
+    input  logic                     from_read,
     input  logic signed [      63:0] init,
     input  logic        [ADDR_W-1:0] in_addr,
     output logic                     out_valid,
@@ -56,29 +58,36 @@ module tg_drain #(
 
   logic [LATENCY-1:0] valid;
   logic [ADDR_W-1:0] addr[LATENCY];
-  logic moving, busy;  // busy: a result is in flight
+  // busy (a result is in flight: valid != 0) is a register of the valid bits' next value,
+  // so that the stages' clock enable is a gate from registers.
+  logic moving, busy;
   assign moving = in_valid || busy;
   always_ff @(posedge clk) begin
     if (rst) valid <= '0;
     else valid <= {valid[LATENCY-2:0], in_valid};
+    busy <= !rst && {valid[LATENCY-2:0], in_valid} != '0;
     if (moving) begin
       addr[0] <= in_addr;
       for (int s = 1; s < LATENCY; s++) addr[s] <= addr[s-1];
     end
   end
-  assign busy = |valid;
   assign out_valid = valid[LATENCY-1];
   // out_valid on the next edge: the valid bits shift on every edge.
   assign out_valid_next = valid[LATENCY-2];
   assign out_addr = addr[LATENCY-1];
 
-  logic signed [63:0] x1, init1, x2, init2, total3, rounded;
+  // x_read (a scratchpad read, its bank's output a few gates back) is registered beside x and
+  // chosen in stage 2 (from_read), so that no choice sits between a block RAM and stage 1.
+  logic signed [63:0] x1, x_read1, init1, x2, init2, total3, rounded;
+  logic from_read1;
   logic unused_saturated, below, above;
   always_ff @(posedge clk) begin
     if (moving) begin
       x1 <= x;
+      x_read1 <= x_read;
+      from_read1 <= from_read;
       init1 <= init_en_q ? init : '0;
-      x2 <= x1 <<< acc_shift_q;
+      x2 <= (from_read1 ? x_read1 : x1) <<< acc_shift_q;
       init2 <= init1 <<< init_shift_q;
       total3 <= x2 + init2;
     end
